@@ -1,0 +1,253 @@
+/*
+ * imgchain/image.h - images and backing chains: open, read, write, create,
+ * inspect.
+ *
+ * An ic_image is one layer (qcow2, qed or raw) together with its opened
+ * backing chain: reads of unallocated ranges fall through to the backing
+ * image, or read as zeroes past its end.  ic_image_open() opens the whole
+ * chain (see imgchain/chain.h for chain editing).
+ *
+ * All functions return 0 (or a non-negative quantity) on success and -errno
+ * on failure with *errp set (see imgchain/error.h).
+ */
+#ifndef IMGCHAIN_IMAGE_H
+#define IMGCHAIN_IMAGE_H
+
+#include "common.h"
+#include "error.h"
+#include "sys/io.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ic_image ic_image;
+
+/* ---- opening ---------------------------------------------------------- */
+
+#define IC_OPEN_RDWR        (1u << 0) /* writable top image (backing files stay read-only) */
+#define IC_OPEN_NO_BACKING  (1u << 1) /* do not open the backing chain */
+#define IC_OPEN_DIRECT      (1u << 2) /* O_DIRECT for guest data (-t none) */
+#define IC_OPEN_FORCE_SHARE (1u << 3) /* -U: share every permission; read-only only */
+#define IC_OPEN_CHECK       (1u << 4) /* for check/repair: tolerate corrupt and dirty images */
+#define IC_OPEN_NO_LOCK     (1u << 5) /* take no qemu-compatible locks */
+
+/** Opens the file at @p path for the library; used for every image of a
+ * chain.  @p io_flags are IC_IO_* (imgchain/sys/io.h). */
+typedef int (*ic_open_file_fn)(ic_io **out, const char *path, unsigned io_flags,
+                               void *payload, ic_error **errp);
+
+#define IC_OPEN_OPTIONS_VERSION 1
+typedef struct ic_open_options {
+    unsigned version;
+    const char *format;        /* format of the top image; NULL = probe */
+    unsigned flags;            /* IC_OPEN_* */
+    unsigned max_depth;        /* backing chain limit; 0 = 256 */
+    ic_open_file_fn open_file; /* NULL = the POSIX backend */
+    void *payload;             /* passed to open_file */
+} ic_open_options;
+#define IC_OPEN_OPTIONS_INIT { IC_OPEN_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL }
+
+/**
+ * Opens an image and its backing chain.
+ * Backing names are resolved relative to the directory of the image that
+ * records them; the recorded backing format is used, and only an image
+ * whose overlay records no format is probed (never one recorded as raw).
+ * @param opts NULL for defaults (read-only, probe, depth 256)
+ * @return 0; -ENOENT missing file (or backing file); -EINVAL bad options;
+ *   -ELOOP backing loop or chain deeper than max_depth; -EIO corrupt image;
+ *   -ENOTSUP unsupported feature; -EBUSY locked by another process.
+ */
+IC_EXTERN int ic_image_open(ic_image **out, const char *path,
+                            const ic_open_options *opts, ic_error **errp);
+
+/**
+ * Opens an image on an I/O backend the caller made (tests, embedders).
+ * Takes ownership of @p file whatever the result.  Backing files are opened
+ * through opts->open_file (or the POSIX backend).
+ */
+IC_EXTERN int ic_image_open_io(ic_image **out, ic_io *file,
+                               const ic_open_options *opts, ic_error **errp);
+
+/** Flushes and closes the image and its chain.  Returns the first flush
+ * error (-errno), the handle is freed regardless.  NULL is a no-op. */
+IC_EXTERN int ic_image_close(ic_image *img);
+
+/* ---- properties (borrowed, valid while the image is open) -------------- */
+IC_EXTERN uint64_t ic_image_size(const ic_image *img);
+IC_EXTERN const char *ic_image_filename(const ic_image *img);
+IC_EXTERN const char *ic_image_format(const ic_image *img);
+/** Cluster size of the format (0 for raw). */
+IC_EXTERN uint32_t ic_image_cluster_size(const ic_image *img);
+/** The opened backing image, or NULL. */
+IC_EXTERN ic_image *ic_image_backing(const ic_image *img);
+/** Backing name as recorded in the header, or NULL. */
+IC_EXTERN const char *ic_image_backing_name(const ic_image *img);
+/** Backing format as recorded in the header, or NULL. */
+IC_EXTERN const char *ic_image_backing_format(const ic_image *img);
+/** The backing name resolved against the image's directory, or NULL. */
+IC_EXTERN const char *ic_image_backing_path(const ic_image *img);
+/** The file-level I/O handle of this layer (borrowed). */
+IC_EXTERN ic_io *ic_image_file(const ic_image *img);
+
+/* ---- guest I/O (through the chain) ------------------------------------ */
+
+/** Reads guest data.  [off, off+len) must lie within the virtual size. */
+IC_EXTERN int ic_image_pread(ic_image *img, void *buf, size_t len, uint64_t off,
+                             ic_error **errp);
+/** Writes guest data, allocating and copying-on-write as needed. */
+IC_EXTERN int ic_image_pwrite(ic_image *img, const void *buf, size_t len, uint64_t off,
+                              ic_error **errp);
+
+#define IC_ZERO_MAY_UNMAP (1u << 0) /* deallocate where the format can */
+/** Makes [off, off+len) read as zeroes (zero clusters where possible). */
+IC_EXTERN int ic_image_pwrite_zeroes(ic_image *img, uint64_t off, uint64_t len,
+                                     unsigned flags, ic_error **errp);
+/** Discards [off, off+len): afterwards it reads from the backing file, or
+ * as zeroes (v3 qcow2 and QED use zero clusters when a backing file would
+ * otherwise show through).  Unaligned edges are left as they are. */
+IC_EXTERN int ic_image_discard(ic_image *img, uint64_t off, uint64_t len, ic_error **errp);
+/** Writes one whole cluster compressed (@p off and @p len cluster aligned,
+ * len = cluster size or the tail of the disk).  -ENOTSUP for formats
+ * without compression. */
+IC_EXTERN int ic_image_pwrite_compressed(ic_image *img, const void *buf, size_t len,
+                                         uint64_t off, ic_error **errp);
+IC_EXTERN int ic_image_flush(ic_image *img, ic_error **errp);
+/** Changes the virtual size (grow; shrinking is refused with -ENOTSUP
+ * where data would be lost). */
+IC_EXTERN int ic_image_truncate(ic_image *img, uint64_t size, ic_error **errp);
+
+/* ---- block status ----------------------------------------------------- */
+
+#define IC_BS_DATA         (1u << 0) /* reads stored data (not known to be zero) */
+#define IC_BS_ZERO         (1u << 1) /* reads as zeroes */
+#define IC_BS_ALLOCATED    (1u << 2) /* the layer at `depth` decides this range */
+#define IC_BS_OFFSET_VALID (1u << 3) /* host_offset is valid */
+#define IC_BS_COMPRESSED   (1u << 4) /* stored compressed */
+
+typedef struct ic_block_status {
+    uint64_t offset;       /* guest offset of the run */
+    uint64_t length;       /* length of the run (> 0) */
+    unsigned depth;        /* 0 = top; the layer deciding the range, or the
+                            * bottom layer's index + 1... see below */
+    unsigned flags;        /* IC_BS_* */
+    uint64_t host_offset;  /* byte offset in `file` when OFFSET_VALID */
+    const char *filename;  /* file holding the data (borrowed), or NULL */
+} ic_block_status;
+
+/**
+ * Status of the run starting at @p off (at most @p len bytes) through the
+ * chain from @p img down to, but not including, @p base (NULL = the whole
+ * chain).  If no layer above @p base allocates the run, flags has no
+ * IC_BS_ALLOCATED and depth is the number of layers searched - 1 (as
+ * qemu-img map reports the bottom layer); flags then has IC_BS_ZERO when
+ * the range reads as zeroes (no base, or past its end).
+ */
+IC_EXTERN int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off,
+                                    uint64_t len, ic_block_status *out, ic_error **errp);
+
+/* ---- create ----------------------------------------------------------- */
+
+#define IC_CREATE_OPTIONS_VERSION 1
+typedef struct ic_create_options {
+    unsigned version;
+    const char *format;          /* "qcow2" (default), "qed", "raw" */
+    uint64_t size;               /* virtual size; see size_set */
+    bool size_set;               /* false: take it from the backing file */
+    const char *backing_file;    /* recorded as given (relative to FILE's dir) */
+    const char *backing_format;  /* required with backing_file unless it is probed */
+    const char *options;         /* qemu-img -o string: "k=v,k=v" (",," escapes a comma) */
+    bool no_backing_open;        /* -u: do not open the backing file */
+    ic_open_file_fn open_file;   /* NULL = POSIX backend */
+    void *payload;
+} ic_create_options;
+#define IC_CREATE_OPTIONS_INIT { IC_CREATE_OPTIONS_VERSION, NULL, 0, false, NULL, NULL, NULL, false, NULL, NULL }
+
+/**
+ * Creates an image file.  The file is created or truncated only after its
+ * options have been validated and its lock taken.
+ * @return 0; -EINVAL bad option or size; -ENOENT backing file missing;
+ *   -EBUSY target locked; -ENOTSUP unknown format or option value; -errno.
+ */
+IC_EXTERN int ic_image_create(const char *path, const ic_create_options *opts,
+                              ic_error **errp);
+
+/* ---- info ------------------------------------------------------------- */
+
+typedef enum ic_info_type { IC_INFO_BOOL, IC_INFO_INT, IC_INFO_STRING } ic_info_type;
+
+/** One format-specific field, named as qemu-img's JSON names it. */
+typedef struct ic_info_field {
+    char *key;
+    ic_info_type type;
+    bool b;
+    int64_t i;
+    char *s;
+} ic_info_field;
+
+typedef struct ic_snapshot_info {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    int64_t icount;        /* -1: not recorded */
+    uint64_t disk_size;    /* virtual size when the snapshot was taken */
+} ic_snapshot_info;
+
+typedef struct ic_image_info {
+    char *filename;
+    char *format;
+    uint64_t virtual_size;
+    int64_t actual_size;            /* bytes allocated on the host; -1 unknown */
+    uint32_t cluster_size;          /* 0: the format has none */
+    bool dirty;                     /* qcow2 dirty bit / QED need-check */
+    bool encrypted;
+    char *backing_filename;         /* as recorded, or NULL */
+    char *full_backing_filename;    /* resolved, or NULL */
+    char *backing_format;           /* recorded, or NULL */
+    size_t nb_snapshots;
+    ic_snapshot_info *snapshots;
+    size_t nb_specific;             /* format-specific fields, in order */
+    ic_info_field *specific;
+} ic_image_info;
+
+/** Describes this layer (not its backing files). Free with ic_image_info_free(). */
+IC_EXTERN int ic_image_get_info(ic_image *img, ic_image_info **out, ic_error **errp);
+IC_EXTERN void ic_image_info_free(ic_image_info *info);
+
+/* ---- check ------------------------------------------------------------ */
+
+#define IC_FIX_LEAKS  (1u << 0)
+#define IC_FIX_ERRORS (1u << 1)
+#define IC_CHECK_DRY_RUN (1u << 2) /* with FIX_*: report each change, write nothing */
+
+typedef struct ic_check_result {
+    int64_t corruptions;
+    int64_t leaks;
+    int64_t check_errors;
+    int64_t corruptions_fixed;
+    int64_t leaks_fixed;
+    uint64_t image_end_offset;     /* 0 when the format reports none */
+    uint64_t total_clusters;
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+} ic_check_result;
+
+/** Receives one line per problem found or change made (no newline). */
+typedef void (*ic_check_report_fn)(void *payload, const char *line);
+
+/**
+ * Checks (and with IC_FIX_* repairs) this layer's metadata.  Returns 0 when
+ * the scan completed, whatever it found; -ENOTSUP when the format has no
+ * check; -errno on internal failure.
+ */
+IC_EXTERN int ic_image_check(ic_image *img, unsigned fix, ic_check_report_fn report,
+                             void *payload, ic_check_result *out, ic_error **errp);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,100 @@
+/*
+ * imgchain/sys/io.h - the I/O backend vtable (advanced surface).
+ *
+ * All bytes imgchain reads or writes pass through an ic_io: a base struct
+ * whose first member points to a const ic_io_ops table (SQLite's
+ * sqlite3_io_methods model).  Backends embed struct ic_io first.  Embedders
+ * and tests can supply their own backend and open images on it with
+ * ic_image_open_io() (imgchain/image.h).
+ *
+ * Contract of every op (all return 0 or -errno unless stated):
+ *   pread     reads up to len bytes at off; returns the byte count, which is
+ *             short only at end of file; never partially fails silently.
+ *   pwrite    writes all len bytes at off (extending the file) or fails.
+ *   flush     makes every completed write durable (fdatasync).
+ *   truncate  sets the file length.
+ *   get_size  returns the file length (>= 0) or -errno.
+ *   punch_hole deallocates [off, off+len) so it reads as zeroes; may be
+ *             NULL (then -ENOTSUP, and callers write zeroes if they need to).
+ *   event     optional: called before each named metadata write (see
+ *             IC_EV_* in the library's src/io/events.def); filters such as
+ *             the fault injector use it.  May be NULL.
+ *   lock      optional: takes qemu-compatible locks (IC_LOCK_*). -EBUSY with
+ *             the file's name when another process holds a conflicting one.
+ *   close     releases the backend (and its locks); the pointer is invalid
+ *             afterwards.
+ */
+#ifndef IMGCHAIN_SYS_IO_H
+#define IMGCHAIN_SYS_IO_H
+
+#include "../common.h"
+#include "../error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ic_io ic_io;
+
+#define IC_IO_OPS_VERSION 1
+
+/* Lock modes (qemu's permission bytes, see src/io/io-lock.c). */
+enum ic_lock_mode {
+    IC_LOCK_NONE = 0,   /* release all locks */
+    IC_LOCK_SHARED,     /* reader: hold CONSISTENT_READ, refuse writers */
+    IC_LOCK_WRITE,      /* writer: hold READ|WRITE|RESIZE, refuse other writers */
+    IC_LOCK_FORCE_SHARE /* -U: hold CONSISTENT_READ, share everything */
+};
+
+struct ic_io_ops {
+    unsigned version;
+    int (*close)(ic_io *io);
+    int64_t (*pread)(ic_io *io, void *buf, size_t len, uint64_t off);
+    int (*pwrite)(ic_io *io, const void *buf, size_t len, uint64_t off);
+    int (*flush)(ic_io *io);
+    int (*truncate)(ic_io *io, uint64_t size);
+    int64_t (*get_size)(ic_io *io);
+    int (*punch_hole)(ic_io *io, uint64_t off, uint64_t len);
+    void (*event)(ic_io *io, int event);
+    int (*lock)(ic_io *io, enum ic_lock_mode mode, ic_error **errp);
+    /* Optional: allocation status of the underlying file (SEEK_DATA). Sets
+     * *pnum to the length of the run starting at off with the same status;
+     * returns 1 for data, 0 for a hole, -errno on error. */
+    int (*block_status)(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
+    /* Optional: bytes actually allocated on the host (st_blocks * 512). */
+    int64_t (*allocated_size)(ic_io *io);
+};
+
+/* The base struct every backend embeds first. */
+struct ic_io {
+    const struct ic_io_ops *ops;
+    char *name;          /* file name for messages (owned by the backend) */
+    unsigned open_flags; /* IC_IO_* flags it was opened with */
+};
+
+/* Open flags for ic_io_open_file(). */
+#define IC_IO_RDWR    (1u << 0)  /* read-write (default read-only) */
+#define IC_IO_CREATE  (1u << 1)  /* create if missing (never truncates; see ic_io_open_file) */
+#define IC_IO_EXCL    (1u << 2)  /* with CREATE: fail if it exists */
+#define IC_IO_DIRECT  (1u << 3)  /* O_DIRECT (the -t none cache mode) */
+#define IC_IO_NOLOCK  (1u << 4)  /* do not take qemu-compatible locks */
+#define IC_IO_SHARE   (1u << 5)  /* force-share (-U): lock byte 100 only */
+
+/**
+ * Opens a host file with the production (POSIX) backend and takes the
+ * qemu-compatible locks that match @p flags (writer for IC_IO_RDWR, reader
+ * otherwise) unless IC_IO_NOLOCK.
+ * @return 0, -ENOENT, -EACCES, -EBUSY (locked by another process), -errno
+ */
+IC_EXTERN int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp);
+
+/** Creates an in-memory backend (unit tests, scratch images). */
+IC_EXTERN int ic_io_open_mem(ic_io **out, const char *name, ic_error **errp);
+
+/** Closes any backend; NULL is a no-op. */
+IC_EXTERN int ic_io_close(ic_io *io);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

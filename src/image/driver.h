@@ -1,0 +1,145 @@
+/*
+ * driver.h - the format-driver contract (QEMU's struct BlockDriver).
+ *
+ * A driver is one const table filled with designated initializers and
+ * registered in image.c's driver list.  src/image fills the defaults for
+ * optional ops at registration, so callers never test for NULL: an op left
+ * NULL behaves as documented on its field (usually -ENOTSUP).
+ *
+ * Conventions for every op:
+ *  - returns 0 or -errno (int64_t ops: >= 0 value or -errno);
+ *  - control-path ops (open, create, check, snapshot_*, change_backing,
+ *    get_info, truncate, make_empty) take ic_error **errp last and set it
+ *    exactly when they fail;
+ *  - data-path ops (pread, pwrite, ...) return -errno only; when they detect
+ *    corruption they call ic_image_corrupt() (image.h), which records the
+ *    message the public wrapper reports;
+ *  - offsets and lengths are in bytes; the generic layer guarantees that
+ *    [off, off+len) lies within the virtual size and that len > 0;
+ *  - a driver reads its own file only through ic_io_* (src/io/io.h) on
+ *    img->file, and announces metadata writes with ic_io_event().
+ */
+#ifndef IC_IMAGE_DRIVER_H
+#define IC_IMAGE_DRIVER_H
+
+#include "imgchain/image.h"
+#include "util/opts.h"
+
+struct ic_image;
+
+/* What create() receives after the generic layer parsed the request. */
+struct ic_create_params {
+    const char *filename;        /* path of the new image (for data_file etc.) */
+    uint64_t size;               /* virtual size (validated > 0 unless backing) */
+    const char *backing_file;    /* to record, or NULL */
+    const char *backing_format;  /* to record, or NULL */
+    ic_opts *opts;               /* -o options: take yours, leave the rest */
+    ic_open_file_fn open_file;   /* to create side files (data_file) */
+    void *payload;
+};
+
+struct ic_driver {
+    const char *name;           /* "qcow2", "qed", "raw" */
+    size_t instance_size;       /* private state, zeroed, at img->opaque */
+
+    /* Score 0..100 for @buf (the first bytes of the file, len >= 512 unless
+     * the file is shorter).  NULL: never probed. */
+    int (*probe)(const uint8_t *buf, size_t len);
+
+    /* Parses the header of img->file and fills img->size, img->cluster_size,
+     * img->backing_name, img->backing_fmt (malloc'd; NULL when absent).
+     * Flags: IC_OPEN_* (RDWR, CHECK...).  Must refuse unknown incompatible
+     * features, validate every size and offset it will use, and, when
+     * writable, prepare the image (repair a dirty image, clear unknown
+     * autoclear bits).  The backing chain is opened afterwards by the
+     * generic layer.  Required. */
+    int (*open)(struct ic_image *img, unsigned flags, ic_error **errp);
+
+    /* Writes back dirty state (if writable) and frees img->opaque contents
+     * (not img->opaque itself).  Must not fail: report flush errors through
+     * flush() before.  Required. */
+    void (*close)(struct ic_image *img);
+
+    /* Formats a new image on @file (already created empty and locked).
+     * NULL: the format cannot be created (-ENOTSUP). */
+    int (*create)(ic_io *file, const struct ic_create_params *p, ic_error **errp);
+
+    /* Reads guest data.  Ranges this layer does not allocate are read with
+     * ic_image_backing_pread() (zeroes without a backing file or past its
+     * end).  Required. */
+    int (*pread)(struct ic_image *img, void *buf, size_t len, uint64_t off);
+
+    /* Writes guest data: allocates, copies on write partial clusters from
+     * the backing chain, orders metadata writes for crash safety.
+     * NULL: read-only format (-ENOTSUP). */
+    int (*pwrite)(struct ic_image *img, const void *buf, size_t len, uint64_t off);
+
+    /* Makes the range read as zeroes.  flags: IC_ZERO_MAY_UNMAP.
+     * NULL: the generic layer writes zero buffers through pwrite. */
+    int (*pwrite_zeroes)(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags);
+
+    /* Deallocates whole clusters within the range (see ic_image_discard).
+     * NULL: discard is a successful no-op (it is advisory). */
+    int (*discard)(struct ic_image *img, uint64_t off, uint64_t len);
+
+    /* Writes one cluster compressed (off cluster aligned; len = cluster
+     * size, or less for the last cluster of the disk).  NULL: -ENOTSUP. */
+    int (*pwrite_compressed)(struct ic_image *img, const void *buf, size_t len, uint64_t off);
+
+    /* Writes cached metadata in dependency order, then flushes img->file
+     * (and a data file).  NULL: ic_io_flush(img->file). */
+    int (*flush)(struct ic_image *img);
+
+    /* Status of [off, off+len) in THIS layer only.  Sets *pnum (0 < *pnum
+     * <= len) to the length of the run that shares the status, *flags to
+     * IC_BS_* bits and, with IC_BS_OFFSET_VALID, *map to the host offset in
+     * *file (a borrowed ic_io: img->file or a data file).  A run the layer
+     * does not decide has no IC_BS_ALLOCATED: the caller looks further down
+     * the chain.  Required. */
+    int (*block_status)(struct ic_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+                        unsigned *flags, uint64_t *map, ic_io **file);
+
+    /* Grows (or shrinks, where safe) the virtual size.  NULL: -ENOTSUP. */
+    int (*truncate)(struct ic_image *img, uint64_t size, ic_error **errp);
+
+    /* Checks the layer's metadata; with IC_FIX_* repairs.  Returns 0 when
+     * the scan completed (what it found is in @res).  NULL: -ENOTSUP
+     * (qemu-img check's exit code 63). */
+    int (*check)(struct ic_image *img, unsigned fix, ic_check_report_fn report, void *payload,
+                 ic_check_result *res, ic_error **errp);
+
+    /* Internal snapshots.  NULL: -ENOTSUP. */
+    int (*snapshot_create)(struct ic_image *img, const ic_snapshot_info *sn, ic_error **errp);
+    int (*snapshot_goto)(struct ic_image *img, const char *id_or_name, ic_error **errp);
+    int (*snapshot_delete)(struct ic_image *img, const char *id, const char *name,
+                           ic_error **errp);
+    /* Returns the number of snapshots and a malloc'd array in *out (entries
+     * freed with ic_snapshot_info_clear). NULL: 0 snapshots. */
+    int (*snapshot_list)(struct ic_image *img, ic_snapshot_info **out, ic_error **errp);
+    /* Read-only view of a snapshot (convert -l / map -l). NULL: -ENOTSUP. */
+    int (*snapshot_load_tmp)(struct ic_image *img, const char *id, const char *name,
+                             ic_error **errp);
+
+    /* Rewrites the recorded backing name and format (NULL name: none).
+     * NULL: -ENOTSUP. */
+    int (*change_backing)(struct ic_image *img, const char *name, const char *fmt,
+                          ic_error **errp);
+
+    /* Adds format-specific data to @info (cluster_size, dirty, specific
+     * fields, snapshots).  The generic fields are already filled.  NULL: none. */
+    int (*get_info)(struct ic_image *img, ic_image_info *info, ic_error **errp);
+
+    /* Empties the layer (commit without -d).  NULL: discard everything. */
+    int (*make_empty)(struct ic_image *img, ic_error **errp);
+};
+
+/* The registered drivers (image.c). */
+const struct ic_driver *ic_driver_find(const char *name);
+/* Best probe match for the first bytes of a file; never NULL (raw). */
+const struct ic_driver *ic_driver_probe(const uint8_t *buf, size_t len);
+
+extern const struct ic_driver ic_driver_raw;
+extern const struct ic_driver ic_driver_qcow2;
+extern const struct ic_driver ic_driver_qed;
+
+#endif

@@ -1,0 +1,566 @@
+/*
+ * image.c - the generic image handle: driver registry, probing, one-layer
+ * open, guest I/O dispatch through the chain, block status, create, info
+ * and check entry points.
+ *
+ * Design notes:
+ *  1. Drivers see only struct ic_image and the ic_io wrappers; they never
+ *     open other files themselves except through ic_image_open_file().
+ *  2. Public data-path functions validate ranges and state, call the driver,
+ *     and turn a negative return into an ic_error: the detail recorded with
+ *     ic_image_corrupt()/ic_image_fail() when there is one, strerror
+ *     otherwise.  Every message starts with the file name.
+ *  3. The state machine is documented in image.h; ERROR is sticky: reads
+ *     stay allowed so data can be rescued, writes fail with EIO.
+ *  4. Backing reads clamp to the backing image's size: a backing file
+ *     shorter than its overlay reads as zeroes past its end.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image.h"
+#include "util/overflow.h"
+#include "util/path.h"
+
+static const struct ic_driver *const drivers[] = {
+    &ic_driver_qcow2,
+    &ic_driver_qed,
+    &ic_driver_raw,
+};
+
+const struct ic_driver *ic_driver_find(const char *name)
+{
+    for (size_t i = 0; i < IC_ARRAY_SIZE(drivers); i++)
+        if (!strcmp(drivers[i]->name, name))
+            return drivers[i];
+    return NULL;
+}
+
+const struct ic_driver *ic_driver_probe(const uint8_t *buf, size_t len)
+{
+    const struct ic_driver *best = &ic_driver_raw;
+    int best_score = 0;
+    for (size_t i = 0; i < IC_ARRAY_SIZE(drivers); i++) {
+        if (!drivers[i]->probe)
+            continue;
+        int s = drivers[i]->probe(buf, len);
+        if (s > best_score) {
+            best_score = s;
+            best = drivers[i];
+        }
+    }
+    return best;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void set_last_error(struct ic_image *img, ic_error_kind kind, int err, const char *msg)
+{
+    ic_error_free(img->last_error);
+    img->last_error = NULL;
+    ic_error_set(&img->last_error, kind, err, "%s", msg);
+}
+
+int ic_image_corrupt(struct ic_image *img, bool fatal, uint64_t offset, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char full[640];
+    if (offset != UINT64_MAX)
+        snprintf(full, sizeof(full), "image is corrupt: %s (offset %#" PRIx64 ")", msg, offset);
+    else
+        snprintf(full, sizeof(full), "image is corrupt: %s", msg);
+    set_last_error(img, IC_ERR_CORRUPT, EIO, full);
+    if (fatal)
+        img->state = IC_IMAGE_ERROR;
+    return -EIO;
+}
+
+int ic_image_fail(struct ic_image *img, int ret, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    set_last_error(img, ic_error_kind_from_errno(-ret), -ret, msg);
+    return ret;
+}
+
+/* Turns a data-path failure into the caller's error, once. */
+static int report(struct ic_image *img, int ret, ic_error **errp, const char *what, uint64_t off)
+{
+    if (img->last_error) {
+        ic_error_set(errp, img->last_error->kind, img->last_error->errnum, "%s: %s",
+                     img->filename, img->last_error->msg);
+        ic_error_free(img->last_error);
+        img->last_error = NULL;
+        return ret;
+    }
+    if (ret == -ENOTSUP)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: %s is not supported by format %s",
+                            img->filename, what, img->drv->name);
+    return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "%s: %s at offset %" PRIu64
+                        " failed: %s", img->filename, what, off, strerror(-ret));
+}
+
+/* ---- opening one layer ------------------------------------------------- */
+
+int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
+                       unsigned io_flags, ic_error **errp)
+{
+    if (fn)
+        return fn(out, path, io_flags, payload, errp);
+    return ic_io_open_file(out, path, io_flags, errp);
+}
+
+int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
+                        const struct ic_driver *drv, unsigned flags,
+                        ic_open_file_fn open_file, void *payload, ic_error **errp)
+{
+    *out = NULL;
+    struct ic_image *img = calloc(1, sizeof(*img));
+    if (!img) {
+        ic_io_close(file);
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", filename);
+    }
+    img->filename = strdup(filename);
+    img->opaque = drv->instance_size ? calloc(1, drv->instance_size) : NULL;
+    if (!img->filename || (drv->instance_size && !img->opaque)) {
+        free(img->filename);
+        free(img->opaque);
+        free(img);
+        ic_io_close(file);
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", filename);
+    }
+    img->drv = drv;
+    img->file = file;
+    img->flags = flags;
+    img->read_only = !(flags & IC_OPEN_RDWR);
+    img->open_file = open_file;
+    img->payload = payload;
+    int ret = drv->open(img, flags, errp);
+    if (ret < 0) {
+        ic_error_prepend(errp, "%s", filename);
+        ic_io_close(img->file);
+        free(img->backing_name);
+        free(img->backing_fmt);
+        free(img->filename);
+        free(img->opaque);
+        free(img);
+        return ret;
+    }
+    *out = img;
+    return 0;
+}
+
+void ic_image_free_chain(struct ic_image *img)
+{
+    while (img) {
+        struct ic_image *next = img->backing;
+        img->drv->close(img);
+        ic_io_close(img->file);
+        ic_error_free(img->last_error);
+        free(img->backing_name);
+        free(img->backing_fmt);
+        free(img->backing_path);
+        free(img->filename);
+        free(img->opaque);
+        free(img);
+        img = next;
+    }
+}
+
+int ic_image_close(ic_image *img)
+{
+    if (!img)
+        return 0;
+    int ret = 0;
+    if (!img->read_only && img->state == IC_IMAGE_DIRTY && img->drv->flush)
+        ret = img->drv->flush(img);
+    ic_image_free_chain(img);
+    return ret;
+}
+
+/* ---- properties ---------------------------------------------------------- */
+
+uint64_t ic_image_size(const ic_image *img) { return img->size; }
+const char *ic_image_filename(const ic_image *img) { return img->filename; }
+const char *ic_image_format(const ic_image *img) { return img->drv->name; }
+uint32_t ic_image_cluster_size(const ic_image *img) { return img->cluster_size; }
+ic_image *ic_image_backing(const ic_image *img) { return img->backing; }
+const char *ic_image_backing_name(const ic_image *img) { return img->backing_name; }
+const char *ic_image_backing_format(const ic_image *img) { return img->backing_fmt; }
+const char *ic_image_backing_path(const ic_image *img) { return img->backing_path; }
+ic_io *ic_image_file(const ic_image *img) { return img->file; }
+
+/* ---- guest I/O ----------------------------------------------------------- */
+
+static int check_range(struct ic_image *img, uint64_t off, uint64_t len, ic_error **errp)
+{
+    if (!ic_range_within(off, len, img->size))
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: range %" PRIu64 "+%" PRIu64 " is beyond the virtual size %" PRIu64,
+                            img->filename, off, len, img->size);
+    return 0;
+}
+
+static int check_writable(struct ic_image *img, ic_error **errp)
+{
+    if (img->read_only)
+        return ic_error_set(errp, IC_ERR_INVALID, EROFS, "%s: image is opened read-only",
+                            img->filename);
+    if (img->state == IC_IMAGE_ERROR)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EIO,
+                            "%s: image is in an error state after an earlier failure; writes refused",
+                            img->filename);
+    return 0;
+}
+
+int ic_image_backing_pread(struct ic_image *img, void *buf, size_t len, uint64_t off)
+{
+    struct ic_image *bk = img->backing;
+    if (!bk) {
+        memset(buf, 0, len);
+        return 0;
+    }
+    size_t n = 0;
+    if (off < bk->size) {
+        uint64_t avail = bk->size - off;
+        n = avail < len ? (size_t)avail : len;
+        int ret = bk->drv->pread(bk, buf, n, off);
+        if (ret < 0) {
+            /* carry the backing layer's detail up to the top's report */
+            if (bk->last_error && !img->last_error) {
+                ic_error_set(&img->last_error, bk->last_error->kind, bk->last_error->errnum,
+                             "backing file %s: %s", bk->filename, bk->last_error->msg);
+                ic_error_free(bk->last_error);
+                bk->last_error = NULL;
+            }
+            return ret;
+        }
+    }
+    if (n < len)
+        memset((uint8_t *)buf + n, 0, len - n);
+    return 0;
+}
+
+int ic_image_pread(ic_image *img, void *buf, size_t len, uint64_t off, ic_error **errp)
+{
+    int ret = check_range(img, off, len, errp);
+    if (ret < 0 || len == 0)
+        return ret;
+    ret = img->drv->pread(img, buf, len, off);
+    if (ret < 0)
+        return report(img, ret, errp, "read", off);
+    return 0;
+}
+
+int ic_image_pwrite(ic_image *img, const void *buf, size_t len, uint64_t off, ic_error **errp)
+{
+    int ret = check_range(img, off, len, errp);
+    if (ret < 0 || len == 0)
+        return ret;
+    if ((ret = check_writable(img, errp)) < 0)
+        return ret;
+    if (!img->drv->pwrite)
+        return report(img, -ENOTSUP, errp, "write", off);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->pwrite(img, buf, len, off);
+    if (ret < 0)
+        return report(img, ret, errp, "write", off);
+    return 0;
+}
+
+int ic_image_pwrite_zeroes(ic_image *img, uint64_t off, uint64_t len, unsigned flags,
+                           ic_error **errp)
+{
+    int ret = check_range(img, off, len, errp);
+    if (ret < 0 || len == 0)
+        return ret;
+    if ((ret = check_writable(img, errp)) < 0)
+        return ret;
+    img->state = IC_IMAGE_DIRTY;
+    if (img->drv->pwrite_zeroes) {
+        ret = img->drv->pwrite_zeroes(img, off, len, flags);
+        if (ret != -ENOTSUP) {
+            if (ret < 0)
+                return report(img, ret, errp, "write zeroes", off);
+            return 0;
+        }
+    }
+    if (!img->drv->pwrite)
+        return report(img, -ENOTSUP, errp, "write zeroes", off);
+    size_t chunk = 1u << 20;
+    uint8_t *zero = calloc(1, chunk);
+    if (!zero)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", img->filename);
+    while (len > 0) {
+        size_t n = len < chunk ? (size_t)len : chunk;
+        ret = img->drv->pwrite(img, zero, n, off);
+        if (ret < 0) {
+            free(zero);
+            return report(img, ret, errp, "write zeroes", off);
+        }
+        off += n;
+        len -= n;
+    }
+    free(zero);
+    return 0;
+}
+
+int ic_image_discard(ic_image *img, uint64_t off, uint64_t len, ic_error **errp)
+{
+    int ret = check_range(img, off, len, errp);
+    if (ret < 0 || len == 0)
+        return ret;
+    if ((ret = check_writable(img, errp)) < 0)
+        return ret;
+    if (!img->drv->discard)
+        return 0;
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->discard(img, off, len);
+    if (ret < 0)
+        return report(img, ret, errp, "discard", off);
+    return 0;
+}
+
+int ic_image_pwrite_compressed(ic_image *img, const void *buf, size_t len, uint64_t off,
+                               ic_error **errp)
+{
+    int ret = check_range(img, off, len, errp);
+    if (ret < 0)
+        return ret;
+    if ((ret = check_writable(img, errp)) < 0)
+        return ret;
+    if (!img->drv->pwrite_compressed)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not support compression", img->filename,
+                            img->drv->name);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->pwrite_compressed(img, buf, len, off);
+    if (ret < 0)
+        return report(img, ret, errp, "compressed write", off);
+    return 0;
+}
+
+int ic_image_flush(ic_image *img, ic_error **errp)
+{
+    if (img->read_only)
+        return 0;
+    int ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+    if (ret < 0) {
+        img->state = IC_IMAGE_ERROR;
+        return report(img, ret, errp, "flush", 0);
+    }
+    if (img->state == IC_IMAGE_DIRTY)
+        img->state = IC_IMAGE_OPEN;
+    return 0;
+}
+
+int ic_image_truncate(ic_image *img, uint64_t size, ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    if (!img->drv->truncate)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s cannot be resized", img->filename, img->drv->name);
+    ret = img->drv->truncate(img, size, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s", img->filename);
+    return ret;
+}
+
+/* ---- block status ------------------------------------------------------- */
+
+int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
+                          ic_block_status *out, ic_error **errp)
+{
+    int ret = check_range(img, off, len ? len : 1, errp);
+    if (ret < 0)
+        return ret;
+    if (len == 0)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: zero-length block status",
+                            img->filename);
+    memset(out, 0, sizeof(*out));
+    out->offset = off;
+    unsigned depth = 0;
+    struct ic_image *layer = img;
+    for (; layer && layer != base; layer = layer->backing, depth++) {
+        if (off >= layer->size) {
+            /* past the end of a shorter backing file: zeroes, decided here */
+            out->length = len;
+            out->depth = depth;
+            out->flags = IC_BS_ZERO;
+            return 0;
+        }
+        uint64_t n = layer->size - off < len ? layer->size - off : len;
+        uint64_t pnum = 0, map = 0;
+        unsigned flags = 0;
+        ic_io *file = NULL;
+        ret = layer->drv->block_status(layer, off, n, &pnum, &flags, &map, &file);
+        if (ret < 0)
+            return report(layer, ret, errp, "block status", off);
+        if (pnum == 0 || pnum > n)
+            return ic_error_set(errp, IC_ERR_OTHER, EIO,
+                                "%s: driver returned an invalid block status length",
+                                layer->filename);
+        if (flags & IC_BS_ALLOCATED) {
+            out->length = pnum;
+            out->depth = depth;
+            out->flags = flags;
+            out->host_offset = map;
+            out->filename = (flags & IC_BS_OFFSET_VALID) && file ? ic_io_name(file) : NULL;
+            return 0;
+        }
+        len = pnum;
+    }
+    out->length = len;
+    out->depth = depth ? depth - 1 : 0;
+    /* Nothing above base decides the range.  Without a base it reads as
+     * zeroes; with one, the caller asked only about the layers above. */
+    out->flags = layer ? 0 : IC_BS_ZERO;
+    return 0;
+}
+
+/* ---- info --------------------------------------------------------------- */
+
+void ic_snapshot_info_clear(ic_snapshot_info *sn)
+{
+    free(sn->id);
+    free(sn->name);
+    sn->id = sn->name = NULL;
+}
+
+static int add_field(ic_image_info *info, const char *key, ic_info_field f)
+{
+    ic_info_field *nv = realloc(info->specific, (info->nb_specific + 1) * sizeof(*nv));
+    if (!nv)
+        return -ENOMEM;
+    info->specific = nv;
+    f.key = strdup(key);
+    if (!f.key)
+        return -ENOMEM;
+    info->specific[info->nb_specific++] = f;
+    return 0;
+}
+
+int ic_info_add_bool(ic_image_info *info, const char *key, bool v)
+{
+    return add_field(info, key, (ic_info_field){ .type = IC_INFO_BOOL, .b = v });
+}
+
+int ic_info_add_int(ic_image_info *info, const char *key, int64_t v)
+{
+    return add_field(info, key, (ic_info_field){ .type = IC_INFO_INT, .i = v });
+}
+
+int ic_info_add_str(ic_image_info *info, const char *key, const char *v)
+{
+    char *s = strdup(v);
+    if (!s)
+        return -ENOMEM;
+    int ret = add_field(info, key, (ic_info_field){ .type = IC_INFO_STRING, .s = s });
+    if (ret < 0)
+        free(s);
+    return ret;
+}
+
+void ic_image_info_free(ic_image_info *info)
+{
+    if (!info)
+        return;
+    free(info->filename);
+    free(info->format);
+    free(info->backing_filename);
+    free(info->full_backing_filename);
+    free(info->backing_format);
+    for (size_t i = 0; i < info->nb_snapshots; i++)
+        ic_snapshot_info_clear(&info->snapshots[i]);
+    free(info->snapshots);
+    for (size_t i = 0; i < info->nb_specific; i++) {
+        free(info->specific[i].key);
+        free(info->specific[i].s);
+    }
+    free(info->specific);
+    free(info);
+}
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+int ic_image_get_info(ic_image *img, ic_image_info **out, ic_error **errp)
+{
+    *out = NULL;
+    ic_image_info *info = calloc(1, sizeof(*info));
+    if (!info)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", img->filename);
+    bool oom = false;
+    info->filename = dup_or_null(img->filename, &oom);
+    info->format = dup_or_null(img->drv->name, &oom);
+    info->virtual_size = img->size;
+    info->actual_size = ic_io_allocated_size(img->file);
+    if (info->actual_size < 0)
+        info->actual_size = -1;
+    info->cluster_size = img->cluster_size;
+    info->backing_filename = dup_or_null(img->backing_name, &oom);
+    info->backing_format = dup_or_null(img->backing_fmt, &oom);
+    if (img->backing_name) {
+        if (img->backing_path) {
+            info->full_backing_filename = dup_or_null(img->backing_path, &oom);
+        } else {
+            /* not opened (NO_BACKING): resolve the name the same way */
+            info->full_backing_filename = ic_path_resolve_backing(img->filename, img->backing_name);
+            if (!info->full_backing_filename)
+                oom = true;
+        }
+    }
+    if (oom) {
+        ic_image_info_free(info);
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", img->filename);
+    }
+    if (img->drv->get_info) {
+        int ret = img->drv->get_info(img, info, errp);
+        if (ret < 0) {
+            ic_error_prepend(errp, "%s", img->filename);
+            ic_image_info_free(info);
+            return ret;
+        }
+    }
+    *out = info;
+    return 0;
+}
+
+/* ---- check -------------------------------------------------------------- */
+
+int ic_image_check(ic_image *img, unsigned fix, ic_check_report_fn report_fn, void *payload,
+                   ic_check_result *out, ic_error **errp)
+{
+    memset(out, 0, sizeof(*out));
+    if (fix && !(fix & IC_CHECK_DRY_RUN) && img->read_only)
+        return ic_error_set(errp, IC_ERR_INVALID, EROFS,
+                            "%s: repair needs the image opened read-write", img->filename);
+    if (!img->drv->check)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not support checks", img->filename,
+                            img->drv->name);
+    int ret = img->drv->check(img, fix, report_fn, payload, out, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s", img->filename);
+    return ret;
+}

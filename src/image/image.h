@@ -1,0 +1,90 @@
+/*
+ * image.h - the generic image handle, as seen by drivers and src/chain.
+ */
+#ifndef IC_IMAGE_IMAGE_H
+#define IC_IMAGE_IMAGE_H
+
+#include "imgchain/image.h"
+#include "io/io.h"
+#include "util/compiler.h"
+#include "util/error.h"
+#include "driver.h"
+
+/*
+ * Image state machine (sticky ERROR, as SQLite's pager):
+ *
+ *      open()           first write            fatal corruption / failed
+ *   ---------> OPEN -----------------> DIRTY ----------------------------+
+ *               ^  \                     | flush()                        |
+ *               |   \____________________v_______________________        v
+ *               +-------------------- OPEN                        ERROR (reads
+ *                                                                 allowed, writes
+ *   close(): any state -> CLOSED (flushes when OPEN or DIRTY)      refused EIO)
+ *
+ *   transition            function
+ *   OPEN  -> DIRTY        ic_image_pwrite / pwrite_zeroes / discard / compressed
+ *   DIRTY -> OPEN         ic_image_flush
+ *   any   -> ERROR        ic_image_corrupt(fatal=true), failed metadata write
+ *   any   -> CLOSED       ic_image_close
+ */
+enum ic_image_state {
+    IC_IMAGE_OPEN = 0,
+    IC_IMAGE_DIRTY,
+    IC_IMAGE_ERROR,
+};
+
+struct ic_image {
+    const struct ic_driver *drv;
+    void *opaque;                 /* drv->instance_size bytes */
+    ic_io *file;                  /* this layer's file (owned) */
+    char *filename;               /* as given by the caller or the overlay */
+    unsigned flags;               /* IC_OPEN_* this layer was opened with */
+    bool read_only;
+    enum ic_image_state state;
+
+    uint64_t size;                /* virtual size (set by drv->open) */
+    uint32_t cluster_size;        /* 0 for raw */
+    char *backing_name;           /* recorded backing name or NULL */
+    char *backing_fmt;            /* recorded backing format or NULL */
+    char *backing_path;           /* resolved path or NULL */
+    struct ic_image *backing;     /* opened backing layer (owned) or NULL */
+    unsigned depth;               /* 0 = top */
+
+    ic_error *last_error;         /* detail of the last data-path failure */
+    ic_open_file_fn open_file;
+    void *payload;
+};
+
+/* Reads [off, off+len) of the backing chain as seen from @img: zeroes
+ * without a backing image and past its end. */
+int ic_image_backing_pread(struct ic_image *img, void *buf, size_t len, uint64_t off)
+    IC_WARN_UNUSED;
+
+/* Records corruption found at @offset (a host offset in img->file, or
+ * UINT64_MAX when not applicable), moves the image to ERROR when @fatal and
+ * returns -EIO.  The message names the file and the structure. */
+int ic_image_corrupt(struct ic_image *img, bool fatal, uint64_t offset, const char *fmt, ...)
+    IC_PRINTF(4, 5);
+/* Records a data-path error message (like ic_image_corrupt without the
+ * corrupt state) and returns @ret. */
+int ic_image_fail(struct ic_image *img, int ret, const char *fmt, ...) IC_PRINTF(3, 4);
+
+/* Opens one layer (no backing chain) on @file (ownership taken). */
+int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
+                        const struct ic_driver *drv, unsigned flags,
+                        ic_open_file_fn open_file, void *payload, ic_error **errp);
+/* Closes one layer and its backing chain. */
+void ic_image_free_chain(struct ic_image *img);
+
+/* Frees the strings inside one snapshot info. */
+void ic_snapshot_info_clear(ic_snapshot_info *sn);
+/* Appends a format-specific field to @info. */
+int ic_info_add_bool(ic_image_info *info, const char *key, bool v);
+int ic_info_add_int(ic_image_info *info, const char *key, int64_t v);
+int ic_info_add_str(ic_image_info *info, const char *key, const char *v);
+
+/* Opens a file with the image's opener (open_file or POSIX). */
+int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
+                       unsigned io_flags, ic_error **errp);
+
+#endif

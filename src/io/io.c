@@ -1,0 +1,158 @@
+/*
+ * io.c - the wrappers every byte passes through.
+ *
+ * Design notes:
+ *  1. Drivers call these, never a backend's ops directly, so this is the one
+ *     place to add tracing, event dispatch and argument checks.
+ *  2. ic_io_pread() loops over short reads and zero-fills past end of file:
+ *     a qcow2 file may end inside the last cluster it references (qemu does
+ *     not align the file size), and such a tail reads as zeroes.
+ *  3. Events are dispatched only when the backend has an event op, so they
+ *     cost one branch in production.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+
+static const char *const event_names[] = {
+#define IC_EVENT(id, name) name,
+#include "events.def"
+#undef IC_EVENT
+};
+
+const char *ic_event_name(int ev)
+{
+    if (ev < 0 || ev >= IC_EV__MAX)
+        return NULL;
+    return event_names[ev];
+}
+
+int ic_event_from_name(const char *name)
+{
+    for (int i = 0; i < IC_EV__MAX; i++)
+        if (!strcmp(event_names[i], name))
+            return i;
+    return -1;
+}
+
+int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        int64_t n = io->ops->pread(io, p, len, off);
+        if (n < 0)
+            return (int)n;
+        if (n == 0) {
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        int64_t n = io->ops->pread(io, p, len, off);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
+{
+    if (len == 0)
+        return 0;
+    return io->ops->pwrite(io, buf, len, off);
+}
+
+int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len)
+{
+    static const uint8_t zeroes[65536];
+    /* Beyond the end of the file, extending with truncate is enough. */
+    int64_t size = ic_io_get_size(io);
+    if (size < 0)
+        return (int)size;
+    if (off >= (uint64_t)size) {
+        return ic_io_truncate(io, off + len);
+    }
+    while (len > 0) {
+        size_t n = len > sizeof(zeroes) ? sizeof(zeroes) : (size_t)len;
+        int ret = io->ops->pwrite(io, zeroes, n, off);
+        if (ret < 0)
+            return ret;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int ic_io_flush(ic_io *io)
+{
+    return io->ops->flush(io);
+}
+
+int ic_io_truncate(ic_io *io, uint64_t size)
+{
+    return io->ops->truncate(io, size);
+}
+
+int64_t ic_io_get_size(ic_io *io)
+{
+    return io->ops->get_size(io);
+}
+
+int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len)
+{
+    if (!io->ops->punch_hole)
+        return -ENOTSUP;
+    return io->ops->punch_hole(io, off, len);
+}
+
+int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp)
+{
+    if (!io->ops->lock)
+        return 0;
+    return io->ops->lock(io, mode, errp);
+}
+
+int ic_io_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum)
+{
+    if (!io->ops->block_status) {
+        *pnum = len;
+        return 1;
+    }
+    return io->ops->block_status(io, off, len, pnum);
+}
+
+int64_t ic_io_allocated_size(ic_io *io)
+{
+    if (!io->ops->allocated_size)
+        return -ENOTSUP;
+    return io->ops->allocated_size(io);
+}
+
+void ic_io_event(ic_io *io, enum ic_event ev)
+{
+    if (io->ops->event)
+        io->ops->event(io, (int)ev);
+}
+
+int ic_io_close(ic_io *io)
+{
+    if (!io)
+        return 0;
+    return io->ops->close(io);
+}

@@ -1,0 +1,61 @@
+/*
+ * io.h - the library-internal I/O interface (SQLite's os.c wrappers).
+ *
+ * Format drivers never call the OS: they call these wrappers, which are the
+ * single place where event hooks and tracing happen.  The vtable itself is
+ * public (imgchain/sys/io.h).
+ */
+#ifndef IC_IO_IO_H
+#define IC_IO_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "imgchain/sys/io.h"
+#include "util/compiler.h"
+
+enum ic_event {
+#define IC_EVENT(id, name) IC_EV_##id,
+#include "events.def"
+#undef IC_EVENT
+    IC_EV__MAX
+};
+
+/* Name of an event ("l2_update"), or NULL if out of range. */
+const char *ic_event_name(int ev);
+/* Event number for a name, or -1. */
+int ic_event_from_name(const char *name);
+
+/* Reads exactly len bytes; bytes past end of file read as zeroes. */
+int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
+/* Reads exactly len bytes; -EIO if the file ends first. */
+int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
+int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
+/* Writes len zero bytes (using punch_hole where it is safe to). */
+int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len) IC_WARN_UNUSED;
+int ic_io_flush(ic_io *io) IC_WARN_UNUSED;
+int ic_io_truncate(ic_io *io, uint64_t size) IC_WARN_UNUSED;
+int64_t ic_io_get_size(ic_io *io);
+int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len);
+int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp);
+int ic_io_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
+int64_t ic_io_allocated_size(ic_io *io);
+/* Announces the metadata write that follows (fault injection hook). */
+void ic_io_event(ic_io *io, enum ic_event ev);
+
+static inline const char *ic_io_name(const ic_io *io)
+{
+    return io && io->name ? io->name : "(unnamed)";
+}
+
+/* Posix backend details used by the aio backend and locking. */
+int ic_io_posix_fd(ic_io *io);
+
+/* Small file-system queries (io-posix.c), so no other module needs the OS. */
+bool ic_io_file_exists(const char *path);
+int ic_io_remove(const char *path);
+enum { IC_FILE_REGULAR = 1, IC_FILE_BLOCK, IC_FILE_DIR, IC_FILE_OTHER };
+/* One of IC_FILE_*, or -errno (-ENOENT when missing). */
+int ic_io_file_kind(const char *path);
+
+#endif
