@@ -40,6 +40,13 @@ int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len);
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp);
 int ic_io_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
 int64_t ic_io_allocated_size(ic_io *io);
+/* Runs a batch of reads/writes (struct ic_io_req, imgchain/sys/io.h):
+ * through the backend's submit op when it has one (aio: many in flight),
+ * else one by one in array order.  Either way the result is as if run in
+ * order; every reqs[i].ret is set (0 or -errno) and the return value is 0
+ * or the first failed request's -errno.  Reads fill all len bytes, zeroes
+ * past end of file, like ic_io_pread(). */
+int ic_io_submit(ic_io *io, struct ic_io_req *reqs, size_t n) IC_WARN_UNUSED;
 /* Announces the metadata write that follows (fault injection hook). */
 void ic_io_event(ic_io *io, enum ic_event ev);
 

@@ -21,6 +21,7 @@
  *             the fault injector use it.  May be NULL.
  *   lock      optional: takes qemu-compatible locks (IC_LOCK_*). -EBUSY with
  *             the file's name when another process holds a conflicting one.
+ *   submit    optional: a batch of reads and writes (see struct ic_io_req).
  *   close     releases the backend (and its locks); the pointer is invalid
  *             afterwards.
  */
@@ -35,6 +36,22 @@ extern "C" {
 #endif
 
 typedef struct ic_io ic_io;
+
+/*
+ * One request of a batch (ic_io_submit() inside the library, the optional
+ * `submit` op below).  op is IC_IO_REQ_READ or IC_IO_REQ_WRITE.  A read
+ * fills all len bytes (bytes past end of file read as zeroes); a write
+ * writes all len bytes.  ret receives 0 or -errno for this request.
+ */
+#define IC_IO_REQ_READ  0
+#define IC_IO_REQ_WRITE 1
+struct ic_io_req {
+    int op;
+    void *buf;
+    size_t len;
+    uint64_t off;
+    int ret;
+};
 
 #define IC_IO_OPS_VERSION 1
 
@@ -63,6 +80,12 @@ struct ic_io_ops {
     int (*block_status)(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
     /* Optional: bytes actually allocated on the host (st_blocks * 512). */
     int64_t (*allocated_size)(ic_io *io);
+    /* Optional: runs @n requests as one batch (the aio backend keeps up to
+     * its queue depth in flight).  Requests take effect as if run one after
+     * the other in array order (overlapping ones are serialised); sets every
+     * reqs[i].ret and returns 0, or the first failed request's -errno.
+     * NULL: the library runs them one by one with pread/pwrite. */
+    int (*submit)(ic_io *io, struct ic_io_req *reqs, size_t n);
 };
 
 /* The base struct every backend embeds first. */
@@ -87,6 +110,18 @@ struct ic_io {
  * @return 0, -ENOENT, -EACCES, -EBUSY (locked by another process), -errno
  */
 IC_EXTERN int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp);
+
+/**
+ * Opens a host file with the libaio backend, for bulk data movement:
+ * batches of up to 32 requests in flight (ic_io_submit), O_DIRECT with
+ * IC_IO_DIRECT (unaligned requests go through aligned bounce buffers), and
+ * the same qemu-compatible locks as ic_io_open_file().  When the kernel
+ * refuses an aio context the backend still works, synchronously.
+ * @return 0; -ENOENT; -EACCES; -EBUSY (locked); -EINVAL with
+ *   IC_ERR_UNSUPPORTED when IC_IO_DIRECT is asked on a file system without
+ *   O_DIRECT; -errno
+ */
+IC_EXTERN int ic_io_open_aio(ic_io **out, const char *path, unsigned flags, ic_error **errp);
 
 /** Creates an in-memory backend (unit tests, scratch images). */
 IC_EXTERN int ic_io_open_mem(ic_io **out, const char *name, ic_error **errp);
