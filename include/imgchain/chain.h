@@ -1,0 +1,85 @@
+/*
+ * imgchain/chain.h - whole-chain operations: convert (copy or flatten a
+ * chain into a new image) and read-only snapshot views.
+ *
+ * Chain editing (commit, rebase, stream) adds its entry points here too.
+ * All functions return 0 on success and -errno on failure with *errp set
+ * (see imgchain/error.h).
+ */
+#ifndef IMGCHAIN_CHAIN_H
+#define IMGCHAIN_CHAIN_H
+
+#include "common.h"
+#include "error.h"
+#include "image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * Progress callback: @p done of @p total guest bytes have been handled
+ * (copied or skipped as unallocated/zero).  Called with done == 0 before
+ * the copy starts and with done == total at the end.
+ */
+typedef void (*ic_progress_fn)(uint64_t done, uint64_t total, void *payload);
+
+#define IC_CONVERT_OPTIONS_VERSION 1
+typedef struct ic_convert_options {
+    unsigned version;
+    const char *src_format;    /* format of the source's top image; NULL = probe */
+    const char *out_format;    /* "raw" (default, as qemu-img), "qcow2", "qed" */
+    const char *options;       /* -o string for the new image (no backing_file) */
+    bool compress;             /* -c: write each cluster compressed (qcow2) */
+    bool direct;               /* -t none: O_DIRECT on the target */
+    bool force_share;          /* -U: open the source with force-share locks */
+    const char *snapshot_id;   /* -l snapshot.id=: export an internal snapshot */
+    const char *snapshot_name; /* -l snapshot.name= (either or both) */
+    const char *snapshot;      /* -l ID_OR_NAME: tried as an id, then as a name */
+    ic_progress_fn progress;   /* NULL: no progress reports */
+    void *payload;             /* passed to progress */
+} ic_convert_options;
+#define IC_CONVERT_OPTIONS_INIT \
+    { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
+      NULL, NULL }
+
+/**
+ * Copies the guest view of @p src (the whole backing chain, flattened) into
+ * a new image @p dst of opts->out_format.  Ranges that are unallocated in
+ * every layer, or read as zeroes, are not written: the new image reads them
+ * as zeroes already.  Data blocks that turn out to be all zero are skipped
+ * too (as qemu-img convert's default -S 4k).  A target that did not exist
+ * before is removed when the conversion fails.
+ * @return 0; -ENOENT source (or a backing file) missing; -EINVAL bad
+ *   options, or @p dst is the source or one of its backing files;
+ *   -ENOTSUP compression for a format without it, unknown snapshot
+ *   support; -EBUSY an image is locked by another process; -EIO, -ENOSPC.
+ */
+IC_EXTERN int ic_image_convert(const char *src, const char *dst,
+                               const ic_convert_options *opts, ic_error **errp);
+
+/**
+ * Copies every guest byte of @p src into @p dst (opened writable, at least
+ * as large, and reading as zeroes where it was not written), skipping
+ * unallocated and zero ranges.  The engine behind ic_image_convert(), for
+ * callers that open the images themselves.  Flushes @p dst at the end.
+ */
+IC_EXTERN int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts,
+                            ic_error **errp);
+
+/**
+ * Switches the open, read-only @p img to a read-only view of its internal
+ * snapshot with @p id and/or @p name (NULL = any).  With @p either, the one
+ * string given (@p id or @p name) is tried as an id first, then as a name
+ * (qemu-img's -l ID_OR_NAME).  Reads and block status then see the
+ * snapshot; nothing is written.
+ * @return 0; -ENOENT no such snapshot; -ENOTSUP the format has no internal
+ *   snapshots; -EINVAL the image is writable.
+ */
+IC_EXTERN int ic_image_snapshot_load_tmp(ic_image *img, const char *id, const char *name,
+                                         bool either, ic_error **errp);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,47 @@
+/*
+ * cli-util.h - helpers shared by the image subcommands (create, info, map,
+ * convert, compare, io): option-value parsing that turns bad input into
+ * usage errors (exit 64), JSON printing in qemu-img's layout, and the
+ * "-l snapshot.id=..,snapshot.name=.." parser.
+ */
+#ifndef IC_TOOLS_CLI_UTIL_H
+#define IC_TOOLS_CLI_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+#include "cli.h"
+
+/* Long options every --output command takes. */
+#define CLI_OPT_OUTPUT 0x100
+
+/* Parses "human" or "json" for --output; else a usage error (64). */
+int cli_parse_output(const char *cmd, const char *arg, bool *json);
+
+/* Parses a size or offset argument with ic_parse_size(); a usage error
+ * naming @what when malformed. */
+int cli_parse_size(const char *cmd, const char *what, const char *arg, uint64_t *out);
+
+/* Prints @obj as qemu-img does: pretty, 4-space indent, '/' unescaped,
+ * followed by a newline.  Does not free @obj. */
+void cli_print_json(json_object *obj);
+
+/* A parsed -l argument: either "snapshot.id=ID,snapshot.name=NAME" (both
+ * optional, at least one) or a bare ID_OR_NAME.  Strings point into the
+ * owned copy in @buf. */
+struct cli_snapshot_arg {
+    char *buf;
+    const char *id;
+    const char *name;
+    const char *id_or_name;
+};
+int cli_parse_snapshot_arg(const char *cmd, const char *arg, struct cli_snapshot_arg *out);
+void cli_snapshot_arg_free(struct cli_snapshot_arg *s);
+
+/* Opens @path read-only (or read-write) with its chain.  Prints the error
+ * and returns the exit code (1, or 75 when locked) on failure, 0 on
+ * success. */
+int cli_open_image(ic_image **out, const char *path, const char *fmt, unsigned flags);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * cmd-convert.c - `imgchain convert`: copy or flatten an image chain into
+ * a new image (qemu-img convert's common options).
+ *
+ * Design notes:
+ *  1. All the work is ic_image_convert() (src/chain/chain-convert.c); this
+ *     file maps options: -f source format, -O target format (raw by
+ *     default, as qemu-img), -o target options, -c compress, -t none
+ *     (O_DIRECT target) or writeback, -l snapshot, -U force-share source,
+ *     -p progress, -q quiet.
+ *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
+ *     when stderr is a terminal, at most once per 1/100 of a percent, and a
+ *     final newline; the output never ends mid-line.
+ *  3. Exit codes: 0 ok, 1 failure (the target is removed if it did not
+ *     exist), 64 usage, 75 an image is locked.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <imgchain/chain.h>
+
+#include "cli-util.h"
+
+struct progress_state {
+    int last; /* hundredths of a percent last printed, -1 none */
+};
+
+static void print_progress(uint64_t done, uint64_t total, void *payload)
+{
+    struct progress_state *p = payload;
+    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
+    if (now == p->last)
+        return;
+    p->last = now;
+    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+    fflush(stderr);
+}
+
+static int run_convert(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "force-share", no_argument, NULL, 'U' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
+    struct cli_snapshot_arg snap = { 0 };
+    bool progress = false, quiet = false;
+    int c, rc;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:O:o:ct:l:pqUh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o.src_format = optarg;
+            break;
+        case 'O':
+            o.out_format = optarg;
+            break;
+        case 'o':
+            if (o.options) {
+                cli_snapshot_arg_free(&snap);
+                return cli_usage_error("convert", "-o may be given only once");
+            }
+            o.options = optarg;
+            break;
+        case 'c':
+            o.compress = true;
+            break;
+        case 't':
+            if (!strcmp(optarg, "none")) {
+                o.direct = true;
+            } else if (!strcmp(optarg, "writeback")) {
+                o.direct = false;
+            } else {
+                cli_snapshot_arg_free(&snap);
+                return cli_usage_error("convert", "invalid cache mode '%s' (none or writeback)",
+                                       optarg);
+            }
+            break;
+        case 'l':
+            cli_snapshot_arg_free(&snap);
+            if ((rc = cli_parse_snapshot_arg("convert", optarg, &snap)) != 0)
+                return rc;
+            break;
+        case 'p':
+            progress = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'U':
+            o.force_share = true;
+            break;
+        case 'h':
+            cli_snapshot_arg_free(&snap);
+            printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
+                   "[-q] [-t none|writeback] [-l SNAPSHOT] [-U] SRC DST\n");
+            return CLI_EXIT_OK;
+        case ':':
+            cli_snapshot_arg_free(&snap);
+            return cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
+        default:
+            cli_snapshot_arg_free(&snap);
+            return cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2) {
+        cli_snapshot_arg_free(&snap);
+        return cli_usage_error("convert", argc - optind < 2 ? "SRC and DST are required"
+                                                            : "too many arguments");
+    }
+    o.snapshot_id = snap.id;
+    o.snapshot_name = snap.name;
+    o.snapshot = snap.id_or_name;
+    struct progress_state ps = { .last = -1 };
+    bool show = progress && !quiet && cli_isatty_stderr();
+    if (show) {
+        o.progress = print_progress;
+        o.payload = &ps;
+    }
+    ic_error *err = NULL;
+    int ret = ic_image_convert(argv[optind], argv[optind + 1], &o, &err);
+    if (show && ps.last >= 0)
+        fputc('\n', stderr);
+    cli_snapshot_arg_free(&snap);
+    if (ret < 0)
+        return cli_fail(err, CLI_EXIT_FAIL);
+    return CLI_EXIT_OK;
+}
+
+CLI_COMMAND(cmd_convert, "convert", run_convert,
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t none|writeback] "
+            "[-l SNAPSHOT] [-U] SRC DST")
