@@ -19,7 +19,12 @@
  *      operation, in order, the RNG picks: apply, drop, or (for writes and
  *      zero ranges) tear.  A torn operation is split at 512-byte sector
  *      boundaries of the file and each piece is applied, skipped, or
- *      replaced with random bytes.  Truncates are applied or dropped.  The
+ *      replaced with random bytes.  Truncates are applied or dropped.
+ *      Garbage goes only into sectors at or past the end of the file as it
+ *      was when the crash began (space the file system had just allocated
+ *      may hold anything), unless IC_CRASH_TRASH_ANY_SECTOR: disks write a
+ *      sector atomically, so an in-place header update is old or new, never
+ *      half of each, and a format could not survive otherwise.  The
  *      flush then returns -EIO, `crashed` is set and is sticky: every later
  *      I/O op returns -EIO, as a dead machine would.
  *   4. Decisions depend only on the seed and the sequence of operations, so
@@ -68,6 +73,8 @@ struct io_crash {
     bool crashed;
     uint64_t rng;
     uint64_t vsize;
+    uint64_t crash_isize; /* inner size when the crash began */
+    unsigned flags;       /* IC_CRASH_* */
     struct pend *pend;
     size_t n_pend, cap_pend;
     uint64_t pend_bytes;
@@ -223,7 +230,8 @@ static int apply_torn(struct io_crash *c, const struct pend *p)
                 break;
             wlen = (size_t)IC_MIN((uint64_t)n, (uint64_t)isize - pos);
         }
-        uint64_t pick = rng_next(c) % 3;
+        bool may_trash = (c->flags & IC_CRASH_TRASH_ANY_SECTOR) || pos >= c->crash_isize;
+        uint64_t pick = rng_next(c) % (may_trash ? 3 : 2);
         int ret = 0;
         if (pick == 0) {
             ret = ic_io_pwrite(c->inner, src, wlen, pos);
@@ -247,6 +255,8 @@ static int do_crash(struct io_crash *c)
 {
     int ret = 0;
     c->stats.pending = c->n_pend;
+    int64_t isize = ic_io_get_size(c->inner);
+    c->crash_isize = isize < 0 ? 0 : (uint64_t)isize;
     for (size_t i = 0; i < c->n_pend && ret == 0; i++) {
         const struct pend *p = &c->pend[i];
         uint64_t pick = rng_next(c) % (p->kind == PEND_TRUNCATE ? 2 : 3);
@@ -482,6 +492,14 @@ void ic_io_crash_get_stats(const ic_io *io, struct ic_io_crash_stats *out)
     memset(out, 0, sizeof(*out));
     if (c)
         *out = c->stats;
+}
+
+int ic_io_crash_set_flags(ic_io *io, unsigned flags)
+{
+    if (!crash_of_const(io) || (flags & ~IC_CRASH_TRASH_ANY_SECTOR))
+        return -EINVAL;
+    to_crash(io)->flags = flags;
+    return 0;
 }
 
 ic_io *ic_io_crash_release_inner(ic_io *io)

@@ -7,7 +7,10 @@
  * crash_at_flush-th flush, which "crashes": each listed operation is then
  * applied, dropped, or torn (each 512-byte sector applied, skipped, or
  * replaced with garbage), as a seeded RNG decides, and every later call
- * fails with -EIO.  The inner backend then holds the bytes that would have
+ * fails with -EIO.  Garbage lands only in sectors past the end of the file
+ * as last flushed (new space may hold anything; an overwritten sector is
+ * old or new, as disks write sectors atomically) unless the test asks for
+ * IC_CRASH_TRASH_ANY_SECTOR.  The inner backend then holds the bytes that would have
  * survived a power failure at that point.
  *
  * Truncates are buffered in the same ordered list as writes (a file size
@@ -41,6 +44,11 @@ unsigned ic_io_crash_flush_count(const ic_io *io);
 /* Frees the wrapper, returns the inner backend holding the surviving bytes
  * (NULL when @io is not a crash wrapper). */
 ic_io *ic_io_crash_release_inner(ic_io *io);
+
+/* Flags for ic_io_crash_set_flags(). */
+#define IC_CRASH_TRASH_ANY_SECTOR (1u << 0) /* garbage may hit overwritten sectors too */
+/* @return 0; -EINVAL unknown flag or not a crash wrapper. */
+int ic_io_crash_set_flags(ic_io *io, unsigned flags);
 
 /* What the crash did, for tests that want to see it was not a no-op. */
 struct ic_io_crash_stats {
