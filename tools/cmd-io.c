@@ -9,6 +9,7 @@
  *                                    (-z; -u may deallocate) or compressed
  *   discard OFF LEN
  *   flush
+ *   sleep   MS                       waits (holds the image open; for tests)
  *
  * Design notes:
  *  1. Every command is parsed before the image is opened: a malformed one
@@ -38,7 +39,7 @@
 /* Most words a command line may have. */
 #define IO_MAX_WORDS 16
 
-enum io_op { IO_READ, IO_WRITE, IO_DISCARD, IO_FLUSH };
+enum io_op { IO_READ, IO_WRITE, IO_DISCARD, IO_FLUSH, IO_SLEEP };
 
 struct io_cmd {
     enum io_op op;
@@ -82,6 +83,15 @@ static int parse_cmd(const char *text, struct io_cmd *cmd)
         cmd->op = IO_FLUSH;
         return 0;
     }
+    if (!strcmp(name, "sleep")) {
+        char *end;
+        unsigned long ms = n == 2 ? strtoul(w[1], &end, 10) : 0;
+        if (n != 2 || *end || w[1][0] == '-' || ms > 3600000)
+            return cli_usage_error("io", "sleep takes milliseconds (at most one hour)");
+        cmd->op = IO_SLEEP;
+        cmd->len = ms;
+        return 0;
+    }
     if (!strcmp(name, "read"))
         cmd->op = IO_READ;
     else if (!strcmp(name, "write"))
@@ -89,7 +99,7 @@ static int parse_cmd(const char *text, struct io_cmd *cmd)
     else if (!strcmp(name, "discard"))
         cmd->op = IO_DISCARD;
     else
-        return cli_usage_error("io", "unknown command '%s' (read, write, discard, flush)", name);
+        return cli_usage_error("io", "unknown command '%s' (read, write, discard, flush, sleep)", name);
     int i = 1;
     for (; i < n && w[i][0] == '-' && w[i][1]; i++) {
         const char *f = w[i];
@@ -169,6 +179,12 @@ static int run_cmd(ic_image *img, const struct io_cmd *c, uint8_t *buf, bool qui
     int ret = 0;
     bool mismatch = false;
     switch (c->op) {
+    case IO_SLEEP: {
+        struct timespec ts = { (time_t)(c->len / 1000), (long)(c->len % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        return CLI_EXIT_OK;
+    }
     case IO_FLUSH:
         ret = ic_image_flush(img, &err);
         return ret < 0 ? cli_fail(err, CLI_EXIT_FAIL) : CLI_EXIT_OK;
