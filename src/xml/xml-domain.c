@@ -14,8 +14,10 @@
  * the checks and messages are those of libvirt's virDomainDiskDefParseXML.
  *
  * Invariants:
- *  1. Disks keep document order: alignment fills missing snapshot disks in
- *     domain order.
+ *  1. Disks are in libvirt's domain order: document order, except that the
+ *     disks of one bus are kept sorted by target index (virDomainDiskInsert;
+ *     a bus missing from <target> is derived from the target prefix).
+ *     Alignment fills missing snapshot disks in this order.
  *  2. Every disk has a target and a non-NULL src; src->format is the
  *     <driver type=> of the disk.
  *  3. A <backingStore> chain is finite: it ends with NULL (unknown) or with
@@ -224,7 +226,81 @@ static int parse_disk(ic_domain_disk_def *d, xmlNodePtr node, ic_error **errp)
                             d->src->path ? d->src->path : "(no source)");
     d->transient = ic_xml_child(node, "transient") != NULL;
     d->readonly = ic_xml_child(node, "readonly") != NULL;
+    /* a read-only disk is never snapshotted unless it says so (libvirt also
+     * omits snapshot='no' when formatting such a disk) */
+    if (d->readonly && !d->snapshot)
+        d->snapshot = IC_SNAPSHOT_LOCATION_NO;
     return parse_backing(d->src, node, 0, errp);
+}
+
+/* virDiskNameToIndex: "vda" -> 0, "vdz" -> 25, "vdaa" -> 26; -1 when the
+ * name has no known prefix or is not letters then digits. */
+static int disk_name_index(const char *name)
+{
+    static const char *const prefixes[] = { "fd", "hd", "vd", "sd", "xvd", "ubd" };
+    const char *p = NULL;
+    for (size_t i = 0; i < IC_ARRAY_SIZE(prefixes); i++)
+        if (!strncmp(name, prefixes[i], strlen(prefixes[i]))) {
+            p = name + strlen(prefixes[i]);
+            break;
+        }
+    if (!p)
+        return -1;
+    long idx = 0;
+    for (size_t i = 0; *p >= 'a' && *p <= 'z'; i++, p++) {
+        idx = (idx + (i < 1 ? 0 : 1)) * 26 + (*p - 'a');
+        if (idx > 1000000)
+            return -1;
+    }
+    p += strspn(p, "0123456789");
+    return *p ? -1 : (int)idx;
+}
+
+/* The bus libvirt assumes when <target bus=> is absent. */
+static int default_bus(ic_domain_disk_def *d, ic_error **errp)
+{
+    const char *bus = "ide";
+    if (!strcmp(d->device, "floppy"))
+        bus = "fdc";
+    else if (!strncmp(d->target, "hd", 2))
+        bus = "ide";
+    else if (!strncmp(d->target, "sd", 2))
+        bus = "scsi";
+    else if (!strncmp(d->target, "vd", 2))
+        bus = "virtio";
+    else if (!strncmp(d->target, "xvd", 3))
+        bus = "xen";
+    else if (!strncmp(d->target, "ubd", 3))
+        bus = "uml";
+    if (!(d->bus = strdup(bus)))
+        return oom(errp);
+    return 0;
+}
+
+/*
+ * virDomainDiskInsert: libvirt keeps the disks of one bus sorted by target
+ * index, so the domain order alignment follows is the order libvirt would
+ * hold after parsing, not always the document order.  The array has room
+ * (it was sized for every <disk>).
+ */
+static void insert_disk(ic_domain_def *def, ic_domain_disk_def *d)
+{
+    long at = -1;
+    int nidx = disk_name_index(d->target);
+    for (long i = (long)def->ndisks - 1; i >= 0; i--) {
+        const ic_domain_disk_def *o = &def->disks[i];
+        bool same_bus = !strcmp(o->bus, d->bus);
+        if (same_bus && disk_name_index(o->target) > nidx)
+            at = i;
+        else if (same_bus && at == -1)
+            at = i + 1;
+    }
+    if (at < 0)
+        at = (long)def->ndisks;
+    memmove(&def->disks[at + 1], &def->disks[at],
+            (def->ndisks - (size_t)at) * sizeof(*def->disks));
+    def->disks[at] = *d;
+    def->ndisks++;
 }
 
 int ic_domain_def_from_node(ic_domain_def **out, xmlNodePtr root, ic_error **errp)
@@ -256,19 +332,25 @@ int ic_domain_def_from_node(ic_domain_def **out, xmlNodePtr root, ic_error **err
     for (xmlNodePtr c = devices ? devices->children : NULL; c; c = c->next) {
         if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "disk"))
             continue;
-        ic_domain_disk_def *d = &def->disks[def->ndisks++];
-        ret = parse_disk(d, c, errp);
-        if (ret < 0)
+        ic_domain_disk_def d = { 0 };
+        ret = parse_disk(&d, c, errp);
+        if (ret == 0 && !d.bus)
+            ret = default_bus(&d, errp);
+        if (ret < 0) {
+            disk_clear(&d);
             goto fail;
-        for (size_t j = 0; j + 1 < def->ndisks; j++)
-            if (!strcmp(def->disks[j].target, d->target)) {
+        }
+        for (size_t j = 0; j < def->ndisks; j++)
+            if (!strcmp(def->disks[j].target, d.target)) {
                 ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                                    "target '%s' duplicated for disk sources '%s' and '%s'",
-                                   d->target,
+                                   d.target,
                                    def->disks[j].src->path ? def->disks[j].src->path : "",
-                                   d->src->path ? d->src->path : "");
+                                   d.src->path ? d.src->path : "");
+                disk_clear(&d);
                 goto fail;
             }
+        insert_disk(def, &d);
     }
     *out = def;
     return 0;
