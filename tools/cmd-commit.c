@@ -1,0 +1,161 @@
+/*
+ * cmd-commit.c - `imgchain commit`: write an overlay's data into its
+ * backing file (qemu-img commit).
+ *
+ * Design notes:
+ *  1. All the work is ic_chain_commit() (src/chain/chain-commit.c); this
+ *     file maps options: -f FMT, -b BASE (implies -d, as qemu-img), -d,
+ *     -t CACHE (none/directsync: O_DIRECT; writeback/writethrough/unsafe:
+ *     page cache), -p progress on a terminal, --progress=json (JSON lines on
+ *     stdout, for programs), -q, and --resume (finish an interrupted commit
+ *     recorded in FILE's journal; resuming is never automatic).
+ *  2. Prints "Image committed." on success as qemu-img does (not with -q or
+ *     --progress=json); warnings go to stderr as "imgchain: warning: ...".
+ *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <imgchain/chain-edit.h>
+
+#include "cli.h"
+
+enum { OPT_PROGRESS = 0x100, OPT_RESUME, OPT_NO_SCAN };
+
+struct commit_ui {
+    bool tty;      /* -p on a terminal */
+    bool json;     /* --progress=json */
+    int last;      /* hundredths of a percent last printed, -1 none */
+};
+
+static void commit_progress(uint64_t done, uint64_t total, void *payload)
+{
+    struct commit_ui *ui = payload;
+    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
+    if (now == ui->last)
+        return;
+    if (ui->json) {
+        /* one line per whole percent, and the end */
+        if (ui->last >= 0 && now / 100 == ui->last / 100 && done != total)
+            return;
+        ui->last = now;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "operation", json_object_new_string("commit"));
+        json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
+        json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        json_object_put(o);
+        return;
+    }
+    ui->last = now;
+    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+    fflush(stderr);
+}
+
+static void commit_warn(const char *line, void *payload)
+{
+    (void)payload;
+    cli_errorf("warning: %s", line);
+}
+
+static int parse_cache(const char *arg, unsigned *flags)
+{
+    if (!strcmp(arg, "none") || !strcmp(arg, "directsync"))
+        *flags |= IC_OPEN_DIRECT;
+    else if (strcmp(arg, "writeback") && strcmp(arg, "writethrough") && strcmp(arg, "unsafe"))
+        return -1;
+    return 0;
+}
+
+static int run_commit(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "progress", optional_argument, NULL, OPT_PROGRESS },
+        { "resume", no_argument, NULL, OPT_RESUME },
+        { "no-dependents-scan", no_argument, NULL, OPT_NO_SCAN },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
+    struct commit_ui ui = { .last = -1 };
+    bool progress = false, quiet = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:b:dt:pqr:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o.format = optarg;
+            break;
+        case 'b':
+            o.base = optarg;
+            break;
+        case 'd':
+            o.drop = true;
+            break;
+        case 't':
+            if (parse_cache(optarg, &o.flags) < 0)
+                return cli_usage_error("commit", "invalid cache mode '%s'", optarg);
+            break;
+        case 'p':
+            progress = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'r':
+            return cli_usage_error("commit", "-r (rate limit) is not supported");
+        case OPT_PROGRESS:
+            if (optarg && !strcmp(optarg, "json"))
+                ui.json = true;
+            else if (!optarg || !strcmp(optarg, "human"))
+                progress = true;
+            else
+                return cli_usage_error("commit", "--progress takes 'human' or 'json', not '%s'",
+                                       optarg);
+            break;
+        case OPT_RESUME:
+            o.resume = true;
+            break;
+        case OPT_NO_SCAN:
+            o.no_dependents_scan = true;
+            break;
+        case 'h':
+            printf("usage: imgchain commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] "
+                   "[--progress=json] [--resume] FILE\n");
+            return CLI_EXIT_OK;
+        case ':':
+            return cli_usage_error("commit", "option '%s' needs an argument", argv[optind - 1]);
+        default:
+            return cli_usage_error("commit", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error("commit", argc - optind < 1 ? "FILE is required"
+                                                           : "too many arguments");
+    if (o.resume && (o.base || o.drop || o.format))
+        return cli_usage_error("commit", "--resume takes its options from the journal; "
+                                         "give only FILE");
+    ui.tty = progress && !quiet && !ui.json && cli_isatty_stderr();
+    if (ui.tty || ui.json)
+        o.progress = commit_progress;
+    if (!quiet)
+        o.warn = commit_warn;
+    o.payload = &ui;
+    ic_error *err = NULL;
+    int ret = ic_chain_commit(argv[optind], &o, &err);
+    if (ui.tty && ui.last >= 0)
+        fputc('\n', stderr);
+    if (ret < 0)
+        return cli_fail(err, CLI_EXIT_FAIL);
+    if (!quiet && !ui.json)
+        printf("Image committed.\n");
+    return CLI_EXIT_OK;
+}
+
+CLI_COMMAND(cmd_commit, "commit", run_commit,
+            "commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [--progress=json] [--resume] FILE")

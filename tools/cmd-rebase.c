@@ -1,0 +1,156 @@
+/*
+ * cmd-rebase.c - `imgchain rebase`: change an image's backing file
+ * (qemu-img rebase).
+ *
+ * Design notes:
+ *  1. All the work is ic_chain_rebase() (src/chain/chain-rebase.c); this
+ *     file maps options: -f FMT, -b BACKING ("" = none: flatten in place),
+ *     -F FMT (required with a backing file, as qemu-img 7.2), -u unsafe,
+ *     -t/-T cache modes (none/directsync: O_DIRECT for FILE), -p progress on
+ *     a terminal, --progress=json (JSON lines on stdout), -q, and --resume
+ *     (finish an interrupted rebase recorded in FILE's journal).
+ *  2. Prints nothing on success, as qemu-img.
+ *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <imgchain/chain-edit.h>
+
+#include "cli.h"
+
+enum { OPT_PROGRESS = 0x100, OPT_RESUME };
+
+struct rebase_ui {
+    bool tty, json;
+    int last;
+};
+
+static void rebase_progress(uint64_t done, uint64_t total, void *payload)
+{
+    struct rebase_ui *ui = payload;
+    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
+    if (now == ui->last)
+        return;
+    if (ui->json) {
+        if (ui->last >= 0 && now / 100 == ui->last / 100 && done != total)
+            return;
+        ui->last = now;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "operation", json_object_new_string("rebase"));
+        json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
+        json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        json_object_put(o);
+        return;
+    }
+    ui->last = now;
+    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+    fflush(stderr);
+}
+
+static void rebase_warn(const char *line, void *payload)
+{
+    (void)payload;
+    cli_errorf("warning: %s", line);
+}
+
+static int run_rebase(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "progress", optional_argument, NULL, OPT_PROGRESS },
+        { "resume", no_argument, NULL, OPT_RESUME },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
+    struct rebase_ui ui = { .last = -1 };
+    bool progress = false, quiet = false, have_b = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:F:b:ut:T:pqUh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o.format = optarg;
+            break;
+        case 'F':
+            o.backing_format = optarg;
+            break;
+        case 'b':
+            o.backing = optarg;
+            have_b = true;
+            break;
+        case 'u':
+            o.unsafe = true;
+            break;
+        case 't':
+        case 'T':
+            if (!strcmp(optarg, "none") || !strcmp(optarg, "directsync")) {
+                if (c == 't')
+                    o.flags |= IC_OPEN_DIRECT;
+            } else if (strcmp(optarg, "writeback") && strcmp(optarg, "writethrough") &&
+                       strcmp(optarg, "unsafe")) {
+                return cli_usage_error("rebase", "invalid cache mode '%s'", optarg);
+            }
+            break;
+        case 'p':
+            progress = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'U':
+            return cli_usage_error("rebase", "-U cannot be used: rebase writes FILE");
+        case OPT_PROGRESS:
+            if (optarg && !strcmp(optarg, "json"))
+                ui.json = true;
+            else if (!optarg || !strcmp(optarg, "human"))
+                progress = true;
+            else
+                return cli_usage_error("rebase", "--progress takes 'human' or 'json', not '%s'",
+                                       optarg);
+            break;
+        case OPT_RESUME:
+            o.resume = true;
+            break;
+        case 'h':
+            printf("usage: imgchain rebase [-q] [-f FMT] [-t CACHE] [-p] [--progress=json] [-u] "
+                   "-b BACKING [-F FMT] FILE | rebase --resume FILE\n");
+            return CLI_EXIT_OK;
+        case ':':
+            return cli_usage_error("rebase", "option '%s' needs an argument", argv[optind - 1]);
+        default:
+            return cli_usage_error("rebase", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return cli_usage_error("rebase", argc - optind < 1 ? "FILE is required"
+                                                           : "too many arguments");
+    if (o.resume && (have_b || o.unsafe || o.backing_format || o.format))
+        return cli_usage_error("rebase", "--resume takes its options from the journal; "
+                                         "give only FILE");
+    if (!o.resume && !have_b)
+        return cli_usage_error("rebase", "-b BACKING is required (-b \"\" removes the backing file)");
+    ui.tty = progress && !quiet && !ui.json && cli_isatty_stderr();
+    if (ui.tty || ui.json)
+        o.progress = rebase_progress;
+    if (!quiet)
+        o.warn = rebase_warn;
+    o.payload = &ui;
+    ic_error *err = NULL;
+    int ret = ic_chain_rebase(argv[optind], &o, &err);
+    if (ui.tty && ui.last >= 0)
+        fputc('\n', stderr);
+    if (ret < 0)
+        return cli_fail(err, CLI_EXIT_FAIL);
+    return CLI_EXIT_OK;
+}
+
+CLI_COMMAND(cmd_rebase, "rebase", run_rebase,
+            "rebase [-q] [-f FMT] [-t CACHE] [-p] [--progress=json] [-u] -b BACKING [-F FMT] FILE"
+            " | rebase --resume FILE")
