@@ -1,0 +1,138 @@
+#!/bin/sh
+# bench/bench.sh - imgchain beside qemu-img on the same images (make bench).
+#
+# Builds its images once (cached in $BENCH_DIR), then runs every operation
+# with imgchain and qemu-img alternately, $BENCH_RUNS times each (default
+# 5), measuring wall time and peak RSS with /usr/bin/time.  Prints a
+# Markdown table: median times, the ratio qemu-img/imgchain (> 1 means
+# imgchain is faster) and both peak RSS.
+#
+# Images:
+#   prealloc  256 GiB qcow2 with preallocation=metadata (qemu-img-made)
+#   chain     three qcow2 layers holding about 1 GiB of data together
+#             (512 MiB base + 2 x 256 MiB overlays, compressible content)
+#
+# Environment: BUILD (build) or IMGCHAIN_BIN, BENCH_RUNS (5), BENCH_DIR
+# (/var/tmp/imgchain-bench), BENCH_OPS (all; e.g. "info map").
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+IC=${IMGCHAIN_BIN:-$top/${BUILD:-build}/imgchain}
+RUNS=${BENCH_RUNS:-5}
+D=${BENCH_DIR:-/var/tmp/imgchain-bench}
+OPS=${BENCH_OPS:-"info map convert-raw convert-qcow2 convert-c"}
+[ -x "$IC" ] || { echo "bench: $IC not built (run make)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "bench: python3 missing" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
+command -v qemu-img >/dev/null || { echo "bench: qemu-img missing" >&2; exit 1; }
+mkdir -p "$D" && cd "$D" || exit 1
+
+# ---- images (built once; the stamp names the recipe version) -------------
+STAMP=images-v1
+if [ ! -e "$STAMP" ]; then
+    echo "bench: building images in $D (once)" >&2
+    rm -f ./*.qcow2 ./*.raw ./images-*
+    qemu-img create -q -f qcow2 -o preallocation=metadata prealloc.qcow2 256G || exit 1
+    # 64 MiB of compressible data (about 4 bits of entropy per byte),
+    # repeated with a per-copy twist so no two clusters are identical.
+    python3 - <<'PY' || exit 1
+import random
+r = random.Random(42)
+alphabet = bytes(range(32, 48))
+chunk = bytearray(r.choice(alphabet) for _ in range(1 << 20))
+with open("data.raw", "wb") as f:
+    for i in range(512):
+        chunk[i % len(chunk)] = (chunk[i % len(chunk)] + i) & 0xff
+        f.write(bytes(chunk[(i * 4099) % 4096:]) + bytes(chunk[:(i * 4099) % 4096]))
+PY
+    qemu-img create -q -f raw base-src.raw 2G
+    qemu-io -f raw -c 'write -s data.raw 0 512M' base-src.raw >/dev/null || exit 1
+    qemu-img convert -O qcow2 base-src.raw base.qcow2 || exit 1
+    rm -f base-src.raw
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 || exit 1
+    qemu-io -c 'write -s data.raw 384M 256M' mid.qcow2 >/dev/null || exit 1
+    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 || exit 1
+    qemu-io -c 'write -s data.raw 1G 128M' -c 'write -s data.raw 1536M 128M' top.qcow2 >/dev/null || exit 1
+    rm -f data.raw
+    touch "$STAMP"
+fi
+
+# ---- measuring -------------------------------------------------------------
+# run TOOL CMD...: one timed run; prints "seconds kib" or "fail".
+run() {
+    rm -f out.raw out.qcow2
+    if python3 -c '
+import os, sys, time
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    fd = os.open("/dev/null", os.O_WRONLY); os.dup2(fd, 1)
+    fd = os.open(".err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.dup2(fd, 2)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+dt = time.monotonic() - t0
+print("%.4f %s" % (dt, open(".m").read().split()[-1]))
+sys.exit(0 if status == 0 else 1)' /usr/bin/time -f %M -o .m "$@" >.t; then
+        cat .t
+    else
+        echo fail
+        sed 's/^/    /' .err >&2
+    fi
+    rm -f out.raw out.qcow2
+}
+median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+rows=""
+# bench IMAGE OP IC_ARGS -- QEMU_ARGS
+bench() {
+    img=$1; op=$2; shift 2
+    icargs=""; qargs=""; side=ic
+    for a in "$@"; do
+        if [ "$a" = -- ]; then side=q; continue; fi
+        if [ $side = ic ]; then icargs="$icargs $a"; else qargs="$qargs $a"; fi
+    done
+    : >.ic; : >.q
+    i=0
+    while [ $i -lt "$RUNS" ]; do
+        # shellcheck disable=SC2086
+        run "$IC" $icargs >>.ic
+        # shellcheck disable=SC2086
+        run qemu-img $qargs >>.q
+        i=$((i + 1))
+    done
+    if grep -q fail .ic .q; then
+        rows="$rows| $img | $op | failed | | | | |
+"
+        echo "bench: $img $op failed" >&2
+        return
+    fi
+    ict=$(cut -d' ' -f1 .ic | median); qt=$(cut -d' ' -f1 .q | median)
+    icm=$(cut -d' ' -f2 .ic | sort -n | tail -n 1); qm=$(cut -d' ' -f2 .q | sort -n | tail -n 1)
+    ratio=$(awk -v q="$qt" -v i="$ict" 'BEGIN { if (i > 0) printf "%.2f", q / i; else printf "inf" }')
+    rows="$rows| $img | $op | $ict | $qt | $ratio | $(awk -v k="$icm" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$qm" 'BEGIN{printf "%.1f", k/1024}') |
+"
+    echo "bench: $img $op: imgchain ${ict}s qemu-img ${qt}s ratio $ratio" >&2
+}
+
+for img in prealloc.qcow2 top.qcow2; do
+    for op in $OPS; do
+        case $op in
+        info) bench $img info info --backing-chain --output=json $img -- info --backing-chain --output=json $img ;;
+        map) bench $img map map --output=json $img -- map --output=json $img ;;
+        convert-raw) bench $img "convert -O raw" convert -O raw $img out.raw -- convert -O raw $img out.raw ;;
+        convert-qcow2) bench $img "convert -O qcow2" convert -O qcow2 $img out.qcow2 -- convert -O qcow2 $img out.qcow2 ;;
+        convert-c) bench $img "convert -c -O qcow2" convert -c -O qcow2 $img out.qcow2 -- convert -c -O qcow2 $img out.qcow2 ;;
+        *) echo "bench: unknown op $op" >&2 ;;
+        esac
+    done
+done
+
+echo
+echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating; median wall time"
+echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data)"
+echo
+echo "| image | operation | imgchain (s) | qemu-img (s) | qemu-img/imgchain | imgchain RSS (MiB) | qemu-img RSS (MiB) |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s' "$rows"
