@@ -18,6 +18,11 @@
  * src/io): this module never touches the file system, except that the
  * schema is loaded by libxml2 for validation.
  *
+ * Messages: the rules are libvirt's and so are the messages (without
+ * libvirt's trailing period), unprefixed: they describe the document, and
+ * the caller adds the file name ("imgchain: snap.xml: disk snapshot image
+ * path 'a.qcow2' must be absolute").
+ *
  * Ownership: everything returned through a `**out` belongs to the caller and
  * is released with the matching ic_*_free(); every ic_*_free(NULL) is a
  * no-op.  Strings inside the structs are heap strings owned by the struct.

@@ -503,7 +503,6 @@ int ic_snapshot_def_format(char **out, const ic_snapshot_def *def, unsigned flag
     int ret = format_def(&b, def, flags, errp);
     if (ret < 0) {
         ic_sbuf_reset(&b);
-        ic_error_prepend(errp, "ic_snapshot_def_format");
         return ret;
     }
     return ic_sbuf_finish(&b, out, errp);
@@ -533,7 +532,6 @@ int ic_snapshot_def_format_metadata(char **out, const ic_snapshot_def *def, bool
     int ret = format_def(&b, def, flags, errp);
     if (ret < 0) {
         ic_sbuf_reset(&b);
-        ic_error_prepend(errp, "ic_snapshot_def_format_metadata");
         return ret;
     }
     return ic_sbuf_finish(&b, out, errp);

@@ -51,6 +51,14 @@ static void collect(void *opaque, xmlErrorPtr e)
         fe->msg[--n] = '\0';
 }
 
+/* Swallows libxml2's generic (unstructured) messages, such as the I/O
+ * warning it prints for a missing schema file. */
+static void quiet(void *ctx, const char *msg, ...)
+{
+    (void)ctx;
+    (void)msg;
+}
+
 static pthread_mutex_t schema_lock = PTHREAD_MUTEX_INITIALIZER;
 static xmlRelaxNGPtr schema;
 
@@ -79,10 +87,14 @@ static int load_schema(xmlRelaxNGPtr *out, ic_error **errp)
     xmlRelaxNGSetParserStructuredErrors(pctxt, collect, &fe);
     /* the include of domain.rng etc. is resolved relative to @path; no
      * network access is involved */
+    xmlGenericErrorFunc old = xmlGenericError;
+    void *old_ctx = xmlGenericErrorContext;
+    xmlSetGenericErrorFunc(NULL, quiet);
     schema = xmlRelaxNGParse(pctxt);
+    xmlSetGenericErrorFunc(old_ctx, old);
     xmlRelaxNGFreeParserCtxt(pctxt);
     if (!schema) {
-        if (fe.domain == XML_FROM_IO || !fe.set)
+        if (fe.domain == XML_FROM_IO || !fe.set || strstr(fe.msg, "could not load"))
             ret = ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT,
                                "cannot load snapshot schema %s%s%s", path,
                                fe.set ? ": " : "", fe.set ? fe.msg : "");
@@ -123,13 +135,9 @@ int ic_snapshot_xml_validate(const char *xml, size_t len, ic_error **errp)
 {
     xmlDocPtr doc = NULL;
     int ret = ic_xml_read(&doc, xml, len, "domainsnapshot", NULL, errp);
-    if (ret < 0) {
-        ic_error_prepend(errp, "ic_snapshot_xml_validate");
+    if (ret < 0)
         return ret;
-    }
     ret = ic_xml_validate_doc(doc, errp);
     xmlFreeDoc(doc);
-    if (ret < 0)
-        ic_error_prepend(errp, "ic_snapshot_xml_validate");
     return ret;
 }
