@@ -92,8 +92,8 @@ static int run_dependents(int argc, char **argv)
     } else if (!quiet) {
         for (size_t i = 0; i < deps->nb; i++) {
             if (deps->list[i].depth > 1)
-                printf("%s (through %u images)\n", deps->list[i].filename,
-                       deps->list[i].depth - 1);
+                printf("%s (through %u image%s)\n", deps->list[i].filename,
+                       deps->list[i].depth - 1, deps->list[i].depth == 2 ? "" : "s");
             else
                 printf("%s\n", deps->list[i].filename);
         }

@@ -15,10 +15,12 @@
  *     (missing/unreadable backing, loop, too deep, recorded format that the
  *     file does not have, corruptions, incomplete check, interrupted
  *     operation); WARNING when it works but is fragile (no recorded format,
- *     a raw-recorded file that probes as an image, backing larger than its
- *     overlay, a relative name resolving to another file from the current
- *     folder, leaks, a stale journal); INFO for a relative name that does
- *     not resolve from the current folder at all.
+ *     a raw-recorded file that probes as an image, an unrecorded format
+ *     probed as raw, backing larger than its overlay, a relative name
+ *     resolving to another file from the current folder, leaks, a stale
+ *     journal); INFO for a relative name that does not resolve from the
+ *     current folder at all, and an unrecorded format that probes as an
+ *     image format (QED can record only "raw").
  *  4. Loops are found by comparing real paths of every image reached, and
  *     the walk ends at max_depth in any case (qemu-img 7.2 recurses without
  *     bound on a loop: reference section 7).
@@ -335,8 +337,16 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                 break;
             }
         } else if (depth > 0) {
-            add_finding(&c, IC_CHAIN_FORMAT_UNRECORDED, IC_CHAIN_WARNING, depth - 1, parent,
-                        "%s: no backing format recorded: %s is probed (as %s), which is unsafe",
+            /* Probing is dangerous for a raw file (a guest can write an image
+             * header into it); a file that probes as an image format stays
+             * that format.  QED cannot record a non-raw backing format at
+             * all, so that case is only worth knowing. */
+            bool raw = !strcmp(actual->name, "raw");
+            add_finding(&c, IC_CHAIN_FORMAT_UNRECORDED, raw ? IC_CHAIN_WARNING : IC_CHAIN_INFO,
+                        depth - 1, parent,
+                        raw ? "%s: no backing format recorded: %s is probed (as %s), which is "
+                              "unsafe for raw files"
+                            : "%s: no backing format recorded: %s is probed (as %s)",
                         parent, cur, actual->name);
         }
         ic_chain_image_report *ir = add_image(&c, cur);
