@@ -32,6 +32,8 @@ typedef struct ic_convert_options {
     const char *options;       /* -o string for the new image (no backing_file) */
     bool compress;             /* -c: write each cluster compressed (qcow2) */
     bool direct;               /* -t none: O_DIRECT on the target */
+    bool unsafe;               /* -t unsafe: no final flush of the target
+                                * (qemu-img convert's default cache mode) */
     bool force_share;          /* -U: open the source with force-share locks */
     const char *snapshot_id;   /* -l snapshot.id=: export an internal snapshot */
     const char *snapshot_name; /* -l snapshot.name= (either or both) */
@@ -40,8 +42,8 @@ typedef struct ic_convert_options {
     void *payload;             /* passed to progress */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
-    { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL }
+    { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, false, NULL, NULL, \
+      NULL, NULL, NULL }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into
@@ -62,7 +64,8 @@ IC_EXTERN int ic_image_convert(const char *src, const char *dst,
  * Copies every guest byte of @p src into @p dst (opened writable, at least
  * as large, and reading as zeroes where it was not written), skipping
  * unallocated and zero ranges.  The engine behind ic_image_convert(), for
- * callers that open the images themselves.  Flushes @p dst at the end.
+ * callers that open the images themselves.  Flushes @p dst at the end
+ * unless opts->unsafe.
  */
 IC_EXTERN int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts,
                             ic_error **errp);
