@@ -1,0 +1,1046 @@
+/*
+ * qcow2-cluster.c - guest address translation: L1/L2 tables, reads,
+ * writes with allocation and copy-on-write, zero clusters, discard,
+ * compressed clusters, block status, L1 growth and metadata
+ * preallocation (QEMU's block/qcow2-cluster.c and the I/O paths of
+ * block/qcow2.c).
+ *
+ * Design notes:
+ *  Owns the active L1 table and the L2 tables (reference 1.7-1.9).
+ *  1. Lookups work on runs: get_run() walks L1 and L2 entries (and
+ *     subclusters with extended L2) and returns the longest prefix that
+ *     shares one kind (unallocated, zero, zero-allocated, data,
+ *     compressed) and, for data, contiguous host offsets - across L2
+ *     tables, so block status and reads of contiguous data cost one call.
+ *  2. Every entry read from disk is validated before use: L2 table and
+ *     data cluster offsets must be cluster aligned, compressed offsets
+ *     must lie below 2^56, subcluster bitmaps must be consistent;
+ *     violations are reported with qcow2_signal_corruption().
+ *  3. Writes: clusters whose entry is NORMAL with COPIED are written in
+ *     place (contiguous runs with one pwrite); whole clusters needing a
+ *     new home are allocated as a contiguous batch and written from the
+ *     caller's buffer with one pwrite; partial clusters that need a new
+ *     home (or an extended-L2 cluster with unallocated subclusters) are
+ *     rebuilt in a cluster buffer from the current guest view (backing,
+ *     zeroes, compressed data) and written whole.  New L2 entries always
+ *     have COPIED; extended L2 entries get all 32 subclusters allocated.
+ *  4. Ordering (reference 1.13 rule 3): the new cluster is allocated
+ *     (refcount increment in the refblock cache) and its data written
+ *     before the L2 entry is changed in the L2 cache; the L2 cache writes
+ *     refblocks and flushes the files before it writes any table, and
+ *     dirty L1 entries are written only after the L2 tables are flushed
+ *     (qcow2_flush_metadata).  Clusters an entry stopped referencing are
+ *     queued and freed after that flush.  If we crash anywhere, an on-disk
+ *     entry points only to allocated clusters whose data is written: at
+ *     worst clusters leak.
+ *  5. A shared L2 table (L1 entry without COPIED) is copied to a new
+ *     cluster before it is changed; the old one is freed after the flush.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2.h"
+#include "util/endian.h"
+#include "util/overflow.h"
+
+/* ---- entry helpers ----------------------------------------------------------- */
+
+uint64_t qcow2_l2_get(const struct qcow2_state *s, const uint8_t *l2, uint32_t i)
+{
+    return ic_load_be64(l2 + (size_t)i * s->l2_entry_size);
+}
+
+uint64_t qcow2_l2_get_bitmap(const struct qcow2_state *s, const uint8_t *l2, uint32_t i)
+{
+    return s->ext_l2 ? ic_load_be64(l2 + (size_t)i * 16 + 8) : 0;
+}
+
+void qcow2_l2_set(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t entry)
+{
+    ic_store_be64(l2 + (size_t)i * s->l2_entry_size, entry);
+}
+
+void qcow2_l2_set_bitmap(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t bm)
+{
+    if (s->ext_l2)
+        ic_store_be64(l2 + (size_t)i * 16 + 8, bm);
+}
+
+enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, uint64_t e)
+{
+    if (e & QCOW2_OFLAG_COMPRESSED)
+        return QCOW2_CT_COMPRESSED;
+    uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+    if ((e & QCOW2_OFLAG_ZERO) && !s->ext_l2)
+        return off ? QCOW2_CT_ZERO_ALLOC : QCOW2_CT_ZERO_PLAIN;
+    if (off)
+        return QCOW2_CT_NORMAL;
+    if (s->data_file && (e & QCOW2_OFLAG_COPIED))
+        return QCOW2_CT_NORMAL;
+    return QCOW2_CT_UNALLOCATED;
+}
+
+enum qcow2_sctype qcow2_subcluster_type(const struct qcow2_state *s, uint64_t e, uint64_t bm,
+                                        uint32_t sc)
+{
+    enum qcow2_ctype t = qcow2_cluster_type(s, e);
+    if (!s->ext_l2) {
+        switch (t) {
+        case QCOW2_CT_COMPRESSED: return QCOW2_SC_COMPRESSED;
+        case QCOW2_CT_NORMAL: return QCOW2_SC_NORMAL;
+        case QCOW2_CT_ZERO_PLAIN: return QCOW2_SC_ZERO_PLAIN;
+        case QCOW2_CT_ZERO_ALLOC: return QCOW2_SC_ZERO_ALLOC;
+        case QCOW2_CT_UNALLOCATED: return QCOW2_SC_UNALLOCATED_PLAIN;
+        }
+        return QCOW2_SC_INVALID;
+    }
+    if (t == QCOW2_CT_COMPRESSED)
+        return bm ? QCOW2_SC_INVALID : QCOW2_SC_COMPRESSED;
+    if ((bm >> 32) & bm)
+        return QCOW2_SC_INVALID;
+    bool alloc = (bm >> sc) & 1, zero = (bm >> (32 + sc)) & 1;
+    if (t == QCOW2_CT_NORMAL) {
+        if (alloc)
+            return QCOW2_SC_NORMAL;
+        return zero ? QCOW2_SC_ZERO_ALLOC : QCOW2_SC_UNALLOCATED_ALLOC;
+    }
+    /* no host cluster */
+    if (bm & QCOW2_BITMAP_ALL_ALLOC)
+        return QCOW2_SC_INVALID;
+    return zero ? QCOW2_SC_ZERO_PLAIN : QCOW2_SC_UNALLOCATED_PLAIN;
+}
+
+void qcow2_parse_compressed(const struct qcow2_state *s, uint64_t e, uint64_t *coffset,
+                            uint64_t *csize)
+{
+    uint64_t off = e & s->coffset_mask;
+    uint64_t nb = ((e >> s->csize_shift) & s->csize_mask) + 1;
+    *coffset = off;
+    *csize = nb * 512 - (off & 511);
+}
+
+uint64_t qcow2_make_compressed(const struct qcow2_state *s, uint64_t coffset, uint64_t len)
+{
+    uint64_t nb = ((coffset + len - 1) >> 9) - (coffset >> 9) + 1;
+    return QCOW2_OFLAG_COMPRESSED | ((nb - 1) << s->csize_shift) | coffset;
+}
+
+/* ---- L1 ---------------------------------------------------------------------- */
+
+int qcow2_read_l1(struct ic_image *img, uint64_t offset, uint32_t size, uint64_t **out)
+{
+    *out = NULL;
+    uint64_t *l1 = calloc(size ? size : 1, sizeof(*l1));
+    if (!l1)
+        return -ENOMEM;
+    if (size) {
+        uint8_t *raw = malloc((size_t)size * 8);
+        if (!raw) {
+            free(l1);
+            return -ENOMEM;
+        }
+        int ret = ic_io_pread(img->file, raw, (size_t)size * 8, offset);
+        if (ret < 0) {
+            free(raw);
+            free(l1);
+            return ret;
+        }
+        for (uint32_t i = 0; i < size; i++)
+            l1[i] = ic_load_be64(raw + 8 * (size_t)i);
+        free(raw);
+    }
+    *out = l1;
+    return 0;
+}
+
+int qcow2_write_l1_entries(struct ic_image *img, uint32_t first, uint32_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!n)
+        return 0;
+    uint8_t *raw = malloc((size_t)n * 8);
+    if (!raw)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        ic_store_be64(raw + 8 * (size_t)i, s->l1[first + i]);
+    ic_io_event(img->file, IC_EV_L1_UPDATE);
+    int ret = ic_io_pwrite(img->file, raw, (size_t)n * 8, s->l1_offset + (uint64_t)first * 8);
+    free(raw);
+    return ret;
+}
+
+static void l1_mark_dirty(struct qcow2_state *s, uint32_t i)
+{
+    if (s->l1_dirty_lo == s->l1_dirty_hi) {
+        s->l1_dirty_lo = i;
+        s->l1_dirty_hi = i + 1;
+        return;
+    }
+    s->l1_dirty_lo = IC_MIN(s->l1_dirty_lo, i);
+    s->l1_dirty_hi = IC_MAX(s->l1_dirty_hi, i + 1);
+}
+
+static int flush_files(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = ic_io_flush(img->file);
+    if (ret == 0 && s->data_file)
+        ret = ic_io_flush(s->data_file);
+    return ret;
+}
+
+int qcow2_flush_metadata(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    /* refblocks, then (after a flush, in the L2 cache's dependency) L2 */
+    int ret = qcow2_cache_write(img, &s->refblock_cache);
+    if (ret == 0)
+        ret = qcow2_cache_write(img, &s->l2_cache);
+    if (ret < 0)
+        return ret;
+    if (s->l1_dirty_lo != s->l1_dirty_hi) {
+        /* L2 tables durable before the L1 entries that point to them. */
+        if ((ret = flush_files(img)) < 0)
+            return ret;
+        ret = qcow2_write_l1_entries(img, s->l1_dirty_lo, s->l1_dirty_hi - s->l1_dirty_lo);
+        if (ret < 0)
+            return ret;
+        s->l1_dirty_lo = s->l1_dirty_hi = 0;
+    }
+    return flush_files(img);
+}
+
+int qcow2_grow_l1(struct ic_image *img, uint64_t min_size)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (min_size <= s->l1_size)
+        return 0;
+    if (min_size * 8 > QCOW2_MAX_L1_BYTES)
+        return ic_image_fail(img, -EFBIG, "L1 table would exceed %llu bytes",
+                             (unsigned long long)QCOW2_MAX_L1_BYTES);
+    /* Everything the current L1 points to must be durable before it is
+     * copied; then new table, flush, one header write, flush, free. */
+    int ret = qcow2_flush_metadata(img);
+    if (ret < 0)
+        return ret;
+    size_t bytes = (size_t)min_size * 8;
+    uint64_t *nl1 = calloc((size_t)min_size, sizeof(*nl1));
+    uint8_t *raw = calloc(1, bytes);
+    if (!nl1 || !raw) {
+        free(nl1);
+        free(raw);
+        return -ENOMEM;
+    }
+    memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+    for (uint64_t i = 0; i < min_size; i++)
+        ic_store_be64(raw + 8 * i, nl1[i]);
+    ic_io_event(img->file, IC_EV_L1_GROW_ALLOC);
+    int64_t off = qcow2_alloc_clusters(img, IC_DIV_ROUND_UP(bytes, s->cluster_size));
+    if (off < 0) {
+        free(nl1);
+        free(raw);
+        return (int)off;
+    }
+    /* the refcount of the new table must be durable before the header
+     * points to it */
+    ret = qcow2_cache_write(img, &s->refblock_cache);
+    if (ret == 0) {
+        ic_io_event(img->file, IC_EV_L1_GROW_WRITE);
+        ret = ic_io_pwrite(img->file, raw, bytes, (uint64_t)off);
+    }
+    free(raw);
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    if (ret == 0) {
+        uint8_t hb[12];
+        ic_store_be32(hb, (uint32_t)min_size);
+        ic_store_be64(hb + 4, (uint64_t)off);
+        ic_io_event(img->file, IC_EV_L1_GROW_ACTIVATE);
+        ret = ic_io_pwrite(img->file, hb, sizeof(hb), QCOW2_HDR_L1_SIZE);
+        if (ret == 0)
+            ret = ic_io_flush(img->file);
+    }
+    if (ret < 0) {
+        /* if we fail before the switch the new table only leaks */
+        free(nl1);
+        return ret;
+    }
+    uint64_t old_off = s->l1_offset, old_size = s->l1_size;
+    free(s->l1);
+    s->l1 = nl1;
+    s->l1_size = (uint32_t)min_size;
+    s->l1_offset = (uint64_t)off;
+    s->h.l1_size = s->l1_size;
+    s->h.l1_table_offset = s->l1_offset;
+    /* Nothing references the old table any more: freeing it is safe now;
+     * if we crash before the decrement is written it leaks. */
+    if (old_size)
+        return qcow2_free_clusters(img, old_off, old_size * 8);
+    return 0;
+}
+
+/* ---- L2 access ----------------------------------------------------------------- */
+
+int qcow2_get_l2(struct ic_image *img, uint64_t offset, uint8_t **table)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!offset || (offset & s->cluster_offset_mask) || offset > QCOW2_MAX_HOST_OFFSET)
+        return qcow2_signal_corruption(img, true, offset, "L2 table offset %#" PRIx64
+                                       " is invalid", offset);
+    return qcow2_cache_get(img, &s->l2_cache, offset, false, table);
+}
+
+/* The L2 table of L1 entry @l1i, made writable: allocated when missing,
+ * copied when shared (design note 5). */
+static int get_l2_for_write(struct ic_image *img, uint32_t l1i, uint8_t **table)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1e = s->l1[l1i], old = l1e & QCOW2_L1E_OFFSET_MASK;
+    int ret;
+    if (old && (l1e & QCOW2_OFLAG_COPIED)) {
+        if ((ret = qcow2_check_overlap(img, old, s->cluster_size)) < 0)
+            return ret;
+        return qcow2_get_l2(img, old, table);
+    }
+    if (old && (old & s->cluster_offset_mask))
+        return qcow2_signal_corruption(img, true, old, "L2 table offset %#" PRIx64
+                                       " unaligned (L1 index %#" PRIx32 ")", old, l1i);
+    ic_io_event(img->file, IC_EV_L2_ALLOC);
+    int64_t n = qcow2_alloc_clusters(img, 1);
+    if (n < 0)
+        return (int)n;
+    uint8_t *nt;
+    if ((ret = qcow2_cache_get(img, &s->l2_cache, (uint64_t)n, true, &nt)) < 0)
+        return ret;
+    if (old) {
+        uint8_t *ot;
+        ic_io_event(img->file, IC_EV_L2_ALLOC_COW_READ);
+        if ((ret = qcow2_get_l2(img, old, &ot)) < 0) {
+            qcow2_cache_put(&s->l2_cache, &nt);
+            return ret;
+        }
+        memcpy(nt, ot, s->cluster_size);
+        qcow2_cache_put(&s->l2_cache, &ot);
+        /* the old table is still referenced on disk until the new L1
+         * entry is flushed: free it only afterwards */
+        if ((ret = qcow2_queue_free(img, old, s->cluster_size)) < 0) {
+            qcow2_cache_put(&s->l2_cache, &nt);
+            return ret;
+        }
+    }
+    qcow2_cache_mark_dirty(&s->l2_cache, nt);
+    s->l1[l1i] = (uint64_t)n | QCOW2_OFLAG_COPIED;
+    l1_mark_dirty(s, l1i);
+    *table = nt;
+    return 0;
+}
+
+/* ---- lookup ---------------------------------------------------------------------- */
+
+enum run_kind { RK_UNALLOC, RK_ZERO_PLAIN, RK_ZERO_ALLOC, RK_DATA, RK_COMPRESSED };
+
+struct run {
+    enum run_kind kind;
+    uint64_t len;
+    uint64_t host;   /* RK_DATA / RK_ZERO_ALLOC: host offset of the first byte */
+    uint64_t l2e;    /* RK_COMPRESSED: the entry */
+};
+
+static int unit_kind(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t pos,
+                     enum run_kind *kind, uint64_t *host, uint64_t *unit_end)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cstart = pos & ~s->cluster_offset_mask;
+    uint32_t sc = (uint32_t)((pos - cstart) >> s->subcluster_bits);
+    *unit_end = cstart + s->cluster_size;
+    enum qcow2_sctype t = qcow2_subcluster_type(s, e, bm, sc);
+    if (s->ext_l2 && t != QCOW2_SC_COMPRESSED)
+        *unit_end = cstart + ((uint64_t)(sc + 1) << s->subcluster_bits);
+    uint64_t hoff = e & QCOW2_L2E_OFFSET_MASK;
+    switch (t) {
+    case QCOW2_SC_INVALID:
+        return qcow2_signal_corruption(img, true, UINT64_MAX, "invalid L2 entry %#" PRIx64
+                                       " (bitmap %#" PRIx64 ") for guest offset %#" PRIx64, e, bm,
+                                       pos);
+    case QCOW2_SC_COMPRESSED: {
+        uint64_t coff, csize;
+        qcow2_parse_compressed(s, e, &coff, &csize);
+        if (s->data_file)
+            return qcow2_signal_corruption(img, true, coff, "compressed cluster in an image "
+                                           "with an external data file");
+        if (coff + csize > QCOW2_MAX_HOST_OFFSET)
+            return qcow2_signal_corruption(img, true, coff, "compressed cluster offset %#"
+                                           PRIx64 " is invalid", coff);
+        *kind = RK_COMPRESSED;
+        return 0;
+    }
+    case QCOW2_SC_UNALLOCATED_PLAIN:
+    case QCOW2_SC_UNALLOCATED_ALLOC:
+        *kind = RK_UNALLOC;
+        return 0;
+    case QCOW2_SC_ZERO_PLAIN:
+        *kind = RK_ZERO_PLAIN;
+        return 0;
+    case QCOW2_SC_ZERO_ALLOC:
+    case QCOW2_SC_NORMAL:
+        if (hoff & s->cluster_offset_mask)
+            return qcow2_signal_corruption(img, true, hoff, "cluster allocation offset %#"
+                                           PRIx64 " unaligned (guest offset %#" PRIx64 ")",
+                                           hoff, pos);
+        *kind = t == QCOW2_SC_NORMAL ? RK_DATA : RK_ZERO_ALLOC;
+        *host = hoff + (pos - cstart);
+        return 0;
+    }
+    return -EIO;
+}
+
+/* Design note 1: the run at @off, at most @maxlen bytes (> 0). */
+static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct run *r)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t pos = off, end = off + maxlen;
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    bool have = false;
+    memset(r, 0, sizeof(*r));
+    while (pos < end) {
+        uint64_t l1i = pos >> tbits;
+        uint64_t tend = IC_MIN(end, (l1i + 1) << tbits);
+        uint64_t l2off = l1i < s->l1_size ? s->l1[l1i] & QCOW2_L1E_OFFSET_MASK : 0;
+        if (!l2off) {
+            if (have && r->kind != RK_UNALLOC)
+                break;
+            r->kind = RK_UNALLOC;
+            have = true;
+            pos = tend;
+            continue;
+        }
+        if (l2off & s->cluster_offset_mask)
+            return qcow2_signal_corruption(img, true, l2off, "L2 table offset %#" PRIx64
+                                           " unaligned (L1 index %#" PRIx64 ")", l2off, l1i);
+        uint8_t *l2;
+        int ret = qcow2_get_l2(img, l2off, &l2);
+        if (ret < 0)
+            return ret;
+        bool stop = false;
+        while (pos < tend) {
+            uint32_t ci = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
+            uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+            enum run_kind k;
+            uint64_t host = 0, uend;
+            if ((ret = unit_kind(img, e, bm, pos, &k, &host, &uend)) < 0) {
+                qcow2_cache_put(&s->l2_cache, &l2);
+                return ret;
+            }
+            if (!have) {
+                r->kind = k;
+                r->host = host;
+                r->l2e = e;
+                have = true;
+            } else if (k != r->kind || k == RK_COMPRESSED ||
+                       ((k == RK_DATA || k == RK_ZERO_ALLOC) && host != r->host + (pos - off))) {
+                stop = true;
+                break;
+            }
+            pos = IC_MIN(uend, tend);
+            if (k == RK_COMPRESSED) {
+                stop = true;
+                break;
+            }
+        }
+        qcow2_cache_put(&s->l2_cache, &l2);
+        if (stop)
+            break;
+    }
+    r->len = pos - off;
+    return 0;
+}
+
+/* ---- reads ------------------------------------------------------------------------ */
+
+static int load_compressed(struct ic_image *img, uint64_t e)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->cbuf && s->cbuf_entry == e)
+        return 0;
+    if (!s->cbuf && !(s->cbuf = malloc(s->cluster_size)))
+        return -ENOMEM;
+    uint64_t coff, csize;
+    qcow2_parse_compressed(s, e, &coff, &csize);
+    uint8_t *in = malloc((size_t)csize);
+    if (!in)
+        return -ENOMEM;
+    int ret = ic_io_pread(img->file, in, (size_t)csize, coff);
+    if (ret == 0) {
+        ret = qcow2_decompress(s->compression_type, s->cbuf, s->cluster_size, in, (size_t)csize);
+        if (ret == -EIO)
+            ret = qcow2_signal_corruption(img, false, coff, "compressed cluster at %#" PRIx64
+                                          " does not decompress (%s)", coff,
+                                          s->compression_type ? "zstd" : "zlib");
+    }
+    free(in);
+    s->cbuf_entry = ret == 0 ? e : 0;
+    return ret;
+}
+
+int qcow2_cluster_pread(struct ic_image *img, void *buf, size_t len, uint64_t off)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *p = buf;
+    while (len > 0) {
+        struct run r;
+        int ret = get_run(img, off, len, &r);
+        if (ret < 0)
+            return ret;
+        size_t n = (size_t)r.len;
+        switch (r.kind) {
+        case RK_UNALLOC:
+            ret = ic_image_backing_pread(img, p, n, off);
+            break;
+        case RK_ZERO_PLAIN:
+        case RK_ZERO_ALLOC:
+            memset(p, 0, n);
+            break;
+        case RK_DATA:
+            ret = ic_io_pread(qcow2_data_io(img), p, n, r.host);
+            break;
+        case RK_COMPRESSED:
+            ret = load_compressed(img, r.l2e);
+            if (ret == 0)
+                memcpy(p, s->cbuf + (off & s->cluster_offset_mask), n);
+            break;
+        }
+        if (ret < 0)
+            return ret;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
+                               unsigned *flags, uint64_t *map, ic_io **file)
+{
+    struct run r;
+    int ret = get_run(img, off, len, &r);
+    if (ret < 0)
+        return ret;
+    *pnum = r.len;
+    *map = 0;
+    *file = NULL;
+    switch (r.kind) {
+    case RK_UNALLOC:
+        *flags = 0;
+        break;
+    case RK_ZERO_PLAIN:
+        *flags = IC_BS_ALLOCATED | IC_BS_ZERO;
+        break;
+    case RK_ZERO_ALLOC:
+        *flags = IC_BS_ALLOCATED | IC_BS_ZERO | IC_BS_OFFSET_VALID;
+        *map = r.host;
+        *file = qcow2_data_io(img);
+        break;
+    case RK_DATA:
+        *flags = IC_BS_ALLOCATED | IC_BS_DATA | IC_BS_OFFSET_VALID;
+        *map = r.host;
+        *file = qcow2_data_io(img);
+        break;
+    case RK_COMPRESSED:
+        *flags = IC_BS_ALLOCATED | IC_BS_DATA | IC_BS_COMPRESSED;
+        break;
+    }
+    return 0;
+}
+
+/* ---- writes ------------------------------------------------------------------------- */
+
+static int prepare_write(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->corrupt && !(img->flags & IC_OPEN_CHECK))
+        return ic_image_fail(img, -EACCES, "image is corrupt; writes are refused");
+    if (s->lazy_refcounts)
+        return qcow2_mark_dirty(img);
+    return 0;
+}
+
+static bool entry_copied(const struct qcow2_state *s, uint64_t e)
+{
+    return (e & QCOW2_OFLAG_COPIED) || s->data_file;
+}
+
+/* Can [a, a+n) of this cluster be written in place? */
+static bool in_place(const struct qcow2_state *s, uint64_t e, uint64_t bm, uint64_t a, uint64_t n)
+{
+    if (qcow2_cluster_type(s, e) != QCOW2_CT_NORMAL || !entry_copied(s, e))
+        return false;
+    if (!s->ext_l2)
+        return true;
+    if ((bm >> 32) & bm)
+        return false;
+    uint32_t first = (uint32_t)(a >> s->subcluster_bits);
+    uint32_t last = (uint32_t)((a + n - 1) >> s->subcluster_bits);
+    for (uint32_t sc = first; sc <= last; sc++)
+        if (!((bm >> sc) & 1))
+            return false;
+    return true;
+}
+
+/* Host offset for @n new clusters at guest offset @gpos: allocated in the
+ * image, or the guest offset itself in an external data file. */
+static int64_t alloc_data(struct ic_image *img, uint64_t gpos, uint64_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->data_file)
+        return (int64_t)(gpos & ~s->cluster_offset_mask);
+    return qcow2_alloc_clusters(img, n);
+}
+
+static uint64_t max_batch(const struct qcow2_state *s)
+{
+    /* A batch must fit between two self-describing refblocks. */
+    uint64_t b = s->refblock_entries / 2;
+    return b ? b : 1;
+}
+
+/* Replaces entry @ci with a new cluster at @host (entry COPIED, all
+ * subclusters allocated) and queues what the old entry referenced. */
+static int set_new_entry(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t host)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t old = qcow2_l2_get(s, l2, ci);
+    uint64_t oldhost = old & QCOW2_L2E_OFFSET_MASK;
+    enum qcow2_ctype t = qcow2_cluster_type(s, old);
+    qcow2_l2_set(s, l2, ci, host | QCOW2_OFLAG_COPIED);
+    qcow2_l2_set_bitmap(s, l2, ci, QCOW2_BITMAP_ALL_ALLOC);
+    qcow2_cache_mark_dirty(&s->l2_cache, l2);
+    if ((t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) && oldhost == host)
+        return 0; /* rewritten in place */
+    return qcow2_free_l2_entry(img, old);
+}
+
+/* Design note 3, slow path: one cluster rebuilt from the guest view. */
+static int write_cluster_slow(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
+                              const uint8_t *data, uint64_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cpos = pos & ~s->cluster_offset_mask, a = pos - cpos;
+    uint64_t clen = IC_MIN((uint64_t)s->cluster_size, img->size - cpos);
+    uint8_t *tmp = calloc(1, s->cluster_size);
+    if (!tmp)
+        return -ENOMEM;
+    ic_io_event(img->file, IC_EV_COW_READ);
+    int ret = qcow2_cluster_pread(img, tmp, (size_t)clen, cpos);
+    if (ret < 0) {
+        free(tmp);
+        return ret;
+    }
+    memcpy(tmp + a, data, (size_t)n);
+    uint64_t e = qcow2_l2_get(s, l2, ci);
+    enum qcow2_ctype t = qcow2_cluster_type(s, e);
+    int64_t host;
+    if ((t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) && entry_copied(s, e)) {
+        host = (int64_t)(e & QCOW2_L2E_OFFSET_MASK);
+        if (!s->data_file && (ret = qcow2_check_overlap(img, (uint64_t)host, s->cluster_size)) < 0) {
+            free(tmp);
+            return ret;
+        }
+    } else {
+        host = alloc_data(img, pos, 1);
+        if (host < 0) {
+            free(tmp);
+            return (int)host;
+        }
+    }
+    ic_io_event(img->file, IC_EV_COW_WRITE);
+    ret = ic_io_pwrite(qcow2_data_io(img), tmp, (size_t)clen, (uint64_t)host);
+    free(tmp);
+    if (ret < 0)
+        return ret;
+    return set_new_entry(img, l2, ci, (uint64_t)host);
+}
+
+/* Writes the part of [off, off+len) inside one L2 table; returns bytes. */
+static int64_t write_in_table(struct ic_image *img, const uint8_t *buf, uint64_t len,
+                              uint64_t off)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    uint64_t l1i = off >> tbits;
+    int ret;
+    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
+        return ret;
+    uint8_t *l2;
+    if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0)
+        return ret;
+    uint64_t limit = IC_MIN(len, ((l1i + 1) << tbits) - off), done = 0;
+    uint64_t cs = s->cluster_size;
+    while (done < limit) {
+        uint64_t pos = off + done, a = pos & s->cluster_offset_mask;
+        uint64_t n = IC_MIN(limit - done, cs - a);
+        uint32_t ci = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
+        uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+        if (in_place(s, e, bm, a, n)) {
+            uint64_t host = (e & QCOW2_L2E_OFFSET_MASK) + a, total = n;
+            for (uint32_t k = 1; done + total < limit; k++) {
+                uint64_t e2 = qcow2_l2_get(s, l2, ci + k), bm2 = qcow2_l2_get_bitmap(s, l2, ci + k);
+                uint64_t n2 = IC_MIN(limit - done - total, cs);
+                if (!in_place(s, e2, bm2, 0, n2) ||
+                    (e2 & QCOW2_L2E_OFFSET_MASK) != (e & QCOW2_L2E_OFFSET_MASK) + k * cs)
+                    break;
+                total += n2;
+            }
+            if (!s->data_file && (ret = qcow2_check_overlap(img, host, total)) < 0)
+                break;
+            ic_io_event(img->file, IC_EV_DATA_WRITE);
+            if ((ret = ic_io_pwrite(qcow2_data_io(img), buf + done, (size_t)total, host)) < 0)
+                break;
+            done += total;
+            continue;
+        }
+        bool full = a == 0 && (n == cs || pos + n >= img->size);
+        if (full) {
+            uint64_t k = 1, bytes = n, mb = max_batch(s);
+            while (done + bytes < limit && k < mb) {
+                uint64_t p2 = off + done + bytes;
+                uint64_t n2 = IC_MIN(limit - done - bytes, cs);
+                uint64_t e2 = qcow2_l2_get(s, l2, ci + (uint32_t)k);
+                uint64_t bm2 = qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)k);
+                if (!(n2 == cs || p2 + n2 >= img->size) || in_place(s, e2, bm2, 0, n2))
+                    break;
+                bytes += n2;
+                k++;
+            }
+            int64_t host = alloc_data(img, pos, k);
+            if (host < 0) {
+                ret = (int)host;
+                break;
+            }
+            ic_io_event(img->file, IC_EV_DATA_WRITE);
+            if ((ret = ic_io_pwrite(qcow2_data_io(img), buf + done, (size_t)bytes, (uint64_t)host)) < 0)
+                break;
+            for (uint64_t j = 0; j < k && ret == 0; j++)
+                ret = set_new_entry(img, l2, ci + (uint32_t)j, (uint64_t)host + j * cs);
+            if (ret < 0)
+                break;
+            done += bytes;
+            continue;
+        }
+        if ((ret = write_cluster_slow(img, l2, ci, pos, buf + done, n)) < 0)
+            break;
+        done += n;
+    }
+    qcow2_cache_put(&s->l2_cache, &l2);
+    if (ret < 0)
+        return ret;
+    return (int64_t)done;
+}
+
+int qcow2_cluster_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
+{
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        int64_t n = write_in_table(img, p, len, off);
+        if (n < 0)
+            return (int)n;
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return qcow2_flush_pending_frees(img);
+}
+
+/* ---- zero writes and discard -------------------------------------------------------- */
+
+static int write_zero_buf(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    size_t chunk = (size_t)IC_MIN(len, (uint64_t)IC_MAX(s->cluster_size, 1u << 20));
+    uint8_t *z = calloc(1, chunk);
+    if (!z)
+        return -ENOMEM;
+    int ret = 0;
+    while (len > 0 && ret == 0) {
+        size_t n = (size_t)IC_MIN(len, (uint64_t)chunk);
+        int64_t w = write_in_table(img, z, n, off);
+        if (w < 0) {
+            ret = (int)w;
+            break;
+        }
+        off += (uint64_t)w;
+        len -= (uint64_t)w;
+    }
+    free(z);
+    return ret;
+}
+
+enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD };
+
+/* New entry for a whole cluster that must read as zeroes (or be
+ * discarded).  Returns false when the entry stays as it is. */
+static bool zero_entry(struct ic_image *img, enum zmode mode, uint64_t e, uint64_t bm,
+                       uint64_t *ne, uint64_t *nbm, bool *free_old)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    enum qcow2_ctype t = qcow2_cluster_type(s, e);
+    bool allocated = t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC || t == QCOW2_CT_COMPRESSED;
+    bool keep_host = mode == ZM_ZERO && (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) &&
+                     entry_copied(s, e);
+    *free_old = false;
+    if (mode == ZM_DISCARD && !img->backing_name && !allocated)
+        return false;
+    if (s->ext_l2) {
+        *nbm = QCOW2_BITMAP_ALL_ZERO;
+        *ne = keep_host ? e : 0;
+        *free_old = !keep_host && allocated;
+        return *ne != e || *nbm != bm;
+    }
+    if (s->h.version < 3) {
+        /* v2: no zero flag; only deallocation reads as zeroes, and only
+         * without a backing file (the caller checked). */
+        *ne = 0;
+        *nbm = 0;
+        *free_old = allocated;
+        return e != 0;
+    }
+    *nbm = 0;
+    *ne = keep_host ? (e | QCOW2_OFLAG_ZERO) : QCOW2_OFLAG_ZERO;
+    *free_old = !keep_host && allocated;
+    return *ne != e;
+}
+
+/* Applies @mode to the whole clusters of [off, off+len) (cluster aligned,
+ * or ending at the end of the disk). */
+static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum zmode mode)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    while (len > 0) {
+        uint64_t l1i = off >> tbits;
+        uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
+        bool table = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
+        /* nothing to do for a missing table that already reads as zeroes
+         * (no backing) or that a discard would leave reading the backing */
+        if (!table && (!img->backing_name || (s->h.version < 3 && !s->ext_l2))) {
+            off += n;
+            len -= n;
+            continue;
+        }
+        int ret;
+        if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
+            return ret;
+        uint8_t *l2;
+        if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0)
+            return ret;
+        for (uint64_t p = off; p < off + n && ret == 0; p += s->cluster_size) {
+            uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
+            uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci), ne, nbm;
+            bool free_old;
+            if (!zero_entry(img, mode, e, bm, &ne, &nbm, &free_old))
+                continue;
+            ic_io_event(img->file, IC_EV_L2_UPDATE);
+            qcow2_l2_set(s, l2, ci, ne);
+            qcow2_l2_set_bitmap(s, l2, ci, nbm);
+            qcow2_cache_mark_dirty(&s->l2_cache, l2);
+            if (free_old)
+                ret = qcow2_free_l2_entry(img, e);
+        }
+        qcow2_cache_put(&s->l2_cache, &l2);
+        if (ret < 0)
+            return ret;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->data_file_raw)
+        return -ENOTSUP; /* the data file must hold the zeroes: plain writes */
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint64_t cs = s->cluster_size, end = off + len;
+    uint64_t zs = IC_ALIGN_UP(off, cs);
+    uint64_t ze = end == img->size ? IC_ALIGN_UP(end, cs) : IC_ALIGN_DOWN(end, cs);
+    if (zs >= ze || (s->h.version < 3 && !s->ext_l2 && img->backing_name)) {
+        ret = write_zero_buf(img, off, len);
+    } else {
+        if (off < zs)
+            ret = write_zero_buf(img, off, zs - off);
+        if (ret == 0) {
+            enum zmode m = (flags & IC_ZERO_MAY_UNMAP) || s->h.version < 3 ? ZM_ZERO_UNMAP
+                                                                          : ZM_ZERO;
+            ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, m);
+        }
+        if (ret == 0 && ze < end)
+            ret = write_zero_buf(img, ze, end - ze);
+    }
+    if (ret == 0)
+        ret = qcow2_flush_pending_frees(img);
+    return ret;
+}
+
+int qcow2_cluster_discard(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint64_t cs = s->cluster_size, end = off + len;
+    uint64_t zs = IC_ALIGN_UP(off, cs);
+    uint64_t ze = end == img->size ? IC_ALIGN_UP(end, cs) : IC_ALIGN_DOWN(end, cs);
+    if (zs >= ze)
+        return 0;
+    if (s->data_file_raw)
+        ret = write_zero_buf(img, zs, IC_MIN(ze, img->size) - zs);
+    else
+        ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, ZM_DISCARD);
+    if (ret == 0)
+        ret = qcow2_flush_pending_frees(img);
+    return ret;
+}
+
+/* ---- compressed writes ----------------------------------------------------------------- */
+
+int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
+                                    uint64_t off)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->data_file)
+        return ic_image_fail(img, -ENOTSUP, "compression is not supported with an external "
+                             "data file");
+    if ((off & s->cluster_offset_mask) || len > s->cluster_size ||
+        (len < s->cluster_size && off + len != img->size))
+        return ic_image_fail(img, -EINVAL, "compressed writes must cover one whole cluster");
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint8_t *in = calloc(1, s->cluster_size), *out = malloc(s->cluster_size);
+    if (!in || !out) {
+        free(in);
+        free(out);
+        return -ENOMEM;
+    }
+    memcpy(in, buf, len);
+    /* As qemu: worth storing compressed only if smaller than a cluster. */
+    int64_t clen = qcow2_compress(s->compression_type, out, s->cluster_size - 1, in,
+                                  s->cluster_size);
+    free(in);
+    if (clen == -ENOSPC) {
+        free(out);
+        return qcow2_cluster_pwrite(img, buf, len, off);
+    }
+    if (clen < 0) {
+        free(out);
+        return (int)clen;
+    }
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    uint64_t l1i = off >> tbits;
+    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0) {
+        free(out);
+        return ret;
+    }
+    uint8_t *l2;
+    if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0) {
+        free(out);
+        return ret;
+    }
+    int64_t coff = qcow2_alloc_bytes(img, (uint64_t)clen);
+    if (coff < 0) {
+        ret = (int)coff;
+    } else {
+        ic_io_event(img->file, IC_EV_DATA_WRITE_COMPRESSED);
+        ret = ic_io_pwrite(img->file, out, (size_t)clen, (uint64_t)coff);
+    }
+    if (ret == 0) {
+        uint32_t ci = (uint32_t)((off >> s->cluster_bits) & (s->l2_entries - 1));
+        uint64_t old = qcow2_l2_get(s, l2, ci);
+        ic_io_event(img->file, IC_EV_L2_UPDATE_COMPRESSED);
+        qcow2_l2_set(s, l2, ci, qcow2_make_compressed(s, (uint64_t)coff, (uint64_t)clen));
+        qcow2_l2_set_bitmap(s, l2, ci, 0);
+        qcow2_cache_mark_dirty(&s->l2_cache, l2);
+        ret = qcow2_free_l2_entry(img, old);
+    }
+    free(out);
+    qcow2_cache_put(&s->l2_cache, &l2);
+    if (ret == 0)
+        ret = qcow2_flush_pending_frees(img);
+    return ret;
+}
+
+/* ---- preallocation=metadata ---------------------------------------------------------------- */
+
+int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t total = qcow2_size_to_clusters(s, img->size);
+    uint64_t tables = qcow2_size_to_l1(s, img->size);
+    uint8_t *t = malloc(s->cluster_size);
+    if (!t)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    int ret = 0;
+    uint64_t file_end = 0, mb = max_batch(s);
+    for (uint64_t l1i = 0; l1i < tables && ret == 0; l1i++) {
+        if (s->l1[l1i])
+            continue;
+        uint64_t first = l1i << s->l2_bits;
+        uint64_t gc = IC_MIN((uint64_t)s->l2_entries, total - first);
+        int64_t toff = qcow2_alloc_clusters(img, 1);
+        if (toff < 0) {
+            ret = (int)toff;
+            break;
+        }
+        memset(t, 0, s->cluster_size);
+        for (uint64_t j = 0; j < gc;) {
+            uint64_t k = s->data_file ? gc - j : IC_MIN(gc - j, mb);
+            int64_t host = alloc_data(img, (first + j) << s->cluster_bits, k);
+            if (host < 0) {
+                ret = (int)host;
+                break;
+            }
+            for (uint64_t x = 0; x < k; x++) {
+                uint64_t h = s->data_file ? (first + j + x) << s->cluster_bits
+                                          : (uint64_t)host + (x << s->cluster_bits);
+                qcow2_l2_set(s, t, (uint32_t)(j + x), h | QCOW2_OFLAG_COPIED);
+                /* extended L2: allocated but all subclusters unallocated,
+                 * reading through to the backing file (qemu's layout) */
+            }
+            if (!s->data_file)
+                file_end = IC_MAX(file_end, (uint64_t)host + (k << s->cluster_bits));
+            j += k;
+        }
+        if (ret < 0)
+            break;
+        qcow2_cache_discard(&s->l2_cache, (uint64_t)toff);
+        /* The table is unreferenced until the L1 entry below is written by
+         * qcow2_flush_metadata (after refblocks and a flush). */
+        ic_io_event(img->file, IC_EV_L2_ALLOC_WRITE);
+        ret = ic_io_pwrite(img->file, t, s->cluster_size, (uint64_t)toff);
+        file_end = IC_MAX(file_end, (uint64_t)toff + s->cluster_size);
+        s->l1[l1i] = (uint64_t)toff | QCOW2_OFLAG_COPIED;
+        l1_mark_dirty(s, (uint32_t)l1i);
+    }
+    free(t);
+    if (ret == 0) {
+        int64_t fsz = ic_io_get_size(img->file);
+        if (fsz < 0)
+            ret = (int)fsz;
+        else if ((uint64_t)fsz < file_end)
+            ret = ic_io_truncate(img->file, file_end);
+    }
+    if (ret == 0)
+        ret = qcow2_flush_metadata(img);
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "metadata preallocation failed: %s",
+                            img->last_error ? img->last_error->msg : strerror(-ret));
+    return 0;
+}
