@@ -32,6 +32,7 @@ LIBS := $(PKG_LIBS) -laio -lpthread
 
 BUILD := build
 SANFLAGS :=
+comma := ,
 ifneq ($(SANITIZE),)
   ifneq ($(filter-out address undefined,$(subst $(comma), ,$(SANITIZE))),)
     $(error SANITIZE takes address and/or undefined, not '$(SANITIZE)')
@@ -39,7 +40,6 @@ ifneq ($(SANITIZE),)
   SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
   BUILD := build/san
 endif
-comma := ,
 
 CPPFLAGS += -D_GNU_SOURCE -Iinclude -Isrc
 CFLAGS   += $(WARN) $(OPT) $(SANFLAGS) $(PKG_CFLAGS) -fPIC -fvisibility=hidden -MMD -MP
