@@ -34,12 +34,16 @@
  *  8. The target is flushed at the end (its data is durable when convert
  *     returns) unless opts->unsafe, qemu-img convert's default cache mode,
  *     which the CLI keeps as its default too.
+ *  9. Reading and writing overlap: a reader thread fills a ring of
+ *     CONVERT_SLOTS buffers, the caller's thread writes them (see the
+ *     comment above struct copy_state for the protocol).
  *
  * Reference: qcow2-qed.md section 5 (convert), qemu-img.c img_convert.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,15 +110,49 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
     return data == 0;
 }
 
+/*
+ * The copy is a two-stage pipeline: a reader thread walks block status and
+ * reads data windows from the source into a ring of CONVERT_SLOTS buffers;
+ * the calling thread detects zero granules and writes to the target.  Each
+ * image is touched by one thread only (source: reader, target: caller), so
+ * neither needs locking; the ring is the only shared state, under `lock`.
+ * Reading chunk N+1 while chunk N is written keeps both cores busy (qemu-img
+ * gets the same overlap from its thread pool).
+ *
+ * Ring protocol: slots are used in order.  The reader waits for
+ * `free_slots`, fills slot (head), then publishes it by bumping `filled`;
+ * the writer waits for `filled`, consumes slot (tail), then returns it.
+ * Either side may set `stop` (error or done); the other side notices it at
+ * its next wait.  A slot carries data (len > 0, skip false), a skipped
+ * zero run (skip true: progress only), or the end marker (eof).
+ */
+/* Buffers in flight between reader and writer. */
+#define CONVERT_SLOTS 4
+
+struct slot {
+    uint8_t *buf;
+    uint64_t off;
+    uint64_t len;
+    bool skip;
+    bool eof;
+};
+
 struct copy_state {
     ic_image *dst;
     ic_image *src;
     uint64_t size;
     uint64_t granule;
     bool compress;
-    uint8_t *buf;
     size_t buf_size;
     const ic_convert_options *opts;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct slot slots[CONVERT_SLOTS];
+    unsigned head, tail, filled;
+    bool stop;
+    int read_ret;          /* reader's result (0 or -errno) */
+    ic_error *read_err;    /* reader's error, moved to the caller's errp */
 };
 
 static void progress(const struct copy_state *s, uint64_t done)
@@ -123,51 +161,183 @@ static void progress(const struct copy_state *s, uint64_t done)
         s->opts->progress(done, s->size, s->opts->payload);
 }
 
-/* Copies [start, end) (granule aligned, or ending at the disk's end). */
-static int copy_window(struct copy_state *s, uint64_t start, uint64_t end, ic_error **errp)
+/* Reader side: waits for a free slot; NULL when the writer stopped. */
+static struct slot *slot_get_free(struct copy_state *s)
 {
-    uint64_t off = start;
-    while (off < end) {
+    pthread_mutex_lock(&s->lock);
+    while (s->filled == CONVERT_SLOTS && !s->stop)
+        pthread_cond_wait(&s->cond, &s->lock);
+    struct slot *sl = s->stop ? NULL : &s->slots[s->head];
+    pthread_mutex_unlock(&s->lock);
+    return sl;
+}
+
+static void slot_publish(struct copy_state *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->head = (s->head + 1) % CONVERT_SLOTS;
+    s->filled++;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int publish_skip(struct copy_state *s, uint64_t off, uint64_t len)
+{
+    struct slot *sl = slot_get_free(s);
+    if (!sl)
+        return -ECANCELED;
+    sl->off = off;
+    sl->len = len;
+    sl->skip = true;
+    sl->eof = false;
+    slot_publish(s);
+    return 0;
+}
+
+/* Reads [start, end) (granule aligned, or ending at the disk's end) into
+ * slots of at most buf_size bytes. */
+static int read_window(struct copy_state *s, uint64_t start, uint64_t end, ic_error **errp)
+{
+    for (uint64_t off = start; off < end;) {
         size_t n = (size_t)IC_MIN((uint64_t)s->buf_size, end - off);
-        int ret = ic_image_pread(s->src, s->buf, n, off, errp);
+        struct slot *sl = slot_get_free(s);
+        if (!sl)
+            return -ECANCELED;
+        int ret = ic_image_pread(s->src, sl->buf, n, off, errp);
         if (ret < 0)
             return ret;
-        /* Walk the buffer granule by granule; coalesce non-zero granules
-         * into one write (compressed writes are one cluster each). */
-        size_t run_start = 0, run_len = 0;
-        for (size_t pos = 0; pos < n;) {
-            size_t g = (size_t)IC_MIN(s->granule, (uint64_t)(n - pos));
-            bool zero = buf_is_zero(s->buf + pos, g);
-            if (s->compress) {
-                if (!zero) {
-                    ret = ic_image_pwrite_compressed(s->dst, s->buf + pos, g, off + pos, errp);
-                    if (ret < 0)
-                        return ret;
-                }
-            } else if (zero) {
-                if (run_len) {
-                    ret = ic_image_pwrite(s->dst, s->buf + run_start, run_len, off + run_start,
-                                          errp);
-                    if (ret < 0)
-                        return ret;
-                    run_len = 0;
-                }
-            } else {
-                if (!run_len)
-                    run_start = pos;
-                run_len += g;
-            }
-            pos += g;
-        }
-        if (run_len) {
-            ret = ic_image_pwrite(s->dst, s->buf + run_start, run_len, off + run_start, errp);
-            if (ret < 0)
-                return ret;
-        }
+        sl->off = off;
+        sl->len = n;
+        sl->skip = false;
+        sl->eof = false;
+        slot_publish(s);
         off += n;
-        progress(s, off);
     }
     return 0;
+}
+
+/* The reader's plan: block status over long runs, zero runs skipped, data
+ * runs widened to whole granules (see design note 2). */
+static int read_all(struct copy_state *s, ic_error **errp)
+{
+    uint64_t off = 0;
+    while (off < s->size) {
+        ic_block_status st;
+        int ret = ic_image_block_status(s->src, NULL, off,
+                                        IC_MIN(s->size - off, CONVERT_STATUS_MAX), &st, errp);
+        if (ret < 0)
+            return ret;
+        uint64_t len = st.length;
+        bool zero = (st.flags & IC_BS_ZERO) != 0;
+        if (!zero && (st.flags & IC_BS_DATA))
+            zero = host_hole(s->src, &st, &len);
+        if (zero) {
+            if ((ret = publish_skip(s, off, len)) < 0)
+                return ret;
+            off += len;
+            continue;
+        }
+        /* Data: copy the granule-aligned window around it.  The window
+         * starts at `off` rounded down, which is at or after the end of the
+         * previous window; when it is before `off`, the head of the first
+         * granule was a skipped zero run: re-reading it is correct (it
+         * reads as zeroes) and keeps whole-cluster writes for -c. */
+        uint64_t start = off - off % s->granule;
+        uint64_t end;
+        if (ic_add_overflow(off, len, &end) || end > s->size)
+            return ic_error_set(errp, IC_ERR_OTHER, EIO, "%s: block status ran past the end",
+                                s->src->filename);
+        if (end % s->granule)
+            end = IC_MIN(end - end % s->granule + s->granule, s->size);
+        if ((ret = read_window(s, start, end, errp)) < 0)
+            return ret;
+        off = end;
+    }
+    struct slot *sl = slot_get_free(s);
+    if (!sl)
+        return -ECANCELED;
+    sl->eof = true;
+    slot_publish(s);
+    return 0;
+}
+
+static void *reader_main(void *opaque)
+{
+    struct copy_state *s = opaque;
+    int ret = read_all(s, &s->read_err);
+    pthread_mutex_lock(&s->lock);
+    s->read_ret = ret;
+    if (ret < 0)
+        s->stop = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Writes one slot's data: zero granules skipped, the rest coalesced into
+ * as few writes as possible (one compressed write per cluster with -c). */
+static int write_slot(struct copy_state *s, const struct slot *sl, ic_error **errp)
+{
+    size_t n = (size_t)sl->len;
+    size_t run_start = 0, run_len = 0;
+    int ret;
+    for (size_t pos = 0; pos < n;) {
+        size_t g = (size_t)IC_MIN(s->granule, (uint64_t)(n - pos));
+        bool zero = buf_is_zero(sl->buf + pos, g);
+        if (s->compress) {
+            if (!zero) {
+                ret = ic_image_pwrite_compressed(s->dst, sl->buf + pos, g, sl->off + pos, errp);
+                if (ret < 0)
+                    return ret;
+            }
+        } else if (zero) {
+            if (run_len) {
+                ret = ic_image_pwrite(s->dst, sl->buf + run_start, run_len,
+                                      sl->off + run_start, errp);
+                if (ret < 0)
+                    return ret;
+                run_len = 0;
+            }
+        } else {
+            if (!run_len)
+                run_start = pos;
+            run_len += g;
+        }
+        pos += g;
+    }
+    if (run_len) {
+        ret = ic_image_pwrite(s->dst, sl->buf + run_start, run_len, sl->off + run_start, errp);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* Writer side: consumes slots until the end marker or an error. */
+static int write_all(struct copy_state *s, ic_error **errp)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        while (s->filled == 0 && !s->stop)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->filled == 0) { /* stopped by a reader error */
+            pthread_mutex_unlock(&s->lock);
+            return -ECANCELED;
+        }
+        struct slot *sl = &s->slots[s->tail];
+        pthread_mutex_unlock(&s->lock);
+        if (sl->eof)
+            return 0;
+        int ret = sl->skip ? 0 : write_slot(s, sl, errp);
+        if (ret < 0)
+            return ret;
+        progress(s, sl->off + sl->len);
+        pthread_mutex_lock(&s->lock);
+        s->tail = (s->tail + 1) % CONVERT_SLOTS;
+        s->filled--;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+    }
 }
 
 int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, ic_error **errp)
@@ -182,6 +352,9 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
         .compress = opts->compress,
         .opts = opts,
     };
+    if (dst->read_only)
+        return ic_error_set(errp, IC_ERR_INVALID, EROFS, "%s: target is opened read-only",
+                            dst->filename);
     if (ic_image_size(dst) < s.size)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "%s: target is smaller (%" PRIu64 " bytes) than the source %s (%" PRIu64
@@ -201,53 +374,54 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
                             "%s: cluster size %" PRIu64 " is not supported for conversion",
                             dst->filename, s.granule);
     s.buf_size = (size_t)IC_MAX((uint64_t)CONVERT_BUF_SIZE, s.granule);
-    void *mem = NULL;
-    if (posix_memalign(&mem, CONVERT_ALIGN, s.buf_size) != 0)
-        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory for the copy buffer",
-                            dst->filename);
-    s.buf = mem;
-
     int ret = 0;
-    uint64_t off = 0;
-    progress(&s, 0);
-    while (off < s.size) {
-        ic_block_status st;
-        ret = ic_image_block_status(src, NULL, off, IC_MIN(s.size - off, CONVERT_STATUS_MAX), &st,
-                                    errp);
-        if (ret < 0)
-            goto out;
-        uint64_t len = st.length;
-        bool zero = (st.flags & IC_BS_ZERO) != 0;
-        if (!zero && (st.flags & IC_BS_DATA))
-            zero = host_hole(src, &st, &len);
-        if (zero) {
-            off += len;
-            progress(&s, off);
-            continue;
+    unsigned nbuf = 0;
+    for (; nbuf < CONVERT_SLOTS; nbuf++) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, CONVERT_ALIGN, s.buf_size) != 0) {
+            ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM,
+                               "%s: out of memory for the copy buffers", dst->filename);
+            goto out_free;
         }
-        /* Data: copy the granule-aligned window around it.  The window
-         * starts at or after `off` rounded down; everything before `off`
-         * was handled by an earlier window or is zero. */
-        uint64_t start = off - off % s.granule;
-        uint64_t end;
-        if (ic_add_overflow(off, len, &end) || end > s.size) {
-            ret = ic_error_set(errp, IC_ERR_OTHER, EIO, "%s: block status ran past the end",
-                               src->filename);
-            goto out;
-        }
-        end = end % s.granule ? IC_MIN(end - end % s.granule + s.granule, s.size) : end;
-        /* When start < off, the head of the first granule was a skipped
-         * zero run: re-reading it is correct (it reads as zeroes) and keeps
-         * whole-cluster writes for compression. */
-        ret = copy_window(&s, start, end, errp);
-        if (ret < 0)
-            goto out;
-        off = end;
+        s.slots[nbuf].buf = mem;
     }
-    if (!opts->unsafe)
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    progress(&s, 0);
+    pthread_t reader;
+    int terr = pthread_create(&reader, NULL, reader_main, &s);
+    if (terr != 0) {
+        ret = ic_error_set(errp, IC_ERR_NOMEM, terr, "%s: cannot start the reader thread: %s",
+                           dst->filename, strerror(terr));
+        goto out_sync;
+    }
+    ic_error *werr = NULL;
+    int wret = write_all(&s, &werr);
+    pthread_mutex_lock(&s.lock);
+    s.stop = true; /* releases a reader waiting for a slot */
+    pthread_cond_broadcast(&s.cond);
+    pthread_mutex_unlock(&s.lock);
+    pthread_join(reader, NULL);
+    /* The first real failure wins: a side that only saw the other stop
+     * reports -ECANCELED and has no error object. */
+    if (s.read_ret < 0 && s.read_ret != -ECANCELED) {
+        ret = s.read_ret;
+        ic_error_propagate(errp, s.read_err);
+        s.read_err = NULL;
+        ic_error_free(werr);
+    } else if (wret < 0) {
+        ret = wret;
+        ic_error_propagate(errp, werr);
+    }
+    ic_error_free(s.read_err);
+    if (ret == 0 && !opts->unsafe)
         ret = ic_image_flush(dst, errp);
-out:
-    free(s.buf);
+out_sync:
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.lock);
+out_free:
+    for (unsigned i = 0; i < nbuf; i++)
+        free(s.slots[i].buf);
     return ret;
 }
 
