@@ -366,8 +366,8 @@ static int put(ic_snapmeta *m, ic_snapshot_def *def, bool make_current, ic_error
     }
     ret = write_def(m, def, current, errp);
     if (ret < 0) {
-        if (old == m->current && current)
-            m->current = NULL;  /* the file may hold either version; reload to know */
+        /* the file holds the old or the new document, and both carry the
+         * same <active> when @old is current: memory stays as it was */
         return ret;
     }
     if (old) {
