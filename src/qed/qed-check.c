@@ -321,6 +321,60 @@ static uint64_t find_free_run(const struct qed_check *c, uint64_t from, uint64_t
     return UINT64_MAX;
 }
 
+/* Records that @n clusters moved from @src to @dst (bitmap and referrers). */
+static void move_ref(struct qed_check *c, uint64_t *ref, uint64_t w, uint64_t src, uint64_t dst,
+                     uint64_t n)
+{
+    for (uint64_t k = 0; k < n; k++) {
+        set_used(c, dst + k, true);
+        set_used(c, src + k, false);
+        uint64_t r = ref[src + k - w];
+        ref[src + k - w] = REF_NONE;
+        if (dst + k >= w)
+            ref[dst + k - w] = r;
+    }
+}
+
+/* A table at @below has no free run of table_size clusters under it: make
+ * one by moving the data clusters out of the lowest run that holds only
+ * free and data clusters into free clusters elsewhere (queued in @mv).
+ * Needs the full referrer map.  Returns the run or UINT64_MAX. */
+static uint64_t gather_run(struct qed_check *c, uint64_t *ref, uint64_t w, uint64_t lo,
+                           uint64_t below, struct data_move *mv, unsigned *nmv)
+{
+    const uint64_t ts = c->s->header.table_size, cs = c->s->header.cluster_size;
+    uint64_t nfree = 0;
+    for (uint64_t cl = lo; cl < below; cl++)
+        nfree += !test_used(c, cl);
+    if (nfree < ts)
+        return UINT64_MAX;
+    for (uint64_t a = lo; a + ts <= below; a++) {
+        uint64_t used_in = 0;
+        bool ok = true;
+        for (uint64_t k = 0; k < ts && ok; k++) {
+            if (!test_used(c, a + k))
+                continue;
+            used_in++;
+            ok = REF_KIND(ref[a + k - w]) == REF_DATA;
+        }
+        if (!ok || nfree - (ts - used_in) < used_in || *nmv + used_in > QED_COMPACT_BATCH)
+            continue;
+        uint64_t y = lo;
+        for (uint64_t k = 0; k < ts; k++) {
+            uint64_t x = a + k;
+            if (!test_used(c, x))
+                continue;
+            while (test_used(c, y) || (y >= a && y < a + ts))
+                y++;
+            uint64_t r = ref[x - w];
+            mv[(*nmv)++] = (struct data_move){ x * cs, y * cs, REF_L1I(r), REF_LOW(r) };
+            move_ref(c, ref, w, x, y, 1);
+        }
+        return a;
+    }
+    return UINT64_MAX;
+}
+
 static int compact(struct qed_check *c)
 {
     struct qed_state *s = c->s;
@@ -334,7 +388,10 @@ static int compact(struct qed_check *c)
     uint64_t used = 0;
     for (uint64_t cl = hs; cl < end; cl++)
         used += test_used(c, cl);
-    uint64_t w = hs + used, wn = end - w;
+    /* The clusters that may move lie at or above hs + used.  When the whole
+     * file fits in the window, map every cluster: that also lets a table
+     * that has no free run below it gather one (invariant 2). */
+    uint64_t w = end - hs <= QED_COMPACT_MAX_WINDOW ? hs : hs + used, wn = end - w;
     uint64_t *ref = NULL;
     struct data_move *mv = NULL;
     uint8_t *buf = NULL;
@@ -362,8 +419,7 @@ static int compact(struct qed_check *c)
             unsigned kind = REF_KIND(r);
             if (kind == REF_DATA) {
                 mv[nmv++] = (struct data_move){ (end - 1) * cs, lo * cs, REF_L1I(r), REF_LOW(r) };
-                set_used(c, lo, true);
-                set_used(c, end - 1, false);
+                move_ref(c, ref, w, end - 1, lo, 1);
                 if (nmv == QED_COMPACT_BATCH) {
                     if ((ret = run_data_batch(c, mv, nmv, buf)) < 0)
                         goto out;
@@ -375,6 +431,8 @@ static int compact(struct qed_check *c)
                 break; /* the L1 table (or an unknown owner) cannot move */
             uint64_t start = end - ts;
             uint64_t dst = find_free_run(c, lo, start, ts);
+            if (dst == UINT64_MAX && w == hs)
+                dst = gather_run(c, ref, w, lo, start, mv, &nmv);
             if (dst == UINT64_MAX)
                 break;
             /* Pending data moves first: the table copy must carry them. */
@@ -383,10 +441,7 @@ static int compact(struct qed_check *c)
             nmv = 0;
             if ((ret = move_l2_table(c, REF_L1I(r), dst * cs, buf)) < 0)
                 goto out;
-            for (uint64_t k = 0; k < ts; k++) {
-                set_used(c, dst + k, true);
-                set_used(c, start + k, false);
-            }
+            move_ref(c, ref, w, start, dst, ts);
         }
         if ((ret = run_data_batch(c, mv, nmv, buf)) < 0)
             goto out;

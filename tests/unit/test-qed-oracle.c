@@ -259,6 +259,7 @@ struct damage {
     const char *what;
     int (*apply)(const char *path);
     bool repairable;
+    bool leaks_may_remain; /* a table blocks compaction (see qed-check.c) */
 };
 
 static int dmg_l2_past_eof(const char *p) { return qd_set_l2(p, 8192, UINT64_C(1) << 32); }
@@ -285,15 +286,15 @@ static void test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_c
 {
     (void)state;
     static const struct damage cases[] = {
-        { "L2 entry past EOF", dmg_l2_past_eof, true },
-        { "L2 entry unaligned", dmg_l2_unaligned, true },
-        { "L2 entry pointing at the L1 table", dmg_l2_at_l1, false },
-        { "L1 entry past EOF", dmg_l1_past_eof, true },
-        { "leaked clusters at the end", dmg_leaks_at_end, true },
-        { "leaked cluster in the middle", dmg_leak_in_middle, true },
-        { "cluster referenced twice", dmg_double_ref, false },
-        { "need-check left set", dmg_need_check, true },
-        { "several at once", dmg_many, true },
+        { "L2 entry past EOF", dmg_l2_past_eof, true, false },
+        { "L2 entry unaligned", dmg_l2_unaligned, true, false },
+        { "L2 entry pointing at the L1 table", dmg_l2_at_l1, false, false },
+        { "L1 entry past EOF", dmg_l1_past_eof, true, false },
+        { "leaked clusters at the end", dmg_leaks_at_end, true, false },
+        { "leaked cluster in the middle", dmg_leak_in_middle, true, false },
+        { "cluster referenced twice", dmg_double_ref, false, false },
+        { "need-check left set", dmg_need_check, true, false },
+        { "several at once", dmg_many, true, true },
     };
     for (size_t i = 0; i < IC_ARRAY_SIZE(cases); i++) {
         print_message("damage: %s\n", cases[i].what);
@@ -321,8 +322,12 @@ static void test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_c
         if (cases[i].repairable) {
             if (rc != 0)
                 print_error("after repair: %s\n", out);
-            assert_int_equal(rc, 0);
-            assert_int_equal(json_int(out, "leaks") + json_int(out, "corruptions"), 0);
+            assert_int_equal(json_int(out, "corruptions"), 0);
+            /* what imgchain says it could not repair is what qemu finds */
+            assert_int_equal(json_int(out, "leaks"), r.leaks);
+            if (!cases[i].leaks_may_remain)
+                assert_int_equal(r.leaks, 0);
+            assert_int_equal(rc, r.leaks ? 3 : 0);
             uint64_t f;
             assert_int_equal(qd_peek_le64(path, 16, &f), 0);
             assert_int_equal(f & 2, 0);
