@@ -439,7 +439,9 @@ static void test_crash_loop__fails_the_test_on_a_misordered_update(void **state)
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 1);
+    /* 1: cmocka saw the loop fail (under valgrind: 99, the child's
+     * failure path leaks by design, it longjmps out of the loop) */
+    assert_true(WEXITSTATUS(st) == 1 || WEXITSTATUS(st) == 99);
     tu_rmtree(tmp);
     free(tmp);
 }
