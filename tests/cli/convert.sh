@@ -12,6 +12,7 @@ qio -c 'write -P 3 1M 2M' -c 'write -z 6M 512k' mid.qcow2 >/dev/null
 qimg create -q -f qed -b mid.qcow2 -F qcow2 top.qed
 qio -c 'write -P 4 2500k 100k' -c 'write -P 5 7M 4k' top.qed >/dev/null
 qimg convert -O raw top.qed model.raw
+cp base.raw base.orig
 
 expect "chain -> raw equals qemu-img's flattening" sh -c "'$IMGCHAIN_BIN' convert top.qed out.raw && cmp out.raw model.raw"
 for fmt in qcow2 qed raw; do
@@ -76,8 +77,6 @@ expect_rc "-l on a format without snapshots fails" 1 ic convert -l first top.qed
 expect_rc "-c to qed is refused" 1 ic convert -c -O qed top.qed cq.qed
 expect "... before creating anything" test ! -e cq.qed
 expect_rc "the target cannot be a backing file of the source" 1 ic convert top.qed base.raw
-expect "... which is left untouched" qimg compare -f raw -F raw base.raw model.raw -q \
-    || true
-expect "base.raw still holds its data" qio -f raw -r -c 'read -P 1 0 2M' base.raw
+expect "... which is left untouched" cmp base.raw base.orig
 expect_rc "backing_file in -o is refused" 1 ic convert -O qcow2 -o backing_file=base.raw top.qed bf.qcow2
 finish
