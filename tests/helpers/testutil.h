@@ -139,6 +139,9 @@ void tu_model_assert_file_(const struct tu_model *m, const char *path, const cha
  *             with the POSIX backend (backing files, new overlays)
  *   payload   the loop's payload
  *
+ * run() must close everything it opened on the target (images, borrowed
+ * handles) before it returns: the loop frees the wrapper right after.
+ *
  * By default the target is loaded into a memory backend for the run (no
  * fdatasync, so loops stay fast) and written back to `path` afterwards;
  * set use_posix to wrap the real file instead.  setup(), check() and
