@@ -201,9 +201,11 @@ typedef struct ic_domain_def {
  * <inactiveDomain> (snapshot form).
  * @param out receives the definition (caller frees with ic_domain_def_free)
  * @param xml document text, @p len bytes (need not be NUL-terminated)
- * @return 0; -EINVAL malformed XML or a disk libvirt would refuse (missing
- *         target, unknown type, bad snapshot mode, relative path);
- *         -ENOMEM.
+ * Disks are returned in libvirt's order: document order, except that the
+ * disks of one bus are kept sorted by target (as virDomainDiskInsert does).
+ * @return 0; -EINVAL malformed XML, no type attribute, or a disk libvirt
+ *         would refuse (missing or duplicate target, unknown type, device,
+ *         format or snapshot mode); -ENOMEM.
  */
 IC_EXTERN int ic_domain_def_parse(ic_domain_def **out, const char *xml, size_t len,
                                   ic_error **errp);
