@@ -51,6 +51,10 @@
 /* Compare granularity for formats without clusters (raw overlays cannot
  * have backing files, so this is a fallback only). */
 #define IC_REBASE_DEFAULT_GRAIN (64u << 10)
+/* Old and new views are read side by side in chunks of this size: two
+ * buffers of 2 MiB, as qemu-img's IO_BUF_SIZE, keep peak memory at
+ * qemu-img's level while the reads stay large. */
+#define IC_REBASE_CHUNK (2u << 20)
 
 struct rebase {
     struct ic_image *top;
@@ -159,7 +163,7 @@ static int rebase_range(struct rebase *rb, uint64_t off, uint64_t len, ic_error 
 {
     int ret;
     while (len > 0) {
-        uint64_t n = IC_MIN(len, (uint64_t)IC_COPY_CHUNK);
+        uint64_t n = IC_MIN(len, (uint64_t)IC_REBASE_CHUNK);
         if (rb->new_in_old && rb->old && off < rb->old->size) {
             /* Only layers between the old and the new backing can differ. */
             ic_block_status st;
@@ -273,9 +277,10 @@ static int rebase_unsafe(const char *path, const ic_rebase_options *o, const cha
     if (ret < 0)
         return ret;
     if (!top->drv->change_backing) {
+        ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                           "%s: format %s does not record a backing file", path, top->drv->name);
         ic_image_close(top);
-        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                            "%s: format %s does not record a backing file", path, top->drv->name);
+        return ret;
     }
     top->state = IC_IMAGE_DIRTY;
     ret = top->drv->change_backing(top, backing, backing ? o->backing_format : NULL, errp);
@@ -355,7 +360,7 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
         rb.old = top->backing;
         rb.new = nimg;
         rb.grain = top->cluster_size && IC_IS_POW2(top->cluster_size) &&
-                           top->cluster_size <= IC_COPY_CHUNK
+                           top->cluster_size <= IC_REBASE_CHUNK
                        ? top->cluster_size
                        : IC_REBASE_DEFAULT_GRAIN;
         for (struct ic_image *l = rb.old; l && nimg; l = l->backing)
@@ -363,8 +368,8 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
                 rb.new_in_old = l;
                 break;
             }
-        if (posix_memalign((void **)&rb.obuf, IC_COPY_ALIGN, IC_COPY_CHUNK) != 0 ||
-            posix_memalign((void **)&rb.nbuf, IC_COPY_ALIGN, IC_COPY_CHUNK) != 0) {
+        if (posix_memalign((void **)&rb.obuf, IC_COPY_ALIGN, IC_REBASE_CHUNK) != 0 ||
+            posix_memalign((void **)&rb.nbuf, IC_COPY_ALIGN, IC_REBASE_CHUNK) != 0) {
             ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory for the copy buffers");
             goto out_journal;
         }

@@ -26,6 +26,8 @@
 #define MiB (1024u * 1024u)
 
 static char dir[64];
+static char empty_str[] = "";
+static char qed_str[] = "qed";
 
 static int setup(void **state)
 {
@@ -158,7 +160,7 @@ static void test_chain_journal__reads_the_newest_valid_slot_after_a_torn_write(v
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_COMMIT, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .top_fmt = (char *)"qed",
+                                  .top = P("top.qed"), .top_fmt = qed_str,
                                   .base = P("mid.qed") };
     struct ic_journal *j = NULL;
     ic_error *err = NULL;
@@ -206,7 +208,7 @@ static void test_chain_journal__refuses_a_second_journal(void **state)
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_REBASE, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .new_backing = (char *)"" };
+                                  .top = P("top.qed"), .new_backing = empty_str };
     struct ic_journal *j = NULL, *j2 = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);
@@ -287,7 +289,7 @@ static void test_chain_commit__refuses_to_start_while_an_operation_is_unfinished
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_REBASE, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .new_backing = (char *)"" };
+                                  .top = P("top.qed"), .new_backing = empty_str };
     struct ic_journal *j = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -166,6 +167,20 @@ static void assert_checks_clean(struct ctx *c, unsigned n, uint64_t seed)
                      ic_error_message(err));
         ic_check_result r;
         int ret = ic_image_check(img, 0, NULL, NULL, &r, &err);
+        if (ret == -ENOTSUP) {
+            /* the driver has no check yet: qemu-img is the oracle (exit 0
+             * clean, 3 leaks only; 2 corruptions, 1 check errors) */
+            ic_error_free(err);
+            err = NULL;
+            ic_image_close(img);
+            char cmd[700];
+            snprintf(cmd, sizeof(cmd), "qemu-img check -q '%s' >/dev/null 2>&1", p);
+            int rc = system(cmd);
+            rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+            if (rc != 0 && rc != 3)
+                fail_msg("N=%u seed=%#" PRIx64 ": qemu-img check of %s exits %d", n, seed, p, rc);
+            continue;
+        }
         if (ret < 0)
             fail_msg("N=%u seed=%#" PRIx64 ": check of %s failed: %s", n, seed, p,
                      ic_error_message(err));
@@ -252,6 +267,14 @@ static void run_scenario(const struct scenario *sc)
     /* The uninterrupted result. */
     fresh_copy(&c);
     int ret = run_op(&c, NULL, NULL, false, &err);
+    if (ret == -ENOTSUP) {
+        print_message("skipping '%s': %s\n", sc->name, ic_error_message(err));
+        ic_error_free(err);
+        sh("rm -rf %s %s", c.tmpl, c.run);
+        free(c.top_orig);
+        free(c.base_orig);
+        skip();
+    }
     if (ret < 0)
         fail_msg("%s: uninterrupted run failed: %s", sc->name, ic_error_message(err));
     assert_false(journal_exists(&c));
@@ -291,9 +314,16 @@ static void run_scenario(const struct scenario *sc)
                 break;
             }
             crashes++;
-            if (ret == 0)
-                fail_msg("%s: N=%u seed=%#" PRIx64 ": reported success after a crash", sc->name,
-                         n, seed);
+            if (ret == 0) {
+                /* The crash hit a flush made while closing, after the
+                 * operation was complete and durable: it must read as done. */
+                if (journal_exists(&c))
+                    fail_msg("%s: N=%u seed=%#" PRIx64 ": success reported with the journal left",
+                             sc->name, n, seed);
+                if (sc->base)
+                    assert_view(pth(c.run, sc->base), c.base_after, c.base_after_size,
+                                "base after a late crash", n, seed);
+            }
             ic_error_free(err);
             err = NULL;
             /* 1, 2: the top reads the same and nothing is corrupt */

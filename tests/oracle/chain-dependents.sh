@@ -5,7 +5,7 @@
 
 mkdir -p "$T/vm/a/deep" "$T/vm/b" "$T/elsewhere"
 qimg create -q -f raw "$T/vm/base.raw" 4M
-qimg create -q -f qcow2 -b base.raw -F raw "$T/vm/a/mid.qcow2"
+qimg create -q -f qcow2 -b ../base.raw -F raw "$T/vm/a/mid.qcow2"
 qimg create -q -f qed -b mid.qcow2 -F qcow2 "$T/vm/a/top.qed"
 qimg create -q -f qcow2 -b ../../base.raw -F raw "$T/vm/a/deep/other.qcow2"
 qimg create -q -f qcow2 "$T/vm/b/alone.qcow2" 4M

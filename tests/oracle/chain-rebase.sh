@@ -20,10 +20,21 @@ mk() { # DIR BASEFMT MIDFMT TOPFMT
 
 backing_of() { qimg info --output=json "$1" | sed -n 's/.*"backing-filename": "\([^"]*\)".*/\1/p'; }
 
+# can_rebase FMT: the format's driver can rewrite its backing name
+can_rebase() {
+    qimg create -q -f raw "$T/probe-base.raw" 1M
+    qimg create -q -f "$1" -b probe-base.raw -F raw "$T/probe.$1"
+    ! ic rebase -u -b probe-base.raw -F raw "$T/probe.$1" 2>&1 | grep -q 'does not record a backing file'
+}
+
 for combo in "raw qcow2 qed" "qed qed qcow2" "qcow2 qcow2 qcow2" "raw qed qed"; do
     set -- $combo; bf=$1; mf=$2; tf=$3
     tag="$bf<-$mf<-$tf"
     D=$T/r
+    if ! can_rebase "$tf"; then
+        echo "SKIP: $tag: the $tf driver cannot change a backing file yet"
+        continue
+    fi
 
     # safe rebase onto a lower image of the chain
     mk "$D" "$bf" "$mf" "$tf"
