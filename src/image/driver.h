@@ -2,9 +2,10 @@
  * driver.h - the format-driver contract (QEMU's struct BlockDriver).
  *
  * A driver is one const table filled with designated initializers and
- * registered in image.c's driver list.  src/image fills the defaults for
- * optional ops at registration, so callers never test for NULL: an op left
- * NULL behaves as documented on its field (usually -ENOTSUP).
+ * registered in image.c's driver list.  Callers outside src/image never
+ * call an op directly: the public wrappers in image.c test each optional
+ * op once and apply the default documented on its field (usually
+ * -ENOTSUP), so an op left NULL behaves as documented.
  *
  * Conventions for every op:
  *  - returns 0 or -errno (int64_t ops: >= 0 value or -errno);

@@ -183,8 +183,11 @@ int ic_image_close(ic_image *img)
     if (!img)
         return 0;
     int ret = 0;
-    if (!img->read_only && img->state == IC_IMAGE_DIRTY && img->drv->flush)
-        ret = img->drv->flush(img);
+    /* Every writable layer is flushed, dirty or not: drivers keep state such
+     * as QED's need-check bit or qcow2's dirty bit that a clean close clears
+     * only after everything before it is durable. */
+    if (!img->read_only && img->state != IC_IMAGE_ERROR)
+        ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
     ic_image_free_chain(img);
     return ret;
 }
@@ -228,6 +231,12 @@ int ic_image_backing_pread(struct ic_image *img, void *buf, size_t len, uint64_t
 {
     struct ic_image *bk = img->backing;
     if (!bk) {
+        /* A recorded but unopened backing file (IC_OPEN_NO_BACKING) must not
+         * read as zeroes: a copy-on-write would then lose its data. */
+        if (img->backing_name)
+            return ic_image_fail(img, -EINVAL,
+                                 "backing file '%s' is not open; cannot read through it",
+                                 img->backing_name);
         memset(buf, 0, len);
         return 0;
     }
