@@ -520,9 +520,33 @@ int qcow2_cluster_pread(struct ic_image *img, void *buf, size_t len, uint64_t of
     return 0;
 }
 
+/* qemu's qcow2_detect_metadata_preallocation: the highest used cluster
+ * lies well past what the host file really allocates. */
+static bool detect_metadata_prealloc(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int64_t alloc = ic_io_allocated_size(img->file);
+    int64_t fc = qcow2_file_clusters(img);
+    if (alloc < 0 || fc <= 0)
+        return false;
+    int64_t real = alloc / s->cluster_size;
+    int64_t threshold = IC_MAX(real * 10 / 9, real + 2);
+    for (int64_t c = fc - 1; c >= 0; c--) {
+        uint64_t rc;
+        if (qcow2_get_refcount(img, (uint64_t)c, &rc) < 0)
+            return false;
+        if (rc)
+            return c >= threshold;
+        if (fc - c > 1024)
+            return false; /* a long free tail: not preallocated metadata */
+    }
+    return false;
+}
+
 int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
                                unsigned *flags, uint64_t *map, ic_io **file)
 {
+    struct qcow2_state *s = qcow2_state(img);
     struct run r;
     int ret = get_run(img, off, len, &r);
     if (ret < 0)
@@ -530,6 +554,25 @@ int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len,
     *pnum = r.len;
     *map = 0;
     *file = NULL;
+    if (r.kind == RK_DATA && !s->metadata_prealloc_checked) {
+        s->metadata_prealloc_checked = true;
+        s->metadata_prealloc = detect_metadata_prealloc(img);
+    }
+    if (r.kind == RK_DATA && s->metadata_prealloc) {
+        /* as qemu's BDRV_BLOCK_RECURSE: holes of the host file read as
+         * zeroes, and the run ends where the host status changes */
+        uint64_t fp = 0;
+        int d = ic_io_block_status(qcow2_data_io(img), r.host, r.len, &fp);
+        if (d >= 0 && fp > 0 && fp <= r.len) {
+            *pnum = fp;
+            if (d == 0) {
+                *flags = IC_BS_ALLOCATED | IC_BS_DATA | IC_BS_ZERO | IC_BS_OFFSET_VALID;
+                *map = r.host;
+                *file = qcow2_data_io(img);
+                return 0;
+            }
+        }
+    }
     switch (r.kind) {
     case RK_UNALLOC:
         *flags = 0;
@@ -779,7 +822,7 @@ static int write_zero_buf(struct ic_image *img, uint64_t off, uint64_t len)
     return ret;
 }
 
-enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD };
+enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD, ZM_FULL };
 
 /* New entry for a whole cluster that must read as zeroes (or be
  * discarded).  Returns false when the entry stays as it is. */
@@ -792,6 +835,12 @@ static bool zero_entry(struct ic_image *img, enum zmode mode, uint64_t e, uint64
     bool keep_host = mode == ZM_ZERO && (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) &&
                      entry_copied(s, e);
     *free_old = false;
+    if (mode == ZM_FULL) {
+        *ne = 0;
+        *nbm = 0;
+        *free_old = allocated;
+        return e != 0 || bm != 0;
+    }
     if (mode == ZM_DISCARD && !img->backing_name && !allocated)
         return false;
     if (s->ext_l2) {
@@ -826,7 +875,8 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
         bool table = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
         /* nothing to do for a missing table that already reads as zeroes
          * (no backing) or that a discard would leave reading the backing */
-        if (!table && (!img->backing_name || (s->h.version < 3 && !s->ext_l2))) {
+        if (!table && (mode == ZM_FULL || !img->backing_name ||
+                       (s->h.version < 3 && !s->ext_l2))) {
             off += n;
             len -= n;
             continue;
@@ -903,6 +953,22 @@ int qcow2_cluster_discard(struct ic_image *img, uint64_t off, uint64_t len)
         ret = write_zero_buf(img, zs, IC_MIN(ze, img->size) - zs);
     else
         ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, ZM_DISCARD);
+    if (ret == 0)
+        ret = qcow2_flush_pending_frees(img);
+    return ret;
+}
+
+int qcow2_make_empty(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint64_t end = IC_ALIGN_UP(img->size, (uint64_t)s->cluster_size);
+    if (s->data_file_raw)
+        ret = write_zero_buf(img, 0, img->size);
+    else if (end)
+        ret = zero_clusters(img, 0, IC_MIN(end, img->size), ZM_FULL);
     if (ret == 0)
         ret = qcow2_flush_pending_frees(img);
     return ret;

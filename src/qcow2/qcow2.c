@@ -1013,6 +1013,100 @@ static int qcow2_get_info(struct ic_image *img, ic_image_info *info, ic_error **
     return 0;
 }
 
+/* ---- backing file, snapshot view, make_empty ------------------------------ */
+
+static int qcow2_change_backing(struct ic_image *img, const char *name, const char *fmt,
+                                ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (name && strlen(name) > QCOW2_MAX_BACKING_NAME)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "backing file name is too long");
+    if (fmt && strlen(fmt) > QCOW2_MAX_BACKING_FMT)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "backing format name is too long");
+    if (name && s->data_file_raw)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "a raw external data file cannot have a backing file");
+    char *nn = name ? strdup(name) : NULL, *nf = name && fmt ? strdup(fmt) : NULL;
+    if ((name && !nn) || (name && fmt && !nf)) {
+        free(nn);
+        free(nf);
+        return nomem(errp);
+    }
+    char *on = img->backing_name, *of = img->backing_fmt;
+    img->backing_name = nn;
+    img->backing_fmt = nf;
+    /* Everything written so far is durable before the header changes what
+     * unallocated clusters read. */
+    int ret = qcow2_flush(img);
+    if (ret == 0) {
+        ic_io_event(img->file, IC_EV_BACKING_CHANGE);
+        ret = qcow2_update_header(img);
+    }
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    if (ret < 0) {
+        img->backing_name = on;
+        img->backing_fmt = of;
+        free(nn);
+        free(nf);
+        if (img->last_error)
+            return ic_error_set(errp, img->last_error->kind, -ret, "%s", img->last_error->msg);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "cannot rewrite the header: %s", strerror(-ret));
+    }
+    free(on);
+    free(of);
+    return 0;
+}
+
+static int qcow2_snapshot_load_tmp(struct ic_image *img, const char *id, const char *name,
+                                   ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (!img->read_only)
+        return ic_error_set(errp, IC_ERR_INVALID, EROFS,
+                            "a snapshot can only be loaded on a read-only image");
+    struct qcow2_snapshot *sn = NULL;
+    for (uint32_t i = 0; i < s->nb_snapshots && !sn; i++) {
+        struct qcow2_snapshot *c = &s->snapshots[i];
+        if ((!id || !strcmp(c->id_str, id)) && (!name || !strcmp(c->name, name)) && (id || name))
+            sn = c;
+    }
+    if (!sn)
+        return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "snapshot '%s' not found",
+                            id ? id : name ? name : "");
+    uint64_t size = sn->has_disk_size ? sn->disk_size : img->size;
+    if (size > QCOW2_MAX_VIRTUAL_SIZE || qcow2_size_to_l1(s, size) > sn->l1_size)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                            "snapshot '%s': L1 table is too small for its disk size", sn->id_str);
+    uint64_t *l1 = NULL;
+    int ret = qcow2_read_l1(img, sn->l1_table_offset, sn->l1_size, &l1);
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "cannot read the L1 table of snapshot '%s': %s", sn->id_str,
+                            strerror(-ret));
+    qcow2_cache_reset(&s->l2_cache);
+    free(s->l1);
+    s->l1 = l1;
+    s->l1_size = sn->l1_size;
+    s->l1_offset = sn->l1_table_offset;
+    s->cbuf_entry = 0;
+    img->size = size;
+    return 0;
+}
+
+static int qcow2_driver_make_empty(struct ic_image *img, ic_error **errp)
+{
+    int ret = qcow2_make_empty(img);
+    if (ret < 0) {
+        if (img->last_error)
+            return ic_error_set(errp, img->last_error->kind, -ret, "%s", img->last_error->msg);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "cannot empty the image: %s",
+                            strerror(-ret));
+    }
+    return 0;
+}
+
 /* ---- truncate (grow) --------------------------------------------------------- */
 
 static int qcow2_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
@@ -1374,5 +1468,8 @@ const struct ic_driver ic_driver_qcow2 = {
     .block_status = qcow2_cluster_block_status,
     .truncate = qcow2_truncate,
     .snapshot_list = qcow2_snapshot_list,
+    .snapshot_load_tmp = qcow2_snapshot_load_tmp,
+    .change_backing = qcow2_change_backing,
+    .make_empty = qcow2_driver_make_empty,
     .get_info = qcow2_get_info,
 };

@@ -299,6 +299,10 @@ struct qcow2_state {
     uint64_t snapshots_size;       /* bytes of the table as read */
 
     uint8_t compression_type;
+    /* qemu's qcow2_detect_metadata_preallocation heuristic, computed on
+     * the first block status: data runs then also report host holes */
+    bool metadata_prealloc_checked;
+    bool metadata_prealloc;
     bool lazy_refcounts;
     bool dirty_on_disk;            /* incompat dirty bit as last written */
     bool corrupt;
@@ -414,6 +418,9 @@ int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_
                                     uint64_t off);
 int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len,
                                uint64_t *pnum, unsigned *flags, uint64_t *map, ic_io **file);
+/* Empties the active L1/L2 tree: every entry unallocated (commit's
+ * make_empty, qemu's full discard). */
+int qcow2_make_empty(struct ic_image *img) IC_WARN_UNUSED;
 /* Builds every L2 table and data cluster for [0, size) in memory-sized
  * batches with large writes (preallocation=metadata). */
 int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp);
