@@ -1,0 +1,389 @@
+/*
+ * test-qcow2-cluster.c - qcow2 guest I/O against a raw reference model
+ * (blkverify): random writes, zero writes, discards and compressed writes
+ * across cluster sizes, compat levels, refcount widths, extended L2,
+ * backing files and external data files; every image must read exactly
+ * as the model and pass `qemu-img check` (no errors, no leaks) and
+ * `qemu-img compare` with the model.  Also L2 lookup details: block
+ * status runs, subcluster bitmaps, COPIED flags.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "qcow2/qcow2.h"
+
+static char *dir;
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    dir = tu_tmpdir();
+    return 0;
+}
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    tu_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+static void create(const char *path, uint64_t size, const char *opts, const char *backing,
+                   const char *bfmt)
+{
+    ic_create_options co = IC_CREATE_OPTIONS_INIT;
+    ic_error *err = NULL;
+    co.format = "qcow2";
+    co.options = opts;
+    co.size = size;
+    co.size_set = size != 0;
+    co.backing_file = backing;
+    co.backing_format = bfmt;
+    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
+}
+
+static ic_image *open_rw(const char *path)
+{
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    ic_error *err = NULL;
+    ic_image *img = NULL;
+    o.flags = IC_OPEN_RDWR;
+    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    return img;
+}
+
+/* qemu-img check must report no errors and no leaks (exit 0). */
+static void assert_qemu_clean(const char *path)
+{
+    if (!tu_have_prog("qemu-img"))
+        return;
+    char *out = NULL;
+    int rc = tu_sh_out(&out, "cd '%s' && qemu-img check '%s' 2>&1", dir, path);
+    if (rc != 0)
+        fail_msg("qemu-img check %s: exit %d\n%s", path, rc, out);
+    free(out);
+}
+
+static void assert_qemu_equal(const char *path, const struct tu_model *m)
+{
+    if (!tu_have_prog("qemu-img"))
+        return;
+    char *raw = tu_path(dir, "model.raw");
+    assert_int_equal(tu_model_save(m, raw), 0);
+    char *out = NULL;
+    int rc = tu_sh_out(&out, "qemu-img compare -f raw -F qcow2 '%s' '%s' 2>&1", raw, path);
+    if (rc != 0)
+        fail_msg("qemu-img compare %s: exit %d\n%s", path, rc, out);
+    free(out);
+    free(raw);
+}
+
+/* Random writes / zero writes / discards / compressed writes on @img and
+ * the model. */
+static void random_ops(ic_image *img, struct tu_model *m, unsigned nops, uint64_t seed,
+                       bool compressed, bool zero_ops)
+{
+    uint64_t st = seed;
+    uint64_t size = ic_image_size(img);
+    uint32_t cs = ic_image_cluster_size(img);
+    uint8_t *buf = malloc(IC_MAX(1u << 20, cs));
+    assert_non_null(buf);
+    ic_error *err = NULL;
+    for (unsigned i = 0; i < nops; i++) {
+        unsigned kind = (unsigned)(tu_rand(&st) % 10);
+        uint64_t off = tu_rand(&st) % size;
+        uint64_t len = 1 + tu_rand(&st) % (kind < 2 ? (1u << 20) : 3 * (uint64_t)cs + 1000);
+        if (off + len > size)
+            len = size - off;
+        if (len > (1u << 20) && (kind < 6 || !zero_ops))
+            len = 1u << 20;
+        if (kind < 6 || !zero_ops) {
+            tu_fill_pattern(buf, (size_t)len, seed * 1000 + i);
+            TU_ASSERT_OK(ic_image_pwrite(img, buf, (size_t)len, off, &err), err);
+            tu_model_write(m, buf, (size_t)len, off);
+        } else if (kind < 8) {
+            unsigned fl = kind == 7 ? IC_ZERO_MAY_UNMAP : 0;
+            TU_ASSERT_OK(ic_image_pwrite_zeroes(img, off, len, fl, &err), err);
+            tu_model_zero(m, off, len);
+        } else if (kind == 8 || !compressed) {
+            /* discard: whole clusters read as zero (no backing in these runs) */
+            TU_ASSERT_OK(ic_image_discard(img, off, len, &err), err);
+            uint64_t a = IC_ALIGN_UP(off, (uint64_t)cs), b = off + len == size ? size
+                                                                              : IC_ALIGN_DOWN(off + len, (uint64_t)cs);
+            if (a < b)
+                tu_model_zero(m, a, b - a);
+        } else {
+            uint64_t c = IC_ALIGN_DOWN(off, (uint64_t)cs);
+            uint64_t n = IC_MIN((uint64_t)cs, size - c);
+            /* half compressible, half random */
+            tu_fill_pattern(buf, (size_t)n, seed + i);
+            memset(buf, (int)(i & 0xff), (size_t)n / 2);
+            TU_ASSERT_OK(ic_image_pwrite_compressed(img, buf, (size_t)n, c, &err), err);
+            tu_model_write(m, buf, (size_t)n, c);
+        }
+        if (i % 16 == 15)
+            TU_ASSERT_OK(ic_image_flush(img, &err), err);
+    }
+    free(buf);
+}
+
+static void run_matrix(const char *opts, uint64_t size, bool compressed, unsigned nops)
+{
+    char *path = tu_path(dir, "m.qcow2");
+    create(path, size, opts, NULL, NULL);
+    struct tu_model *m = tu_model_new(size);
+    ic_image *img = open_rw(path);
+    random_ops(img, m, nops, 42, compressed, true);
+    TU_MODEL_ASSERT_IMAGE(m, img);
+    assert_int_equal(ic_image_close(img), 0);
+    TU_MODEL_ASSERT_FILE(m, path);
+    assert_qemu_clean(path);
+    assert_qemu_equal(path, m);
+    /* and once more after a reopen (tables read back from disk) */
+    img = open_rw(path);
+    random_ops(img, m, nops / 2, 7, compressed, true);
+    assert_int_equal(ic_image_close(img), 0);
+    TU_MODEL_ASSERT_FILE(m, path);
+    assert_qemu_clean(path);
+    tu_model_free(m);
+    free(path);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_512_byte_clusters(void **state)
+{
+    (void)state;
+    run_matrix("cluster_size=512", 3u << 20, true, 120);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_on_v2_images(void **state)
+{
+    (void)state;
+    run_matrix("compat=0.10,cluster_size=4096", 8u << 20, true, 120);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_default_clusters(void **state)
+{
+    (void)state;
+    run_matrix(NULL, 32u << 20, true, 120);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_2m_clusters(void **state)
+{
+    (void)state;
+    run_matrix("cluster_size=2M", 16u << 20, true, 40);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_for_every_refcount_width(void **state)
+{
+    (void)state;
+    static const char *const w[] = { "1", "2", "4", "8", "16", "32", "64" };
+    for (size_t i = 0; i < IC_ARRAY_SIZE(w); i++) {
+        char o[80];
+        snprintf(o, sizeof(o), "cluster_size=1024,refcount_bits=%s", w[i]);
+        run_matrix(o, 2u << 20, true, 50);
+    }
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_extended_l2(void **state)
+{
+    (void)state;
+    run_matrix("extended_l2=on,cluster_size=16384", 8u << 20, true, 100);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_zstd(void **state)
+{
+    (void)state;
+    run_matrix("compression_type=zstd,cluster_size=4096", 4u << 20, true, 100);
+}
+
+static void test_qcow2_cluster__random_io_matches_model_with_lazy_refcounts(void **state)
+{
+    (void)state;
+    run_matrix("lazy_refcounts=on,cluster_size=4096", 4u << 20, false, 100);
+}
+
+static void test_qcow2_cluster__unaligned_virtual_size_reads_and_writes_its_tail(void **state)
+{
+    (void)state;
+    run_matrix("cluster_size=4096", 3u * 1048576 + 1536, true, 60);
+}
+
+static void test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write(void **state)
+{
+    (void)state;
+    char *base = tu_path(dir, "base.raw"), *mid = tu_path(dir, "mid.qcow2"),
+         *top = tu_path(dir, "top.qcow2");
+    uint64_t size = 4u << 20;
+    struct tu_model *m = tu_model_new(size);
+    tu_fill_pattern(m->data, size, 99);
+    assert_int_equal(tu_model_save(m, base), 0);
+    create(mid, 0, "compat=0.10,cluster_size=4096", "base.raw", "raw");
+    ic_image *img = open_rw(mid);
+    random_ops(img, m, 40, 5, false, false);
+    assert_int_equal(ic_image_close(img), 0);
+    create(top, 0, "cluster_size=65536", "mid.qcow2", "qcow2");
+    img = open_rw(top);
+    random_ops(img, m, 60, 6, false, false);
+    /* zero writes and discards over a backing file must hide it */
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_pwrite_zeroes(img, 65536, 3 * 65536 + 100, 0, &err), err);
+    tu_model_zero(m, 65536, 3 * 65536 + 100);
+    TU_ASSERT_OK(ic_image_discard(img, 1u << 20, 2 * 65536, &err), err);
+    tu_model_zero(m, 1u << 20, 2 * 65536);
+    TU_MODEL_ASSERT_IMAGE(m, img);
+    assert_int_equal(ic_image_close(img), 0);
+    TU_MODEL_ASSERT_FILE(m, top);
+    assert_qemu_clean(mid);
+    assert_qemu_clean(top);
+    assert_qemu_equal(top, m);
+    tu_model_free(m);
+    free(base);
+    free(mid);
+    free(top);
+}
+
+static void test_qcow2_cluster__external_data_files_hold_the_guest_data(void **state)
+{
+    (void)state;
+    for (int raw = 0; raw < 2; raw++) {
+        char *path = tu_path(dir, "d.qcow2"), *data = tu_path(dir, "d.data");
+        uint64_t size = 4u << 20;
+        create(path, size, raw ? "data_file=d.data,data_file_raw=on" : "data_file=d.data", NULL,
+               NULL);
+        struct tu_model *m = tu_model_new(size);
+        ic_image *img = open_rw(path);
+        random_ops(img, m, 60, 11, false, true);
+        ic_error *err = NULL;
+        uint8_t b[16];
+        TU_ASSERT_ERR(ic_image_pwrite_compressed(img, b, sizeof(b), 0, &err), err, ENOTSUP,
+                      "compression is not supported with an external data file");
+        assert_int_equal(ic_image_close(img), 0);
+        TU_MODEL_ASSERT_FILE(m, path);
+        assert_qemu_clean(path);
+        if (raw) {
+            /* the data file alone is the disk */
+            uint8_t *d;
+            size_t dl;
+            assert_int_equal(tu_read_file(data, &d, &dl), 0);
+            assert_true(dl >= size);
+            assert_memory_equal(d, m->data, size);
+            free(d);
+        }
+        tu_model_free(m);
+        free(path);
+        free(data);
+    }
+}
+
+static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(void **state)
+{
+    (void)state;
+    char *path = tu_path(dir, "p.qcow2");
+    uint64_t size = 1ull << 30;
+    create(path, size, "preallocation=metadata", NULL, NULL);
+    assert_qemu_clean(path);
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    ic_image *img = NULL;
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    struct qcow2_state *s = qcow2_state(img);
+    s->metadata_prealloc_checked = true; /* layer status only */
+    ic_block_status bs;
+    TU_ASSERT_OK(ic_image_block_status(img, NULL, 0, size, &bs, &err), err);
+    assert_true(bs.flags & IC_BS_DATA);
+    assert_true(bs.flags & IC_BS_OFFSET_VALID);
+    /* runs break only where L2 tables sit between data clusters */
+    assert_true(bs.length >= (512ull << 20) - 65536);
+    ic_image_close(img);
+    free(path);
+}
+
+static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
+{
+    (void)state;
+    struct qcow2_state s = { .ext_l2 = true };
+    uint64_t e = 0x50000 | QCOW2_OFLAG_COPIED;
+    uint64_t bm = 0x1ull | (0x2ull << 32);  /* sc0 allocated, sc1 zero */
+    assert_int_equal(qcow2_subcluster_type(&s, e, bm, 0), QCOW2_SC_NORMAL);
+    assert_int_equal(qcow2_subcluster_type(&s, e, bm, 1), QCOW2_SC_ZERO_ALLOC);
+    assert_int_equal(qcow2_subcluster_type(&s, e, bm, 2), QCOW2_SC_UNALLOCATED_ALLOC);
+    assert_int_equal(qcow2_subcluster_type(&s, 0, 0x4ull << 32, 2), QCOW2_SC_ZERO_PLAIN);
+    assert_int_equal(qcow2_subcluster_type(&s, 0, 0, 2), QCOW2_SC_UNALLOCATED_PLAIN);
+    /* allocated and zero at once, allocation bits without a host cluster,
+     * a bitmap on a compressed entry: all invalid */
+    assert_int_equal(qcow2_subcluster_type(&s, e, 0x1ull | (0x1ull << 32), 0), QCOW2_SC_INVALID);
+    assert_int_equal(qcow2_subcluster_type(&s, 0, 0x1, 5), QCOW2_SC_INVALID);
+    assert_int_equal(qcow2_subcluster_type(&s, QCOW2_OFLAG_COMPRESSED | 0x1000, 1, 0),
+                     QCOW2_SC_INVALID);
+}
+
+static void test_qcow2_cluster__cluster_types_follow_the_l2_entry_bits(void **state)
+{
+    (void)state;
+    struct qcow2_state s = { .ext_l2 = false };
+    assert_int_equal(qcow2_cluster_type(&s, 0), QCOW2_CT_UNALLOCATED);
+    assert_int_equal(qcow2_cluster_type(&s, QCOW2_OFLAG_ZERO), QCOW2_CT_ZERO_PLAIN);
+    assert_int_equal(qcow2_cluster_type(&s, 0x30000 | QCOW2_OFLAG_ZERO), QCOW2_CT_ZERO_ALLOC);
+    assert_int_equal(qcow2_cluster_type(&s, 0x30000), QCOW2_CT_NORMAL);
+    assert_int_equal(qcow2_cluster_type(&s, QCOW2_OFLAG_COMPRESSED | 5), QCOW2_CT_COMPRESSED);
+    /* offset 0 + COPIED is a data cluster only with a data file */
+    assert_int_equal(qcow2_cluster_type(&s, QCOW2_OFLAG_COPIED), QCOW2_CT_UNALLOCATED);
+}
+
+static void test_qcow2_cluster__new_clusters_and_tables_carry_the_copied_flag(void **state)
+{
+    (void)state;
+    char *path = tu_path(dir, "c.qcow2");
+    create(path, 8u << 20, "cluster_size=4096", NULL, NULL);
+    ic_image *img = open_rw(path);
+    ic_error *err = NULL;
+    uint8_t buf[5000];
+    memset(buf, 0xab, sizeof(buf));
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 10000, &err), err);
+    struct qcow2_state *s = qcow2_state(img);
+    assert_true(s->l1[0] & QCOW2_OFLAG_COPIED);
+    uint8_t *l2;
+    assert_int_equal(qcow2_get_l2(img, s->l1[0] & QCOW2_L1E_OFFSET_MASK, &l2), 0);
+    for (uint32_t i = 2; i <= 3; i++) {
+        uint64_t e = qcow2_l2_get(s, l2, i);
+        assert_true(e & QCOW2_OFLAG_COPIED);
+        assert_int_equal(qcow2_cluster_type(s, e), QCOW2_CT_NORMAL);
+    }
+    assert_int_equal(qcow2_l2_get(s, l2, 4), 0);
+    qcow2_cache_put(&s->l2_cache, &l2);
+    assert_int_equal(ic_image_close(img), 0);
+    assert_qemu_clean(path);
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qcow2_cluster__cluster_types_follow_the_l2_entry_bits),
+        cmocka_unit_test(test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster),
+        cmocka_unit_test(test_qcow2_cluster__new_clusters_and_tables_carry_the_copied_flag),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_512_byte_clusters),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_on_v2_images),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_default_clusters),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_2m_clusters),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_for_every_refcount_width),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_extended_l2),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_zstd),
+        cmocka_unit_test(test_qcow2_cluster__random_io_matches_model_with_lazy_refcounts),
+        cmocka_unit_test(test_qcow2_cluster__unaligned_virtual_size_reads_and_writes_its_tail),
+        cmocka_unit_test(test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write),
+        cmocka_unit_test(test_qcow2_cluster__external_data_files_hold_the_guest_data),
+        cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
