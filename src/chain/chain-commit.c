@@ -121,7 +121,23 @@ int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp)
         ioflags |= IC_IO_DIRECT;
     ic_io_lock(old->file, IC_LOCK_NONE, NULL);
     ic_io *file = NULL;
-    int ret = ic_image_open_file(old->open_file, old->payload, &file, old->filename, ioflags, errp);
+    int ret;
+    if (!old->open_file) {
+        /* The base receives the bulk of the data: the aio backend with
+         * O_DIRECT moves it without copying it through the page cache (the
+         * copy dominates a buffered commit).  A file system without
+         * O_DIRECT falls back to the POSIX backend. */
+        ic_error *derr = NULL;
+        ret = ic_io_open_aio(&file, old->filename, ioflags | IC_IO_DIRECT, &derr);
+        if (ret == -EINVAL) {
+            ic_error_free(derr);
+            ret = ic_io_open_file(&file, old->filename, ioflags, errp);
+        } else {
+            ic_error_propagate(errp, derr);
+        }
+    } else {
+        ret = ic_image_open_file(old->open_file, old->payload, &file, old->filename, ioflags, errp);
+    }
     struct ic_image *nl = NULL;
     if (ret == 0)
         ret = ic_image_open_layer(&nl, file, old->filename, old->drv,

@@ -318,7 +318,25 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
     oo.flags = IC_OPEN_RDWR | (o->flags & (IC_OPEN_DIRECT | IC_OPEN_NO_LOCK));
     oo.open_file = o->open_file;
     oo.payload = o->payload;
-    ret = ic_image_open(&top, path, &oo, errp);
+    if (!o->open_file) {
+        /* FILE receives the bulk of the data: the aio backend with O_DIRECT
+         * skips the page-cache copy.  Without O_DIRECT support (tmpfs) the
+         * POSIX backend is used. */
+        ic_io *file = NULL;
+        ic_error *derr = NULL;
+        unsigned ioflags = IC_IO_RDWR | IC_IO_DIRECT | ((o->flags & IC_OPEN_NO_LOCK) ? IC_IO_NOLOCK : 0);
+        ret = ic_io_open_aio(&file, path, ioflags, &derr);
+        if (ret == 0) {
+            ret = ic_image_open_io(&top, file, &oo, errp);
+        } else if (ret == -EINVAL) {
+            ic_error_free(derr);
+            ret = ic_image_open(&top, path, &oo, errp);
+        } else {
+            ic_error_propagate(errp, derr);
+        }
+    } else {
+        ret = ic_image_open(&top, path, &oo, errp);
+    }
     if (ret < 0)
         goto out;
     if (!top->drv->change_backing) {
