@@ -8,14 +8,11 @@
 #include <stdint.h>
 #include "qcow2.h"
 
-/* Driver ops (driver.h contracts). */
+/* Driver ops (driver.h contracts); list and load_tmp stay in qcow2.c. */
 int qcow2_snapshot_create(struct ic_image *img, const ic_snapshot_info *info, ic_error **errp);
 int qcow2_snapshot_goto(struct ic_image *img, const char *id_or_name, ic_error **errp);
 int qcow2_snapshot_delete(struct ic_image *img, const char *id, const char *name,
                           ic_error **errp);
-int qcow2_snapshot_list(struct ic_image *img, ic_snapshot_info **out, ic_error **errp);
-int qcow2_snapshot_load_tmp(struct ic_image *img, const char *id, const char *name,
-                            ic_error **errp);
 
 /* Serialized size of the table for snapshots[0..n) (entries padded to 8),
  * as qcow2_snapshot_serialize() writes it. */

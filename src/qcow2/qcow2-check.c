@@ -1,0 +1,875 @@
+/*
+ * qcow2-check.c - qcow2 check and repair (qemu-img check for qcow2).
+ *
+ * Design notes:
+ *  Owns no structure of its own: it reads every metadata structure
+ *  (reference 1.1-1.10) raw from the file, never through the engine's
+ *  caches, so a damaged reftable or L2 table cannot make the check itself
+ *  fail or signal corruption; repairs go through the engine afterwards.
+ *  Counting follows qemu 7.2 (reference 1.14, 3.5) so the numbers match
+ *  qemu-img check:
+ *  1. The in-memory refcount table (IMRT) counts the header, the active L1
+ *     and every snapshot L1, one reference per L1 entry to its L2 table
+ *     and one per L2 entry to its data cluster (compressed: every host
+ *     cluster the byte range touches), the snapshot table, the reftable,
+ *     the bitmaps and every refblock.  A reference that ends one cluster
+ *     or more past the end of the file is a corruption and is not counted.
+ *  2. compare: on-disk refcount > computed is a leak, < is a corruption;
+ *     on-disk 0 with references needs a rebuild of the refcount structure
+ *     (as does a damaged reftable entry or a refblock whose refcount is not
+ *     1).  Clusters are compared up to the end of the IMRT.
+ *  3. COPIED flags of the active tree are compared with the on-disk
+ *     refcounts after the refcount repair (check_oflag_copied).
+ *  4. Repair order, each step crash-safe: the refcount structure (rebuild:
+ *     a complete new structure past the end of the file, flushed, then one
+ *     header write; or in-place refblock entry updates, each entry an
+ *     aligned write inside one sector: a crash leaves old or new values,
+ *     never worse than before), then COPIED flags, then the snapshot table
+ *     (new table, one header switch), then the dirty and corrupt bits
+ *     (cleared only when nothing is left).
+ *  5. Beyond qemu: a snapshot whose L1 table is unaligned or too large is
+ *     dropped from the table with -r all (its clusters were not counted,
+ *     so they are freed as leaks), and incomplete v3 entries are completed.
+ *  6. --dry-run (IC_CHECK_DRY_RUN with IC_FIX_*) runs the scan without
+ *     fixing and reports each change the repair would make; nothing is
+ *     written.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2-check.h"
+#include "qcow2-snapshot.h"
+#include "util/endian.h"
+#include "util/overflow.h"
+
+/* One line of a report: longer lines are cut (they name offsets only). */
+#define CHK_LINE_MAX 512
+
+struct chk {
+    struct ic_image *img;
+    struct qcow2_state *s;
+    unsigned fix;               /* fixes actually made (0 in a dry run) */
+    unsigned would_fix;         /* fixes requested (reported in a dry run) */
+    ic_check_report_fn report;
+    void *payload;
+    ic_check_result *res;
+    int64_t file_len;
+    /* IMRT: 16-bit counters for refcount widths up to 16, 64-bit above */
+    uint16_t *v16;
+    uint64_t *v64;
+    uint64_t nb;
+    uint64_t max;               /* refcount_max */
+    bool rebuild;
+    uint8_t *buf;               /* one cluster */
+    /* raw reftable */
+    uint64_t *rt;
+    uint64_t rt_size;
+    /* one-refblock cache for on-disk refcounts */
+    uint8_t *rb;
+    uint64_t rb_off;
+    uint64_t highest;
+    bool walking_snapshots;
+    bool *drop;                 /* snapshots to drop with -r all */
+    ic_check_result pre;        /* counters before compare */
+};
+
+static void say(struct chk *c, const char *fmt, ...) IC_PRINTF(2, 3);
+static void say(struct chk *c, const char *fmt, ...)
+{
+    if (!c->report)
+        return;
+    char line[CHK_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    c->report(c->payload, line);
+}
+
+/* "Repairing" / "Would repair" / "ERROR" for a fixable finding. */
+static const char *verb(const struct chk *c, unsigned needs)
+{
+    if (c->fix & needs)
+        return "Repairing";
+    if (c->would_fix & needs)
+        return "Would repair:";
+    return "ERROR";
+}
+
+/* ---- IMRT ------------------------------------------------------------------ */
+
+static uint64_t imrt_get(const struct chk *c, uint64_t k)
+{
+    if (k >= c->nb)
+        return 0;
+    return c->v16 ? c->v16[k] : c->v64[k];
+}
+
+static int imrt_grow(struct chk *c, uint64_t n)
+{
+    if (n <= c->nb)
+        return 0;
+    uint64_t nn = IC_MAX(n, c->nb + c->nb / 4);
+    size_t es = c->v16 ? sizeof(uint16_t) : sizeof(uint64_t);
+    void *old = c->v16 ? (void *)c->v16 : (void *)c->v64;
+    uint8_t *nv = realloc(old, (size_t)nn * es);
+    if (!nv)
+        return -ENOMEM;
+    memset(nv + c->nb * es, 0, (size_t)(nn - c->nb) * es);
+    if (c->v16)
+        c->v16 = (uint16_t *)(void *)nv;
+    else
+        c->v64 = (uint64_t *)(void *)nv;
+    c->nb = nn;
+    return 0;
+}
+
+/* qcow2_inc_refcounts_imrt (design note 1). */
+static int inc(struct chk *c, uint64_t off, uint64_t size)
+{
+    struct qcow2_state *s = c->s;
+    if (!size)
+        return 0;
+    if ((int64_t)(off + size) - c->file_len >= (int64_t)s->cluster_size) {
+        say(c, "ERROR: counting reference for region exceeding the end of the file by one "
+            "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64, off, size);
+        c->res->corruptions++;
+        return 0;
+    }
+    uint64_t first = off >> s->cluster_bits, last = (off + size - 1) >> s->cluster_bits;
+    if (imrt_grow(c, last + 1) < 0) {
+        c->res->check_errors++;
+        return -ENOMEM;
+    }
+    for (uint64_t k = first; k <= last; k++) {
+        uint64_t v = imrt_get(c, k);
+        if (v == c->max) {
+            say(c, "ERROR: overflow cluster offset=0x%" PRIx64, k << s->cluster_bits);
+            c->res->corruptions++;
+            continue;
+        }
+        if (c->v16)
+            c->v16[k] = (uint16_t)(v + 1);
+        else
+            c->v64[k] = v + 1;
+    }
+    return 0;
+}
+
+/* ---- the walk ---------------------------------------------------------------- */
+
+static int read_raw(struct chk *c, void *buf, uint64_t len, uint64_t off, const char *what)
+{
+    int ret = ic_io_pread(c->img->file, buf, (size_t)len, off);
+    if (ret < 0) {
+        say(c, "ERROR: I/O error in %s", what);
+        c->res->check_errors++;
+    }
+    return ret;
+}
+
+static int zero_alloc_repair(struct chk *c, uint64_t l2off, uint32_t j)
+{
+    struct qcow2_state *s = c->s;
+    uint8_t e[16];
+    memset(e, 0, sizeof(e));
+    if (s->ext_l2)
+        ic_store_be64(e + 8, QCOW2_BITMAP_ALL_ZERO);
+    else
+        ic_store_be64(e, QCOW2_OFLAG_ZERO);
+    qcow2_cache_discard(&s->l2_cache, l2off);
+    ic_io_event(c->img->file, IC_EV_CHECK_REPAIR);
+    /* one entry, inside one sector: old or new after a crash */
+    int ret = ic_io_pwrite(c->img->file, e, s->l2_entry_size, l2off + (uint64_t)j * s->l2_entry_size);
+    if (ret == 0)
+        ret = ic_io_flush(c->img->file);
+    return ret;
+}
+
+static int walk_l2(struct chk *c, uint64_t l2off, bool active)
+{
+    struct qcow2_state *s = c->s;
+    uint8_t *l2 = malloc(s->cluster_size);
+    if (!l2) {
+        c->res->check_errors++;
+        return -ENOMEM;
+    }
+    int ret = read_raw(c, l2, s->cluster_size, l2off, "check_refcounts_l2");
+    uint64_t next = 0;
+    for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
+        uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
+        enum qcow2_ctype t = qcow2_cluster_type(s, e);
+        if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
+            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64, e);
+            c->res->corruptions++;
+        }
+        switch (t) {
+        case QCOW2_CT_COMPRESSED: {
+            if (e & QCOW2_OFLAG_COPIED) {
+                say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                    "compressed clusters", e & s->cluster_offset_mask);
+                e &= ~QCOW2_OFLAG_COPIED;
+                c->res->corruptions++;
+            }
+            if (s->data_file_name) {
+                say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64,
+                    j, e);
+                c->res->corruptions++;
+                break;
+            }
+            if (bm) {
+                say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
+                    "bitmap, entry=0x%" PRIx64, j, e);
+                c->res->corruptions++;
+                break;
+            }
+            uint64_t coff, csize;
+            qcow2_parse_compressed(s, e, &coff, &csize);
+            ret = inc(c, coff, csize);
+            if (active) {
+                c->res->allocated_clusters++;
+                c->res->compressed_clusters++;
+                c->res->fragmented_clusters++;
+            }
+            break;
+        }
+        case QCOW2_CT_NORMAL:
+        case QCOW2_CT_ZERO_ALLOC: {
+            uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+            if ((bm >> 32) & bm) {
+                c->res->corruptions++;
+                say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                    "allocation bitmap", off);
+            }
+            if (off & s->cluster_offset_mask) {
+                bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
+                                      : !(e & QCOW2_OFLAG_ZERO);
+                c->res->corruptions++;
+                if (!data) {
+                    say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                        "aligned; L2 entry corrupted.", verb(c, IC_FIX_ERRORS), off);
+                    if (c->fix & IC_FIX_ERRORS) {
+                        if (zero_alloc_repair(c, l2off, j) == 0) {
+                            c->res->corruptions--;
+                            c->res->corruptions_fixed++;
+                            continue;
+                        }
+                        c->res->check_errors++;
+                    }
+                } else {
+                    say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
+                        "entry corrupted.", off);
+                }
+            }
+            if (active) {
+                c->res->allocated_clusters++;
+                if (next && off != next)
+                    c->res->fragmented_clusters++;
+                next = off + s->cluster_size;
+            }
+            if (!s->data_file_name)
+                ret = inc(c, off, s->cluster_size);
+            break;
+        }
+        case QCOW2_CT_ZERO_PLAIN:
+            break;
+        case QCOW2_CT_UNALLOCATED:
+            if (bm & QCOW2_BITMAP_ALL_ALLOC) {
+                c->res->corruptions++;
+                say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+            }
+            break;
+        }
+    }
+    free(l2);
+    return ret;
+}
+
+static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active)
+{
+    struct qcow2_state *s = c->s;
+    if (!l1_size)
+        return 0;
+    int ret = inc(c, l1off, (uint64_t)l1_size * 8);
+    if (ret < 0)
+        return ret;
+    uint8_t *raw = malloc((size_t)l1_size * 8);
+    if (!raw) {
+        c->res->check_errors++;
+        return -ENOMEM;
+    }
+    if ((ret = read_raw(c, raw, (uint64_t)l1_size * 8, l1off, "check_refcounts_l1")) < 0) {
+        free(raw);
+        return ret;
+    }
+    for (uint32_t i = 0; ret == 0 && i < l1_size; i++) {
+        uint64_t e = ic_load_be64(raw + 8 * (size_t)i);
+        if (!e)
+            continue;
+        if (e & QCOW2_L1E_RESERVED_MASK) {
+            say(c, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
+            c->res->corruptions++;
+        }
+        uint64_t l2off = e & QCOW2_L1E_OFFSET_MASK;
+        if ((ret = inc(c, l2off, s->cluster_size)) < 0)
+            break;
+        if (l2off & s->cluster_offset_mask) {
+            say(c, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry corrupted",
+                l2off);
+            c->res->corruptions++;
+        }
+        ret = walk_l2(c, l2off, active);
+    }
+    free(raw);
+    return ret;
+}
+
+static int walk_bitmaps(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    if (!s->has_bitmaps_ext)
+        return 0;
+    int ret = inc(c, s->bitmap_dir_offset, s->bitmap_dir_size);
+    if (ret < 0)
+        return ret;
+    uint8_t *dir = malloc((size_t)s->bitmap_dir_size);
+    if (!dir) {
+        c->res->check_errors++;
+        return -ENOMEM;
+    }
+    if ((ret = read_raw(c, dir, s->bitmap_dir_size, s->bitmap_dir_offset, "bitmap directory")) < 0) {
+        free(dir);
+        return ret;
+    }
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < s->nb_bitmaps && ret == 0; i++) {
+        if (s->bitmap_dir_size - pos < 24)
+            break;
+        const uint8_t *e = dir + pos;
+        uint64_t toff = ic_load_be64(e);
+        uint32_t tsize = ic_load_be32(e + 8);
+        uint64_t elen = IC_ALIGN_UP(24ull + ic_load_be32(e + 20) + ic_load_be16(e + 18), 8);
+        if (elen > s->bitmap_dir_size - pos || (uint64_t)tsize * 8 > QCOW2_MAX_L1_BYTES) {
+            say(c, "ERROR bitmap directory entry %" PRIu32 " is invalid", i);
+            c->res->corruptions++;
+            break;
+        }
+        pos += elen;
+        if ((ret = inc(c, toff, (uint64_t)tsize * 8)) < 0 || !tsize)
+            continue;
+        uint8_t *t = malloc((size_t)tsize * 8);
+        if (!t) {
+            ret = -ENOMEM;
+            break;
+        }
+        ret = read_raw(c, t, (uint64_t)tsize * 8, toff, "bitmap table");
+        for (uint32_t j = 0; ret == 0 && j < tsize; j++) {
+            uint64_t d = ic_load_be64(t + 8 * (size_t)j) & QCOW2_L2E_OFFSET_MASK;
+            if (d)
+                ret = inc(c, d, s->cluster_size);
+        }
+        free(t);
+    }
+    free(dir);
+    return ret;
+}
+
+static int check_refblocks(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    for (uint64_t i = 0; i < c->rt_size; i++) {
+        uint64_t e = c->rt[i], off = e & QCOW2_REFT_OFFSET_MASK, cl = off >> s->cluster_bits;
+        if (e & QCOW2_REFT_RESERVED) {
+            say(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (off & s->cluster_offset_mask) {
+            say(c, "ERROR refcount block %" PRIu64 " is not cluster aligned; refcount table entry "
+                "corrupted", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (off && cl >= c->nb) {
+            c->res->corruptions++;
+            say(c, "ERROR refcount block %" PRIu64 " is outside image", i);
+            c->rebuild = true;
+            continue;
+        }
+        if (off) {
+            int ret = inc(c, off, s->cluster_size);
+            if (ret < 0)
+                return ret;
+            if (imrt_get(c, cl) != 1) {
+                say(c, "ERROR refcount block %" PRIu64 " refcount=%" PRIu64, i, imrt_get(c, cl));
+                c->res->corruptions++;
+                c->rebuild = true;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Snapshot table findings counted before the walk (qcow2_check_read_snapshot_table). */
+static void check_snapshot_table(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    if (s->h.version < 3)
+        return;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        if (s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN) {
+            c->res->corruptions++;
+            say(c, "%s snapshot table entry %" PRIu32 " is incomplete",
+                c->fix & IC_FIX_ERRORS ? "Repairing" : c->would_fix & IC_FIX_ERRORS ?
+                "Would repair:" : "ERROR", i);
+        }
+    }
+}
+
+static int calculate(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    int ret = inc(c, 0, s->cluster_size);
+    if (ret == 0)
+        ret = walk_l1(c, s->h.l1_table_offset, s->h.l1_size, true);
+    if (ret == 0 && s->data_file_name && s->nb_snapshots) {
+        say(c, "ERROR %" PRIu32 " snapshots in image with data file", s->nb_snapshots);
+        c->res->corruptions++;
+    }
+    for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        if (sn->l1_table_offset & s->cluster_offset_mask) {
+            say(c, "%s snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster aligned; "
+                "snapshot table entry corrupted", c->would_fix & IC_FIX_ERRORS ?
+                (c->fix ? "Dropping" : "Would drop:") : "ERROR", sn->id_str, sn->name,
+                sn->l1_table_offset);
+            c->res->corruptions++;
+            if (c->drop)
+                c->drop[i] = true;
+            continue;
+        }
+        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+            say(c, "%s snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; snapshot "
+                "table entry corrupted", c->would_fix & IC_FIX_ERRORS ?
+                (c->fix ? "Dropping" : "Would drop:") : "ERROR", sn->id_str, sn->name,
+                sn->l1_size);
+            c->res->corruptions++;
+            if (c->drop)
+                c->drop[i] = true;
+            continue;
+        }
+        ret = walk_l1(c, sn->l1_table_offset, sn->l1_size, false);
+    }
+    if (ret == 0)
+        ret = inc(c, s->h.snapshots_offset, s->snapshots_size);
+    if (ret == 0)
+        ret = inc(c, s->h.refcount_table_offset, c->rt_size * 8);
+    if (ret == 0)
+        ret = walk_bitmaps(c);
+    if (ret == 0)
+        ret = check_refblocks(c);
+    return ret;
+}
+
+/* ---- on-disk refcounts --------------------------------------------------- */
+
+/* qcow2_get_refcount on the raw structures: -EIO for an unaligned block. */
+static int disk_refcount(struct chk *c, uint64_t k, uint64_t *v)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t rt = k >> s->refblock_bits;
+    *v = 0;
+    if (rt >= c->rt_size)
+        return 0;
+    uint64_t off = c->rt[rt] & QCOW2_REFT_OFFSET_MASK;
+    if (!off)
+        return 0;
+    if (off & s->cluster_offset_mask)
+        return -EIO;
+    if (off != c->rb_off) {
+        int ret = ic_io_pread(c->img->file, c->rb, s->cluster_size, off);
+        if (ret < 0) {
+            c->rb_off = 0;
+            return ret;
+        }
+        c->rb_off = off;
+    }
+    *v = qcow2_refblock_get(s, c->rb, (uint32_t)(k & (s->refblock_entries - 1)));
+    return 0;
+}
+
+static int load_reftable(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    /* re-read from the header: repairs may have moved it */
+    c->rt_size = ((uint64_t)s->h.refcount_table_clusters << s->cluster_bits) / 8;
+    free(c->rt);
+    c->rt = calloc(c->rt_size ? c->rt_size : 1, sizeof(*c->rt));
+    uint8_t *raw = malloc(c->rt_size ? c->rt_size * 8 : 1);
+    if (!c->rt || !raw) {
+        free(raw);
+        return -ENOMEM;
+    }
+    int ret = ic_io_pread(c->img->file, raw, (size_t)c->rt_size * 8, s->h.refcount_table_offset);
+    for (uint64_t i = 0; ret == 0 && i < c->rt_size; i++)
+        c->rt[i] = ic_load_be64(raw + 8 * i);
+    free(raw);
+    c->rb_off = 0;
+    return ret;
+}
+
+/* compare_refcounts; with @fix, mismatches the mode allows are repaired
+ * in place through the engine (design note 4). */
+static int compare(struct chk *c, unsigned fix)
+{
+    struct qcow2_state *s = c->s;
+    c->highest = 0;
+    for (uint64_t i = 0; i < c->nb; i++) {
+        uint64_t r1, r2 = imrt_get(c, i);
+        int ret = disk_refcount(c, i, &r1);
+        if (ret < 0) {
+            say(c, "Can't get refcount for cluster %" PRIu64 ": %s", i, strerror(-ret));
+            c->res->check_errors++;
+            continue;
+        }
+        if (r1 || r2)
+            c->highest = i;
+        if (r1 == r2)
+            continue;
+        int64_t *fixed = NULL;
+        unsigned need = 0;
+        if (r1 == 0)
+            c->rebuild = true;
+        else if (r1 > r2)
+            need = IC_FIX_LEAKS;
+        else
+            need = IC_FIX_ERRORS;
+        if (need & fix)
+            fixed = need == IC_FIX_LEAKS ? &c->res->leaks_fixed : &c->res->corruptions_fixed;
+        say(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+            fixed ? "Repairing" : (need & c->would_fix) ? "Would repair: cluster" :
+            r1 < r2 ? "ERROR" : "Leaked", i, r1, r2);
+        if (fixed) {
+            int64_t d = r2 > r1 ? (int64_t)(r2 - r1) : -(int64_t)(r1 - r2);
+            ic_io_event(c->img->file, IC_EV_CHECK_REPAIR);
+            if (qcow2_update_refcount(c->img, i << s->cluster_bits, s->cluster_size, d) == 0) {
+                (*fixed)++;
+                continue;
+            }
+        }
+        if (r1 < r2)
+            c->res->corruptions++;
+        else
+            c->res->leaks++;
+    }
+    if (fix) {
+        int ret = qcow2_flush_metadata(c->img);
+        if (ret < 0) {
+            c->res->check_errors++;
+            return ret;
+        }
+        c->rb_off = 0;
+    }
+    return 0;
+}
+
+/* check_oflag_copied: counts, and with @repair fixes through the engine. */
+static int check_copied(struct chk *c, bool repair)
+{
+    struct qcow2_state *s = c->s;
+    int64_t found = 0;
+    uint8_t *l2 = c->buf;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t e1 = s->l1[i], l2off = e1 & QCOW2_L1E_OFFSET_MASK, rc;
+        if (!l2off)
+            continue;
+        if (disk_refcount(c, l2off >> s->cluster_bits, &rc) < 0)
+            continue;
+        if ((rc == 1) != !!(e1 & QCOW2_OFLAG_COPIED)) {
+            found++;
+            say(c, "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64
+                " refcount=%" PRIu64, repair ? "Repairing" : verb(c, IC_FIX_ERRORS), i, e1, rc);
+        }
+        if (ic_io_pread(c->img->file, l2, s->cluster_size, l2off) < 0) {
+            say(c, "ERROR: Could not read L2 table");
+            c->res->check_errors++;
+            return -EIO;
+        }
+        for (uint32_t j = 0; j < s->l2_entries; j++) {
+            uint64_t e = qcow2_l2_get(s, l2, j);
+            enum qcow2_ctype t = qcow2_cluster_type(s, e);
+            if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
+                continue;
+            rc = 1;
+            if (!s->data_file_name &&
+                disk_refcount(c, (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits, &rc) < 0)
+                continue;
+            if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
+                found++;
+                say(c, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
+                    repair ? "Repairing" : verb(c, IC_FIX_ERRORS), e, rc);
+            }
+        }
+    }
+    if (!found)
+        return 0;
+    if (repair) {
+        int64_t fixed = qcow2_fix_copied(c->img);
+        if (fixed < 0) {
+            c->res->check_errors++;
+            c->res->corruptions += found;
+            return (int)fixed;
+        }
+        c->res->corruptions_fixed += found;
+        return 0;
+    }
+    c->res->corruptions += found;
+    return 0;
+}
+
+/* Completes incomplete v3 entries and drops broken ones, then rewrites the
+ * table (design note 5). */
+static int fix_snapshot_table(struct chk *c, bool *changed, ic_error **errp)
+{
+    struct qcow2_state *s = c->s;
+    uint32_t n = 0;
+    *changed = false;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        struct qcow2_snapshot *sn = &s->snapshots[i];
+        if (c->drop && c->drop[i]) {
+            free(sn->id_str);
+            free(sn->name);
+            free(sn->unknown_extra);
+            *changed = true;
+            continue;
+        }
+        if (s->h.version >= 3 && sn->extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN)
+            *changed = true;
+        if (!sn->has_disk_size) {
+            sn->has_disk_size = true;
+            sn->disk_size = c->img->size;
+        }
+        sn->extra_data_size = QCOW2_SNAPSHOT_EXTRA_QEMU + sn->unknown_extra_size;
+        s->snapshots[n++] = *sn;
+    }
+    s->nb_snapshots = n;
+    if (!*changed)
+        return 0;
+    return qcow2_snapshot_rewrite_table(c->img, errp);
+}
+
+static void chk_free(struct chk *c)
+{
+    free(c->v16);
+    free(c->v64);
+    free(c->buf);
+    free(c->rt);
+    free(c->rb);
+    free(c->drop);
+}
+
+static int chk_init(struct chk *c, struct ic_image *img, unsigned fix, ic_check_report_fn report,
+                    void *payload, ic_check_result *res)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    memset(c, 0, sizeof(*c));
+    c->img = img;
+    c->s = s;
+    c->would_fix = fix & (IC_FIX_LEAKS | IC_FIX_ERRORS);
+    c->fix = (fix & IC_CHECK_DRY_RUN) ? 0 : c->would_fix;
+    c->report = report;
+    c->payload = payload;
+    c->res = res;
+    c->max = s->refcount_max;
+    c->file_len = ic_io_get_size(img->file);
+    if (c->file_len < 0)
+        return (int)c->file_len;
+    c->buf = malloc(s->cluster_size);
+    c->rb = malloc(s->cluster_size);
+    if (!c->buf || !c->rb)
+        return -ENOMEM;
+    if (s->nb_snapshots && !(c->drop = calloc(s->nb_snapshots, sizeof(bool))))
+        return -ENOMEM;
+    uint64_t nb = ((uint64_t)c->file_len + s->cluster_size - 1) >> s->cluster_bits;
+    if (s->refcount_bits <= 16) {
+        c->v16 = calloc(nb ? nb : 1, sizeof(uint16_t));
+        if (!c->v16)
+            return -ENOMEM;
+    } else {
+        c->v64 = calloc(nb ? nb : 1, sizeof(uint64_t));
+        if (!c->v64)
+            return -ENOMEM;
+    }
+    c->nb = nb;
+    return load_reftable(c);
+}
+
+/* One scan: 0 when it completed. */
+static int scan(struct chk *c)
+{
+    c->res->total_clusters = qcow2_size_to_clusters(c->s, c->img->size);
+    check_snapshot_table(c);
+    int ret = calculate(c);
+    c->pre = *c->res;
+    if (ret == 0)
+        ret = compare(c, 0);
+    return ret;
+}
+
+static int rebuild(struct chk *c, ic_error **errp)
+{
+    struct qcow2_state *s = c->s;
+    /* the engine places its own refblocks and reftable: drop the old ones */
+    uint32_t *imrt = calloc(c->nb ? c->nb : 1, sizeof(*imrt));
+    if (!imrt)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < c->nb; i++)
+        imrt[i] = (uint32_t)IC_MIN(imrt_get(c, i), (uint64_t)UINT32_MAX);
+    uint64_t rtf = s->h.refcount_table_offset >> s->cluster_bits;
+    uint64_t rtn = IC_DIV_ROUND_UP(c->rt_size * 8, s->cluster_size);
+    for (uint64_t k = rtf; k < rtf + rtn && k < c->nb; k++)
+        if (imrt[k])
+            imrt[k]--;
+    for (uint64_t i = 0; i < c->rt_size; i++) {
+        uint64_t off = c->rt[i] & QCOW2_REFT_OFFSET_MASK;
+        if (!(c->rt[i] & QCOW2_REFT_RESERVED) && off && !(off & s->cluster_offset_mask) &&
+            (off >> s->cluster_bits) < c->nb && imrt[off >> s->cluster_bits])
+            imrt[off >> s->cluster_bits]--;
+    }
+    say(c, "Rebuilding refcount structure");
+    int ret = qcow2_rebuild_refcount_structure(c->img, imrt, c->nb, errp);
+    free(imrt);
+    return ret;
+}
+
+int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, void *payload,
+                ic_check_result *res, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct chk c;
+    memset(res, 0, sizeof(*res));
+    int ret = chk_init(&c, img, fix, report, payload, res);
+    if (ret < 0) {
+        chk_free(&c);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "cannot check: %s",
+                            strerror(-ret));
+    }
+    if (c.fix) {
+        /* repairs start from what is on disk */
+        ret = qcow2_flush_pending_frees(img);
+        if (ret == 0)
+            ret = qcow2_flush_metadata(img);
+        if (ret < 0) {
+            chk_free(&c);
+            return ic_error_set(errp, IC_ERR_IO, -ret, "cannot flush before repairing: %s",
+                                strerror(-ret));
+        }
+    }
+    ret = scan(&c);
+    if (ret < 0)
+        goto out;
+    if (c.fix && c.rebuild && (c.fix & IC_FIX_ERRORS)) {
+        ic_check_result before = *res;
+        ic_error *err = NULL;
+        if ((ret = rebuild(&c, &err)) < 0) {
+            say(&c, "ERROR rebuilding the refcount structure: %s", ic_error_message(err));
+            ic_error_free(err);
+            res->check_errors++;
+            goto out;
+        }
+        /* recount on the new structure; leaks left by it are fixed */
+        ic_check_result again = { 0 };
+        c.res = &again;
+        c.rebuild = false;
+        memset(c.v16 ? (void *)c.v16 : (void *)c.v64, 0,
+               (size_t)c.nb * (c.v16 ? sizeof(uint16_t) : sizeof(uint64_t)));
+        if ((ret = load_reftable(&c)) == 0)
+            ret = calculate(&c);
+        if (ret == 0)
+            ret = compare(&c, IC_FIX_LEAKS);
+        c.res = res;
+        if (ret < 0)
+            goto out;
+        if (c.rebuild)
+            say(&c, "ERROR rebuilt refcount structure is still broken");
+        res->corruptions = again.corruptions;
+        res->leaks = again.leaks;
+        res->check_errors += again.check_errors;
+        res->allocated_clusters = again.allocated_clusters;
+        res->fragmented_clusters = again.fragmented_clusters;
+        res->compressed_clusters = again.compressed_clusters;
+        if (res->corruptions < before.corruptions)
+            res->corruptions_fixed += before.corruptions - res->corruptions;
+        if (res->leaks < before.leaks)
+            res->leaks_fixed += before.leaks - res->leaks;
+    } else if (c.fix) {
+        if (c.rebuild) {
+            say(&c, "ERROR need to rebuild refcount structures");
+            res->check_errors++;
+            ret = 0;
+            goto out;
+        }
+        if (res->leaks || res->corruptions) {
+            /* qemu: back to the counters before compare, compare again fixing */
+            *res = c.pre;
+            if ((ret = compare(&c, c.fix)) < 0)
+                goto out;
+        }
+    }
+    if (ret == 0) {
+        c.rb_off = 0;
+        bool repair = (c.fix & IC_FIX_ERRORS) ||
+                      ((c.fix & IC_FIX_LEAKS) && !res->check_errors && !res->corruptions &&
+                       !res->leaks);
+        ret = check_copied(&c, repair);
+        if (ret < 0)
+            goto out;
+    }
+    if (c.fix & IC_FIX_ERRORS) {
+        bool changed;
+        ic_error *err = NULL;
+        int64_t dropped = 0;
+        for (uint32_t i = 0; c.drop && i < s->nb_snapshots; i++)
+            dropped += c.drop[i];
+        int64_t incomplete = 0;
+        for (uint32_t i = 0; s->h.version >= 3 && i < s->nb_snapshots; i++)
+            incomplete += s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN;
+        if (fix_snapshot_table(&c, &changed, &err) < 0) {
+            say(&c, "ERROR failed to update snapshot table: %s", ic_error_message(err));
+            ic_error_free(err);
+            res->check_errors++;
+        } else if (changed) {
+            res->corruptions -= dropped + incomplete;
+            res->corruptions_fixed += dropped + incomplete;
+        }
+    }
+    res->image_end_offset = (c.highest + 1) << s->cluster_bits;
+    if (c.fix && !res->check_errors && !res->corruptions) {
+        int r2 = qcow2_mark_clean(img);
+        if (r2 == 0 && (s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
+            s->h.incompatible_features &= ~QCOW2_INCOMPAT_CORRUPT;
+            s->corrupt = false;
+            r2 = qcow2_update_header(img);
+            if (r2 == 0)
+                r2 = ic_io_flush(img->file);
+        }
+        if (r2 < 0)
+            res->check_errors++;
+    }
+    ret = 0;
+out:
+    chk_free(&c);
+    /* I/O failures during the scan are in check_errors (qemu-img exit 1) */
+    if (ret != -ENOMEM)
+        ret = 0;
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "check could not "
+                            "complete: %s", strerror(-ret));
+    return 0;
+}
