@@ -36,6 +36,8 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-check.h"
+#include "qcow2-snapshot.h"
 #include "util/endian.h"
 #include "util/overflow.h"
 #include "util/path.h"
@@ -536,11 +538,12 @@ int qcow2_read_snapshots(struct ic_image *img, ic_error **errp)
         free(rest);
         if (!sn->id_str || !sn->name)
             return nomem(errp);
-        if (sn->l1_table_offset & s->cluster_offset_mask)
+        /* check reports (and -r all drops) a broken entry, as qemu opens it */
+        if ((sn->l1_table_offset & s->cluster_offset_mask) && !(img->flags & IC_OPEN_CHECK))
             return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                                 "snapshot %" PRIu32 ": L1 table offset %#" PRIx64 " unaligned", i,
                                 sn->l1_table_offset);
-        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES)
+        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES && !(img->flags & IC_OPEN_CHECK))
             return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
                                 "snapshot %" PRIu32 ": L1 table is too large", i);
         pos += entry;
@@ -1467,6 +1470,10 @@ const struct ic_driver ic_driver_qcow2 = {
     .flush = qcow2_flush,
     .block_status = qcow2_cluster_block_status,
     .truncate = qcow2_truncate,
+    .check = qcow2_check,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_goto = qcow2_snapshot_goto,
+    .snapshot_delete = qcow2_snapshot_delete,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .change_backing = qcow2_change_backing,
