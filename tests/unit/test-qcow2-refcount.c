@@ -1,0 +1,219 @@
+/*
+ * test-qcow2-refcount.c - refcount entries of every width, cluster
+ * allocation, self-describing refblocks, refcount table growth, refcount
+ * overflow on compressed packing, and the rebuild that repairs a dirty
+ * image.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "qcow2/qcow2.h"
+#include "util/endian.h"
+
+static char *dir;
+
+static int setup_dir(void **state)
+{
+    (void)state;
+    dir = tu_tmpdir();
+    return 0;
+}
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    tu_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+static ic_image *create_open(const char *name, uint64_t size, const char *opts)
+{
+    char *path = tu_path(dir, name);
+    ic_create_options co = IC_CREATE_OPTIONS_INIT;
+    ic_error *err = NULL;
+    co.format = "qcow2";
+    co.options = opts;
+    co.size = size;
+    co.size_set = true;
+    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_RDWR;
+    ic_image *img = NULL;
+    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    free(path);
+    return img;
+}
+
+static void qemu_clean(const char *name)
+{
+    if (!tu_have_prog("qemu-img"))
+        return;
+    char *path = tu_path(dir, name), *out = NULL;
+    int rc = tu_sh_out(&out, "qemu-img check '%s' 2>&1", path);
+    if (rc != 0)
+        fail_msg("qemu-img check %s: exit %d\n%s", name, rc, out);
+    free(out);
+    free(path);
+}
+
+static void test_qcow2_refcount__entries_of_every_width_round_trip(void **state)
+{
+    (void)state;
+    uint8_t rb[512];
+    for (uint32_t order = 0; order <= 6; order++) {
+        struct qcow2_state s = { .refcount_bits = 1u << order };
+        uint32_t n = 512 * 8 / s.refcount_bits;
+        uint64_t max = s.refcount_bits == 64 ? UINT64_MAX : (1ull << s.refcount_bits) - 1;
+        memset(rb, 0, sizeof(rb));
+        for (uint32_t i = 0; i < n; i++)
+            qcow2_refblock_set(&s, rb, i, (i * 2654435761u) & max);
+        for (uint32_t i = 0; i < n; i++)
+            assert_int_equal(qcow2_refblock_get(&s, rb, i), (i * 2654435761u) & max);
+    }
+    /* layout: sub-byte widths LSB first, wide ones big-endian */
+    struct qcow2_state s1 = { .refcount_bits = 1 }, s16 = { .refcount_bits = 16 };
+    memset(rb, 0, sizeof(rb));
+    qcow2_refblock_set(&s1, rb, 1, 1);
+    assert_int_equal(rb[0], 0x02);
+    qcow2_refblock_set(&s16, rb, 2, 0x1234);
+    assert_int_equal(ic_load_be16(rb + 4), 0x1234);
+}
+
+static void test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones(void **state)
+{
+    (void)state;
+    ic_image *img = create_open("a.qcow2", 1u << 20, "cluster_size=4096");
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t rc;
+    /* header, reftable, refblock, L1 */
+    for (uint64_t c = 0; c < 4; c++) {
+        assert_int_equal(qcow2_get_refcount(img, c, &rc), 0);
+        assert_int_equal(rc, 1);
+    }
+    int64_t a = qcow2_alloc_clusters(img, 3);
+    assert_int_equal(a, 4 * 4096);
+    int64_t b = qcow2_alloc_clusters(img, 1);
+    assert_int_equal(b, 7 * 4096);
+    assert_int_equal(qcow2_free_clusters(img, (uint64_t)a, 2 * 4096), 0);
+    assert_int_equal(qcow2_get_refcount(img, 4, &rc), 0);
+    assert_int_equal(rc, 0);
+    /* a hole of two fits two, not three */
+    assert_int_equal(qcow2_alloc_clusters(img, 2), 4 * 4096);
+    assert_int_equal(qcow2_alloc_clusters(img, 3), 8 * 4096);
+    /* decrementing a free cluster is corruption */
+    assert_int_equal(qcow2_update_refcount(img, 100 * 4096, 4096, -1), -EIO);
+    (void)s;
+    ic_image_close(img);
+}
+
+static void test_qcow2_refcount__grows_table_when_last_block_full(void **state)
+{
+    (void)state;
+    /* 512-byte clusters, 64-bit refcounts: 64 clusters per refblock, one
+     * reftable cluster covers 64 refblocks = 2 MiB of file */
+    ic_image *img = create_open("g.qcow2", 8u << 20, "cluster_size=512,refcount_bits=64");
+    struct qcow2_state *s = qcow2_state(img);
+    ic_error *err = NULL;
+    assert_int_equal(s->reftable_clusters, 1);
+    uint64_t old_off = s->reftable_offset;
+    uint8_t *buf = malloc(3u << 20);
+    assert_non_null(buf);
+    tu_fill_pattern(buf, 3u << 20, 5);
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, 3u << 20, 0, &err), err);
+    assert_true(s->reftable_clusters >= 2);
+    assert_true(s->reftable_offset != old_off);
+    /* every refblock the table names describes itself */
+    for (uint32_t i = 0; i < s->reftable_size; i++) {
+        uint64_t off = s->reftable[i] & QCOW2_REFT_OFFSET_MASK, rc;
+        if (!off)
+            continue;
+        assert_int_equal(qcow2_get_refcount(img, off >> s->cluster_bits, &rc), 0);
+        assert_int_equal(rc, 1);
+    }
+    /* (the old table was freed: qemu-img check below finds no leak) */
+    uint8_t *back = malloc(3u << 20);
+    TU_ASSERT_OK(ic_image_pread(img, back, 3u << 20, 0, &err), err);
+    assert_memory_equal(back, buf, 3u << 20);
+    assert_int_equal(ic_image_close(img), 0);
+    qemu_clean("g.qcow2");
+    free(buf);
+    free(back);
+}
+
+static void test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_clusters(void **state)
+{
+    (void)state;
+    ic_image *img = create_open("c.qcow2", 1u << 20, "cluster_size=4096,refcount_bits=1");
+    ic_error *err = NULL;
+    uint8_t buf[4096];
+    memset(buf, 3, sizeof(buf));
+    for (uint64_t off = 0; off < 8 * 4096; off += 4096)
+        TU_ASSERT_OK(ic_image_pwrite_compressed(img, buf, sizeof(buf), off, &err), err);
+    struct qcow2_state *s = qcow2_state(img);
+    assert_int_equal(s->refcount_max, 1);
+    assert_int_equal(ic_image_close(img), 0);
+    qemu_clean("c.qcow2");
+    /* with 16-bit refcounts the same clusters share host clusters */
+    img = create_open("c16.qcow2", 1u << 20, "cluster_size=4096");
+    int64_t before = ic_io_get_size(ic_image_file(img));
+    for (uint64_t off = 0; off < 8 * 4096; off += 4096)
+        TU_ASSERT_OK(ic_image_pwrite_compressed(img, buf, sizeof(buf), off, &err), err);
+    int64_t after = ic_io_get_size(ic_image_file(img));
+    assert_true(after - before <= 3 * 4096);
+    assert_int_equal(ic_image_close(img), 0);
+    qemu_clean("c16.qcow2");
+}
+
+static void test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open(void **state)
+{
+    (void)state;
+    ic_image *img = create_open("d.qcow2", 4u << 20, "cluster_size=4096,lazy_refcounts=on");
+    ic_error *err = NULL;
+    uint8_t buf[20000];
+    memset(buf, 9, sizeof(buf));
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 12345, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+    /* wreck the refblock (cluster 2) and set the dirty bit */
+    char *path = tu_path(dir, "d.qcow2");
+    uint8_t *b;
+    size_t len;
+    assert_int_equal(tu_read_file(path, &b, &len), 0);
+    memset(b + 2 * 4096 + 8, 0, 4096 - 8);
+    ic_store_be64(b + 72, ic_load_be64(b + 72) | QCOW2_INCOMPAT_DIRTY);
+    assert_int_equal(tu_write_file(path, b, len), 0);
+    free(b);
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_RDWR;
+    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    struct qcow2_state *s = qcow2_state(img);
+    assert_false(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY);
+    uint8_t back[20000];
+    TU_ASSERT_OK(ic_image_pread(img, back, sizeof(back), 12345, &err), err);
+    assert_memory_equal(back, buf, sizeof(back));
+    /* writing after the repair allocates only free clusters */
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 2u << 20, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+    qemu_clean("d.qcow2");
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qcow2_refcount__entries_of_every_width_round_trip),
+        cmocka_unit_test(test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones),
+        cmocka_unit_test(test_qcow2_refcount__grows_table_when_last_block_full),
+        cmocka_unit_test(test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_clusters),
+        cmocka_unit_test(test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
