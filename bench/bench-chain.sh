@@ -46,7 +46,7 @@ if [ ! -e "$STAMP" ]; then
     touch "$STAMP"
 fi
 
-fresh() { rm -rf run out.*; cp -a tmpl run; sync; }
+fresh() { rm -rf run out.*; cp -a tmpl run; sync; sleep 1; }
 
 # run CMD...: one timed run on a fresh copy (an argument EMPTY stands for
 # ""); prints "seconds kib" or "fail".
