@@ -233,7 +233,8 @@ int qcow2_grow_l1(struct ic_image *img, uint64_t min_size)
         free(raw);
         return -ENOMEM;
     }
-    memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+    if (s->l1_size)
+        memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
     for (uint64_t i = 0; i < min_size; i++)
         ic_store_be64(raw + 8 * i, nl1[i]);
     ic_io_event(img->file, IC_EV_L1_GROW_ALLOC);
