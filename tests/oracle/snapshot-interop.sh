@@ -11,7 +11,7 @@ clean() { expect "$1: qemu-img check clean" qimg check -q "$2"; }
 
 for o in "cluster_size=65536" "cluster_size=512" "cluster_size=4096,refcount_bits=8" \
          "cluster_size=65536,refcount_bits=64" "compat=0.10" \
-         "cluster_size=65536,extended_l2=on" "cluster_size=16384,refcount_bits=4"; do
+         "cluster_size=65536,extended_l2=on" "cluster_size=16384,refcount_bits=32"; do
     f="$T/a.qcow2"
     rm -f "$f"
     qimg create -q -f qcow2 -o "$o" "$f" 8M
