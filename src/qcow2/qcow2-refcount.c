@@ -529,7 +529,10 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
         ret = qcow2_update_refcount(img, c << s->cluster_bits, n << s->cluster_bits, 1);
         if (ret < 0)
             return ret;
-        s->free_cluster_index = first_free < c ? first_free : end;
+        /* As qemu's alloc_clusters_noref: the hint moves past the run;
+         * holes too small for this request are found again only after a
+         * free lowers the hint (otherwise every batch rescans them). */
+        s->free_cluster_index = n == 1 && first_free < c ? first_free : end;
         return (int64_t)(c << s->cluster_bits);
     }
     return ic_image_fail(img, -EIO, "cluster allocation did not converge");
