@@ -12,6 +12,10 @@
 #   chain     three qcow2 layers holding about 1 GiB of data together
 #             (512 MiB base + 2 x 256 MiB overlays, compressible content)
 #
+# imgchain's convert always flushes the target before it exits; qemu-img's
+# default cache mode for convert (unsafe) never does, so qemu-img runs with
+# -t writeback, the mode with the same guarantee.
+#
 # Environment: BUILD (build) or IMGCHAIN_BIN, BENCH_RUNS (5), BENCH_DIR
 # (/var/tmp/imgchain-bench), BENCH_OPS (all; e.g. "info map").
 set -u
@@ -60,6 +64,7 @@ fi
 # run TOOL CMD...: one timed run; prints "seconds kib" or "fail".
 run() {
     rm -f out.raw out.qcow2
+    sync # start from the same state: no writeback left from the last run
     if python3 -c '
 import os, sys, time
 t0 = time.monotonic()
@@ -121,9 +126,9 @@ for img in prealloc.qcow2 top.qcow2; do
         case $op in
         info) bench $img info info --backing-chain --output=json $img -- info --backing-chain --output=json $img ;;
         map) bench $img map map --output=json $img -- map --output=json $img ;;
-        convert-raw) bench $img "convert -O raw" convert -O raw $img out.raw -- convert -O raw $img out.raw ;;
-        convert-qcow2) bench $img "convert -O qcow2" convert -O qcow2 $img out.qcow2 -- convert -O qcow2 $img out.qcow2 ;;
-        convert-c) bench $img "convert -c -O qcow2" convert -c -O qcow2 $img out.qcow2 -- convert -c -O qcow2 $img out.qcow2 ;;
+        convert-raw) bench $img "convert -O raw" convert -O raw $img out.raw -- convert -t writeback -O raw $img out.raw ;;
+        convert-qcow2) bench $img "convert -O qcow2" convert -O qcow2 $img out.qcow2 -- convert -t writeback -O qcow2 $img out.qcow2 ;;
+        convert-c) bench $img "convert -c -O qcow2" convert -c -O qcow2 $img out.qcow2 -- convert -t writeback -c -O qcow2 $img out.qcow2 ;;
         *) echo "bench: unknown op $op" >&2 ;;
         esac
     done
@@ -131,7 +136,8 @@ done
 
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating; median wall time"
-echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data)"
+echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
+echo " converts flush the target: qemu-img runs them with -t writeback)"
 echo
 echo "| image | operation | imgchain (s) | qemu-img (s) | qemu-img/imgchain | imgchain RSS (MiB) | qemu-img RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"

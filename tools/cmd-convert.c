@@ -6,9 +6,10 @@
  *  1. All the work is ic_image_convert() (src/chain/chain-convert.c); this
  *     file maps options: -f source format, -O target format (raw by
  *     default, as qemu-img), -o target options, -c compress, -t cache
- *     mode of the target: unsafe (the default, as qemu-img convert's: no
- *     final flush), writeback (flushed before exit) or none (O_DIRECT and
- *     flushed), -l snapshot, -U force-share source, -p progress, -q quiet.
+ *     mode of the target: writeback (the default) or none (O_DIRECT); the
+ *     target is always flushed before exit, so qemu-img's "unsafe" is
+ *     accepted and means writeback; -l snapshot, -U force-share source, -p
+ *     progress, -q quiet.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -47,7 +48,6 @@ static int run_convert(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
-    o.unsafe = true; /* qemu-img convert's default cache mode */
     struct cli_snapshot_arg snap = { 0 };
     bool progress = false, quiet = false;
     int c, rc;
@@ -74,16 +74,11 @@ static int run_convert(int argc, char **argv)
         case 't':
             if (!strcmp(optarg, "none")) {
                 o.direct = true;
-                o.unsafe = false;
-            } else if (!strcmp(optarg, "writeback")) {
+            } else if (!strcmp(optarg, "writeback") || !strcmp(optarg, "unsafe")) {
                 o.direct = false;
-                o.unsafe = false;
-            } else if (!strcmp(optarg, "unsafe")) {
-                o.direct = false;
-                o.unsafe = true;
             } else {
                 cli_snapshot_arg_free(&snap);
-                return cli_usage_error("convert", "invalid cache mode '%s' (unsafe, writeback or none)",
+                return cli_usage_error("convert", "invalid cache mode '%s' (writeback or none)",
                                        optarg);
             }
             break;
@@ -104,7 +99,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-t unsafe|writeback|none] [-l SNAPSHOT] [-U] SRC DST\n");
+                   "[-q] [-t writeback|none] [-l SNAPSHOT] [-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -139,5 +134,5 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t unsafe|writeback|none] "
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t writeback|none] "
             "[-l SNAPSHOT] [-U] SRC DST")

@@ -32,8 +32,6 @@ typedef struct ic_convert_options {
     const char *options;       /* -o string for the new image (no backing_file) */
     bool compress;             /* -c: write each cluster compressed (qcow2) */
     bool direct;               /* -t none: O_DIRECT on the target */
-    bool unsafe;               /* -t unsafe: no final flush of the target
-                                * (qemu-img convert's default cache mode) */
     bool force_share;          /* -U: open the source with force-share locks */
     const char *snapshot_id;   /* -l snapshot.id=: export an internal snapshot */
     const char *snapshot_name; /* -l snapshot.name= (either or both) */
@@ -42,16 +40,17 @@ typedef struct ic_convert_options {
     void *payload;             /* passed to progress */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
-    { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, false, NULL, NULL, \
-      NULL, NULL, NULL }
+    { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
+      NULL, NULL }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into
  * a new image @p dst of opts->out_format.  Ranges that are unallocated in
  * every layer, or read as zeroes, are not written: the new image reads them
  * as zeroes already.  Data blocks that turn out to be all zero are skipped
- * too (as qemu-img convert's default -S 4k).  A target that did not exist
- * before is removed when the conversion fails.
+ * too (as qemu-img convert's default -S 4k).  The target is flushed before
+ * this returns (qemu-img's default cache mode, unsafe, does not flush).  A
+ * target that did not exist before is removed when the conversion fails.
  * @return 0; -ENOENT source (or a backing file) missing; -EINVAL bad
  *   options, or @p dst is the source or one of its backing files;
  *   -ENOTSUP compression for a format without it, unknown snapshot
@@ -64,8 +63,7 @@ IC_EXTERN int ic_image_convert(const char *src, const char *dst,
  * Copies every guest byte of @p src into @p dst (opened writable, at least
  * as large, and reading as zeroes where it was not written), skipping
  * unallocated and zero ranges.  The engine behind ic_image_convert(), for
- * callers that open the images themselves.  Flushes @p dst at the end
- * unless opts->unsafe.
+ * callers that open the images themselves.  Flushes @p dst at the end.
  */
 IC_EXTERN int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts,
                             ic_error **errp);

@@ -31,9 +31,9 @@
  *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers.
  *  7. Progress is reported after every window and skipped run, in guest
  *     bytes handled, from 0 to the virtual size.
- *  8. The target is flushed at the end (its data is durable when convert
- *     returns) unless opts->unsafe, qemu-img convert's default cache mode,
- *     which the CLI keeps as its default too.
+ *  8. The target is flushed at the end: its data is durable when convert
+ *     returns (qemu-img convert's default cache mode, unsafe, skips that;
+ *     closing an image flushes it here anyway, see image.c).
  *  9. Reading and writing overlap: a reader thread fills a ring of
  *     CONVERT_SLOTS buffers, the caller's thread writes them (see the
  *     comment above struct copy_state for the protocol).
@@ -414,7 +414,7 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
         ic_error_propagate(errp, werr);
     }
     ic_error_free(s.read_err);
-    if (ret == 0 && !opts->unsafe)
+    if (ret == 0)
         ret = ic_image_flush(dst, errp);
 out_sync:
     pthread_cond_destroy(&s.cond);
