@@ -95,7 +95,7 @@ static const char *verb(const struct chk *c, unsigned needs)
 {
     if (c->fix & needs)
         return "Repairing";
-    if (c->would_fix & needs)
+    if ((c->would_fix & needs) && !c->fix)
         return "Would repair:";
     return "ERROR";
 }
@@ -553,7 +553,7 @@ static int compare(struct chk *c, unsigned fix)
         if (need & fix)
             fixed = need == IC_FIX_LEAKS ? &c->res->leaks_fixed : &c->res->corruptions_fixed;
         say(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-            fixed ? "Repairing" : (need & c->would_fix) ? "Would repair: cluster" :
+            fixed ? "Repairing" : (need & c->would_fix) && !c->fix ? "Would repair:" :
             r1 < r2 ? "ERROR" : "Leaked", i, r1, r2);
         if (fixed) {
             int64_t d = r2 > r1 ? (int64_t)(r2 - r1) : -(int64_t)(r1 - r2);
@@ -787,6 +787,16 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
         ic_check_result again = { 0 };
         c.res = &again;
         c.rebuild = false;
+        /* the new structure lies past the old end of the file */
+        c.file_len = ic_io_get_size(img->file);
+        if (c.file_len < 0) {
+            ret = (int)c.file_len;
+            res->check_errors++;
+            goto out;
+        }
+        if ((ret = imrt_grow(&c, ((uint64_t)c.file_len + s->cluster_size - 1) >>
+                                 s->cluster_bits)) < 0)
+            goto out;
         memset(c.v16 ? (void *)c.v16 : (void *)c.v64, 0,
                (size_t)c.nb * (c.v16 ? sizeof(uint16_t) : sizeof(uint64_t)));
         if ((ret = load_reftable(&c)) == 0)
