@@ -46,10 +46,11 @@
 
 /* ---- bulk copy ------------------------------------------------------------ */
 
-/* The copy engine shared by commit and rebase: writes ranges of @src's
- * guest view into @dst with large aligned buffers.  Requests are queued by
- * ic_copy_range and the data moves while the caller computes the next
- * range; ic_copy_ctx_drain waits for every queued request. */
+/* The copy engine of commit: writes ranges of @src's guest view into @dst
+ * in 4 MiB chunks through one buffer aligned for O_DIRECT (the receiving
+ * image is opened with O_DIRECT where possible, see ic_chain_reopen_rw).
+ * Synchronous today; ic_copy_ctx_drain is the point where an asynchronous
+ * engine would wait for its requests, so callers already call it. */
 struct ic_copy_ctx {
     struct ic_image *src, *dst;
     unsigned zero_flags;
