@@ -226,7 +226,19 @@ static int txn_begin(struct txn *t, struct ic_image *img, ic_error **errp)
     return 0;
 }
 
-static int txn_rb_get(struct txn *t, uint64_t rt, struct txn_rb **out, ic_error **errp)
+static int txn_rb_load(struct txn *t, uint64_t rt, struct txn_rb **out, ic_error **errp);
+
+/* Hot path of every refcount access: the block is usually loaded. */
+static inline int txn_rb_get(struct txn *t, uint64_t rt, struct txn_rb **out, ic_error **errp)
+{
+    if (rt < t->nb_rb && t->rb[rt].loaded) {
+        *out = &t->rb[rt];
+        return 0;
+    }
+    return txn_rb_load(t, rt, out, errp);
+}
+
+static int txn_rb_load(struct txn *t, uint64_t rt, struct txn_rb **out, ic_error **errp)
 {
     struct qcow2_state *s = t->s;
     if (rt >= QCOW2_TXN_MAX_RT)
@@ -335,12 +347,18 @@ static int txn_alloc(struct txn *t, uint64_t n, uint64_t *off, ic_error **errp)
     struct qcow2_state *s = t->s;
     bool f;
     int ret;
+    /* skip used clusters a refcount block at a time */
     for (;;) {
-        if ((ret = txn_is_free(t, t->cursor, &f, errp)) < 0)
+        struct txn_rb *rb;
+        if ((ret = txn_rb_get(t, t->cursor >> s->refblock_bits, &rb, errp)) < 0)
             return ret;
-        if (f)
+        uint32_t i = (uint32_t)(t->cursor & (s->refblock_entries - 1));
+        while (i < s->refblock_entries && (qcow2_refblock_get(s, rb->buf, i) ||
+                                           (rb->freed[i / 64] & (1ull << (i % 64)))))
+            i++;
+        t->cursor = (t->cursor & ~((uint64_t)s->refblock_entries - 1)) + i;
+        if (i < s->refblock_entries)
             break;
-        t->cursor++;
     }
     uint64_t c = t->cursor, start = c, run = 0;
     while (run < n) {
