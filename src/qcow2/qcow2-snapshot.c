@@ -829,7 +829,7 @@ int qcow2_snapshot_create(struct ic_image *img, const ic_snapshot_info *info, ic
 
     struct txn t;
     uint64_t *nl1 = NULL;
-    bool changed = false;
+    bool changed = false, committed = false;
     uint64_t l1_off = 0, tab_off = 0, tab_bytes = 0;
     ret = txn_begin(&t, img, errp);
     if (ret == 0) {
@@ -863,11 +863,12 @@ int qcow2_snapshot_create(struct ic_image *img, const ic_snapshot_info *info, ic
             nl1 = NULL;
             s->nb_snapshots++;
             s->snapshots_size = tab_bytes;
+            committed = true;
         }
     }
     txn_free(&t);
     free(nl1);
-    if (s->h.nb_snapshots != s->nb_snapshots) {
+    if (!committed) {
         snapshot_clear(sn);
         qcow2_cache_reset(&s->l2_cache);
         qcow2_cache_reset(&s->refblock_cache);
