@@ -9,5 +9,10 @@
 #include "util.h"
 #include "sys/io.h"
 #include "image.h"
+#include "chain.h"
+#include "chain-edit.h"
+#include "snapshot.h"
+#include "snapmeta.h"
+#include "xml.h"
 
 #endif
