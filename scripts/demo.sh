@@ -19,7 +19,14 @@ IC="$top/$BUILD/imgchain"
 D=$(mktemp -d /tmp/imgchain-demo.XXXXXX)
 trap 'rm -rf "$D"' EXIT
 step() { printf '\n== %s\n' "$*"; }
-run() { printf '$ imgchain'; printf ' %s' "$@" | sed "s|$D/||g"; printf '\n'; "$IC" "$@"; }
+run() {
+    printf '$ imgchain'
+    for a in "$@"; do
+        case "$a" in *" "*) printf " '%s'" "$a" ;; *) printf ' %s' "$a" ;; esac
+    done | sed "s|$D/||g"
+    printf '\n'
+    "$IC" "$@"
+}
 
 step "1. a fresh 1 GiB disk with some data"
 run create -f qcow2 "$D/disk.qcow2" 1G
