@@ -20,10 +20,9 @@
  *     place (contiguous runs with one pwrite); whole clusters needing a
  *     new home are allocated as a contiguous batch and written from the
  *     caller's buffer with one pwrite; partial clusters that need a new
- *     home (or an extended-L2 cluster with unallocated subclusters) are
- *     rebuilt in a cluster buffer from the current guest view (backing,
- *     zeroes, compressed data) and written whole.  New L2 entries always
- *     have COPIED; extended L2 entries get all 32 subclusters allocated.
+ *     home (without extended L2: see 6) are rebuilt in a cluster buffer from the current guest view
+ *     (backing, zeroes, compressed data) and written whole.  New L2
+ *     entries always have COPIED.
  *  4. Ordering (reference 1.13 rule 3): the new cluster is allocated
  *     (refcount increment in the refblock cache) and its data written
  *     before the L2 entry is changed in the L2 cache; the L2 cache writes
@@ -35,6 +34,38 @@
  *     worst clusters leak.
  *  5. A shared L2 table (L1 entry without COPIED) is copied to a new
  *     cluster before it is changed; the old one is freed after the flush.
+ *  6. Extended L2 (reference 1.9) follows qemu 7.2's subcluster rules
+ *     (calculate_l2_meta, qcow2_alloc_cluster_link_l2) so that map output
+ *     and host layout match qemu's:
+ *     a. A write allocates the run of clusters that need a new home
+ *        (unallocated, compressed, shared) in one contiguous batch and
+ *        writes only the subclusters it touches, plus copy-on-write of
+ *        the guest view inside the first and last touched subclusters.
+ *        The COW region widens to the whole cluster for a compressed
+ *        entry and to the first/last allocated subcluster of a shared
+ *        one (their data must move).  Only the written subclusters get
+ *        their allocation bit; the others keep their old state
+ *        (unallocated: read through to the backing file; zero).
+ *     b. A write into a COPIED cluster whose touched subclusters are not
+ *        all allocated writes in place, with COW of the partly written
+ *        first/last subcluster, and then sets their allocation bits.
+ *     c. Zero writes are split like qemu's block layer (subcluster
+ *        alignment): whole subclusters set their zero bits (and clear
+ *        their allocation bits); whole clusters become all-zero bitmaps
+ *        (host cluster dropped only with MAY_UNMAP, or when compressed);
+ *        a partial subcluster becomes a zero subcluster only when the
+ *        rest of it already reads as zeroes through the chain and it
+ *        holds no data, else zero data is written.
+ *     d. Discard stays cluster granular (qemu 7.2 ignores partial-cluster
+ *        discards), and like qemu it allocates a missing L2 table.
+ *     e. An unallocated subcluster inside an allocated cluster reports its
+ *        host offset in block status (not allocated, offset valid), as
+ *        qemu's block status does.
+ *     Crash safety: the data and COW writes are issued before the L2 entry
+ *     that marks the subclusters allocated is changed in the L2 cache, and
+ *     the cache flushes the files before it writes any table (design note
+ *     4): if we crash before the table write, the new subclusters are not
+ *     referenced and the cluster at worst leaks.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -340,12 +371,20 @@ static int get_l2_for_write(struct ic_image *img, uint32_t l1i, uint8_t **table)
 
 /* ---- lookup ---------------------------------------------------------------------- */
 
-enum run_kind { RK_UNALLOC, RK_ZERO_PLAIN, RK_ZERO_ALLOC, RK_DATA, RK_COMPRESSED };
+/* RK_UNALLOC_ALLOC: unallocated subclusters of an allocated extended-L2
+ * cluster; they read like RK_UNALLOC but have a host offset (note 6e). */
+enum run_kind { RK_UNALLOC, RK_UNALLOC_ALLOC, RK_ZERO_PLAIN, RK_ZERO_ALLOC, RK_DATA,
+                RK_COMPRESSED };
+
+static bool kind_has_host(enum run_kind k)
+{
+    return k == RK_DATA || k == RK_ZERO_ALLOC || k == RK_UNALLOC_ALLOC;
+}
 
 struct run {
     enum run_kind kind;
     uint64_t len;
-    uint64_t host;   /* RK_DATA / RK_ZERO_ALLOC: host offset of the first byte */
+    uint64_t host;   /* kind_has_host(): host offset of the first byte */
     uint64_t l2e;    /* RK_COMPRESSED: the entry */
 };
 
@@ -378,19 +417,20 @@ static int unit_kind(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t pos
         return 0;
     }
     case QCOW2_SC_UNALLOCATED_PLAIN:
-    case QCOW2_SC_UNALLOCATED_ALLOC:
         *kind = RK_UNALLOC;
         return 0;
     case QCOW2_SC_ZERO_PLAIN:
         *kind = RK_ZERO_PLAIN;
         return 0;
+    case QCOW2_SC_UNALLOCATED_ALLOC:
     case QCOW2_SC_ZERO_ALLOC:
     case QCOW2_SC_NORMAL:
         if (hoff & s->cluster_offset_mask)
             return qcow2_signal_corruption(img, true, hoff, "cluster allocation offset %#"
                                            PRIx64 " unaligned (guest offset %#" PRIx64 ")",
                                            hoff, pos);
-        *kind = t == QCOW2_SC_NORMAL ? RK_DATA : RK_ZERO_ALLOC;
+        *kind = t == QCOW2_SC_NORMAL ? RK_DATA
+              : t == QCOW2_SC_ZERO_ALLOC ? RK_ZERO_ALLOC : RK_UNALLOC_ALLOC;
         *host = hoff + (pos - cstart);
         return 0;
     }
@@ -428,7 +468,7 @@ static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct r
         while (pos < tend) {
             uint32_t ci = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
             uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
-            enum run_kind k;
+            enum run_kind k = RK_UNALLOC;
             uint64_t host = 0, uend;
             if ((ret = unit_kind(img, e, bm, pos, &k, &host, &uend)) < 0) {
                 qcow2_cache_put(&s->l2_cache, &l2);
@@ -440,7 +480,7 @@ static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct r
                 r->l2e = e;
                 have = true;
             } else if (k != r->kind || k == RK_COMPRESSED ||
-                       ((k == RK_DATA || k == RK_ZERO_ALLOC) && host != r->host + (pos - off))) {
+                       (kind_has_host(k) && host != r->host + (pos - off))) {
                 stop = true;
                 break;
             }
@@ -497,6 +537,7 @@ int qcow2_cluster_pread(struct ic_image *img, void *buf, size_t len, uint64_t of
         size_t n = (size_t)r.len;
         switch (r.kind) {
         case RK_UNALLOC:
+        case RK_UNALLOC_ALLOC:
             ret = ic_image_backing_pread(img, p, n, off);
             break;
         case RK_ZERO_PLAIN:
@@ -577,6 +618,13 @@ int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len,
     switch (r.kind) {
     case RK_UNALLOC:
         *flags = 0;
+        break;
+    case RK_UNALLOC_ALLOC:
+        /* not decided here (the caller looks at the backing file), but
+         * the host offset is known: qemu reports it for the bottom layer */
+        *flags = IC_BS_OFFSET_VALID;
+        *map = r.host;
+        *file = qcow2_data_io(img);
         break;
     case RK_ZERO_PLAIN:
         *flags = IC_BS_ALLOCATED | IC_BS_ZERO;
@@ -706,6 +754,234 @@ static int write_cluster_slow(struct ic_image *img, uint8_t *l2, uint32_t ci, ui
     return set_new_entry(img, l2, ci, (uint64_t)host);
 }
 
+/* ---- extended L2 writes (design note 6) ------------------------------------------- */
+
+/* Bits [first, last] of a 32-bit subcluster bitmap half. */
+static uint64_t sc_range(uint32_t first, uint32_t last)
+{
+    return ((1ull << (last - first + 1)) - 1) << first;
+}
+
+/* Refuses an extended-L2 entry that qemu calls QCOW2_SUBCLUSTER_INVALID
+ * (reference 1.9) or whose host cluster is unaligned, before a write
+ * builds on it. */
+static int ext_check_entry(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t pos)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t hoff = e & QCOW2_L2E_OFFSET_MASK;
+    if (qcow2_subcluster_type(s, e, bm, 0) == QCOW2_SC_INVALID)
+        return qcow2_signal_corruption(img, true, UINT64_MAX, "invalid L2 entry %#" PRIx64
+                                       " (bitmap %#" PRIx64 ") for guest offset %#" PRIx64, e, bm,
+                                       pos);
+    if (qcow2_cluster_type(s, e) == QCOW2_CT_NORMAL && (hoff & s->cluster_offset_mask))
+        return qcow2_signal_corruption(img, true, hoff, "cluster allocation offset %#" PRIx64
+                                       " unaligned (guest offset %#" PRIx64 ")", hoff, pos);
+    return 0;
+}
+
+/* qemu's cluster_needs_new_alloc(): everything but a COPIED data cluster. */
+static bool ext_needs_alloc(const struct qcow2_state *s, uint64_t e)
+{
+    return qcow2_cluster_type(s, e) != QCOW2_CT_NORMAL || !entry_copied(s, e);
+}
+
+/* Copy-on-write of guest bytes [gstart+from, gstart+to) to host
+ * [host+from, host+to): the current guest view (this layer, the backing
+ * chain, zeroes past the end of the disk).  Runs before the L2 entry
+ * changes, so it reads what the old entry describes. */
+static int ext_cow(struct ic_image *img, uint64_t gstart, uint64_t host, uint64_t from,
+                   uint64_t to)
+{
+    if (from >= to)
+        return 0;
+    uint64_t len = to - from, g = gstart + from;
+    uint8_t *tmp = calloc(1, (size_t)len);
+    if (!tmp)
+        return -ENOMEM;
+    int ret = 0;
+    if (g < img->size) {
+        ic_io_event(img->file, IC_EV_COW_READ);
+        ret = qcow2_cluster_pread(img, tmp, (size_t)IC_MIN(len, img->size - g), g);
+    }
+    if (ret == 0) {
+        ic_io_event(img->file, IC_EV_COW_WRITE);
+        ret = ic_io_pwrite(qcow2_data_io(img), tmp, (size_t)len, host + from);
+    }
+    free(tmp);
+    return ret;
+}
+
+/* Note 6b: [pos, pos+n) inside the COPIED data cluster of entry @ci, some
+ * of whose touched subclusters are unallocated or zero (qemu's
+ * calculate_l2_meta with keep_old). */
+static int ext_write_in_place(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
+                              const uint8_t *data, uint64_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+    uint64_t a = pos & s->cluster_offset_mask, gstart = pos - a;
+    uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
+    uint32_t fsc = (uint32_t)(a >> s->subcluster_bits);
+    uint32_t lsc = (uint32_t)((a + n - 1) >> s->subcluster_bits);
+    /* a partly written subcluster that holds data keeps it; one that reads
+     * as zeroes or from the backing file is completed from the guest view */
+    uint64_t from = qcow2_subcluster_type(s, e, bm, fsc) == QCOW2_SC_NORMAL
+                        ? a : (uint64_t)fsc << s->subcluster_bits;
+    uint64_t to = qcow2_subcluster_type(s, e, bm, lsc) == QCOW2_SC_NORMAL
+                      ? a + n : (uint64_t)(lsc + 1) << s->subcluster_bits;
+    int ret;
+    if (!s->data_file && (ret = qcow2_check_overlap(img, host + from, to - from)) < 0)
+        return ret;
+    if ((ret = ext_cow(img, gstart, host, from, a)) < 0)
+        return ret;
+    ic_io_event(img->file, IC_EV_DATA_WRITE);
+    if ((ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)n, host + a)) < 0)
+        return ret;
+    if ((ret = ext_cow(img, gstart, host, a + n, to)) < 0)
+        return ret;
+    /* The data and COW writes above come first; the L2 cache flushes the
+     * files before it writes this table: if we crash before that, the
+     * subclusters stay unallocated and the bytes written are unused. */
+    uint64_t nbm = (bm | sc_range(fsc, lsc)) & ~(sc_range(fsc, lsc) << 32);
+    if (nbm != bm) {
+        ic_io_event(img->file, IC_EV_L2_UPDATE);
+        qcow2_l2_set_bitmap(s, l2, ci, nbm);
+        qcow2_cache_mark_dirty(&s->l2_cache, l2);
+    }
+    return 0;
+}
+
+/* COW start (from the first cluster's start) for a new cluster replacing
+ * entry (e, bm) whose first written subcluster is @sc (calculate_l2_meta,
+ * keep_old false). */
+static uint64_t ext_cow_start(const struct qcow2_state *s, uint64_t e, uint64_t bm, uint32_t sc)
+{
+    uint32_t alloc = (uint32_t)(bm & QCOW2_BITMAP_ALL_ALLOC);
+    switch (qcow2_subcluster_type(s, e, bm, sc)) {
+    case QCOW2_SC_COMPRESSED:
+        return 0;
+    case QCOW2_SC_NORMAL:
+    case QCOW2_SC_ZERO_ALLOC:
+    case QCOW2_SC_UNALLOCATED_ALLOC: {
+        /* a shared cluster moves from its first allocated subcluster on */
+        uint32_t first = alloc ? (uint32_t)__builtin_ctz(alloc) : QCOW2_SUBCLUSTERS;
+        return (uint64_t)IC_MIN(sc, first) << s->subcluster_bits;
+    }
+    case QCOW2_SC_ZERO_PLAIN:
+    case QCOW2_SC_UNALLOCATED_PLAIN:
+    case QCOW2_SC_INVALID:
+        break;
+    }
+    return (uint64_t)sc << s->subcluster_bits;
+}
+
+/* COW end (from the last cluster's start) when the write ends at @end
+ * (1..cluster_size) inside it. */
+static uint64_t ext_cow_end(const struct qcow2_state *s, uint64_t e, uint64_t bm, uint64_t end)
+{
+    uint32_t sc = (uint32_t)((end - 1) >> s->subcluster_bits);
+    uint32_t alloc = (uint32_t)(bm & QCOW2_BITMAP_ALL_ALLOC);
+    switch (qcow2_subcluster_type(s, e, bm, sc)) {
+    case QCOW2_SC_COMPRESSED:
+        return s->cluster_size;
+    case QCOW2_SC_NORMAL:
+    case QCOW2_SC_ZERO_ALLOC:
+    case QCOW2_SC_UNALLOCATED_ALLOC: {
+        /* ... up to its last allocated subcluster */
+        uint32_t tail = alloc ? (uint32_t)__builtin_clz(alloc) : QCOW2_SUBCLUSTERS;
+        uint32_t skip = IC_MIN(QCOW2_SUBCLUSTERS - sc - 1, tail);
+        return s->cluster_size - ((uint64_t)skip << s->subcluster_bits);
+    }
+    case QCOW2_SC_ZERO_PLAIN:
+    case QCOW2_SC_UNALLOCATED_PLAIN:
+    case QCOW2_SC_INVALID:
+        break;
+    }
+    return (uint64_t)(sc + 1) << s->subcluster_bits;
+}
+
+/* Note 6a: the run of clusters from entry @ci that need a new home, as far
+ * as the write [pos, pos+len) reaches, gets one contiguous allocation
+ * (qemu's handle_alloc).  Returns the bytes of the write it covered. */
+static int64_t ext_write_alloc(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
+                               const uint8_t *data, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, a = pos & s->cluster_offset_mask, gstart = pos - a;
+    uint64_t k = 0, mb = max_batch(s);
+    int ret;
+    while (k < mb && k * cs < a + len && ci + k < s->l2_entries) {
+        uint64_t e = qcow2_l2_get(s, l2, ci + (uint32_t)k);
+        if (!ext_needs_alloc(s, e))
+            break;
+        if ((ret = ext_check_entry(img, e, qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)k),
+                                   gstart + k * cs)) < 0)
+            return ret;
+        k++;
+    }
+    if (k == 0)
+        return -EIO; /* the caller saw entry @ci needing a new home */
+    uint64_t bytes = IC_MIN(len, k * cs - a), end = a + bytes;
+    uint64_t last = (end - 1) >> s->cluster_bits; /* == k - 1 */
+    uint64_t from = ext_cow_start(s, qcow2_l2_get(s, l2, ci), qcow2_l2_get_bitmap(s, l2, ci),
+                                  (uint32_t)(a >> s->subcluster_bits));
+    uint64_t to = last * cs +
+                  ext_cow_end(s, qcow2_l2_get(s, l2, ci + (uint32_t)last),
+                              qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)last),
+                              end - last * cs);
+    int64_t host = alloc_data(img, pos, k);
+    if (host < 0)
+        return host;
+    /* The clusters are allocated (refcounts in the refblock cache) but no
+     * entry points to them yet: if we fail or crash from here until the
+     * L2 table is written, they only leak. */
+    if ((ret = ext_cow(img, gstart, (uint64_t)host, from, a)) < 0)
+        return ret;
+    ic_io_event(img->file, IC_EV_DATA_WRITE);
+    if ((ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)bytes, (uint64_t)host + a)) < 0)
+        return ret;
+    if ((ret = ext_cow(img, gstart, (uint64_t)host, end, to)) < 0)
+        return ret;
+    /* Data and COW are written; only now the entries change (in the L2
+     * cache, which flushes the files before it writes the table). */
+    for (uint64_t j = 0; j <= last; j++) {
+        uint32_t i = ci + (uint32_t)j;
+        uint64_t old = qcow2_l2_get(s, l2, i), bm = qcow2_l2_get_bitmap(s, l2, i);
+        uint64_t wf = IC_MAX(from, j * cs) - j * cs, wt = IC_MIN(to, (j + 1) * cs) - j * cs;
+        uint32_t fsc = (uint32_t)(wf >> s->subcluster_bits);
+        uint32_t lsc = (uint32_t)((wt - 1) >> s->subcluster_bits);
+        uint64_t nbm = (bm | sc_range(fsc, lsc)) & ~(sc_range(fsc, lsc) << 32);
+        uint64_t nhost = (uint64_t)host + j * cs;
+        ic_io_event(img->file, IC_EV_L2_UPDATE);
+        qcow2_l2_set(s, l2, i, nhost | QCOW2_OFLAG_COPIED);
+        qcow2_l2_set_bitmap(s, l2, i, nbm);
+        qcow2_cache_mark_dirty(&s->l2_cache, l2);
+        /* what the old entry referenced is freed after the table is on
+         * disk (queued) */
+        if ((ret = qcow2_free_l2_entry(img, old)) < 0)
+            return ret;
+    }
+    return (int64_t)bytes;
+}
+
+/* One step of an extended-L2 write at entry @ci that cannot simply be
+ * written in place; returns the bytes done. */
+static int64_t ext_write(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
+                         const uint8_t *data, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+    int ret = ext_check_entry(img, e, bm, pos);
+    if (ret < 0)
+        return ret;
+    if (ext_needs_alloc(s, e))
+        return ext_write_alloc(img, l2, ci, pos, data, len);
+    uint64_t n = IC_MIN(len, (uint64_t)s->cluster_size - (pos & s->cluster_offset_mask));
+    if ((ret = ext_write_in_place(img, l2, ci, pos, data, n)) < 0)
+        return ret;
+    return (int64_t)n;
+}
+
 /* Writes the part of [off, off+len) inside one L2 table; returns bytes. */
 static int64_t write_in_table(struct ic_image *img, const uint8_t *buf, uint64_t len,
                               uint64_t off)
@@ -742,6 +1018,15 @@ static int64_t write_in_table(struct ic_image *img, const uint8_t *buf, uint64_t
             if ((ret = ic_io_pwrite(qcow2_data_io(img), buf + done, (size_t)total, host)) < 0)
                 break;
             done += total;
+            continue;
+        }
+        if (s->ext_l2) {
+            int64_t w = ext_write(img, l2, ci, pos, buf + done, limit - done);
+            if (w < 0) {
+                ret = (int)w;
+                break;
+            }
+            done += (uint64_t)w;
             continue;
         }
         bool full = a == 0 && (n == cs || pos + n >= img->size);
@@ -875,8 +1160,10 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
         uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
         bool table = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
         /* nothing to do for a missing table that already reads as zeroes
-         * (no backing) or that a discard would leave reading the backing */
-        if (!table && (mode == ZM_FULL || !img->backing_name ||
+         * (no backing) or that a discard would leave reading the backing;
+         * with extended L2 a discard allocates it anyway, as qemu's
+         * get_cluster_table does (same host layout, note 6d) */
+        if (!table && (mode == ZM_FULL || (!img->backing_name && !s->ext_l2) ||
                        (s->h.version < 3 && !s->ext_l2))) {
             off += n;
             len -= n;
@@ -910,6 +1197,212 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
     return 0;
 }
 
+/* ---- extended L2 zero writes (design note 6c) ---------------------------------------- */
+
+/* qemu's MAX_BOUNCE_BUFFER: when write-zeroes is refused, qemu's block
+ * layer writes zero data in pieces of at most this size and tries
+ * write-zeroes again for the rest. */
+#define EXT_ZERO_FALLBACK_MAX ((uint64_t)32768 * 512)
+
+/* The L2 entry of guest offset @pos without allocating anything (0 when
+ * there is no L2 table). */
+static int lookup_entry(struct ic_image *img, uint64_t pos, uint64_t *e, uint64_t *bm)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1i = pos >> (s->cluster_bits + s->l2_bits);
+    uint64_t l2off = l1i < s->l1_size ? s->l1[l1i] & QCOW2_L1E_OFFSET_MASK : 0;
+    *e = *bm = 0;
+    if (!l2off)
+        return 0;
+    uint8_t *l2;
+    int ret = qcow2_get_l2(img, l2off, &l2);
+    if (ret < 0)
+        return ret;
+    uint32_t ci = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
+    *e = qcow2_l2_get(s, l2, ci);
+    *bm = qcow2_l2_get_bitmap(s, l2, ci);
+    qcow2_cache_put(&s->l2_cache, &l2);
+    return 0;
+}
+
+/* qemu's is_zero(): block status through the whole chain says the range
+ * reads as zeroes (clamped to the disk). */
+static bool chain_reads_zero(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    if (off >= img->size)
+        return true;
+    len = IC_MIN(len, img->size - off);
+    while (len > 0) {
+        ic_block_status st;
+        if (ic_image_block_status(img, NULL, off, len, &st, NULL) < 0 ||
+            !(st.flags & IC_BS_ZERO) || st.length == 0)
+            return false;
+        uint64_t n = IC_MIN(st.length, len);
+        off += n;
+        len -= n;
+    }
+    return true;
+}
+
+/* The writable L2 table covering guest offset @off (L1 grown, table
+ * allocated or unshared as qemu's get_cluster_table does). */
+static int l2_for_write_at(struct ic_image *img, uint64_t off, uint8_t **l2)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1i = off >> (s->cluster_bits + s->l2_bits);
+    int ret;
+    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
+        return ret;
+    return get_l2_for_write(img, (uint32_t)l1i, l2);
+}
+
+/* qemu's zero_l2_subclusters: @nsc subclusters from @off (subcluster
+ * aligned, inside one cluster, fewer than all) read as zeroes.  The host
+ * cluster stays allocated.  -ENOTSUP for a compressed cluster. */
+static int ext_zero_subclusters(struct ic_image *img, uint64_t off, uint32_t nsc)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t *l2;
+    int ret = l2_for_write_at(img, off, &l2);
+    if (ret < 0)
+        return ret;
+    uint32_t ci = (uint32_t)((off >> s->cluster_bits) & (s->l2_entries - 1));
+    uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+    if (qcow2_cluster_type(s, e) == QCOW2_CT_COMPRESSED) {
+        ret = -ENOTSUP;
+    } else {
+        uint32_t sc = (uint32_t)((off & s->cluster_offset_mask) >> s->subcluster_bits);
+        uint64_t r = sc_range(sc, sc + nsc - 1);
+        uint64_t nbm = (bm | (r << 32)) & ~r;
+        if (nbm != bm) {
+            ic_io_event(img->file, IC_EV_L2_UPDATE);
+            qcow2_l2_set_bitmap(s, l2, ci, nbm);
+            qcow2_cache_mark_dirty(&s->l2_cache, l2);
+        }
+    }
+    qcow2_cache_put(&s->l2_cache, &l2);
+    return ret;
+}
+
+/* qemu's zero_in_l2_slice: whole clusters of [off, off+len) (cluster
+ * aligned; the last one may end at the end of the disk) get an all-zero
+ * bitmap; the host cluster is dropped when compressed, or with @unmap. */
+static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    while (len > 0) {
+        uint64_t l1i = off >> tbits;
+        uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
+        uint8_t *l2;
+        int ret = l2_for_write_at(img, off, &l2);
+        if (ret < 0)
+            return ret;
+        for (uint64_t p = off; p < off + n && ret == 0; p += s->cluster_size) {
+            uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
+            uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+            enum qcow2_ctype t = qcow2_cluster_type(s, e);
+            bool drop = t == QCOW2_CT_COMPRESSED || (unmap && t == QCOW2_CT_NORMAL);
+            uint64_t ne = drop ? 0 : e;
+            if (ne == e && bm == QCOW2_BITMAP_ALL_ZERO)
+                continue;
+            ic_io_event(img->file, IC_EV_L2_UPDATE);
+            qcow2_l2_set(s, l2, ci, ne);
+            qcow2_l2_set_bitmap(s, l2, ci, QCOW2_BITMAP_ALL_ZERO);
+            qcow2_cache_mark_dirty(&s->l2_cache, l2);
+            /* the old cluster is freed after the table is on disk */
+            if (drop)
+                ret = qcow2_free_l2_entry(img, e);
+        }
+        qcow2_cache_put(&s->l2_cache, &l2);
+        if (ret < 0)
+            return ret;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* qemu's qcow2_subcluster_zeroize: [off, off+len) is subcluster aligned
+ * (its end may be the end of the disk). */
+static int ext_zeroize(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, scs = s->subcluster_size, end = off + len;
+    uint64_t head = IC_MIN(end, IC_ALIGN_UP(off, cs)) - off;
+    off += head;
+    uint64_t tail = end >= img->size ? 0 : end - IC_MAX(off, IC_ALIGN_DOWN(end, cs));
+    end -= tail;
+    int ret = 0;
+    if (head)
+        ret = ext_zero_subclusters(img, off - head, (uint32_t)IC_DIV_ROUND_UP(head, scs));
+    if (ret == 0 && end > off)
+        ret = ext_zero_clusters(img, off, IC_MIN(end, img->size) - off, unmap);
+    if (ret == 0 && tail)
+        ret = ext_zero_subclusters(img, end, (uint32_t)IC_DIV_ROUND_UP(tail, scs));
+    return ret;
+}
+
+/* qcow2_co_pwrite_zeroes for one piece of the block layer's split: a
+ * piece that covers only part of a subcluster zeroes the whole subcluster
+ * when the rest of it already reads as zeroes and it holds no data;
+ * otherwise -ENOTSUP (the caller writes zero data). */
+static int ext_zero_piece(struct ic_image *img, uint64_t pos, uint64_t n, bool unmap)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t scs = s->subcluster_size, end = pos + n;
+    uint64_t head = pos & (scs - 1);
+    uint64_t tail = end == img->size ? 0 : IC_ALIGN_UP(end, scs) - end;
+    if (head || tail) {
+        if (!chain_reads_zero(img, pos - head, head) || !chain_reads_zero(img, end, tail))
+            return -ENOTSUP;
+        pos -= head;
+        n = scs;
+        uint64_t e, bm;
+        int ret = lookup_entry(img, pos, &e, &bm);
+        if (ret < 0)
+            return ret;
+        uint32_t sc = (uint32_t)((pos & s->cluster_offset_mask) >> s->subcluster_bits);
+        switch (qcow2_subcluster_type(s, e, bm, sc)) {
+        case QCOW2_SC_UNALLOCATED_PLAIN:
+        case QCOW2_SC_UNALLOCATED_ALLOC:
+        case QCOW2_SC_ZERO_PLAIN:
+        case QCOW2_SC_ZERO_ALLOC:
+            break;
+        case QCOW2_SC_NORMAL:
+        case QCOW2_SC_COMPRESSED:
+        case QCOW2_SC_INVALID:
+            return -ENOTSUP;
+        }
+    }
+    return ext_zeroize(img, pos, n, unmap);
+}
+
+/* Zero writes with extended L2, split as qemu's bdrv_co_do_pwrite_zeroes
+ * splits them (alignment: one subcluster), with its fallback to zero data
+ * for pieces the driver refuses. */
+static int ext_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t scs = s->subcluster_size, end = off + len;
+    while (off < end) {
+        uint64_t n = end - off;
+        if (off & (scs - 1))
+            n = IC_MIN(n, scs - (off & (scs - 1)));
+        else if ((end & (scs - 1)) && n > scs)
+            n -= end & (scs - 1);
+        int ret = ext_zero_piece(img, off, n, unmap);
+        if (ret == -ENOTSUP) {
+            n = IC_MIN(n, EXT_ZERO_FALLBACK_MAX);
+            ret = write_zero_buf(img, off, n);
+        }
+        if (ret < 0)
+            return ret;
+        off += n;
+    }
+    return 0;
+}
+
 int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -918,6 +1411,12 @@ int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len
     int ret = prepare_write(img);
     if (ret < 0)
         return ret;
+    if (s->ext_l2) {
+        ret = ext_pwrite_zeroes(img, off, len, (flags & IC_ZERO_MAY_UNMAP) != 0);
+        if (ret == 0)
+            ret = qcow2_flush_pending_frees(img);
+        return ret;
+    }
     uint64_t cs = s->cluster_size, end = off + len;
     uint64_t zs = IC_ALIGN_UP(off, cs);
     uint64_t ze = end == img->size ? IC_ALIGN_UP(end, cs) : IC_ALIGN_DOWN(end, cs);
