@@ -403,6 +403,11 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
     out->offset = off;
     unsigned depth = 0;
     struct ic_image *layer = img;
+    /* host offset a layer knows for a range it does not decide (qcow2's
+     * unallocated subclusters of an allocated cluster) */
+    uint64_t last_map = 0;
+    ic_io *last_file = NULL;
+    bool last_offset = false;
     for (; layer && layer != base; layer = layer->backing, depth++) {
         if (off >= layer->size) {
             /* past the end of a shorter backing file: zeroes, decided here */
@@ -431,12 +436,21 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
             return 0;
         }
         len = pnum;
+        last_offset = (flags & IC_BS_OFFSET_VALID) != 0;
+        last_map = map;
+        last_file = file;
     }
     out->length = len;
     out->depth = depth ? depth - 1 : 0;
     /* Nothing above base decides the range.  Without a base it reads as
      * zeroes; with one, the caller asked only about the layers above. */
     out->flags = layer ? 0 : IC_BS_ZERO;
+    if (!layer && last_offset) {
+        /* as qemu: the bottom layer's host offset stays (not allocated) */
+        out->flags |= IC_BS_OFFSET_VALID;
+        out->host_offset = last_map;
+        out->filename = last_file ? ic_io_name(last_file) : NULL;
+    }
     return 0;
 }
 
