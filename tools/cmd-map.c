@@ -226,7 +226,9 @@ static int run_map(int argc, char **argv)
             break;
         }
         if (mergeable(&curr, &next)) {
+            /* as qemu: the merged entry keeps the first one's offset */
             next.start = curr.start;
+            next.offset = curr.offset;
             next.length += curr.length;
             curr = next;
             continue;
