@@ -52,6 +52,14 @@
 
 /* One line of a report: longer lines are cut (they name offsets only). */
 #define CHK_LINE_MAX 512
+/* Where a reference lives, for the messages ("L2 table at 0x40000 entry 3"). */
+#define CHK_WHERE_MAX 160
+/* -r all grows the file to cover an aligned reference past its end (design
+ * note 8) by at most this many clusters (64 GiB with 64 KiB clusters, 512 MiB
+ * with 512-byte ones): the IMRT and the rebuild keep a counter per cluster,
+ * so this bounds their extra memory to 6 MiB, and a reference further away
+ * is more likely garbage than the lost tail of a truncated file. */
+#define CHK_MAX_GROW_CLUSTERS (1ull << 20)
 
 struct l2ref {
     uint64_t off;
@@ -87,6 +95,13 @@ struct chk {
     ic_check_result pre;        /* counters before compare */
     struct l2ref *refs;         /* L2 tables reached, with their L1 entry count */
     size_t nrefs;
+    /* the reference being counted: where it lives, and whether growing the
+     * file can make it valid (design note 8) */
+    char where[CHK_WHERE_MAX];
+    bool growable;
+    int64_t tab;                /* snapshot table findings outside the scan counters */
+    uint64_t grow_end;          /* file size that covers every growable reference */
+    int64_t grow_refs;          /* corruptions that growing to grow_end repairs */
 };
 
 static void say(struct chk *c, const char *fmt, ...) IC_PRINTF(2, 3);
@@ -143,15 +158,50 @@ static int imrt_grow(struct chk *c, uint64_t n)
 /* qcow2_inc_refcounts_imrt (design note 1), @k times at once: a shared L2
  * table is walked once with the number of L1 entries that reach it
  * (design note 7); what qemu counts per walk is counted k times. */
+static void set_where(struct chk *c, bool growable, const char *fmt, ...) IC_PRINTF(3, 4);
+static void set_where(struct chk *c, bool growable, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->where, sizeof(c->where), fmt, ap);
+    va_end(ap);
+    c->growable = growable;
+}
+
+/* A reference ending one cluster or more past the end of the file.  An
+ * aligned data cluster, L2 or L1 table there reads as zeroes (unallocated
+ * entries for a table), so -r all can grow the file and keep exactly what
+ * a reader sees (design note 8). */
+static void past_eof(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t end = IC_ALIGN_UP(off + size, (uint64_t)s->cluster_size);
+    uint64_t have = IC_DIV_ROUND_UP((uint64_t)c->file_len, s->cluster_size);
+    bool can = c->growable && !(off & s->cluster_offset_mask) &&
+               end - 1 <= QCOW2_MAX_HOST_OFFSET &&
+               (end >> s->cluster_bits) - have <= CHK_MAX_GROW_CLUSTERS;
+    const char *head = "ERROR:";
+    if (can && (c->would_fix & IC_FIX_ERRORS))
+        head = c->fix ? "Repairing:" : "Would repair:";
+    say(c, "%s counting reference for region exceeding the end of the file by one cluster or "
+        "more: offset 0x%" PRIx64 " size 0x%" PRIx64 " (%s; file size %" PRId64 ")%s%s", head,
+        off, size, c->where, c->file_len,
+        !c->growable ? "" : can ? "; fixed by growing the file, the cluster reads as zeroes "
+        "as before" : "; too far past the end of the file to grow it", "");
+    c->res->corruptions += (int64_t)k;
+    if (can) {
+        c->grow_end = IC_MAX(c->grow_end, end);
+        c->grow_refs += (int64_t)k;
+    }
+}
+
 static int inc_k(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
 {
     struct qcow2_state *s = c->s;
     if (!size)
         return 0;
     if ((int64_t)(off + size) - c->file_len >= (int64_t)s->cluster_size) {
-        say(c, "ERROR: counting reference for region exceeding the end of the file by one "
-            "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64, off, size);
-        c->res->corruptions += (int64_t)k;
+        past_eof(c, off, size, k);
         return 0;
     }
     uint64_t first = off >> s->cluster_bits, last = (off + size - 1) >> s->cluster_bits;
@@ -162,7 +212,9 @@ static int inc_k(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
     for (uint64_t q = first; q <= last; q++) {
         uint64_t v = imrt_get(c, q), nv = v + IC_MIN(k, c->max - v);
         if (c->max - v < k) {
-            say(c, "ERROR: overflow cluster offset=0x%" PRIx64, q << s->cluster_bits);
+            say(c, "ERROR: overflow cluster offset=0x%" PRIx64 " (refcount above %" PRIu64
+                " for refcount_bits=%" PRIu32 "; reference from %s)", q << s->cluster_bits,
+                c->max, s->refcount_bits, c->where);
             c->res->corruptions += (int64_t)(k - (c->max - v));
         }
         if (c->v16)
@@ -184,7 +236,8 @@ static int read_raw(struct chk *c, void *buf, uint64_t len, uint64_t off, const 
 {
     int ret = ic_io_pread(c->img->file, buf, (size_t)len, off);
     if (ret < 0) {
-        say(c, "ERROR: I/O error in %s", what);
+        say(c, "ERROR: I/O error in %s: reading %" PRIu64 " bytes at offset 0x%" PRIx64
+            " (%s): %s", what, len, off, c->where, strerror(-ret));
         c->res->check_errors++;
     }
     return ret;
@@ -216,37 +269,46 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
         c->res->check_errors++;
         return -ENOMEM;
     }
+    set_where(c, false, "L2 table at 0x%" PRIx64, l2off);
     int ret = read_raw(c, l2, s->cluster_size, l2off, "check_refcounts_l2");
     uint64_t next = 0;
+    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)" */
+    char at[CHK_WHERE_MAX];
     for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
         uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
         enum qcow2_ctype t = qcow2_cluster_type(s, e);
+        if (t == QCOW2_CT_UNALLOCATED && !bm)
+            continue;
+        snprintf(at, sizeof(at), "L2 table at 0x%" PRIx64 " entry %" PRIu32 " (at 0x%" PRIx64
+                 ")%s", l2off, j, l2off + (uint64_t)j * s->l2_entry_size,
+                 active ? "" : ", reached from snapshots only");
         if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
-            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64, e);
+            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, at);
             c->res->corruptions += (int64_t)k;
         }
         switch (t) {
         case QCOW2_CT_COMPRESSED: {
             if (e & QCOW2_OFLAG_COPIED) {
                 say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-                    "compressed clusters", e & s->cluster_offset_mask);
+                    "compressed clusters (%s)", e & s->coffset_mask, at);
                 e &= ~QCOW2_OFLAG_COPIED;
                 c->res->corruptions += (int64_t)k;
             }
             if (s->data_file_name) {
-                say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64,
-                    j, e);
+                say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
+                    " (%s)", j, e, at);
                 c->res->corruptions += (int64_t)k;
                 break;
             }
             if (bm) {
                 say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
-                    "bitmap, entry=0x%" PRIx64, j, e);
+                    "bitmap, entry=0x%" PRIx64 " (%s)", j, e, at);
                 c->res->corruptions += (int64_t)k;
                 break;
             }
             uint64_t coff, csize;
             qcow2_parse_compressed(s, e, &coff, &csize);
+            set_where(c, false, "compressed data of %s", at);
             ret = inc_k(c, coff, csize, k);
             if (active) {
                 c->res->allocated_clusters++;
@@ -261,7 +323,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
             if ((bm >> 32) & bm) {
                 c->res->corruptions += (int64_t)k;
                 say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-                    "allocation bitmap", off);
+                    "allocation bitmap (%s)", off, at);
             }
             if (off & s->cluster_offset_mask) {
                 bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
@@ -269,7 +331,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                 c->res->corruptions += (int64_t)k;
                 if (!data) {
                     say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
-                        "aligned; L2 entry corrupted.", verb(c, IC_FIX_ERRORS), off);
+                        "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, at);
                     if (c->fix & IC_FIX_ERRORS) {
                         if (zero_alloc_repair(c, l2off, j) == 0) {
                             c->res->corruptions -= (int64_t)k;
@@ -280,7 +342,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                     }
                 } else {
                     say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
-                        "entry corrupted.", off);
+                        "entry corrupted. (%s)", off, at);
                 }
             }
             if (active) {
@@ -289,6 +351,8 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                     c->res->fragmented_clusters++;
                 next = off + s->cluster_size;
             }
+            set_where(c, true, "%s cluster of %s", t == QCOW2_CT_NORMAL ? "data" :
+                      "preallocated zero", at);
             if (!s->data_file_name)
                 ret = inc_k(c, off, s->cluster_size, k);
             break;
@@ -298,7 +362,8 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
         case QCOW2_CT_UNALLOCATED:
             if (bm & QCOW2_BITMAP_ALL_ALLOC) {
                 c->res->corruptions += (int64_t)k;
-                say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map");
+                say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
+                    at);
             }
             break;
         }
@@ -375,11 +440,14 @@ static int build_refs(struct chk *c)
     return 0;
 }
 
-static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active)
+/* @name: "active L1 table" or "L1 table of snapshot 1 (s1)", for messages. */
+static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active,
+                   const char *name)
 {
     struct qcow2_state *s = c->s;
     if (!l1_size)
         return 0;
+    set_where(c, true, "%s at 0x%" PRIx64 ", %" PRIu32 " entries", name, l1off, l1_size);
     int ret = inc(c, l1off, (uint64_t)l1_size * 8);
     if (ret < 0)
         return ret;
@@ -397,15 +465,17 @@ static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active)
         if (!e)
             continue;
         if (e & QCOW2_L1E_RESERVED_MASK) {
-            say(c, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
+            say(c, "ERROR found L1 entry with reserved bits set: %" PRIx64 " (%s at 0x%" PRIx64
+                " entry %" PRIu32 ")", e, name, l1off, i);
             c->res->corruptions++;
         }
         uint64_t l2off = e & QCOW2_L1E_OFFSET_MASK;
+        set_where(c, true, "L2 table of %s at 0x%" PRIx64 " entry %" PRIu32, name, l1off, i);
         if ((ret = inc(c, l2off, s->cluster_size)) < 0)
             break;
         if (l2off & s->cluster_offset_mask) {
-            say(c, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry corrupted",
-                l2off);
+            say(c, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry corrupted"
+                " (%s at 0x%" PRIx64 " entry %" PRIu32 ")", l2off, name, l1off, i);
             c->res->corruptions++;
         }
         struct l2ref key = { l2off, 0, false }, *r = bsearch(&key, c->refs, c->nrefs,
@@ -425,6 +495,7 @@ static int walk_bitmaps(struct chk *c)
     struct qcow2_state *s = c->s;
     if (!s->has_bitmaps_ext)
         return 0;
+    set_where(c, false, "bitmap directory at 0x%" PRIx64, s->bitmap_dir_offset);
     int ret = inc(c, s->bitmap_dir_offset, s->bitmap_dir_size);
     if (ret < 0)
         return ret;
@@ -446,10 +517,14 @@ static int walk_bitmaps(struct chk *c)
         uint32_t tsize = ic_load_be32(e + 8);
         uint64_t elen = IC_ALIGN_UP(24ull + ic_load_be32(e + 20) + ic_load_be16(e + 18), 8);
         if (elen > s->bitmap_dir_size - pos || (uint64_t)tsize * 8 > QCOW2_MAX_L1_BYTES) {
-            say(c, "ERROR bitmap directory entry %" PRIu32 " is invalid", i);
+            say(c, "ERROR bitmap directory entry %" PRIu32 " is invalid (bitmap directory at 0x%"
+                PRIx64 ", entry at 0x%" PRIx64 ")", i, s->bitmap_dir_offset,
+                s->bitmap_dir_offset + pos);
             c->res->corruptions++;
             break;
         }
+        set_where(c, false, "table of bitmap %" PRIu32 " (bitmap directory entry at 0x%" PRIx64
+                  ")", i, s->bitmap_dir_offset + pos);
         pos += elen;
         if ((ret = inc(c, toff, (uint64_t)tsize * 8)) < 0 || !tsize)
             continue;
@@ -461,6 +536,8 @@ static int walk_bitmaps(struct chk *c)
         ret = read_raw(c, t, (uint64_t)tsize * 8, toff, "bitmap table");
         for (uint32_t j = 0; ret == 0 && j < tsize; j++) {
             uint64_t d = ic_load_be64(t + 8 * (size_t)j) & QCOW2_L2E_OFFSET_MASK;
+            set_where(c, false, "bitmap data of bitmap table at 0x%" PRIx64 " entry %" PRIu32,
+                      toff, j);
             if (d)
                 ret = inc(c, d, s->cluster_size);
         }
@@ -473,33 +550,44 @@ static int walk_bitmaps(struct chk *c)
 static int check_refblocks(struct chk *c)
 {
     struct qcow2_state *s = c->s;
+    const char *fix = (c->would_fix & IC_FIX_ERRORS) ? c->fix ? "; rebuilding the refcount "
+                      "structure" : "; would rebuild the refcount structure" : "";
     for (uint64_t i = 0; i < c->rt_size; i++) {
         uint64_t e = c->rt[i], off = e & QCOW2_REFT_OFFSET_MASK, cl = off >> s->cluster_bits;
+        uint64_t at = s->h.refcount_table_offset + 8 * i;
         if (e & QCOW2_REFT_RESERVED) {
-            say(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set", i);
+            say(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set (entry 0x%"
+                PRIx64 " at 0x%" PRIx64 " in the refcount table at 0x%" PRIx64 "%s)", i, e, at,
+                s->h.refcount_table_offset, fix);
             c->res->corruptions++;
             c->rebuild = true;
             continue;
         }
         if (off & s->cluster_offset_mask) {
             say(c, "ERROR refcount block %" PRIu64 " is not cluster aligned; refcount table entry "
-                "corrupted", i);
+                "corrupted (offset 0x%" PRIx64 ", entry at 0x%" PRIx64 "%s)", i, off, at, fix);
             c->res->corruptions++;
             c->rebuild = true;
             continue;
         }
         if (off && cl >= c->nb) {
             c->res->corruptions++;
-            say(c, "ERROR refcount block %" PRIu64 " is outside image", i);
+            say(c, "ERROR refcount block %" PRIu64 " is outside image (offset 0x%" PRIx64
+                ", file size %" PRId64 ", refcount table entry at 0x%" PRIx64 "%s)", i, off,
+                c->file_len, at, fix);
             c->rebuild = true;
             continue;
         }
         if (off) {
+            set_where(c, false, "refcount block %" PRIu64 " (refcount table entry at 0x%" PRIx64
+                      ")", i, at);
             int ret = inc(c, off, s->cluster_size);
             if (ret < 0)
                 return ret;
             if (imrt_get(c, cl) != 1) {
-                say(c, "ERROR refcount block %" PRIu64 " refcount=%" PRIu64, i, imrt_get(c, cl));
+                say(c, "ERROR refcount block %" PRIu64 " refcount=%" PRIu64 " (refcount block at "
+                    "0x%" PRIx64 " is also used as other metadata or data; refcount table entry "
+                    "at 0x%" PRIx64 "%s)", i, imrt_get(c, cl), off, at, fix);
                 c->res->corruptions++;
                 c->rebuild = true;
             }
@@ -508,20 +596,108 @@ static int check_refblocks(struct chk *c)
     return 0;
 }
 
-/* Snapshot table findings counted before the walk (qcow2_check_read_snapshot_table). */
-static void check_snapshot_table(struct chk *c)
+/* Writes the number of snapshots the table keeps into the header (bytes
+ * 60..63), qemu's first step when it drops overhanging entries. */
+static int write_nb_snapshots(struct chk *c, uint32_t n)
+{
+    uint8_t b[4];
+    ic_store_be32(b, n);
+    ic_io_event(c->img->file, IC_EV_CHECK_REPAIR);
+    /* If we crash after this point, the dropped entries' L1 and L2 tables,
+     * data and table tail only leak: nothing references them any more, and
+     * the refcount repair below frees them (design note 9). */
+    int ret = ic_io_pwrite(c->img->file, b, sizeof(b), QCOW2_HDR_NB_SNAPSHOTS);
+    if (ret == 0)
+        ret = ic_io_flush(c->img->file);
+    return ret;
+}
+
+/* Snapshot table damage an IC_OPEN_CHECK open accepted, counted before the
+ * walk as qemu's qcow2_check_read_snapshot_table does (design note 9).
+ * Without -r all the table cannot be read, so the check stops with an
+ * error (qemu: "Check failed", exit 1).  Findings go to c->tab, except the
+ * dropped entries, which -r all repairs here and now. */
+static int check_snapshot_table(struct chk *c, ic_error **errp)
 {
     struct qcow2_state *s = c->s;
-    if (s->h.version < 3)
-        return;
+    uint32_t over_count = s->snap_too_many ? s->h.nb_snapshots - QCOW2_MAX_SNAPSHOTS : 0;
+    uint32_t over_size = s->snap_dropped - over_count;
+    int first_cut = -1;
+    for (uint32_t i = 0; i < s->nb_snapshots && first_cut < 0; i++)
+        if (s->snapshots[i].extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
+            first_cut = (int)i;
+    if ((s->snap_dropped || s->snap_extra_cut) && !(c->would_fix & IC_FIX_ERRORS)) {
+        if (s->snap_too_many)
+            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "snapshot table at 0x%" PRIx64
+                                " too large: %" PRIu32 " snapshots (at most %u); run 'imgchain "
+                                "check -r all' to drop the %" PRIu32 " overhanging snapshots",
+                                s->h.snapshots_offset, s->h.nb_snapshots, QCOW2_MAX_SNAPSHOTS,
+                                over_count);
+        if (first_cut >= 0) {
+            const struct qcow2_snapshot *sn = &s->snapshots[first_cut];
+            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "failed to read the snapshot table: "
+                                "too much extra metadata in snapshot table entry %d at 0x%" PRIx64
+                                " (%" PRIu32 " > %u bytes); run 'imgchain check -r all' to cut it",
+                                first_cut, sn->entry_offset, sn->extra_data_size,
+                                QCOW2_MAX_SNAPSHOT_EXTRA);
+        }
+        return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "failed to read the snapshot table: "
+                            "snapshot table at 0x%" PRIx64 " is too big (over %llu bytes from "
+                            "entry %" PRIu32 " on); run 'imgchain check -r all' to drop the %"
+                            PRIu32 " overhanging snapshots", s->h.snapshots_offset,
+                            (unsigned long long)QCOW2_MAX_SNAPSHOTS_BYTES, s->nb_snapshots,
+                            over_size);
+    }
+    const char *drop = c->fix ? "Discarding" : "Would discard";
+    if (over_count)
+        say(c, "%s %" PRIu32 " overhanging snapshots (snapshot table at 0x%" PRIx64 " counts %"
+            PRIu32 ", at most %u)", drop, over_count, s->h.snapshots_offset, s->h.nb_snapshots,
+            QCOW2_MAX_SNAPSHOTS);
+    if (over_size)
+        say(c, "%s %" PRIu32 " overhanging snapshots (snapshot table is too big: entries %"
+            PRIu32 " on, from 0x%" PRIx64 ", end past %llu bytes)", drop, over_size,
+            s->nb_snapshots, s->h.snapshots_offset + s->snapshots_size,
+            (unsigned long long)QCOW2_MAX_SNAPSHOTS_BYTES);
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
-        if (s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN) {
-            c->res->corruptions++;
-            say(c, "%s snapshot table entry %" PRIu32 " is incomplete",
-                c->fix & IC_FIX_ERRORS ? "Repairing" : c->would_fix & IC_FIX_ERRORS ?
-                "Would repair:" : "ERROR", i);
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        if (sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
+            say(c, "%s too much extra metadata in snapshot table entry %" PRIu32 " (%" PRIu32
+                " > %u; entry at 0x%" PRIx64 " in the snapshot table at 0x%" PRIx64 ")",
+                drop, i, sn->extra_data_size, QCOW2_MAX_SNAPSHOT_EXTRA, sn->entry_offset,
+                s->h.snapshots_offset);
+    }
+    /* qemu counts an entry cut and then dropped twice */
+    c->tab += s->snap_extra_cut;
+    if (s->snap_dropped) {
+        if (!c->fix) {
+            c->tab += s->snap_dropped;
+        } else {
+            int ret = write_nb_snapshots(c, s->nb_snapshots);
+            if (ret < 0)
+                return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                                    "failed to update the snapshot count in the image header: %s",
+                                    strerror(-ret));
+            s->h.nb_snapshots = s->nb_snapshots;
+            c->res->corruptions_fixed += s->snap_dropped;
+            s->snap_dropped = 0;
+            s->snap_too_many = s->snap_too_big = false;
         }
     }
+    if (s->h.version < 3)
+        return 0;
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        if (sn->extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN) {
+            c->tab++;
+            say(c, "%s snapshot table entry %" PRIu32 " is incomplete (extra_data_size %" PRIu32
+                " < %u in a v3 image; entry at 0x%" PRIx64 " in the snapshot table at 0x%"
+                PRIx64 ")", c->fix & IC_FIX_ERRORS ? "Repairing" :
+                c->would_fix & IC_FIX_ERRORS ? "Would repair:" : "ERROR", i,
+                sn->extra_data_size, QCOW2_SNAPSHOT_EXTRA_V3_MIN, sn->entry_offset,
+                s->h.snapshots_offset);
+        }
+    }
+    return 0;
 }
 
 static int calculate(struct chk *c)
@@ -532,20 +708,22 @@ static int calculate(struct chk *c)
         c->res->check_errors++;
         return ret;
     }
+    set_where(c, false, "image header");
     ret = inc(c, 0, s->cluster_size);
     if (ret == 0)
-        ret = walk_l1(c, s->h.l1_table_offset, s->h.l1_size, true);
+        ret = walk_l1(c, s->h.l1_table_offset, s->h.l1_size, true, "active L1 table");
     if (ret == 0 && s->data_file_name && s->nb_snapshots) {
-        say(c, "ERROR %" PRIu32 " snapshots in image with data file", s->nb_snapshots);
+        say(c, "ERROR %" PRIu32 " snapshots in image with data file (snapshot table at 0x%"
+            PRIx64 ")", s->nb_snapshots, s->h.snapshots_offset);
         c->res->corruptions++;
     }
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
         const struct qcow2_snapshot *sn = &s->snapshots[i];
         if (sn->l1_table_offset & s->cluster_offset_mask) {
             say(c, "%s snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not cluster aligned; "
-                "snapshot table entry corrupted", c->would_fix & IC_FIX_ERRORS ?
-                (c->fix ? "Dropping" : "Would drop:") : "ERROR", sn->id_str, sn->name,
-                sn->l1_table_offset);
+                "snapshot table entry corrupted (entry %" PRIu32 " at 0x%" PRIx64 ")",
+                c->would_fix & IC_FIX_ERRORS ? (c->fix ? "Dropping" : "Would drop:") : "ERROR",
+                sn->id_str, sn->name, sn->l1_table_offset, i, sn->entry_offset);
             c->res->corruptions++;
             if (c->drop)
                 c->drop[i] = true;
@@ -553,18 +731,25 @@ static int calculate(struct chk *c)
         }
         if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
             say(c, "%s snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too large; snapshot "
-                "table entry corrupted", c->would_fix & IC_FIX_ERRORS ?
-                (c->fix ? "Dropping" : "Would drop:") : "ERROR", sn->id_str, sn->name,
-                sn->l1_size);
+                "table entry corrupted (entry %" PRIu32 " at 0x%" PRIx64 ")",
+                c->would_fix & IC_FIX_ERRORS ? (c->fix ? "Dropping" : "Would drop:") : "ERROR",
+                sn->id_str, sn->name, sn->l1_size, i, sn->entry_offset);
             c->res->corruptions++;
             if (c->drop)
                 c->drop[i] = true;
             continue;
         }
-        ret = walk_l1(c, sn->l1_table_offset, sn->l1_size, false);
+        char name[CHK_WHERE_MAX / 2];
+        snprintf(name, sizeof(name), "L1 table of snapshot %.24s (%.24s)", sn->id_str,
+                 sn->name);
+        ret = walk_l1(c, sn->l1_table_offset, sn->l1_size, false, name);
     }
+    set_where(c, false, "snapshot table at 0x%" PRIx64 ", %" PRIu32 " entries",
+              s->h.snapshots_offset, s->nb_snapshots);
     if (ret == 0)
         ret = inc(c, s->h.snapshots_offset, s->snapshots_size);
+    set_where(c, false, "refcount table at 0x%" PRIx64 ", %" PRIu64 " entries",
+              s->h.refcount_table_offset, c->rt_size);
     if (ret == 0)
         ret = inc(c, s->h.refcount_table_offset, c->rt_size * 8);
     if (ret == 0)
@@ -621,17 +806,37 @@ static int load_reftable(struct chk *c)
     return ret;
 }
 
+/* Where the refcount of cluster @k lives, for messages. */
+static void rc_loc(const struct chk *c, uint64_t k, char *buf, size_t len)
+{
+    const struct qcow2_state *s = c->s;
+    uint64_t rt = k >> s->refblock_bits, host = k << s->cluster_bits;
+    uint32_t i = (uint32_t)(k & (s->refblock_entries - 1));
+    if (rt >= c->rt_size)
+        snprintf(buf, len, "host offset 0x%" PRIx64 ", beyond the refcount table at 0x%" PRIx64
+                 " (%" PRIu64 " entries)", host, s->h.refcount_table_offset, c->rt_size);
+    else if (!(c->rt[rt] & QCOW2_REFT_OFFSET_MASK))
+        snprintf(buf, len, "host offset 0x%" PRIx64 ", no refcount block: refcount table entry %"
+                 PRIu64 " at 0x%" PRIx64 " is 0", host, rt,
+                 s->h.refcount_table_offset + 8 * rt);
+    else
+        snprintf(buf, len, "host offset 0x%" PRIx64 ", refcount block at 0x%" PRIx64 " entry %"
+                 PRIu32, host, (uint64_t)(c->rt[rt] & QCOW2_REFT_OFFSET_MASK), i);
+}
+
 /* compare_refcounts; with @fix, mismatches the mode allows are repaired
  * in place through the engine (design note 4). */
 static int compare(struct chk *c, unsigned fix)
 {
     struct qcow2_state *s = c->s;
+    char loc[CHK_WHERE_MAX];
     c->highest = 0;
     for (uint64_t i = 0; i < c->nb; i++) {
         uint64_t r1, r2 = imrt_get(c, i);
         int ret = disk_refcount(c, i, &r1);
         if (ret < 0) {
-            say(c, "Can't get refcount for cluster %" PRIu64 ": %s", i, strerror(-ret));
+            rc_loc(c, i, loc, sizeof(loc));
+            say(c, "Can't get refcount for cluster %" PRIu64 ": %s (%s)", i, strerror(-ret), loc);
             c->res->check_errors++;
             continue;
         }
@@ -649,9 +854,14 @@ static int compare(struct chk *c, unsigned fix)
             need = IC_FIX_ERRORS;
         if (need & fix)
             fixed = need == IC_FIX_LEAKS ? &c->res->leaks_fixed : &c->res->corruptions_fixed;
-        say(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
-            fixed ? "Repairing" : (need & c->would_fix) && !c->fix ? "Would repair:" :
-            r1 < r2 ? "ERROR" : "Leaked", i, r1, r2);
+        /* a dry run names the change -r would make; a zero refcount is
+         * repaired by the rebuild, which -r all makes */
+        bool would = !c->fix && ((need & c->would_fix) ||
+                                 (!need && (c->would_fix & IC_FIX_ERRORS)));
+        rc_loc(c, i, loc, sizeof(loc));
+        say(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64 " (%s%s)",
+            fixed ? "Repairing" : would ? "Would repair:" : r1 < r2 ? "ERROR" : "Leaked", i, r1,
+            r2, loc, would && !need ? "; by rebuilding the refcount structure" : "");
         if (fixed) {
             int64_t d = r2 > r1 ? (int64_t)(r2 - r1) : -(int64_t)(r1 - r2);
             ic_io_event(c->img->file, IC_EV_CHECK_REPAIR);
@@ -676,25 +886,62 @@ static int compare(struct chk *c, unsigned fix)
     return 0;
 }
 
-/* check_oflag_copied: counts, and with @repair fixes through the engine. */
-static int check_copied(struct chk *c, bool repair)
+/* The refcount of cluster @k once the requested repair is done: what is on
+ * disk (@disk) after a real repair; in a dry run the computed refcount
+ * where the repair would change it (-r leaks only lowers). */
+static uint64_t rc_after(const struct chk *c, uint64_t k, uint64_t disk)
+{
+    if (c->fix || !c->would_fix || k >= c->nb)
+        return disk;
+    uint64_t want = imrt_get(c, k);
+    if (c->would_fix & IC_FIX_ERRORS)
+        return want;
+    return disk > want ? want : disk;
+}
+
+/* One COPIED flag against the refcount now (@rc) and after the repair
+ * (@rc2, dry run only); returns 1 when it is wrong now (counted). */
+static int copied_one(struct chk *c, bool repair, bool dry_repair, bool flag, uint64_t rc,
+                      uint64_t rc2, const char *what, const char *loc)
+{
+    bool now = (rc == 1) != flag, after = (rc2 == 1) != flag;
+    if (!c->fix && c->would_fix) {
+        if (after && dry_repair)
+            say(c, "Would repair: OFLAG_COPIED %s refcount=%" PRIu64 " (%s%s)", what, rc2, loc,
+                rc2 != rc ? "; refcount after the repair above" : "");
+        else if (now)
+            say(c, "ERROR OFLAG_COPIED %s refcount=%" PRIu64 " (%s%s)", what, rc, loc,
+                after ? "" : "; consistent once the refcount is repaired");
+        return now;
+    }
+    if (now)
+        say(c, "%s OFLAG_COPIED %s refcount=%" PRIu64 " (%s)", repair ? "Repairing" : "ERROR",
+            what, rc, loc);
+    return now;
+}
+
+/* check_oflag_copied: counts, and with @repair fixes through the engine.
+ * @dry_repair: a dry run of a repair that would fix them. */
+static int check_copied(struct chk *c, bool repair, bool dry_repair)
 {
     struct qcow2_state *s = c->s;
     int64_t found = 0;
     uint8_t *l2 = c->buf;
+    char what[96], loc[CHK_WHERE_MAX];
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e1 = s->l1[i], l2off = e1 & QCOW2_L1E_OFFSET_MASK, rc;
         if (!l2off)
             continue;
         if (disk_refcount(c, l2off >> s->cluster_bits, &rc) < 0)
             continue;
-        if ((rc == 1) != !!(e1 & QCOW2_OFLAG_COPIED)) {
-            found++;
-            say(c, "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64
-                " refcount=%" PRIu64, repair ? "Repairing" : verb(c, IC_FIX_ERRORS), i, e1, rc);
-        }
+        snprintf(what, sizeof(what), "L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64, i, e1);
+        snprintf(loc, sizeof(loc), "active L1 table at 0x%" PRIx64 " entry %" PRIu32 ", L2 table "
+                 "at 0x%" PRIx64, s->l1_offset, i, l2off);
+        found += copied_one(c, repair, dry_repair, !!(e1 & QCOW2_OFLAG_COPIED), rc,
+                            rc_after(c, l2off >> s->cluster_bits, rc), what, loc);
         if (ic_io_pread(c->img->file, l2, s->cluster_size, l2off) < 0) {
-            say(c, "ERROR: Could not read L2 table");
+            say(c, "ERROR: Could not read L2 table at 0x%" PRIx64 " (active L1 table entry %"
+                PRIu32 ")", l2off, i);
             c->res->check_errors++;
             return -EIO;
         }
@@ -703,15 +950,16 @@ static int check_copied(struct chk *c, bool repair)
             enum qcow2_ctype t = qcow2_cluster_type(s, e);
             if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
                 continue;
+            uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits, rc2;
             rc = 1;
-            if (!s->data_file_name &&
-                disk_refcount(c, (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits, &rc) < 0)
+            if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
                 continue;
-            if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
-                found++;
-                say(c, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
-                    repair ? "Repairing" : verb(c, IC_FIX_ERRORS), e, rc);
-            }
+            rc2 = s->data_file_name ? rc : rc_after(c, k, rc);
+            snprintf(what, sizeof(what), "data cluster: l2_entry=%" PRIx64, e);
+            snprintf(loc, sizeof(loc), "L2 table at 0x%" PRIx64 " entry %" PRIu32 " (at 0x%" PRIx64
+                     ")", l2off, j, l2off + (uint64_t)j * s->l2_entry_size);
+            found += copied_one(c, repair, dry_repair, !!(e & QCOW2_OFLAG_COPIED), rc, rc2,
+                                what, loc);
         }
     }
     if (!found)
@@ -730,13 +978,15 @@ static int check_copied(struct chk *c, bool repair)
     return 0;
 }
 
-/* Completes incomplete v3 entries and drops broken ones, then rewrites the
- * table (design note 5). */
-static int fix_snapshot_table(struct chk *c, bool *changed, ic_error **errp)
+/* Drops broken entries, completes incomplete v3 entries and cuts extra
+ * data to 1024 bytes, then rewrites the table (design notes 5, 9).
+ * *dropped: entries removed. */
+static int fix_snapshot_table(struct chk *c, bool *changed, int64_t *dropped, ic_error **errp)
 {
     struct qcow2_state *s = c->s;
     uint32_t n = 0;
     *changed = false;
+    *dropped = 0;
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         struct qcow2_snapshot *sn = &s->snapshots[i];
         if (c->drop && c->drop[i]) {
@@ -744,21 +994,29 @@ static int fix_snapshot_table(struct chk *c, bool *changed, ic_error **errp)
             free(sn->name);
             free(sn->unknown_extra);
             *changed = true;
+            (*dropped)++;
             continue;
         }
-        if (s->h.version >= 3 && sn->extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN)
+        if ((s->h.version >= 3 && sn->extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN) ||
+            sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
             *changed = true;
         if (!sn->has_disk_size) {
             sn->has_disk_size = true;
             sn->disk_size = c->img->size;
         }
+        /* the reader kept at most 1024 bytes: the serializer writes those */
         sn->extra_data_size = QCOW2_SNAPSHOT_EXTRA_QEMU + sn->unknown_extra_size;
         s->snapshots[n++] = *sn;
     }
     s->nb_snapshots = n;
+    if (c->drop)
+        memset(c->drop, 0, n * sizeof(*c->drop));
     if (!*changed)
         return 0;
-    return qcow2_snapshot_rewrite_table(c->img, errp);
+    int ret = qcow2_snapshot_rewrite_table(c->img, errp);
+    if (ret == 0)
+        s->snap_extra_cut = 0;
+    return ret;
 }
 
 static void chk_free(struct chk *c)
@@ -808,16 +1066,68 @@ static int chk_init(struct chk *c, struct ic_image *img, unsigned fix, ic_check_
     return load_reftable(c);
 }
 
+/* Empties the IMRT and sizes it for the file as it is now (after a repair
+ * moved its end). */
+static int imrt_reset(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    c->file_len = ic_io_get_size(c->img->file);
+    if (c->file_len < 0)
+        return (int)c->file_len;
+    int ret = imrt_grow(c, ((uint64_t)c->file_len + s->cluster_size - 1) >> s->cluster_bits);
+    if (ret < 0)
+        return ret;
+    memset(c->v16 ? (void *)c->v16 : (void *)c->v64, 0,
+           (size_t)c->nb * (c->v16 ? sizeof(uint16_t) : sizeof(uint64_t)));
+    c->rebuild = false;
+    c->grow_end = 0;
+    c->grow_refs = 0;
+    return load_reftable(c);
+}
+
 /* One scan: 0 when it completed. */
 static int scan(struct chk *c)
 {
     c->res->total_clusters = qcow2_size_to_clusters(c->s, c->img->size);
-    check_snapshot_table(c);
     int ret = calculate(c);
     c->pre = *c->res;
     if (ret == 0)
         ret = compare(c, 0);
     return ret;
+}
+
+/* Design note 8: grows the file so that every aligned reference past its
+ * end lies inside it, then scans again.  The first scan's counters are
+ * left in @first. */
+static int grow_and_rescan(struct chk *c, ic_check_result *first)
+{
+    int64_t old = c->file_len;
+    say(c, "Repairing: growing the file from %" PRId64 " to %" PRIu64 " bytes so that %" PRId64
+        " reference(s) past its end become valid (the clusters read as zeroes, as before)", old,
+        c->grow_end, c->grow_refs);
+    *first = *c->res;
+    ic_io_event(c->img->file, IC_EV_CHECK_REPAIR);
+    /* If we crash after this point the file is only longer: the new
+     * clusters read as zeroes, as the references past the old end did, and
+     * their refcount is 0 as it was; the refcount repair that follows
+     * writes a new structure before switching to it (design note 4). */
+    int ret = ic_io_truncate(c->img->file, c->grow_end);
+    if (ret == 0)
+        ret = ic_io_flush(c->img->file);
+    if (ret < 0) {
+        say(c, "ERROR growing the file to %" PRIu64 " bytes: %s", c->grow_end, strerror(-ret));
+        c->res->check_errors++;
+        return ret;
+    }
+    if ((ret = imrt_reset(c)) < 0) {
+        c->res->check_errors++;
+        return ret;
+    }
+    ic_check_result keep = *c->res;
+    memset(c->res, 0, sizeof(*c->res));
+    c->res->corruptions_fixed = keep.corruptions_fixed;
+    c->res->leaks_fixed = keep.leaks_fixed;
+    return scan(c);
 }
 
 static int rebuild(struct chk *c, ic_error **errp)
@@ -846,6 +1156,33 @@ static int rebuild(struct chk *c, ic_error **errp)
     return ret;
 }
 
+/* What a dry run cannot show per cluster: the whole-structure steps the
+ * repair would take (design note 6). */
+static void dry_run_steps(struct chk *c)
+{
+    struct qcow2_state *s = c->s;
+    if (c->fix || !c->would_fix)
+        return;
+    bool all = !!(c->would_fix & IC_FIX_ERRORS);
+    if (all && c->grow_end > (uint64_t)c->file_len)
+        say(c, "Would repair: grow the file from %" PRId64 " to %" PRIu64 " bytes so that %"
+            PRId64 " reference(s) past its end become valid (the clusters read as zeroes, as "
+            "before), then count the clusters it adds", c->file_len, c->grow_end, c->grow_refs);
+    if (c->rebuild && all)
+        say(c, "Would rebuild the refcount structure (refcount table at 0x%" PRIx64 ", %" PRIu64
+            " entries): new refcount blocks and table written past the end of the file from the "
+            "references counted, one header switch, then the old structure freed",
+            s->h.refcount_table_offset, c->rt_size);
+    else if (c->rebuild)
+        say(c, "ERROR need to rebuild refcount structures (-r leaks cannot; -r all can)");
+    if (all && s->h.version >= 3 && (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY))
+        say(c, "Would clear the dirty bit (incompatible feature bit 0, header offset 72) if "
+            "the repair leaves no corruption");
+    if (s->h.version >= 3 && (s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT))
+        say(c, "Would clear the corrupt bit (incompatible feature bit 1, header offset 72) if "
+            "the repair leaves no corruption");
+}
+
 int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, void *payload,
                 ic_check_result *res, ic_error **errp)
 {
@@ -869,11 +1206,23 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
                                 strerror(-ret));
         }
     }
+    if ((ret = check_snapshot_table(&c, errp)) < 0) {
+        chk_free(&c);
+        return ret;
+    }
     ret = scan(&c);
     if (ret < 0)
         goto out;
+    ic_check_result first;
+    bool grown = false;
+    if ((c.fix & IC_FIX_ERRORS) && c.grow_end > (uint64_t)c.file_len) {
+        if ((ret = grow_and_rescan(&c, &first)) < 0)
+            goto out;
+        grown = true;
+    }
+    dry_run_steps(&c);
     if (c.fix && c.rebuild && (c.fix & IC_FIX_ERRORS)) {
-        ic_check_result before = *res;
+        ic_check_result before = grown ? first : *res;
         ic_error *err = NULL;
         if ((ret = rebuild(&c, &err)) < 0) {
             say(&c, "ERROR rebuilding the refcount structure: %s", ic_error_message(err));
@@ -881,29 +1230,19 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
             res->check_errors++;
             goto out;
         }
-        /* recount on the new structure; leaks left by it are fixed */
+        /* recount on the new structure (past the old end of the file);
+         * leaks left by it are fixed */
         ic_check_result again = { 0 };
         c.res = &again;
-        c.rebuild = false;
-        /* the new structure lies past the old end of the file */
-        c.file_len = ic_io_get_size(img->file);
-        if (c.file_len < 0) {
-            ret = (int)c.file_len;
-            res->check_errors++;
-            goto out;
-        }
-        if ((ret = imrt_grow(&c, ((uint64_t)c.file_len + s->cluster_size - 1) >>
-                                 s->cluster_bits)) < 0)
-            goto out;
-        memset(c.v16 ? (void *)c.v16 : (void *)c.v64, 0,
-               (size_t)c.nb * (c.v16 ? sizeof(uint16_t) : sizeof(uint64_t)));
-        if ((ret = load_reftable(&c)) == 0)
+        if ((ret = imrt_reset(&c)) == 0)
             ret = calculate(&c);
         if (ret == 0)
             ret = compare(&c, IC_FIX_LEAKS);
         c.res = res;
-        if (ret < 0)
+        if (ret < 0) {
+            res->check_errors++;
             goto out;
+        }
         if (c.rebuild)
             say(&c, "ERROR rebuilt refcount structure is still broken");
         res->corruptions = again.corruptions;
@@ -923,9 +1262,14 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
             ret = 0;
             goto out;
         }
+        /* references the growth made valid, with their refcounts right */
+        if (grown && first.corruptions > c.pre.corruptions)
+            res->corruptions_fixed += first.corruptions - c.pre.corruptions;
         if (res->leaks || res->corruptions) {
             /* qemu: back to the counters before compare, compare again fixing */
+            int64_t gfixed = res->corruptions_fixed;
             *res = c.pre;
+            res->corruptions_fixed = gfixed;
             if ((ret = compare(&c, c.fix)) < 0)
                 goto out;
         }
@@ -935,27 +1279,29 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
         bool repair = (c.fix & IC_FIX_ERRORS) ||
                       ((c.fix & IC_FIX_LEAKS) && !res->check_errors && !res->corruptions &&
                        !res->leaks);
-        ret = check_copied(&c, repair);
+        bool dry_repair = (c.would_fix & IC_FIX_ERRORS) ||
+                          ((c.would_fix & IC_FIX_LEAKS) && !res->check_errors &&
+                           !res->corruptions && !c.tab);
+        ret = check_copied(&c, repair, dry_repair);
         if (ret < 0)
             goto out;
     }
     if (c.fix & IC_FIX_ERRORS) {
         bool changed;
-        ic_error *err = NULL;
         int64_t dropped = 0;
-        for (uint32_t i = 0; c.drop && i < s->nb_snapshots; i++)
-            dropped += c.drop[i];
-        int64_t incomplete = 0;
-        for (uint32_t i = 0; s->h.version >= 3 && i < s->nb_snapshots; i++)
-            incomplete += s->snapshots[i].extra_data_size < QCOW2_SNAPSHOT_EXTRA_V3_MIN;
-        if (fix_snapshot_table(&c, &changed, &err) < 0) {
+        ic_error *err = NULL;
+        if (fix_snapshot_table(&c, &changed, &dropped, &err) < 0) {
             say(&c, "ERROR failed to update snapshot table: %s", ic_error_message(err));
             ic_error_free(err);
             res->check_errors++;
-        } else if (changed) {
-            res->corruptions -= dropped + incomplete;
-            res->corruptions_fixed += dropped + incomplete;
+            res->corruptions += c.tab;
+        } else {
+            /* the dropped entries were counted by the scan, the rest in c.tab */
+            res->corruptions -= dropped;
+            res->corruptions_fixed += dropped + c.tab;
         }
+    } else {
+        res->corruptions += c.tab;
     }
     res->image_end_offset = (c.highest + 1) << s->cluster_bits;
     if (c.fix && !res->check_errors && !res->corruptions) {

@@ -466,89 +466,156 @@ void qcow2_free_snapshots(struct qcow2_state *s)
     s->nb_snapshots = 0;
 }
 
+/* Reads one table entry at @pos: fixed part, at most 1024 bytes of extra
+ * data (the rest is skipped, check mode only), id and name.  *end is the
+ * end of the name on disk.  @check: IC_OPEN_CHECK. */
+static int read_snapshot_entry(struct ic_image *img, uint32_t i, uint64_t pos, bool check,
+                               struct qcow2_snapshot *sn, uint64_t *end, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN], x[QCOW2_MAX_SNAPSHOT_EXTRA];
+    int ret = ic_io_pread(img->file, h, sizeof(h), pos);
+    if (ret < 0)
+        return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read snapshot table entry %" PRIu32
+                            " at %#" PRIx64 ": %s", i, pos, strerror(-ret));
+    sn->entry_offset = pos;
+    sn->l1_table_offset = ic_load_be64(h);
+    sn->l1_size = ic_load_be32(h + 8);
+    uint16_t id_len = ic_load_be16(h + 12), name_len = ic_load_be16(h + 14);
+    sn->date_sec = ic_load_be32(h + 16);
+    sn->date_nsec = ic_load_be32(h + 20);
+    sn->vm_clock_nsec = ic_load_be64(h + 24);
+    sn->vm_state_size = ic_load_be32(h + 32);
+    sn->extra_data_size = ic_load_be32(h + 36);
+    sn->icount = -1;
+    /* limit: qemu's QCOW_MAX_SNAPSHOT_EXTRA_DATA; check -r all cuts the rest */
+    uint32_t ex = sn->extra_data_size;
+    if (ex > QCOW2_MAX_SNAPSHOT_EXTRA) {
+        if (!check)
+            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
+                                "snapshot table entry %" PRIu32 " at %#" PRIx64 " has too much "
+                                "extra data (%" PRIu32 " bytes, at most %u); run 'imgchain check "
+                                "-r all' to cut it", i, pos, ex, QCOW2_MAX_SNAPSHOT_EXTRA);
+        s->snap_extra_cut++;
+        ex = QCOW2_MAX_SNAPSHOT_EXTRA;
+    }
+    /* pos <= INT64_MAX (validated table offset + bounded span), so these
+     * sums of 32- and 16-bit sizes cannot wrap; checked all the same */
+    uint64_t xoff, idoff, tail;
+    if (ic_add_overflow(pos, (uint64_t)QCOW2_SNAPSHOT_HEADER_LEN, &xoff) ||
+        ic_add_overflow(xoff, (uint64_t)sn->extra_data_size, &idoff) ||
+        ic_add_overflow(idoff, (uint64_t)id_len + name_len, &tail))
+        return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "snapshot table entry %" PRIu32
+                            " at %#" PRIx64 " runs past the largest file offset", i, pos);
+    if (ex && (ret = ic_io_pread(img->file, x, ex, xoff)) < 0)
+        return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read snapshot table entry %" PRIu32
+                            " at %#" PRIx64 ": %s", i, pos, strerror(-ret));
+    if (ex >= 8)
+        sn->vm_state_size = ic_load_be64(x);
+    if (ex >= 16) {
+        sn->has_disk_size = true;
+        sn->disk_size = ic_load_be64(x + 8);
+    }
+    if (ex >= 24) {
+        sn->has_icount = true;
+        sn->icount = (int64_t)ic_load_be64(x + 16);
+    }
+    if (ex > QCOW2_SNAPSHOT_EXTRA_QEMU) {
+        sn->unknown_extra_size = ex - QCOW2_SNAPSHOT_EXTRA_QEMU;
+        sn->unknown_extra = malloc(sn->unknown_extra_size);
+        if (!sn->unknown_extra)
+            return nomem(errp);
+        memcpy(sn->unknown_extra, x + QCOW2_SNAPSHOT_EXTRA_QEMU, sn->unknown_extra_size);
+    }
+    /* id and name: at most 2 x 64 KiB (16-bit sizes) */
+    uint8_t *str = malloc((size_t)id_len + name_len + 1);
+    if (!str)
+        return nomem(errp);
+    if (id_len + name_len && (ret = ic_io_pread(img->file, str, (size_t)id_len + name_len,
+                                                idoff)) < 0) {
+        free(str);
+        return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read snapshot table entry %" PRIu32
+                            " at %#" PRIx64 ": %s", i, pos, strerror(-ret));
+    }
+    sn->id_str = strndup((const char *)str, id_len);
+    sn->name = strndup((const char *)str + id_len, name_len);
+    free(str);
+    if (!sn->id_str || !sn->name)
+        return nomem(errp);
+    /* check reports (and -r all drops) a broken entry, as qemu opens it */
+    if ((sn->l1_table_offset & s->cluster_offset_mask) && !check)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                            "snapshot %" PRIu32 ": L1 table offset %#" PRIx64 " unaligned", i,
+                            sn->l1_table_offset);
+    if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES && !check)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
+                            "snapshot %" PRIu32 ": L1 table is too large", i);
+    *end = tail;
+    return 0;
+}
+
+/* qemu's qcow2_do_read_snapshots.  A normal open refuses a table qemu
+ * refuses; an IC_OPEN_CHECK open loads what qemu's repair keeps (the first
+ * 65536 entries, the entries within 64 MiB, 1024 bytes of extra data each)
+ * and records the rest in snap_* for check to count and repair. */
 int qcow2_read_snapshots(struct ic_image *img, ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
+    bool check = !!(img->flags & IC_OPEN_CHECK);
     uint32_t n = s->h.nb_snapshots;
+    s->snap_dropped = s->snap_extra_cut = 0;
+    s->snap_too_many = s->snap_too_big = false;
+    s->snapshots_size = 0;
+    if (n > QCOW2_MAX_SNAPSHOTS) {
+        if (!check)
+            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "too many snapshots (%" PRIu32
+                                ", at most %u); run 'imgchain check -r all' to drop the %" PRIu32
+                                " overhanging ones", n, QCOW2_MAX_SNAPSHOTS,
+                                n - QCOW2_MAX_SNAPSHOTS);
+        s->snap_too_many = true;
+        s->snap_dropped = n - QCOW2_MAX_SNAPSHOTS;
+        n = QCOW2_MAX_SNAPSHOTS;
+    }
     if (n == 0)
         return 0;
     s->snapshots = calloc(n, sizeof(*s->snapshots));
     if (!s->snapshots)
         return nomem(errp);
-    uint64_t pos = s->h.snapshots_offset, total = 0;
-    int ret = 0;
+    uint64_t pos = s->h.snapshots_offset, end = pos, table_length = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct qcow2_snapshot *sn = &s->snapshots[i];
         s->nb_snapshots = i + 1;
-        uint8_t h[QCOW2_SNAPSHOT_HEADER_LEN];
-        if ((ret = ic_io_pread(img->file, h, sizeof(h), pos)) < 0)
-            return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read snapshot table: %s",
-                                strerror(-ret));
-        sn->l1_table_offset = ic_load_be64(h);
-        sn->l1_size = ic_load_be32(h + 8);
-        uint16_t id_len = ic_load_be16(h + 12), name_len = ic_load_be16(h + 14);
-        sn->date_sec = ic_load_be32(h + 16);
-        sn->date_nsec = ic_load_be32(h + 20);
-        sn->vm_clock_nsec = ic_load_be64(h + 24);
-        sn->vm_state_size = ic_load_be32(h + 32);
-        sn->extra_data_size = ic_load_be32(h + 36);
-        sn->icount = -1;
-        if (sn->extra_data_size > QCOW2_MAX_SNAPSHOT_EXTRA)
-            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
-                                "snapshot %" PRIu32 ": too much extra data (%" PRIu32 " bytes)",
-                                i, sn->extra_data_size);
-        uint64_t entry = QCOW2_SNAPSHOT_HEADER_LEN + (uint64_t)sn->extra_data_size + id_len +
-                         name_len;
-        entry = IC_ALIGN_UP(entry, 8);
-        if (ic_add_overflow(total, entry, &total) || total > QCOW2_MAX_SNAPSHOTS_BYTES)
-            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "snapshot table is too large");
-        uint8_t *rest = malloc(entry);
-        if (!rest)
-            return nomem(errp);
-        ret = ic_io_pread(img->file, rest, entry - QCOW2_SNAPSHOT_HEADER_LEN,
-                          pos + QCOW2_SNAPSHOT_HEADER_LEN);
-        if (ret < 0) {
-            free(rest);
-            return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read snapshot table: %s",
-                                strerror(-ret));
+        int ret = read_snapshot_entry(img, i, pos, check, sn, &end, errp);
+        if (ret < 0)
+            return ret;
+        /* qemu's table_length: the extra data as kept, entries 8-aligned */
+        table_length = IC_ALIGN_UP(table_length, 8) + QCOW2_SNAPSHOT_HEADER_LEN +
+                       IC_MIN(sn->extra_data_size, QCOW2_MAX_SNAPSHOT_EXTRA) +
+                       (end - pos - QCOW2_SNAPSHOT_HEADER_LEN - sn->extra_data_size);
+        /* limits: QCOW_MAX_SNAPSHOTS_SIZE, and qemu's INT_MAX span */
+        if (table_length > QCOW2_MAX_SNAPSHOTS_BYTES ||
+            end - s->h.snapshots_offset > (uint64_t)INT32_MAX) {
+            if (!check)
+                return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
+                                    "snapshot table is too big (over %llu bytes from entry %"
+                                    PRIu32 " on); run 'imgchain check -r all' to drop the %"
+                                    PRIu32 " overhanging snapshots",
+                                    (unsigned long long)QCOW2_MAX_SNAPSHOTS_BYTES, i, n - i);
+            /* an entry cut and then dropped counts twice, as in qemu */
+            free(sn->id_str);
+            free(sn->name);
+            free(sn->unknown_extra);
+            memset(sn, 0, sizeof(*sn));
+            s->nb_snapshots = i;
+            s->snap_too_big = true;
+            s->snap_dropped += n - i;
+            end = pos;
+            break;
         }
-        const uint8_t *x = rest;
-        uint32_t ex = sn->extra_data_size;
-        if (ex >= 8)
-            sn->vm_state_size = ic_load_be64(x);
-        if (ex >= 16) {
-            sn->has_disk_size = true;
-            sn->disk_size = ic_load_be64(x + 8);
-        }
-        if (ex >= 24) {
-            sn->has_icount = true;
-            sn->icount = (int64_t)ic_load_be64(x + 16);
-        }
-        if (ex > QCOW2_SNAPSHOT_EXTRA_QEMU) {
-            sn->unknown_extra_size = ex - QCOW2_SNAPSHOT_EXTRA_QEMU;
-            sn->unknown_extra = malloc(sn->unknown_extra_size);
-            if (!sn->unknown_extra) {
-                free(rest);
-                return nomem(errp);
-            }
-            memcpy(sn->unknown_extra, x + QCOW2_SNAPSHOT_EXTRA_QEMU, sn->unknown_extra_size);
-        }
-        sn->id_str = strndup((const char *)x + ex, id_len);
-        sn->name = strndup((const char *)x + ex + id_len, name_len);
-        free(rest);
-        if (!sn->id_str || !sn->name)
-            return nomem(errp);
-        /* check reports (and -r all drops) a broken entry, as qemu opens it */
-        if ((sn->l1_table_offset & s->cluster_offset_mask) && !(img->flags & IC_OPEN_CHECK))
-            return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
-                                "snapshot %" PRIu32 ": L1 table offset %#" PRIx64 " unaligned", i,
-                                sn->l1_table_offset);
-        if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES && !(img->flags & IC_OPEN_CHECK))
-            return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
-                                "snapshot %" PRIu32 ": L1 table is too large", i);
-        pos += entry;
+        pos = IC_ALIGN_UP(end, 8);
     }
-    s->snapshots_size = total;
+    /* as qemu: up to the end of the last name kept */
+    s->snapshots_size = end - s->h.snapshots_offset;
     return 0;
 }
 
@@ -816,10 +883,9 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     if ((ret = validate_table(s, h->l1_table_offset, h->l1_size, 8, QCOW2_MAX_L1_BYTES,
                               "active L1 table", errp)) < 0)
         return ret;
-    if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
-        return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "too many snapshots (%" PRIu32 ")",
-                            h->nb_snapshots);
-    if ((ret = validate_table(s, h->snapshots_offset, h->nb_snapshots,
+    /* more than 65536 snapshots: refused by qcow2_read_snapshots, or left
+     * to check in check mode (only the first 65536 are read) */
+    if ((ret = validate_table(s, h->snapshots_offset, IC_MIN(h->nb_snapshots, QCOW2_MAX_SNAPSHOTS),
                               QCOW2_SNAPSHOT_HEADER_LEN + QCOW2_SNAPSHOT_EXTRA_V3_MIN - 16,
                               QCOW2_MAX_SNAPSHOTS_BYTES, "snapshot table", errp)) < 0)
         return ret;

@@ -207,6 +207,7 @@ struct qcow2_snapshot {
     int64_t icount;            /* -1 when absent */
     uint8_t *unknown_extra;    /* extra data past byte 24 of the extra area */
     uint32_t unknown_extra_size;
+    uint64_t entry_offset;     /* host offset the entry was read from (messages) */
 };
 
 /* A cached table (qcow2-cache.c). */
@@ -297,6 +298,13 @@ struct qcow2_state {
     uint32_t nb_snapshots;
     uint64_t snapshots_offset;
     uint64_t snapshots_size;       /* bytes of the table as read */
+    /* Table damage accepted by an IC_OPEN_CHECK open and left to check to
+     * count and repair (qemu's check mode, reference 1.14 and 3.5); always
+     * 0 otherwise, because such an image is refused. */
+    uint32_t snap_dropped;         /* entries not loaded: past 65536 or 64 MiB */
+    bool snap_too_many;            /* the header counts more than 65536 */
+    bool snap_too_big;             /* the entries overhang 64 MiB */
+    uint32_t snap_extra_cut;       /* entries whose extra data > 1024 was cut */
 
     uint8_t compression_type;
     /* qemu's qcow2_detect_metadata_preallocation heuristic, computed on

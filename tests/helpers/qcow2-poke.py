@@ -18,6 +18,16 @@ reading the header to find the structure:
   snapshot-l1-unaligned  first snapshot's L1 offset moved by 512 bytes
   compressed-copied  COPIED set on the first compressed L2 entry
   dirty              dirty bit set and the first data cluster's refcount raised (v3)
+  past-eof-near      first allocated L2 entry points 2 clusters past the end of the file
+                     (the cluster reads as zeroes; imgchain -r all grows the file)
+  snapshot-extra-big first snapshot entry rewritten with 1100 bytes of extra data (> 1024)
+  snapshot-incomplete first snapshot entry rewritten with 8 bytes of extra data (v3: < 16)
+  snapshot-too-many  a table of 65537 disk-only snapshots without L1 (> 65536)
+  snapshot-table-big a table of 512 entries with 64 KiB ids and names: 64 MiB + 32 KiB
+                     (> 64 MiB; the last entry overhangs)
+New snapshot tables are written at the end of the file with refcount 1 per
+cluster and the old table's clusters get refcount 0, so the only defect is
+the one named.
 """
 import os
 import struct
@@ -86,8 +96,51 @@ class Img:
 
     def set_rc(self, cluster, v):
         rb, i = self.refblock(cluster)
+        assert rb, "cluster %d has no refcount block" % cluster
         n = (1 << self.rorder) // 8
         self.write(rb + i * n, v.to_bytes(n, "big"))
+
+    def size(self):
+        return os.fstat(self.f.fileno()).st_size
+
+    def snapshot_entries(self):
+        """The raw entries of the current table: list of (header, extra, id, name)."""
+        out, pos = [], self.snap_off
+        for _ in range(self.nb_snap):
+            h = self.read(pos, 40)
+            idl, nl = struct.unpack(">HH", h[12:16])
+            (ex,) = struct.unpack(">I", h[36:40])
+            extra = self.read(pos + 40, ex)
+            ident = self.read(pos + 40 + ex, idl)
+            name = self.read(pos + 40 + ex + idl, nl)
+            out.append((h, extra, ident, name))
+            pos += (40 + ex + idl + nl + 7) & ~7
+        return out, pos - self.snap_off
+
+    def replace_snapshot_table(self, parts, count, sparse_len=0):
+        """Writes a new table from byte strings [(offset in table, bytes)] of
+        sparse_len bytes (or the joined parts) at the end of the file,
+        refcounted; frees the old table; switches the header (60..71)."""
+        _, old_len = self.snapshot_entries()
+        for c in range(self.snap_off // self.cs,
+                       (self.snap_off + old_len + self.cs - 1) // self.cs if old_len else 0):
+            self.set_rc(c, 0)
+        off = (self.size() + self.cs - 1) // self.cs * self.cs
+        length = sparse_len or sum(len(b) for _, b in parts)
+        self.f.truncate(off + (length + self.cs - 1) // self.cs * self.cs)
+        for rel, b in parts:
+            self.write(off + rel, b)
+        for c in range(off // self.cs, (off + length + self.cs - 1) // self.cs):
+            self.set_rc(c, 1)
+        self.write(60, struct.pack(">IQ", count, off))
+
+
+def snapshot_entry(h, extra, ident, name, extra_size=None):
+    """Serializes one table entry with its extra data size field set."""
+    ex = len(extra) if extra_size is None else extra_size
+    h = h[:12] + struct.pack(">HH", len(ident), len(name)) + h[16:36] + struct.pack(">I", ex)
+    e = h + extra + ident + name
+    return e + b"\0" * (-len(e) % 8)
 
 
 def main():
@@ -144,6 +197,37 @@ def main():
     elif d == "compressed-copied":
         pos, e = img.first_l2_entry(compressed=True)
         img.put64(pos, e | COPIED)
+    elif d == "past-eof-near":
+        pos, e = img.first_l2_entry()
+        end = (img.size() + img.cs - 1) // img.cs * img.cs
+        img.put64(pos, (e & COPIED) | ((end + 2 * img.cs) & OFF_MASK))
+    elif d in ("snapshot-extra-big", "snapshot-incomplete"):
+        ents, _ = img.snapshot_entries()
+        assert ents, "needs a snapshot"
+        h, extra, ident, name = ents[0]
+        if d == "snapshot-extra-big":
+            extra = extra[:24].ljust(24, b"\0") + bytes(range(256)) * 4 + b"\x5a" * 52
+        else:
+            extra = extra[:8].ljust(8, b"\0")
+        body = b"".join([snapshot_entry(h, extra, ident, name)] +
+                        [snapshot_entry(*x) for x in ents[1:]])
+        img.replace_snapshot_table([(0, body)], len(ents))
+    elif d == "snapshot-too-many":
+        n = 65537
+        hdr = bytes(40)
+        extra = struct.pack(">QQQ", 0, 16 << 20, 0)
+        body = b"".join(snapshot_entry(hdr, extra, str(i + 1).encode(), b"s%d" % (i + 1))
+                        for i in range(n))
+        img.replace_snapshot_table([(0, body)], n)
+    elif d == "snapshot-table-big":
+        n, big = 512, 65535
+        extra = struct.pack(">QQQ", 0, 16 << 20, 0)
+        elen = (40 + 24 + 2 * big + 7) & ~7
+        parts = []
+        for i in range(n):
+            h = bytes(12) + struct.pack(">HH", big, big) + bytes(20) + struct.pack(">I", 24)
+            parts.append((i * elen, h + extra + str(i + 1).encode()))
+        img.replace_snapshot_table(parts, n, n * elen)
     else:
         sys.exit("unknown defect " + d)
     img.f.close()
