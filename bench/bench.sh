@@ -16,7 +16,8 @@
 # default cache mode for convert (unsafe) never does, so qemu-img runs with
 # -t writeback, the mode with the same guarantee.
 #
-# Environment: BUILD (build) or IMGCHAIN_BIN, BENCH_RUNS (5), BENCH_DIR
+# Environment: BENCH_DROP_CACHES (1 when root: cold cache per run),
+# BUILD (build) or IMGCHAIN_BIN, BENCH_RUNS (5), BENCH_DIR
 # (/var/tmp/imgchain-bench), BENCH_OPS (all; e.g. "info map").
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,9 @@ IC=${IMGCHAIN_BIN:-$top/${BUILD:-build}/imgchain}
 RUNS=${BENCH_RUNS:-5}
 D=${BENCH_DIR:-/var/tmp/imgchain-bench}
 OPS=${BENCH_OPS:-"info map convert-raw convert-qcow2 convert-c"}
+# BENCH_DROP_CACHES=0 keeps the page cache warm between runs.
+DROP=${BENCH_DROP_CACHES:-1}
+[ -w /proc/sys/vm/drop_caches ] || DROP=0
 [ -x "$IC" ] || { echo "bench: $IC not built (run make)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench: python3 missing" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
@@ -65,6 +69,12 @@ fi
 run() {
     rm -f out.raw out.qcow2
     sync # start from the same state: no writeback left from the last run
+    # Cold page cache for every run (when allowed): on a VM, page-cache
+    # pages the guest never touched before cost a host fault each, and
+    # which run gets fresh pages depends on the run before; dropping the
+    # cache before each run makes every run start alike (and read its
+    # source from disk, as a real conversion of a big image does).
+    if [ "$DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi
     if python3 -c '
 import os, sys, time
 t0 = time.monotonic()
@@ -137,7 +147,8 @@ done
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating; median wall time"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
-echo " converts flush the target: qemu-img runs them with -t writeback)"
+echo " converts flush the target: qemu-img runs them with -t writeback;"
+if [ "$DROP" = 1 ]; then echo " page cache dropped before every run)"; else echo " page cache kept warm)"; fi
 echo
 echo "| image | operation | imgchain (s) | qemu-img (s) | qemu-img/imgchain | imgchain RSS (MiB) | qemu-img RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"

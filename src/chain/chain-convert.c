@@ -34,9 +34,12 @@
  *  8. The target is flushed at the end: its data is durable when convert
  *     returns (qemu-img convert's default cache mode, unsafe, skips that;
  *     closing an image flushes it here anyway, see image.c).
- *  9. Reading and writing overlap: a reader thread fills a ring of
- *     CONVERT_SLOTS buffers, the caller's thread writes them (see the
- *     comment above struct copy_state for the protocol).
+ *  9. Reading and writing overlap, and several reads are in flight: up to
+ *     CONVERT_READERS reader threads, each with its own handle on the
+ *     source chain, fill CONVERT_SLOTS buffers; the caller's thread writes
+ *     them (see the comment above struct copy_state for the protocol).
+ *     The extra readers start, and open their handles, only when the
+ *     first data arrives, so a source without data costs one open.
  *
  * Reference: qcow2-qed.md section 5 (convert), qemu-img.c img_convert.
  */
@@ -51,10 +54,10 @@
 #include "chain.h"
 #include "util/overflow.h"
 
-/* Bytes read per ic_image_pread() call: large enough that per-call costs
- * vanish against the copy, small enough to stay in L2/L3-ish territory and
- * keep peak RSS low (qemu-img uses 2 MiB buffers x 8 coroutines). */
-#define CONVERT_BUF_SIZE ((size_t)4 << 20)
+/* Bytes read per ic_image_pread() call (one slot buffer): large enough
+ * that per-call costs vanish, small enough that all slots together stay
+ * below qemu-img's footprint (it uses 2 MiB buffers x 8 coroutines). */
+#define CONVERT_BUF_SIZE ((size_t)2 << 20)
 /* Longest range asked of block status at once (qemu-img map uses 1 GiB). */
 #define CONVERT_STATUS_MAX ((uint64_t)1 << 30)
 /* Smallest zero-detection granule: qemu-img convert's default -S 4k. */
@@ -111,35 +114,54 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
 }
 
 /*
- * The copy is a two-stage pipeline: a reader thread walks block status and
- * reads data windows from the source into a ring of CONVERT_SLOTS buffers;
- * the calling thread detects zero granules and writes to the target.  Each
- * image is touched by one thread only (source: reader, target: caller), so
- * neither needs locking; the ring is the only shared state, under `lock`.
- * Reading chunk N+1 while chunk N is written keeps both cores busy (qemu-img
- * gets the same overlap from its thread pool).
+ * The copy is a pipeline: reader threads walk block status and read data
+ * windows from the source into a pool of slot buffers; the calling thread
+ * detects zero granules and writes to the target.  Each image handle is
+ * touched by one thread only: every reader has its own handle on the
+ * source chain (ic_image_convert lets the writer open one per extra reader
+ * once data shows up; ic_image_copy's caller gives one handle, so it runs
+ * one reader), the caller's thread alone writes the target.  Several readers keep several reads in flight, which
+ * matters when the source is not in the page cache (qemu-img gets the same
+ * from its thread pool); reading and writing overlap in any case.
  *
- * Ring protocol: slots are used in order.  The reader waits for
- * `free_slots`, fills slot (head), then publishes it by bumping `filled`;
- * the writer waits for `filled`, consumes slot (tail), then returns it.
- * Either side may set `stop` (error or done); the other side notices it at
- * its next wait.  A slot carries data (len > 0, skip false), a skipped
- * zero run (skip true: progress only), or the end marker (eof).
+ * Work: the guest range is cut into stripes of CONVERT_STRIPE bytes
+ * (a multiple of every granule, so no window crosses a stripe); a reader
+ * takes the next stripe from `next_stripe` and handles it completely.
+ *
+ * Slots (all under `lock`): FREE -> (a reader) FILLING -> READY -> (the
+ * writer) WRITING -> FREE.  A slot carries data, or a skipped zero run
+ * (skip: counted for progress only).  The writer takes READY slots in any
+ * order: writes to different offsets commute.  It ends when every reader
+ * has finished and no slot is READY or FILLING.  Either side may set
+ * `stop` (error); the others notice it at their next wait.
  */
-/* Buffers in flight between reader and writer. */
-#define CONVERT_SLOTS 4
+/* Readers ic_image_convert runs (each with its own source handle). */
+#define CONVERT_READERS 3
+/* Slot buffers in flight: enough for every reader to fill one while the
+ * writer writes others, without exceeding qemu-img's memory. */
+#define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
+/* Guest bytes a reader claims at once. */
+#define CONVERT_STRIPE ((uint64_t)64 << 20)
+
+enum slot_state { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY, SLOT_WRITING };
 
 struct slot {
     uint8_t *buf;
     uint64_t off;
     uint64_t len;
     bool skip;
-    bool eof;
+    enum slot_state state;
 };
+
+/* Opens one more independent handle on the source (for another reader). */
+typedef int (*source_opener)(ic_image **out, void *payload, ic_error **errp);
 
 struct copy_state {
     ic_image *dst;
-    ic_image *src;
+    unsigned nreaders;       /* started, under lock */
+    unsigned max_readers;
+    source_opener open_more; /* NULL: one reader only */
+    void *open_payload;
     uint64_t size;
     uint64_t granule;
     bool compress;
@@ -149,10 +171,19 @@ struct copy_state {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct slot slots[CONVERT_SLOTS];
-    unsigned head, tail, filled;
+    uint64_t next_stripe;    /* guest offset of the next unclaimed stripe */
+    unsigned readers_done;
     bool stop;
-    int read_ret;          /* reader's result (0 or -errno) */
-    ic_error *read_err;    /* reader's error, moved to the caller's errp */
+    int read_ret;            /* first reader failure (0 or -errno) */
+    ic_error *read_err;      /* its error, moved to the caller's errp */
+    uint64_t done;           /* guest bytes handled, for progress */
+};
+
+struct reader {
+    struct copy_state *s;
+    ic_image *src;
+    bool owned;              /* src was opened by the engine: close it */
+    pthread_t thread;
 };
 
 static void progress(const struct copy_state *s, uint64_t done)
@@ -161,76 +192,84 @@ static void progress(const struct copy_state *s, uint64_t done)
         s->opts->progress(done, s->size, s->opts->payload);
 }
 
-/* Reader side: waits for a free slot; NULL when the writer stopped. */
-static struct slot *slot_get_free(struct copy_state *s)
+/* Reader side: claims a free slot (FILLING); NULL when stopped. */
+static struct slot *slot_claim(struct copy_state *s)
 {
     pthread_mutex_lock(&s->lock);
-    while (s->filled == CONVERT_SLOTS && !s->stop)
+    struct slot *sl = NULL;
+    while (!s->stop) {
+        for (unsigned i = 0; i < CONVERT_SLOTS && !sl; i++)
+            if (s->slots[i].state == SLOT_FREE)
+                sl = &s->slots[i];
+        if (sl)
+            break;
         pthread_cond_wait(&s->cond, &s->lock);
-    struct slot *sl = s->stop ? NULL : &s->slots[s->head];
+    }
+    if (sl)
+        sl->state = SLOT_FILLING;
     pthread_mutex_unlock(&s->lock);
     return sl;
 }
 
-static void slot_publish(struct copy_state *s)
+static void slot_set(struct copy_state *s, struct slot *sl, enum slot_state st)
 {
     pthread_mutex_lock(&s->lock);
-    s->head = (s->head + 1) % CONVERT_SLOTS;
-    s->filled++;
+    sl->state = st;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
 static int publish_skip(struct copy_state *s, uint64_t off, uint64_t len)
 {
-    struct slot *sl = slot_get_free(s);
+    struct slot *sl = slot_claim(s);
     if (!sl)
         return -ECANCELED;
     sl->off = off;
     sl->len = len;
     sl->skip = true;
-    sl->eof = false;
-    slot_publish(s);
+    slot_set(s, sl, SLOT_READY);
     return 0;
 }
 
 /* Reads [start, end) (granule aligned, or ending at the disk's end) into
  * slots of at most buf_size bytes. */
-static int read_window(struct copy_state *s, uint64_t start, uint64_t end, ic_error **errp)
+static int read_window(struct copy_state *s, ic_image *src, uint64_t start, uint64_t end,
+                       ic_error **errp)
 {
     for (uint64_t off = start; off < end;) {
         size_t n = (size_t)IC_MIN((uint64_t)s->buf_size, end - off);
-        struct slot *sl = slot_get_free(s);
+        struct slot *sl = slot_claim(s);
         if (!sl)
             return -ECANCELED;
-        int ret = ic_image_pread(s->src, sl->buf, n, off, errp);
-        if (ret < 0)
+        int ret = ic_image_pread(src, sl->buf, n, off, errp);
+        if (ret < 0) {
+            slot_set(s, sl, SLOT_FREE);
             return ret;
+        }
         sl->off = off;
         sl->len = n;
         sl->skip = false;
-        sl->eof = false;
-        slot_publish(s);
+        slot_set(s, sl, SLOT_READY);
         off += n;
     }
     return 0;
 }
 
-/* The reader's plan: block status over long runs, zero runs skipped, data
- * runs widened to whole granules (see design note 2). */
-static int read_all(struct copy_state *s, ic_error **errp)
+/* One stripe [off, stripe_end): block status over long runs, zero runs
+ * skipped, data runs widened to whole granules (design note 2). */
+static int read_stripe(struct copy_state *s, ic_image *src, uint64_t off, uint64_t stripe_end,
+                       ic_error **errp)
 {
-    uint64_t off = 0;
-    while (off < s->size) {
+    while (off < stripe_end) {
         ic_block_status st;
-        int ret = ic_image_block_status(s->src, NULL, off,
-                                        IC_MIN(s->size - off, CONVERT_STATUS_MAX), &st, errp);
+        int ret = ic_image_block_status(src, NULL, off,
+                                        IC_MIN(stripe_end - off, CONVERT_STATUS_MAX), &st, errp);
         if (ret < 0)
             return ret;
         uint64_t len = st.length;
         bool zero = (st.flags & IC_BS_ZERO) != 0;
         if (!zero && (st.flags & IC_BS_DATA))
-            zero = host_hole(s->src, &st, &len);
+            zero = host_hole(src, &st, &len);
         if (zero) {
             if ((ret = publish_skip(s, off, len)) < 0)
                 return ret;
@@ -239,38 +278,54 @@ static int read_all(struct copy_state *s, ic_error **errp)
         }
         /* Data: copy the granule-aligned window around it.  The window
          * starts at `off` rounded down, which is at or after the end of the
-         * previous window; when it is before `off`, the head of the first
-         * granule was a skipped zero run: re-reading it is correct (it
-         * reads as zeroes) and keeps whole-cluster writes for -c. */
+         * previous window (and of the stripe's start: stripes are granule
+         * multiples); when it is before `off`, the head of the granule was
+         * a skipped zero run: re-reading it is correct (it reads as zeroes)
+         * and keeps whole-cluster writes for -c. */
         uint64_t start = off - off % s->granule;
         uint64_t end;
-        if (ic_add_overflow(off, len, &end) || end > s->size)
+        if (ic_add_overflow(off, len, &end) || end > stripe_end)
             return ic_error_set(errp, IC_ERR_OTHER, EIO, "%s: block status ran past the end",
-                                s->src->filename);
+                                src->filename);
         if (end % s->granule)
-            end = IC_MIN(end - end % s->granule + s->granule, s->size);
-        if ((ret = read_window(s, start, end, errp)) < 0)
+            end = IC_MIN(end - end % s->granule + s->granule, stripe_end);
+        if ((ret = read_window(s, src, start, end, errp)) < 0)
             return ret;
         off = end;
     }
-    struct slot *sl = slot_get_free(s);
-    if (!sl)
-        return -ECANCELED;
-    sl->eof = true;
-    slot_publish(s);
     return 0;
 }
 
 static void *reader_main(void *opaque)
 {
-    struct copy_state *s = opaque;
-    int ret = read_all(s, &s->read_err);
+    struct reader *r = opaque;
+    struct copy_state *s = r->s;
+    ic_error *err = NULL;
+    int ret = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        uint64_t off = s->next_stripe;
+        bool stop = s->stop;
+        if (off < s->size)
+            s->next_stripe = off + IC_MIN(CONVERT_STRIPE, s->size - off);
+        pthread_mutex_unlock(&s->lock);
+        if (stop || off >= s->size)
+            break;
+        ret = read_stripe(s, r->src, off, off + IC_MIN(CONVERT_STRIPE, s->size - off), &err);
+        if (ret < 0)
+            break;
+    }
     pthread_mutex_lock(&s->lock);
-    s->read_ret = ret;
-    if (ret < 0)
+    if (ret < 0 && ret != -ECANCELED && s->read_ret == 0) {
+        s->read_ret = ret;
+        s->read_err = err;
+        err = NULL;
         s->stop = true;
+    }
+    s->readers_done++;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
+    ic_error_free(err);
     return NULL;
 }
 
@@ -313,41 +368,89 @@ static int write_slot(struct copy_state *s, const struct slot *sl, ic_error **er
     return 0;
 }
 
-/* Writer side: consumes slots until the end marker or an error. */
-static int write_all(struct copy_state *s, ic_error **errp)
+static int start_reader(struct copy_state *s, struct reader *r, ic_error **errp)
+{
+    pthread_mutex_lock(&s->lock);
+    s->nreaders++;
+    pthread_mutex_unlock(&s->lock);
+    int terr = pthread_create(&r->thread, NULL, reader_main, r);
+    if (terr != 0) {
+        pthread_mutex_lock(&s->lock);
+        s->nreaders--;
+        pthread_mutex_unlock(&s->lock);
+        return ic_error_set(errp, IC_ERR_NOMEM, terr, "%s: cannot start a reader thread: %s",
+                            s->dst->filename, strerror(terr));
+    }
+    return 0;
+}
+
+/* Writer side: consumes READY slots until every reader is done and no
+ * slot is pending, or a reader failed (-ECANCELED).  The first data slot
+ * starts the other readers: an image without data (a preallocated but
+ * empty disk) never pays for opening more handles. */
+static int write_all(struct copy_state *s, struct reader *readers, unsigned *started,
+                     ic_error **errp)
 {
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (s->filled == 0 && !s->stop)
+        struct slot *sl = NULL;
+        for (;;) {
+            bool pending = false;
+            for (unsigned i = 0; i < CONVERT_SLOTS && !sl; i++) {
+                if (s->slots[i].state == SLOT_READY)
+                    sl = &s->slots[i];
+                else if (s->slots[i].state == SLOT_FILLING)
+                    pending = true;
+            }
+            if (sl || s->stop || (s->readers_done == s->nreaders && !pending))
+                break;
             pthread_cond_wait(&s->cond, &s->lock);
-        if (s->filled == 0) { /* stopped by a reader error */
-            pthread_mutex_unlock(&s->lock);
-            return -ECANCELED;
         }
-        struct slot *sl = &s->slots[s->tail];
+        bool stopped = s->stop;
+        bool more = sl && !sl->skip && s->open_more && s->readers_done < s->nreaders;
+        if (sl && !stopped)
+            sl->state = SLOT_WRITING;
         pthread_mutex_unlock(&s->lock);
-        if (sl->eof)
+        if (stopped)
+            return -ECANCELED;
+        if (!sl)
             return 0;
+        if (more) {
+            /* a failure to add readers is not fatal: the first goes on */
+            for (; *started < s->max_readers; (*started)++) {
+                struct reader *r = &readers[*started];
+                *r = (struct reader){ .s = s, .owned = true };
+                if (s->open_more(&r->src, s->open_payload, NULL) < 0)
+                    break;
+                if (start_reader(s, r, NULL) < 0) {
+                    ic_image_close(r->src);
+                    break;
+                }
+            }
+            s->open_more = NULL;
+        }
         int ret = sl->skip ? 0 : write_slot(s, sl, errp);
         if (ret < 0)
             return ret;
-        progress(s, sl->off + sl->len);
-        pthread_mutex_lock(&s->lock);
-        s->tail = (s->tail + 1) % CONVERT_SLOTS;
-        s->filled--;
-        pthread_cond_broadcast(&s->cond);
-        pthread_mutex_unlock(&s->lock);
+        s->done += sl->len;
+        progress(s, s->done);
+        slot_set(s, sl, SLOT_FREE);
     }
 }
 
-int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, ic_error **errp)
+/* The engine.  @open_more (may be NULL) opens further handles on @src for
+ * up to CONVERT_READERS readers in all. */
+static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, void *open_payload,
+                      const ic_convert_options *opts, ic_error **errp)
 {
     static const ic_convert_options defaults = IC_CONVERT_OPTIONS_INIT;
     if (!opts)
         opts = &defaults;
     struct copy_state s = {
         .dst = dst,
-        .src = src,
+        .max_readers = open_more ? CONVERT_READERS : 1,
+        .open_more = open_more,
+        .open_payload = open_payload,
         .size = ic_image_size(src),
         .compress = opts->compress,
         .opts = opts,
@@ -388,23 +491,30 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     progress(&s, 0);
-    pthread_t reader;
-    int terr = pthread_create(&reader, NULL, reader_main, &s);
-    if (terr != 0) {
-        ret = ic_error_set(errp, IC_ERR_NOMEM, terr, "%s: cannot start the reader thread: %s",
-                           dst->filename, strerror(terr));
-        goto out_sync;
-    }
+    struct reader readers[CONVERT_READERS];
+    unsigned started = 0;
+    readers[0] = (struct reader){ .s = &s, .src = src };
+    ret = start_reader(&s, &readers[0], errp);
+    if (ret == 0)
+        started = 1;
     ic_error *werr = NULL;
-    int wret = write_all(&s, &werr);
+    int wret = 0;
+    if (ret == 0)
+        wret = write_all(&s, readers, &started, &werr);
     pthread_mutex_lock(&s.lock);
-    s.stop = true; /* releases a reader waiting for a slot */
+    s.stop = true; /* releases readers waiting for a slot */
     pthread_cond_broadcast(&s.cond);
     pthread_mutex_unlock(&s.lock);
-    pthread_join(reader, NULL);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(readers[i].thread, NULL);
+        if (readers[i].owned)
+            ic_image_close(readers[i].src);
+    }
     /* The first real failure wins: a side that only saw the other stop
      * reports -ECANCELED and has no error object. */
-    if (s.read_ret < 0 && s.read_ret != -ECANCELED) {
+    if (ret < 0) {
+        ic_error_free(werr);
+    } else if (s.read_ret < 0) {
         ret = s.read_ret;
         ic_error_propagate(errp, s.read_err);
         s.read_err = NULL;
@@ -416,13 +526,17 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
     ic_error_free(s.read_err);
     if (ret == 0)
         ret = ic_image_flush(dst, errp);
-out_sync:
     pthread_cond_destroy(&s.cond);
     pthread_mutex_destroy(&s.lock);
 out_free:
     for (unsigned i = 0; i < nbuf; i++)
         free(s.slots[i].buf);
     return ret;
+}
+
+int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, ic_error **errp)
+{
+    return copy_image(dst, src, NULL, NULL, opts, errp);
 }
 
 /* ---- snapshot views ----------------------------------------------------- */
@@ -501,6 +615,49 @@ static int refuse_backing_option(const char *options, const char *dst, ic_error 
     return ret;
 }
 
+/* Opens the source chain read-only, with the snapshot view if asked. */
+static int open_source(ic_image **out, const char *path, const ic_convert_options *opts,
+                       ic_error **errp)
+{
+    ic_open_options so = IC_OPEN_OPTIONS_INIT;
+    so.format = opts->src_format;
+    so.flags = opts->force_share ? IC_OPEN_FORCE_SHARE : 0;
+    int ret = ic_image_open(out, path, &so, errp);
+    if (ret < 0)
+        return ret;
+    if (opts->snapshot)
+        ret = ic_image_snapshot_load_tmp(*out, opts->snapshot, NULL, true, errp);
+    else if (opts->snapshot_id || opts->snapshot_name)
+        ret = ic_image_snapshot_load_tmp(*out, opts->snapshot_id, opts->snapshot_name, false,
+                                         errp);
+    if (ret < 0) {
+        ic_image_close(*out);
+        *out = NULL;
+    }
+    return ret;
+}
+
+struct more_sources {
+    const char *path;
+    const ic_convert_options *opts;
+    uint64_t size;
+};
+
+/* source_opener for ic_image_convert: the same file, options and snapshot
+ * view; a source whose size changed meanwhile is refused. */
+static int open_more_source(ic_image **out, void *payload, ic_error **errp)
+{
+    const struct more_sources *ms = payload;
+    int ret = open_source(out, ms->path, ms->opts, errp);
+    if (ret == 0 && ic_image_size(*out) != ms->size) {
+        ic_image_close(*out);
+        *out = NULL;
+        ret = ic_error_set(errp, IC_ERR_IO, EAGAIN, "%s: changed while being converted",
+                           ms->path);
+    }
+    return ret;
+}
+
 static bool format_compresses(const char *fmt)
 {
     const struct ic_driver *drv = ic_driver_find(fmt);
@@ -526,20 +683,10 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (ret < 0)
         return ret;
 
-    ic_open_options so = IC_OPEN_OPTIONS_INIT;
-    so.format = opts->src_format;
-    so.flags = opts->force_share ? IC_OPEN_FORCE_SHARE : 0;
     ic_image *src = NULL;
-    ret = ic_image_open(&src, src_path, &so, errp);
+    ret = open_source(&src, src_path, opts, errp);
     if (ret < 0)
         return ret;
-    if (opts->snapshot)
-        ret = ic_image_snapshot_load_tmp(src, opts->snapshot, NULL, true, errp);
-    else if (opts->snapshot_id || opts->snapshot_name)
-        ret = ic_image_snapshot_load_tmp(src, opts->snapshot_id, opts->snapshot_name, false,
-                                         errp);
-    if (ret < 0)
-        goto out_src;
     if ((ret = check_not_source(src, dst_path, errp)) < 0)
         goto out_src;
 
@@ -569,7 +716,9 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
         ret = ic_image_open(&dst, dst_path, &dop, errp);
     }
     if (ret == 0) {
-        ret = ic_image_copy(dst, src, opts, errp);
+        /* more readers open their own handles (design note 9) */
+        struct more_sources ms = { src_path, opts, ic_image_size(src) };
+        ret = copy_image(dst, src, open_more_source, &ms, opts, errp);
         int cret = ic_image_close(dst);
         if (ret == 0 && cret < 0)
             ret = ic_error_set(errp, ic_error_kind_from_errno(-cret), -cret,
