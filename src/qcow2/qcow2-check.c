@@ -30,13 +30,47 @@
  *  5. Beyond qemu: a snapshot whose L1 table is unaligned or too large is
  *     dropped from the table with -r all (its clusters were not counted,
  *     so they are freed as leaks), and incomplete v3 entries are completed.
+ *     A dropped entry keeps referencing its clusters on disk until the
+ *     table is rewritten; the repair frees them first.  A crash in between
+ *     leaves an entry whose L1 no reader follows (it is refused as
+ *     unaligned or too large), and the next check drops it again.
  *  6. --dry-run (IC_CHECK_DRY_RUN with IC_FIX_*) runs the scan without
- *     fixing and reports each change the repair would make; nothing is
- *     written.
+ *     fixing and reports each change the repair would make ("Would
+ *     repair:", "Would discard", "Would drop:", "Would rebuild", "Would
+ *     clear"); nothing is written.  Its counters are a plain check's,
+ *     except that a preallocated zero cluster -r all would turn into a
+ *     plain one no longer counts as a reference (as after the repair).  A
+ *     COPIED flag is judged against the refcount the repair would leave,
+ *     so the flags the refcount repair itself makes right are not
+ *     announced as changes.
  *  7. An L2 table reached from k L1 entries (the active L1 and snapshots
  *     share most tables) is read and walked once, counting each of its
  *     references and findings k times: the same numbers as qemu's k walks
  *     for a fraction of the work (a finding's message is printed once).
+ *  8. Beyond qemu: -r all repairs a reference past the end of the file
+ *     when the data allows.  An aligned data cluster, preallocated zero
+ *     cluster, L2 or L1 table past the end reads as zeroes (unallocated
+ *     entries for a table); growing the file by at most
+ *     CHK_MAX_GROW_CLUSTERS keeps exactly what a reader sees and makes the
+ *     reference valid.  The file is grown and flushed, then scanned again,
+ *     and the usual refcount repair (usually a rebuild, since the new
+ *     clusters have refcount 0) follows.  Compressed data past the end
+ *     cannot be decompressed, and the snapshot table, the refcount
+ *     structure and bitmaps past the end would mean garbage: those stay
+ *     errors.
+ *  9. Snapshot table damage qemu's check opens (reference 1.14, 3.5): an
+ *     IC_OPEN_CHECK open loads the first 65536 entries, the entries within
+ *     64 MiB and at most 1024 bytes of extra data each (qcow2.c).  Without
+ *     -r all the check stops with an error, as qemu's.  With -r all the
+ *     header's snapshot count is lowered first (one 4-byte write, synced:
+ *     the dropped entries and everything only they reference then leak,
+ *     and the refcount repair frees them), and entries with cut extra
+ *     data are rewritten with the rest of the table at the end.
+ *
+ *  Every finding's message keeps qemu's wording and adds, in parentheses,
+ *  the offset and the structure it lives in ("L2 table at 0x40000 entry
+ *  3", "refcount block at 0x20000 entry 5", "snapshot table entry 0 at
+ *  0xe0000").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -102,6 +136,7 @@ struct chk {
     int64_t tab;                /* snapshot table findings outside the scan counters */
     uint64_t grow_end;          /* file size that covers every growable reference */
     int64_t grow_refs;          /* corruptions that growing to grow_end repairs */
+    bool grow_rebuild;          /* a grown cluster has no refcount: rebuild follows */
 };
 
 static void say(struct chk *c, const char *fmt, ...) IC_PRINTF(2, 3);
@@ -172,6 +207,8 @@ static void set_where(struct chk *c, bool growable, const char *fmt, ...)
  * aligned data cluster, L2 or L1 table there reads as zeroes (unallocated
  * entries for a table), so -r all can grow the file and keep exactly what
  * a reader sees (design note 8). */
+static int disk_refcount(struct chk *c, uint64_t k, uint64_t *v);
+
 static void past_eof(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
 {
     struct qcow2_state *s = c->s;
@@ -192,6 +229,13 @@ static void past_eof(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
     if (can) {
         c->grow_end = IC_MAX(c->grow_end, end);
         c->grow_refs += (int64_t)k;
+        /* once inside the file, a cluster with refcount 0 and references
+         * makes the refcount structure be rebuilt (design note 2) */
+        for (uint64_t q = off >> s->cluster_bits; q < (end >> s->cluster_bits); q++) {
+            uint64_t v;
+            if (disk_refcount(c, q, &v) < 0 || v == 0)
+                c->grow_rebuild = true;
+        }
     }
 }
 
@@ -339,6 +383,8 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                             continue;
                         }
                         c->res->check_errors++;
+                    } else if (c->would_fix & IC_FIX_ERRORS) {
+                        continue; /* dry run: no reference, as after the repair */
                     }
                 } else {
                     say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
@@ -1082,6 +1128,7 @@ static int imrt_reset(struct chk *c)
     c->rebuild = false;
     c->grow_end = 0;
     c->grow_refs = 0;
+    c->grow_rebuild = false;
     return load_reftable(c);
 }
 
@@ -1168,7 +1215,7 @@ static void dry_run_steps(struct chk *c)
         say(c, "Would repair: grow the file from %" PRId64 " to %" PRIu64 " bytes so that %"
             PRId64 " reference(s) past its end become valid (the clusters read as zeroes, as "
             "before), then count the clusters it adds", c->file_len, c->grow_end, c->grow_refs);
-    if (c->rebuild && all)
+    if ((c->rebuild || (c->grow_rebuild && c->grow_end > (uint64_t)c->file_len)) && all)
         say(c, "Would rebuild the refcount structure (refcount table at 0x%" PRIx64 ", %" PRIu64
             " entries): new refcount blocks and table written past the end of the file from the "
             "references counted, one header switch, then the old structure freed",
