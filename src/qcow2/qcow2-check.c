@@ -134,6 +134,7 @@ struct chk {
     char where[CHK_WHERE_MAX];
     bool growable;
     int64_t tab;                /* snapshot table findings outside the scan counters */
+    int64_t tab_eof;            /* scan corruptions: the table runs past the end */
     uint64_t grow_end;          /* file size that covers every growable reference */
     int64_t grow_refs;          /* corruptions that growing to grow_end repairs */
     bool grow_rebuild;          /* a grown cluster has no refcount: rebuild follows */
@@ -792,8 +793,10 @@ static int calculate(struct chk *c)
     }
     set_where(c, false, "snapshot table at 0x%" PRIx64 ", %" PRIu32 " entries",
               s->h.snapshots_offset, s->nb_snapshots);
+    int64_t before = c->res->corruptions;
     if (ret == 0)
         ret = inc(c, s->h.snapshots_offset, s->snapshots_size);
+    c->tab_eof = c->res->corruptions - before;
     set_where(c, false, "refcount table at 0x%" PRIx64 ", %" PRIu64 " entries",
               s->h.refcount_table_offset, c->rt_size);
     if (ret == 0)
@@ -1343,9 +1346,11 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
             res->check_errors++;
             res->corruptions += c.tab;
         } else {
-            /* the dropped entries were counted by the scan, the rest in c.tab */
-            res->corruptions -= dropped;
-            res->corruptions_fixed += dropped + c.tab;
+            /* the dropped entries were counted by the scan, the rest in
+             * c.tab; a rewritten table no longer runs past the end */
+            int64_t eof = changed ? c.tab_eof : 0;
+            res->corruptions -= dropped + eof;
+            res->corruptions_fixed += dropped + c.tab + eof;
         }
     } else {
         res->corruptions += c.tab;

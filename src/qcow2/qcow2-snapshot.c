@@ -1055,6 +1055,26 @@ int qcow2_snapshot_delete(struct ic_image *img, const char *id, const char *name
 
 /* ---- table rewrite for check -r all ----------------------------------------- */
 
+/* The old table as check leaves it: its refcounts match the references
+ * check counted, and it counts none past the end of the file, so a
+ * cluster of the table with refcount 0 is one it did not count (the table
+ * ran past the end): only the others are freed. */
+static int txn_free_checked_table(struct txn *t, uint64_t off, uint64_t bytes, ic_error **errp)
+{
+    if (!off || !bytes)
+        return 0;
+    uint64_t first = off >> t->s->cluster_bits, last = (off + bytes - 1) >> t->s->cluster_bits;
+    for (uint64_t c = first; c <= last; c++) {
+        uint64_t v;
+        int ret = txn_get(t, c, &v, errp);
+        if (ret == 0 && v)
+            ret = txn_add(t, c, -1, errp);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
 int qcow2_snapshot_rewrite_table(struct ic_image *img, ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -1062,7 +1082,7 @@ int qcow2_snapshot_rewrite_table(struct ic_image *img, ic_error **errp)
     uint64_t tab_off = 0, tab_bytes = 0;
     int ret = txn_begin(&t, img, errp);
     if (ret == 0)
-        ret = txn_free_table(&t, s->snapshots_offset, s->snapshots_size, errp);
+        ret = txn_free_checked_table(&t, s->snapshots_offset, s->snapshots_size, errp);
     if (ret == 0)
         ret = txn_write_table(&t, s->snapshots, s->nb_snapshots, &tab_off, &tab_bytes, errp);
     if (ret == 0) {

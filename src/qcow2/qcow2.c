@@ -545,11 +545,14 @@ static int read_snapshot_entry(struct ic_image *img, uint32_t i, uint64_t pos, b
     /* check reports (and -r all drops) a broken entry, as qemu opens it */
     if ((sn->l1_table_offset & s->cluster_offset_mask) && !check)
         return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
-                            "snapshot %" PRIu32 ": L1 table offset %#" PRIx64 " unaligned", i,
-                            sn->l1_table_offset);
+                            "snapshot %" PRIu32 ": L1 table offset %#" PRIx64 " unaligned "
+                            "(snapshot table entry at %#" PRIx64 "); run 'imgchain check -r all' "
+                            "to drop the snapshot", i, sn->l1_table_offset, pos);
     if ((uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES && !check)
         return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG,
-                            "snapshot %" PRIu32 ": L1 table is too large", i);
+                            "snapshot %" PRIu32 ": L1 table is too large (%" PRIu32 " entries, "
+                            "snapshot table entry at %#" PRIx64 "); run 'imgchain check -r all' "
+                            "to drop the snapshot", i, sn->l1_size, pos);
     *end = tail;
     return 0;
 }
