@@ -122,6 +122,7 @@ struct fault_run {
     unsigned long injected;
     unsigned long events[IC_EV__MAX];
     unsigned long writes;
+    unsigned long flushes;
     bool check_ok;
     char *check_msg;
     ic_check_result res;
@@ -173,6 +174,7 @@ static void fault_one(const struct tu_fault_loop *cfg, const struct ic_fault_rul
     for (int e = 0; e < IC_EV__MAX; e++)
         r->events[e] = ic_io_fault_event_count(t.wrapped, e);
     r->writes = ic_io_fault_request_count(t.wrapped, IC_FAULT_IO_WRITE);
+    r->flushes = ic_io_fault_request_count(t.wrapped, IC_FAULT_IO_FLUSH);
     target_finish(&t, ic_io_fault_release_inner(t.wrapped), cfg->name);
 
     ctx.io = NULL;
@@ -241,8 +243,8 @@ void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary 
 
     unsigned max_nth = cfg->max_nth ? cfg->max_nth : 1;
     static const int errnos[2] = { EIO, ENOSPC };
-    /* events: IC_EV_* first, then the "any write" rule */
-    for (int ev = 0; ev <= IC_EV__MAX; ev++) {
+    /* events: IC_EV_* first, then the "any write" and "any flush" rules */
+    for (int ev = 0; ev <= IC_EV__MAX + 1; ev++) {
         unsigned long fired;
         int rule_event;
         if (ev < IC_EV__MAX) {
@@ -252,14 +254,23 @@ void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary 
                 sum.events_fired++;
             if (!fired && !cfg->all_events)
                 continue;
-        } else {
+        } else if (ev == IC_EV__MAX) {
             fired = IC_MIN(dry.writes, (unsigned long)cfg->any_write_max);
             rule_event = IC_FAULT_ANY_WRITE;
+            if (!fired)
+                continue;
+        } else {
+            fired = IC_MIN(dry.flushes, (unsigned long)cfg->any_flush_max);
+            rule_event = IC_FAULT_ANY_FLUSH;
             if (!fired)
                 continue;
         }
         unsigned nth_max = ev < IC_EV__MAX ? (unsigned)IC_MIN((unsigned long)max_nth, IC_MAX(fired, 1ul))
                                            : (unsigned)fired;
+        /* event_flush: each event rule once more, failing the next flush
+         * after the event instead of the next request */
+        int kinds = ev < IC_EV__MAX && cfg->event_flush ? 2 : 1;
+        for (int kind = 0; kind < kinds; kind++)
         for (unsigned nth = 1; nth <= nth_max; nth++) {
             for (int ei = 0; ei < 2; ei++) {
                 for (int once = 1; once >= 0; once--) {
@@ -268,6 +279,8 @@ void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary 
                     rule.nth = nth;
                     rule.errnum = errnos[ei];
                     rule.once = once;
+                    if (kind)
+                        rule.iotypes = IC_FAULT_IO_FLUSH;
                     fault_one(cfg, &rule, &r, &dir);
                     sum.runs++;
                     if (r.injected)
@@ -280,8 +293,9 @@ void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary 
                     char *v = fault_judge(cfg, &r);
                     if (v) {
                         sum.violations++;
-                        print_error("fault loop '%s': event=%s errno=%s %s nth=%u: %s (kept in %s)\n",
+                        print_error("fault loop '%s': event=%s%s errno=%s %s nth=%u: %s (kept in %s)\n",
                                     cfg->name, ic_fault_event_name(rule_event),
+                                    kind ? " (next flush)" : "",
                                     errno_name(errnos[ei]), once ? "once" : "persistent", nth,
                                     v, dir);
                         free(v);

@@ -175,7 +175,11 @@ struct tu_loop_ctx {
  * A dry run without rules comes first: it must succeed and check clean, and
  * it tells which events the operation fires; events that never fire are
  * skipped unless all_events.  With any_write_max > 0 the loop also fails
- * the 1st..any_write_max-th pwrite ("any write" rules).
+ * the 1st..any_write_max-th pwrite ("any write" rules), and with
+ * any_flush_max > 0 the 1st..any_flush_max-th flush ("any flush" rules).
+ * With event_flush every event rule runs a second time with iotypes =
+ * IC_FAULT_IO_FLUSH: the write after the event lands, the next flush
+ * fails (a pointer switch written but not known to be durable).
  * Every violation is printed with its event/errno/mode/nth; the test fails
  * at the end if there was any.
  */
@@ -188,6 +192,8 @@ struct tu_fault_loop {
     void *payload;
     unsigned max_nth;
     unsigned any_write_max;
+    unsigned any_flush_max;  /* also fail the 1st..nth flush ("any flush" rules) */
+    bool event_flush;        /* each event rule also as "fail the next flush after it" */
     bool allow_success_after_fault;
     bool use_posix;
     bool all_events;
