@@ -293,6 +293,18 @@ int qcow2_grow_l1(struct ic_image *img, uint64_t min_size)
         ret = ic_io_pwrite(img->file, hb, sizeof(hb), QCOW2_HDR_L1_SIZE);
         if (ret == 0)
             ret = ic_io_flush(img->file);
+        if (ret < 0) {
+            /* A failed write or flush says nothing about what reached the
+             * disk: the header may point to either table.  Both hold the
+             * same entries now, but the next L1 update would reach only
+             * the one in memory, and a later successful flush would then
+             * claim writes the header's table never sees.  Stop writing
+             * (sticky ERROR): if we fail here, whichever table the header
+             * does not point to only leaks. */
+            free(nl1);
+            img->state = IC_IMAGE_ERROR;
+            return ret;
+        }
     }
     if (ret < 0) {
         /* if we fail before the switch the new table only leaks */
