@@ -138,8 +138,10 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
 /* Readers ic_image_convert runs (each with its own source handle). */
 #define CONVERT_READERS 3
 /* Slot buffers in flight: enough for every reader to fill one while the
- * writer writes others, without exceeding qemu-img's memory. */
+ * writer writes others, without exceeding qemu-img's memory.  With -c the
+ * writer is the bottleneck (compression), so one reader and three slots. */
 #define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
+#define CONVERT_SLOTS_COMPRESS 3
 /* Guest bytes a reader claims at once. */
 #define CONVERT_STRIPE ((uint64_t)64 << 20)
 
@@ -171,6 +173,7 @@ struct copy_state {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct slot slots[CONVERT_SLOTS];
+    unsigned nslots;         /* slots in use (<= CONVERT_SLOTS) */
     uint64_t next_stripe;    /* guest offset of the next unclaimed stripe */
     unsigned readers_done;
     bool stop;
@@ -198,7 +201,7 @@ static struct slot *slot_claim(struct copy_state *s)
     pthread_mutex_lock(&s->lock);
     struct slot *sl = NULL;
     while (!s->stop) {
-        for (unsigned i = 0; i < CONVERT_SLOTS && !sl; i++)
+        for (unsigned i = 0; i < s->nslots && !sl; i++)
             if (s->slots[i].state == SLOT_FREE)
                 sl = &s->slots[i];
         if (sl)
@@ -396,7 +399,7 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
         struct slot *sl = NULL;
         for (;;) {
             bool pending = false;
-            for (unsigned i = 0; i < CONVERT_SLOTS && !sl; i++) {
+            for (unsigned i = 0; i < s->nslots && !sl; i++) {
                 if (s->slots[i].state == SLOT_READY)
                     sl = &s->slots[i];
                 else if (s->slots[i].state == SLOT_FILLING)
@@ -448,8 +451,9 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
         opts = &defaults;
     struct copy_state s = {
         .dst = dst,
-        .max_readers = open_more ? CONVERT_READERS : 1,
-        .open_more = open_more,
+        .max_readers = open_more && !opts->compress ? CONVERT_READERS : 1,
+        .nslots = opts->compress ? CONVERT_SLOTS_COMPRESS : CONVERT_SLOTS,
+        .open_more = opts->compress ? NULL : open_more,
         .open_payload = open_payload,
         .size = ic_image_size(src),
         .compress = opts->compress,
@@ -479,7 +483,7 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
     s.buf_size = (size_t)IC_MAX((uint64_t)CONVERT_BUF_SIZE, s.granule);
     int ret = 0;
     unsigned nbuf = 0;
-    for (; nbuf < CONVERT_SLOTS; nbuf++) {
+    for (; nbuf < s.nslots; nbuf++) {
         void *mem = NULL;
         if (posix_memalign(&mem, CONVERT_ALIGN, s.buf_size) != 0) {
             ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM,
