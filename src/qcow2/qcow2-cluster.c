@@ -574,8 +574,11 @@ int qcow2_cluster_pread(struct ic_image *img, void *buf, size_t len, uint64_t of
     return 0;
 }
 
-/* qemu's qcow2_detect_metadata_preallocation: the highest used cluster
- * lies well past what the host file really allocates. */
+/* qemu 7.2's qcow2_detect_metadata_preallocation, as it is: the image
+ * file refcounts at least max(10/9, +2) times as many clusters (counted
+ * from the start, within the file's length) as the host really allocates.
+ * Partly written big clusters (extended L2, 2 MiB) trigger it too, so the
+ * count must be qemu's for map output to match. */
 static bool detect_metadata_prealloc(struct ic_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -584,17 +587,14 @@ static bool detect_metadata_prealloc(struct ic_image *img)
     if (alloc < 0 || fc <= 0)
         return false;
     int64_t real = alloc / s->cluster_size;
-    int64_t threshold = IC_MAX(real * 10 / 9, real + 2);
-    for (int64_t c = fc - 1; c >= 0; c--) {
+    int64_t threshold = IC_MAX(real * 10 / 9, real + 2), count = 0;
+    for (int64_t c = 0; c < fc && count < threshold; c++) {
         uint64_t rc;
         if (qcow2_get_refcount(img, (uint64_t)c, &rc) < 0)
             return false;
-        if (rc)
-            return c >= threshold;
-        if (fc - c > 1024)
-            return false; /* a long free tail: not preallocated metadata */
+        count += rc != 0;
     }
-    return false;
+    return count >= threshold;
 }
 
 int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len, uint64_t *pnum,
@@ -823,44 +823,160 @@ static int ext_cow(struct ic_image *img, uint64_t gstart, uint64_t host, uint64_
     return ret;
 }
 
-/* Note 6b: [pos, pos+n) inside the COPIED data cluster of entry @ci, some
- * of whose touched subclusters are unallocated or zero (qemu's
- * calculate_l2_meta with keep_old). */
-static int ext_write_in_place(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
-                              const uint8_t *data, uint64_t n)
+/* qemu's bdrv_co_is_zero_fast() as is_zero_cow() uses it: block status
+ * through the chain without want_zero says, in one run, that all of
+ * [off, off+len) reads as zeroes.  Without want_zero, stored data (a raw
+ * file's holes, data clusters over host holes) is never zero; unallocated
+ * down to the bottom is, and so is the range past a shorter backing file
+ * (not past the end of the image itself). */
+static bool chain_zero_fast(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    if (!len)
+        return true;
+    if (off + len > img->size)
+        return false;
+    for (struct ic_image *l = img; l; l = l->backing) {
+        if (off >= l->size)
+            return true;
+        if (off + len > l->size)
+            return false;
+        uint64_t pnum = 0, map = 0;
+        unsigned flags = 0;
+        ic_io *file = NULL;
+        if (l->drv->block_status(l, off, len, &pnum, &flags, &map, &file) < 0 || pnum < len)
+            return false;
+        if (flags & IC_BS_ALLOCATED)
+            return (flags & IC_BS_ZERO) && !(flags & IC_BS_DATA) &&
+                   strcmp(l->drv->name, "raw") != 0;
+    }
+    return true;
+}
+
+/* Writes guest bytes [gstart+a, gstart+end) from @data to host+a, with
+ * copy-on-write of [from, a) and [end, to) (offsets from the cluster at
+ * gstart / host).  As qemu's handle_alloc_space: when both COW regions
+ * read as zeroes (chain_zero_fast), the host range [from, to) is zeroed with
+ * one zero_range (allocated, reads as zeroes) instead of writing zero
+ * buffers.  Everything here precedes the L2 update (note 6, crash safety). */
+static int ext_write_cow(struct ic_image *img, uint64_t gstart, uint64_t host, uint64_t from,
+                         uint64_t a, uint64_t end, uint64_t to, const uint8_t *data)
 {
     struct qcow2_state *s = qcow2_state(img);
-    uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
-    uint64_t a = pos & s->cluster_offset_mask, gstart = pos - a;
-    uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
-    uint32_t fsc = (uint32_t)(a >> s->subcluster_bits);
-    uint32_t lsc = (uint32_t)((a + n - 1) >> s->subcluster_bits);
-    /* a partly written subcluster that holds data keeps it; one that reads
-     * as zeroes or from the backing file is completed from the guest view */
-    uint64_t from = qcow2_subcluster_type(s, e, bm, fsc) == QCOW2_SC_NORMAL
-                        ? a : (uint64_t)fsc << s->subcluster_bits;
-    uint64_t to = qcow2_subcluster_type(s, e, bm, lsc) == QCOW2_SC_NORMAL
-                      ? a + n : (uint64_t)(lsc + 1) << s->subcluster_bits;
     int ret;
     if (!s->data_file && (ret = qcow2_check_overlap(img, host + from, to - from)) < 0)
         return ret;
-    if ((ret = ext_cow(img, gstart, host, from, a)) < 0)
+    bool zeroed = false;
+    if ((from < a || end < to) && chain_zero_fast(img, gstart + from, a - from) &&
+        chain_zero_fast(img, gstart + end, to - end)) {
+        ic_io_event(img->file, IC_EV_COW_WRITE);
+        ret = ic_io_zero_range(qcow2_data_io(img), host + from, to - from);
+        if (ret < 0 && ret != -ENOTSUP)
+            return ret;
+        zeroed = ret == 0;
+    }
+    if (!zeroed && (ret = ext_cow(img, gstart, host, from, a)) < 0)
         return ret;
     ic_io_event(img->file, IC_EV_DATA_WRITE);
-    if ((ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)n, host + a)) < 0)
+    if ((ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)(end - a), host + a)) < 0)
         return ret;
-    if ((ret = ext_cow(img, gstart, host, a + n, to)) < 0)
+    if (!zeroed && (ret = ext_cow(img, gstart, host, end, to)) < 0)
         return ret;
-    /* The data and COW writes above come first; the L2 cache flushes the
-     * files before it writes this table: if we crash before that, the
-     * subclusters stay unallocated and the bytes written are unused. */
-    uint64_t nbm = (bm | sc_range(fsc, lsc)) & ~(sc_range(fsc, lsc) << 32);
-    if (nbm != bm) {
+    return 0;
+}
+
+/* After ext_write_cow: entries ci..ci+last point to host.. (+ j clusters)
+ * and the subclusters of [from, to) are allocated, their zero bits
+ * cleared; the other subclusters keep their state
+ * (qcow2_alloc_cluster_link_l2).  Old entries that pointed elsewhere are
+ * queued for freeing (after the table is on disk). */
+static int ext_link(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t last,
+                    uint64_t host, uint64_t from, uint64_t to)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size;
+    for (uint64_t j = 0; j <= last; j++) {
+        uint32_t i = ci + (uint32_t)j;
+        uint64_t old = qcow2_l2_get(s, l2, i), bm = qcow2_l2_get_bitmap(s, l2, i);
+        uint64_t wf = IC_MAX(from, j * cs) - j * cs, wt = IC_MIN(to, (j + 1) * cs) - j * cs;
+        uint32_t fsc = (uint32_t)(wf >> s->subcluster_bits);
+        uint32_t lsc = (uint32_t)((wt - 1) >> s->subcluster_bits);
+        uint64_t nbm = (bm | sc_range(fsc, lsc)) & ~(sc_range(fsc, lsc) << 32);
+        uint64_t ne = (host + j * cs) | QCOW2_OFLAG_COPIED;
+        if (ne == old && nbm == bm)
+            continue;
         ic_io_event(img->file, IC_EV_L2_UPDATE);
-        qcow2_l2_set_bitmap(s, l2, ci, nbm);
+        qcow2_l2_set(s, l2, i, ne);
+        qcow2_l2_set_bitmap(s, l2, i, nbm);
         qcow2_cache_mark_dirty(&s->l2_cache, l2);
+        if ((old & QCOW2_L2E_OFFSET_MASK) != host + j * cs) {
+            int ret = qcow2_free_l2_entry(img, old);
+            if (ret < 0)
+                return ret;
+        }
     }
     return 0;
+}
+
+/* Note 6b: the run of COPIED clusters from entry @ci with contiguous host
+ * offsets that the write [pos, pos+len) reaches is written in place
+ * (qemu's handle_copied + calculate_l2_meta with keep_old).  When a touched
+ * subcluster is unallocated or zero, the partly written first/last
+ * subcluster is completed from the guest view and the touched subclusters
+ * become allocated.  Returns the bytes of the write it covered. */
+static int64_t ext_write_keep(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
+                              const uint8_t *data, uint64_t len)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, a = pos & s->cluster_offset_mask, gstart = pos - a;
+    uint64_t host = qcow2_l2_get(s, l2, ci) & QCOW2_L2E_OFFSET_MASK, k = 0;
+    int ret;
+    while (k * cs < a + len && ci + k < s->l2_entries) {
+        uint64_t e = qcow2_l2_get(s, l2, ci + (uint32_t)k);
+        if (ext_needs_alloc(s, e) || (e & QCOW2_L2E_OFFSET_MASK) != host + k * cs)
+            break;
+        if ((ret = ext_check_entry(img, e, qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)k),
+                                   gstart + k * cs)) < 0)
+            return ret;
+        k++;
+    }
+    if (k == 0)
+        return -EIO; /* the caller saw entry @ci as a COPIED data cluster */
+    uint64_t bytes = IC_MIN(len, k * cs - a), end = a + bytes;
+    uint64_t last = (end - 1) >> s->cluster_bits;
+    bool all = true;
+    for (uint64_t j = 0; j <= last && all; j++) {
+        uint64_t wf = IC_MAX(a, j * cs) - j * cs, wt = IC_MIN(end, (j + 1) * cs) - j * cs;
+        uint64_t r = sc_range((uint32_t)(wf >> s->subcluster_bits),
+                              (uint32_t)((wt - 1) >> s->subcluster_bits));
+        all = (qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)j) & r) == r;
+    }
+    if (all) {
+        /* every touched subcluster holds data: a plain overwrite */
+        if (!s->data_file && (ret = qcow2_check_overlap(img, host + a, bytes)) < 0)
+            return ret;
+        ic_io_event(img->file, IC_EV_DATA_WRITE);
+        ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)bytes, host + a);
+        return ret < 0 ? ret : (int64_t)bytes;
+    }
+    uint64_t e0 = qcow2_l2_get(s, l2, ci), bm0 = qcow2_l2_get_bitmap(s, l2, ci);
+    uint64_t el = qcow2_l2_get(s, l2, ci + (uint32_t)last);
+    uint64_t bml = qcow2_l2_get_bitmap(s, l2, ci + (uint32_t)last);
+    uint32_t fsc = (uint32_t)(a >> s->subcluster_bits);
+    uint32_t lsc = (uint32_t)(((end - 1) & s->cluster_offset_mask) >> s->subcluster_bits);
+    /* a partly written subcluster that holds data keeps it; one that reads
+     * as zeroes or from the backing file is completed from the guest view */
+    uint64_t from = qcow2_subcluster_type(s, e0, bm0, fsc) == QCOW2_SC_NORMAL
+                        ? a : (uint64_t)fsc << s->subcluster_bits;
+    uint64_t to = qcow2_subcluster_type(s, el, bml, lsc) == QCOW2_SC_NORMAL
+                      ? end : last * cs + ((uint64_t)(lsc + 1) << s->subcluster_bits);
+    if ((ret = ext_write_cow(img, gstart, host, from, a, end, to, data)) < 0)
+        return ret;
+    /* The data is written; the L2 cache flushes the files before it writes
+     * this table: if we crash before that, the subclusters stay as they
+     * were and the bytes written are unused. */
+    if ((ret = ext_link(img, l2, ci, last, host, from, to)) < 0)
+        return ret;
+    return (int64_t)bytes;
 }
 
 /* COW start (from the first cluster's start) for a new cluster replacing
@@ -947,37 +1063,18 @@ static int64_t ext_write_alloc(struct ic_image *img, uint8_t *l2, uint32_t ci, u
     /* The clusters are allocated (refcounts in the refblock cache) but no
      * entry points to them yet: if we fail or crash from here until the
      * L2 table is written, they only leak. */
-    if ((ret = ext_cow(img, gstart, (uint64_t)host, from, a)) < 0)
-        return ret;
-    ic_io_event(img->file, IC_EV_DATA_WRITE);
-    if ((ret = ic_io_pwrite(qcow2_data_io(img), data, (size_t)bytes, (uint64_t)host + a)) < 0)
-        return ret;
-    if ((ret = ext_cow(img, gstart, (uint64_t)host, end, to)) < 0)
+    if ((ret = ext_write_cow(img, gstart, (uint64_t)host, from, a, end, to, data)) < 0)
         return ret;
     /* Data and COW are written; only now the entries change (in the L2
      * cache, which flushes the files before it writes the table). */
-    for (uint64_t j = 0; j <= last; j++) {
-        uint32_t i = ci + (uint32_t)j;
-        uint64_t old = qcow2_l2_get(s, l2, i), bm = qcow2_l2_get_bitmap(s, l2, i);
-        uint64_t wf = IC_MAX(from, j * cs) - j * cs, wt = IC_MIN(to, (j + 1) * cs) - j * cs;
-        uint32_t fsc = (uint32_t)(wf >> s->subcluster_bits);
-        uint32_t lsc = (uint32_t)((wt - 1) >> s->subcluster_bits);
-        uint64_t nbm = (bm | sc_range(fsc, lsc)) & ~(sc_range(fsc, lsc) << 32);
-        uint64_t nhost = (uint64_t)host + j * cs;
-        ic_io_event(img->file, IC_EV_L2_UPDATE);
-        qcow2_l2_set(s, l2, i, nhost | QCOW2_OFLAG_COPIED);
-        qcow2_l2_set_bitmap(s, l2, i, nbm);
-        qcow2_cache_mark_dirty(&s->l2_cache, l2);
-        /* what the old entry referenced is freed after the table is on
-         * disk (queued) */
-        if ((ret = qcow2_free_l2_entry(img, old)) < 0)
-            return ret;
-    }
+    if ((ret = ext_link(img, l2, ci, last, (uint64_t)host, from, to)) < 0)
+        return ret;
     return (int64_t)bytes;
 }
 
-/* One step of an extended-L2 write at entry @ci that cannot simply be
- * written in place; returns the bytes done. */
+/* One step of an extended-L2 write at entry @ci (a run of clusters that
+ * are written in place, or a run that gets new clusters); returns the
+ * bytes done. */
 static int64_t ext_write(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_t pos,
                          const uint8_t *data, uint64_t len)
 {
@@ -988,10 +1085,7 @@ static int64_t ext_write(struct ic_image *img, uint8_t *l2, uint32_t ci, uint64_
         return ret;
     if (ext_needs_alloc(s, e))
         return ext_write_alloc(img, l2, ci, pos, data, len);
-    uint64_t n = IC_MIN(len, (uint64_t)s->cluster_size - (pos & s->cluster_offset_mask));
-    if ((ret = ext_write_in_place(img, l2, ci, pos, data, n)) < 0)
-        return ret;
-    return (int64_t)n;
+    return ext_write_keep(img, l2, ci, pos, data, len);
 }
 
 /* Writes the part of [off, off+len) inside one L2 table; returns bytes. */
@@ -1014,6 +1108,15 @@ static int64_t write_in_table(struct ic_image *img, const uint8_t *buf, uint64_t
         uint64_t n = IC_MIN(limit - done, cs - a);
         uint32_t ci = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
         uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
+        if (s->ext_l2) {
+            int64_t w = ext_write(img, l2, ci, pos, buf + done, limit - done);
+            if (w < 0) {
+                ret = (int)w;
+                break;
+            }
+            done += (uint64_t)w;
+            continue;
+        }
         if (in_place(s, e, bm, a, n)) {
             uint64_t host = (e & QCOW2_L2E_OFFSET_MASK) + a, total = n;
             for (uint32_t k = 1; done + total < limit; k++) {
@@ -1030,15 +1133,6 @@ static int64_t write_in_table(struct ic_image *img, const uint8_t *buf, uint64_t
             if ((ret = ic_io_pwrite(qcow2_data_io(img), buf + done, (size_t)total, host)) < 0)
                 break;
             done += total;
-            continue;
-        }
-        if (s->ext_l2) {
-            int64_t w = ext_write(img, l2, ci, pos, buf + done, limit - done);
-            if (w < 0) {
-                ret = (int)w;
-                break;
-            }
-            done += (uint64_t)w;
             continue;
         }
         bool full = a == 0 && (n == cs || pos + n >= img->size);
@@ -1120,6 +1214,79 @@ static int write_zero_buf(struct ic_image *img, uint64_t off, uint64_t len)
     return ret;
 }
 
+/* ---- host discards of freed clusters (extended L2) ------------------------------------ */
+
+/* qemu passes discard requests down to the image file (pass-discard-
+ * request, on when the image is opened with unmap as qemu-io does): a host
+ * cluster whose refcount drops to 0 because of a discard or an unmapping
+ * zero write is punched out of the file.  With extended L2 we do the same,
+ * so that the host layout (and what qemu's metadata-preallocation
+ * heuristic sees) matches qemu's.  The clusters are noted while entries
+ * are dropped and punched after qcow2_flush_pending_frees(): by then no
+ * table on disk references them. */
+struct punch_list {
+    uint64_t *off;   /* host cluster offsets */
+    size_t n, cap;
+};
+
+static int punch_note(struct ic_image *img, struct punch_list *pl, uint64_t e)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t first, end;
+    if (!pl || s->data_file)
+        return 0;
+    switch (qcow2_cluster_type(s, e)) {
+    case QCOW2_CT_COMPRESSED: {
+        uint64_t coff, csize;
+        qcow2_parse_compressed(s, e, &coff, &csize);
+        first = coff & ~s->cluster_offset_mask;
+        end = coff + csize;
+        break;
+    }
+    case QCOW2_CT_NORMAL:
+    case QCOW2_CT_ZERO_ALLOC:
+        first = e & QCOW2_L2E_OFFSET_MASK;
+        end = first + s->cluster_size;
+        break;
+    case QCOW2_CT_UNALLOCATED:
+    case QCOW2_CT_ZERO_PLAIN:
+    default:
+        return 0;
+    }
+    for (uint64_t c = first; c < end; c += s->cluster_size) {
+        if (pl->n == pl->cap) {
+            size_t cap = pl->cap ? pl->cap * 2 : 16;
+            uint64_t *nv = realloc(pl->off, cap * sizeof(*nv));
+            if (!nv)
+                return -ENOMEM;
+            pl->off = nv;
+            pl->cap = cap;
+        }
+        pl->off[pl->n++] = c;
+    }
+    return 0;
+}
+
+/* Punches the noted clusters that are free now; frees the list.  A
+ * backend without hole punching leaves the bytes (they are unused). */
+static int punch_apply(struct ic_image *img, struct punch_list *pl, int ret)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    for (size_t i = 0; i < pl->n && ret == 0; i++) {
+        uint64_t rc;
+        ret = qcow2_get_refcount(img, pl->off[i] >> s->cluster_bits, &rc);
+        if (ret == 0 && rc == 0) {
+            ret = ic_io_punch_hole(img->file, pl->off[i], s->cluster_size);
+            if (ret == -ENOTSUP)
+                ret = 0;
+        }
+    }
+    free(pl->off);
+    pl->off = NULL;
+    pl->n = pl->cap = 0;
+    return ret;
+}
+
 enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD, ZM_FULL };
 
 /* New entry for a whole cluster that must read as zeroes (or be
@@ -1163,7 +1330,8 @@ static bool zero_entry(struct ic_image *img, enum zmode mode, uint64_t e, uint64
 
 /* Applies @mode to the whole clusters of [off, off+len) (cluster aligned,
  * or ending at the end of the disk). */
-static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum zmode mode)
+static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum zmode mode,
+                         struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint32_t tbits = s->cluster_bits + s->l2_bits;
@@ -1197,7 +1365,7 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
             qcow2_l2_set(s, l2, ci, ne);
             qcow2_l2_set_bitmap(s, l2, ci, nbm);
             qcow2_cache_mark_dirty(&s->l2_cache, l2);
-            if (free_old)
+            if (free_old && (ret = punch_note(img, pl, e)) == 0)
                 ret = qcow2_free_l2_entry(img, e);
         }
         qcow2_cache_put(&s->l2_cache, &l2);
@@ -1299,7 +1467,8 @@ static int ext_zero_subclusters(struct ic_image *img, uint64_t off, uint32_t nsc
 /* qemu's zero_in_l2_slice: whole clusters of [off, off+len) (cluster
  * aligned; the last one may end at the end of the disk) get an all-zero
  * bitmap; the host cluster is dropped when compressed, or with @unmap. */
-static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, bool unmap,
+                             struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint32_t tbits = s->cluster_bits + s->l2_bits;
@@ -1323,7 +1492,7 @@ static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, b
             qcow2_l2_set_bitmap(s, l2, ci, QCOW2_BITMAP_ALL_ZERO);
             qcow2_cache_mark_dirty(&s->l2_cache, l2);
             /* the old cluster is freed after the table is on disk */
-            if (drop)
+            if (drop && (ret = punch_note(img, pl, e)) == 0)
                 ret = qcow2_free_l2_entry(img, e);
         }
         qcow2_cache_put(&s->l2_cache, &l2);
@@ -1337,7 +1506,8 @@ static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, b
 
 /* qemu's qcow2_subcluster_zeroize: [off, off+len) is subcluster aligned
  * (its end may be the end of the disk). */
-static int ext_zeroize(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+static int ext_zeroize(struct ic_image *img, uint64_t off, uint64_t len, bool unmap,
+                       struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t cs = s->cluster_size, scs = s->subcluster_size, end = off + len;
@@ -1349,7 +1519,7 @@ static int ext_zeroize(struct ic_image *img, uint64_t off, uint64_t len, bool un
     if (head)
         ret = ext_zero_subclusters(img, off - head, (uint32_t)IC_DIV_ROUND_UP(head, scs));
     if (ret == 0 && end > off)
-        ret = ext_zero_clusters(img, off, IC_MIN(end, img->size) - off, unmap);
+        ret = ext_zero_clusters(img, off, IC_MIN(end, img->size) - off, unmap, pl);
     if (ret == 0 && tail)
         ret = ext_zero_subclusters(img, end, (uint32_t)IC_DIV_ROUND_UP(tail, scs));
     return ret;
@@ -1359,7 +1529,8 @@ static int ext_zeroize(struct ic_image *img, uint64_t off, uint64_t len, bool un
  * piece that covers only part of a subcluster zeroes the whole subcluster
  * when the rest of it already reads as zeroes and it holds no data;
  * otherwise -ENOTSUP (the caller writes zero data). */
-static int ext_zero_piece(struct ic_image *img, uint64_t pos, uint64_t n, bool unmap)
+static int ext_zero_piece(struct ic_image *img, uint64_t pos, uint64_t n, bool unmap,
+                          struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t scs = s->subcluster_size, end = pos + n;
@@ -1387,13 +1558,14 @@ static int ext_zero_piece(struct ic_image *img, uint64_t pos, uint64_t n, bool u
             return -ENOTSUP;
         }
     }
-    return ext_zeroize(img, pos, n, unmap);
+    return ext_zeroize(img, pos, n, unmap, pl);
 }
 
 /* Zero writes with extended L2, split as qemu's bdrv_co_do_pwrite_zeroes
  * splits them (alignment: one subcluster), with its fallback to zero data
  * for pieces the driver refuses. */
-static int ext_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, bool unmap)
+static int ext_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, bool unmap,
+                             struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
     uint64_t scs = s->subcluster_size, end = off + len;
@@ -1403,7 +1575,7 @@ static int ext_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, b
             n = IC_MIN(n, scs - (off & (scs - 1)));
         else if ((end & (scs - 1)) && n > scs)
             n -= end & (scs - 1);
-        int ret = ext_zero_piece(img, off, n, unmap);
+        int ret = ext_zero_piece(img, off, n, unmap, pl);
         if (ret == -ENOTSUP) {
             n = IC_MIN(n, EXT_ZERO_FALLBACK_MAX);
             ret = write_zero_buf(img, off, n);
@@ -1424,10 +1596,11 @@ int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len
     if (ret < 0)
         return ret;
     if (s->ext_l2) {
-        ret = ext_pwrite_zeroes(img, off, len, (flags & IC_ZERO_MAY_UNMAP) != 0);
+        struct punch_list pl = { NULL, 0, 0 };
+        ret = ext_pwrite_zeroes(img, off, len, (flags & IC_ZERO_MAY_UNMAP) != 0, &pl);
         if (ret == 0)
             ret = qcow2_flush_pending_frees(img);
-        return ret;
+        return punch_apply(img, &pl, ret);
     }
     uint64_t cs = s->cluster_size, end = off + len;
     uint64_t zs = IC_ALIGN_UP(off, cs);
@@ -1440,7 +1613,7 @@ int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len
         if (ret == 0) {
             enum zmode m = (flags & IC_ZERO_MAY_UNMAP) || s->h.version < 3 ? ZM_ZERO_UNMAP
                                                                           : ZM_ZERO;
-            ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, m);
+            ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, m, NULL);
         }
         if (ret == 0 && ze < end)
             ret = write_zero_buf(img, ze, end - ze);
@@ -1461,13 +1634,15 @@ int qcow2_cluster_discard(struct ic_image *img, uint64_t off, uint64_t len)
     uint64_t ze = end == img->size ? IC_ALIGN_UP(end, cs) : IC_ALIGN_DOWN(end, cs);
     if (zs >= ze)
         return 0;
+    struct punch_list pl = { NULL, 0, 0 };
     if (s->data_file_raw)
         ret = write_zero_buf(img, zs, IC_MIN(ze, img->size) - zs);
     else
-        ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, ZM_DISCARD);
+        ret = zero_clusters(img, zs, IC_MIN(ze, img->size) - zs, ZM_DISCARD,
+                            s->ext_l2 ? &pl : NULL);
     if (ret == 0)
         ret = qcow2_flush_pending_frees(img);
-    return ret;
+    return punch_apply(img, &pl, ret);
 }
 
 int qcow2_make_empty(struct ic_image *img)
@@ -1480,7 +1655,7 @@ int qcow2_make_empty(struct ic_image *img)
     if (s->data_file_raw)
         ret = write_zero_buf(img, 0, img->size);
     else if (end)
-        ret = zero_clusters(img, 0, IC_MIN(end, img->size), ZM_FULL);
+        ret = zero_clusters(img, 0, IC_MIN(end, img->size), ZM_FULL, NULL);
     if (ret == 0)
         ret = qcow2_flush_pending_frees(img);
     return ret;
