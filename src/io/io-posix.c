@@ -99,6 +99,16 @@ static int posix_punch_hole(ic_io *io, uint64_t off, uint64_t len)
     return 0;
 }
 
+/* What qemu's file-posix write-zeroes does first: zeroes that keep their
+ * space allocated (unwritten extents, so SEEK_DATA reports a hole on ext4
+ * and xfs) and that extend the file. */
+static int posix_zero_range(ic_io *io, uint64_t off, uint64_t len)
+{
+    if (fallocate(to_posix(io)->fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) < 0)
+        return errno == EOPNOTSUPP ? -ENOTSUP : -errno;
+    return 0;
+}
+
 static int posix_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum)
 {
     int fd = to_posix(io)->fd;
@@ -164,6 +174,7 @@ static const struct ic_io_ops posix_ops = {
     .lock = posix_lock,
     .block_status = posix_block_status,
     .allocated_size = posix_allocated_size,
+    .zero_range = posix_zero_range,
 };
 
 int ic_io_posix_fd(ic_io *io)

@@ -125,6 +125,13 @@ int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len)
     return io->ops->punch_hole(io, off, len);
 }
 
+int ic_io_zero_range(ic_io *io, uint64_t off, uint64_t len)
+{
+    if (!io->ops->zero_range)
+        return -ENOTSUP;
+    return io->ops->zero_range(io, off, len);
+}
+
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp)
 {
     if (!io->ops->lock)

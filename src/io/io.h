@@ -37,6 +37,9 @@ int ic_io_flush(ic_io *io) IC_WARN_UNUSED;
 int ic_io_truncate(ic_io *io, uint64_t size) IC_WARN_UNUSED;
 int64_t ic_io_get_size(ic_io *io);
 int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len);
+/* The backend's zero_range op (allocated zeroes, extends the file), or
+ * -ENOTSUP without one. */
+int ic_io_zero_range(ic_io *io, uint64_t off, uint64_t len);
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp);
 int ic_io_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
 int64_t ic_io_allocated_size(ic_io *io);

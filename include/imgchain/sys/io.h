@@ -16,6 +16,9 @@
  *   get_size  returns the file length (>= 0) or -errno.
  *   punch_hole deallocates [off, off+len) so it reads as zeroes; may be
  *             NULL (then -ENOTSUP, and callers write zeroes if they need to).
+ *   zero_range optional: makes [off, off+len) read as zeroes with the space
+ *             allocated (fallocate FALLOC_FL_ZERO_RANGE, extending the file
+ *             like a write); NULL or -ENOTSUP: callers write zeroes.
  *   event     optional: called before each named metadata write (see
  *             IC_EV_* in the library's src/io/events.def); filters such as
  *             the fault injector use it.  May be NULL.
@@ -86,6 +89,9 @@ struct ic_io_ops {
      * reqs[i].ret and returns 0, or the first failed request's -errno.
      * NULL: the library runs them one by one with pread/pwrite. */
     int (*submit)(ic_io *io, struct ic_io_req *reqs, size_t n);
+    /* Optional (see the contract above): qemu's write-zeroes of a host
+     * range; NULL: -ENOTSUP. */
+    int (*zero_range)(ic_io *io, uint64_t off, uint64_t len);
 };
 
 /* The base struct every backend embeds first. */
