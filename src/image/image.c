@@ -414,6 +414,12 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
             out->length = len;
             out->depth = depth;
             out->flags = IC_BS_ZERO;
+            if (last_offset) {
+                /* the layer above keeps its host offset, as in qemu */
+                out->flags |= IC_BS_OFFSET_VALID;
+                out->host_offset = last_map;
+                out->filename = last_file ? ic_io_name(last_file) : NULL;
+            }
             return 0;
         }
         uint64_t n = layer->size - off < len ? layer->size - off : len;
