@@ -4,8 +4,8 @@
  * writes, zero writes and discards, reads through to the backing file for
  * subclusters a write did not touch, the host offset block status reports
  * for them, refusal of a corrupt bitmap, random I/O against a raw model
- * (and `qemu-img check` when qemu-img is installed), and a crash loop over
- * subcluster writes.
+ * (and `qemu-img check` when qemu-img is installed), a crash loop over
+ * subcluster writes and a fault loop (every event x EIO/ENOSPC).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -599,6 +599,77 @@ static void test_qcow2_extl2__subcluster_writes_crashed_at_every_flush_leave_old
     assert_true(sum.crash_points >= CR_N);
 }
 
+/* ---- fault loop --------------------------------------------------------------- */
+
+/* EIO/ENOSPC at every metadata event (and the first writes and flushes) of
+ * a sequence of subcluster writes, zero writes and a discard: the run
+ * fails cleanly and the image keeps 0 corruptions (leaks allowed). */
+static int fl_setup(struct tu_loop_ctx *ctx, ic_error **errp)
+{
+    return cr_setup(ctx, errp);
+}
+
+static int fl_run(struct tu_loop_ctx *ctx, ic_error **errp)
+{
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
+    o.open_file = ctx->open_file;
+    o.payload = ctx->open_payload;
+    ic_image *img = NULL;
+    int ret = ic_image_open(&img, ctx->path, &o, errp);
+    if (ret < 0)
+        return ret;
+    uint8_t buf[40000];
+    for (unsigned i = 0; i < CR_N && ret == 0; i++) {
+        if (cr_ops[i].zero) {
+            ret = ic_image_pwrite_zeroes(img, cr_ops[i].off, cr_ops[i].len,
+                                         i % 2 ? IC_ZERO_MAY_UNMAP : 0, errp);
+        } else {
+            tu_fill_pattern(buf, cr_ops[i].len, 500 + i);
+            ret = ic_image_pwrite(img, buf, cr_ops[i].len, cr_ops[i].off, errp);
+        }
+    }
+    if (ret == 0)
+        ret = ic_image_discard(img, 16384, 32768, errp);
+    if (ret == 0)
+        ret = ic_image_flush(img, errp);
+    int cret = ic_image_close(img);
+    if (ret == 0 && cret < 0)
+        ret = ic_error_set(errp, IC_ERR_IO, -cret, "close failed: %s", strerror(-cret));
+    return ret;
+}
+
+static int fl_check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
+{
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
+    ic_image *img = NULL;
+    int ret = ic_image_open(&img, ctx->path, &o, errp);
+    if (ret == 0)
+        ret = ic_image_check(img, 0, NULL, NULL, res, errp);
+    ic_image_close(img);
+    if (ret == 0 && tu_have_prog("qemu-img")) {
+        int rc = tu_sh("qemu-img check -q '%s' >/dev/null 2>&1", ctx->path);
+        if (rc != 0 && rc != 3)
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "qemu-img check exit %d", rc);
+    }
+    return ret;
+}
+
+static void test_qcow2_extl2__subcluster_writes_fail_cleanly_at_every_event(void **state)
+{
+    (void)state;
+    struct tu_fault_loop cfg = {
+        .name = "qcow2 extended L2 writes",
+        .target = "t.qcow2", .setup = fl_setup, .run = fl_run, .check = fl_check,
+        .max_nth = 2, .any_write_max = 6, .any_flush_max = 3,
+    };
+    struct tu_fault_summary sum;
+    tu_fault_loop_run(&cfg, &sum);
+    assert_int_equal(sum.violations, 0);
+    assert_true(sum.runs_injected > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_extl2__random_io_matches_the_model_over_a_backing_file),
         cmocka_unit_test(
             test_qcow2_extl2__subcluster_writes_crashed_at_every_flush_leave_old_or_new_data),
+        cmocka_unit_test(test_qcow2_extl2__subcluster_writes_fail_cleanly_at_every_event),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
