@@ -733,6 +733,11 @@ static int check_writable(struct ic_image *img, ic_error **errp)
                             "internal snapshots are not supported with an external data file");
     if (img->state == IC_IMAGE_ERROR)
         return ic_error_set(errp, IC_ERR_IO, EIO, "the image is in an error state");
+    /* a check-mode open loaded only part of a damaged table: rewriting it
+     * would lose the rest without freeing it */
+    if (s->snap_dropped || s->snap_extra_cut)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "the snapshot table is damaged; run "
+                            "'imgchain check -r all' first");
     return 0;
 }
 

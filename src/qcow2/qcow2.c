@@ -584,10 +584,11 @@ int qcow2_read_snapshots(struct ic_image *img, ic_error **errp)
     s->snapshots = calloc(n, sizeof(*s->snapshots));
     if (!s->snapshots)
         return nomem(errp);
-    uint64_t pos = s->h.snapshots_offset, end = pos, table_length = 0;
+    uint64_t pos = s->h.snapshots_offset, end = pos, prev_end = pos, table_length = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct qcow2_snapshot *sn = &s->snapshots[i];
         s->nb_snapshots = i + 1;
+        prev_end = end;
         int ret = read_snapshot_entry(img, i, pos, check, sn, &end, errp);
         if (ret < 0)
             return ret;
@@ -612,7 +613,7 @@ int qcow2_read_snapshots(struct ic_image *img, ic_error **errp)
             s->nb_snapshots = i;
             s->snap_too_big = true;
             s->snap_dropped += n - i;
-            end = pos;
+            end = prev_end;
             break;
         }
         pos = IC_ALIGN_UP(end, 8);
