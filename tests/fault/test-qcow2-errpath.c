@@ -125,7 +125,7 @@ static void pre_data(size_t i, uint8_t *buf, uint64_t len)
 
 /* The backing file's contents (first @len bytes of one cached pattern:
  * generating it for every run would dominate the loop's time). */
-#define BACKING_MAX (8 * MiB)
+#define BACKING_MAX (17 * MiB)
 static void backing_data(uint8_t *buf, uint64_t len)
 {
     static uint8_t *pattern;
@@ -613,6 +613,47 @@ static void test_qcow2_errpath__allocating_writes_over_a_backing_file_fail_clean
     loop(&sc);
 }
 
+static void test_qcow2_errpath__allocating_writes_with_lazy_refcounts_fail_cleanly(void **state)
+{
+    (void)state;
+    struct scenario sc = {
+        .name = "qcow2 allocating writes with lazy refcounts",
+        .opts = "cluster_size=4096,lazy_refcounts=on", .size = 8 * MiB, .cluster_size = 4096,
+        .pre = alloc_pre, .npre = N(alloc_pre), .steps = alloc_steps, .nsteps = N(alloc_steps),
+        .must_fire = { IC_EV_L2_ALLOC, IC_EV_HEADER_UPDATE, IC_EV_COW_WRITE }, .nmust = 3,
+        .qemu_check = true,
+    };
+    loop(&sc);
+}
+
+/* Extended L2 entries (32 subclusters of 512 bytes per 16 KiB cluster):
+ * subcluster allocation, COW of partial subclusters, zero subclusters. */
+static const struct step ext_pre[] = {
+    { ST_WRITE, 0, 32 * KiB },
+};
+static const struct step ext_steps[] = {
+    { ST_WRITE, 40 * KiB + 512, 1024 },           /* two subclusters of a new cluster */
+    { ST_WRITE, 40 * KiB + 4096 + 100, 300 },     /* partial subcluster, same cluster */
+    { ST_ZERO, 8 * KiB, 2 * KiB },                /* zero subclusters in place */
+    { ST_WRITE, 16 * MiB + 1000, 3000 },          /* new L2 table */
+    { ST_ZERO_UNMAP, 16 * KiB, 16 * KiB },        /* a whole cluster */
+    { ST_DISCARD, 40 * KiB, 16 * KiB },
+};
+
+static void test_qcow2_errpath__extended_l2_writes_fail_cleanly_at_every_event(void **state)
+{
+    (void)state;
+    struct scenario sc = {
+        .name = "qcow2 extended L2 writes over a backing file",
+        .opts = "cluster_size=16384,extended_l2=on", .size = 17 * MiB, .backing = true,
+        .cluster_size = 16384, .pre = ext_pre, .npre = N(ext_pre),
+        .steps = ext_steps, .nsteps = N(ext_steps),
+        .must_fire = { IC_EV_L2_ALLOC, IC_EV_COW_WRITE }, .nmust = 2, .qemu_check = true,
+        .max_nth = 4,
+    };
+    loop(&sc);
+}
+
 /* 512-byte clusters with 64-bit refcounts: a refblock covers 64 clusters
  * (32 KiB) and the first reftable cluster 64 refblocks (2 MiB of file). */
 static const struct step reftable_pre[] = {
@@ -755,6 +796,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qcow2_errpath__allocating_writes_fail_cleanly_at_every_event),
         cmocka_unit_test(test_qcow2_errpath__allocating_writes_over_a_backing_file_fail_cleanly),
+        cmocka_unit_test(test_qcow2_errpath__allocating_writes_with_lazy_refcounts_fail_cleanly),
+        cmocka_unit_test(test_qcow2_errpath__extended_l2_writes_fail_cleanly_at_every_event),
         cmocka_unit_test(test_qcow2_errpath__refcount_table_growth_fails_cleanly_at_every_event),
         cmocka_unit_test(test_qcow2_errpath__l1_growth_fails_cleanly_at_every_event),
         cmocka_unit_test(test_qcow2_errpath__zero_writes_and_discards_fail_cleanly_at_every_event),
