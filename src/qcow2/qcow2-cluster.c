@@ -57,10 +57,17 @@
  *        rest of it already reads as zeroes through the chain and it
  *        holds no data, else zero data is written.
  *     d. Discard stays cluster granular (qemu 7.2 ignores partial-cluster
- *        discards), and like qemu it allocates a missing L2 table.
+ *        discards), and like qemu it allocates a missing L2 table.  Host
+ *        clusters freed by a discard or an unmapping zero write are
+ *        punched out of the file (qemu's pass-discard-request).
  *     e. An unallocated subcluster inside an allocated cluster reports its
  *        host offset in block status (not allocated, offset valid), as
  *        qemu's block status does.
+ *     f. Host layout as qemu's: when both COW regions of a write read as
+ *        zeroes, the host range is zeroed with one zero_range (allocated
+ *        zeroes, qemu's handle_alloc_space) instead of zero buffers; the
+ *        metadata-preallocation heuristic of block status counts
+ *        refcounted clusters exactly as qemu 7.2 does.
  *     Crash safety: the data and COW writes are issued before the L2 entry
  *     that marks the subclusters allocated is changed in the L2 cache, and
  *     the cache flushes the files before it writes any table (design note
