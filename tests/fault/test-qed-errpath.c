@@ -45,6 +45,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "qed-damage.h"
 #include "util/error.h"
 
 #define KiB 1024ull
@@ -77,6 +78,7 @@ struct scenario {
     size_t nmust;
     bool qemu_check;           /* also run qemu-img check on every surviving file */
     unsigned max_nth;          /* occurrences of each event to fail (0 = 8) */
+    bool damaged;              /* setup leaves need-check set over planted damage */
 
     /* built by the first setup(), copied by the others (design note 5) */
     uint8_t *t_img, *t_want;
@@ -306,6 +308,20 @@ static int build(struct tu_loop_ctx *ctx, ic_error **errp)
     return ret;
 }
 
+/* The damage a crash without a backing file may leave (need-check set): an
+ * L2 entry past the end of the file and leaked clusters at its end.  The
+ * repairing open zeroes the entry, so its cluster may read anything. */
+#define DAMAGED_GUEST (8 * KiB)
+static void plant_damage(struct scenario *sc, const char *path)
+{
+    struct qd_info in;
+    assert_int_equal(qd_read_info(path, &in), 0);
+    assert_int_equal(qd_set_l2(path, DAMAGED_GUEST, in.file_size + 16ull * in.cluster_size), 0);
+    assert_int_equal(qd_append_clusters(path, 2), 0);
+    assert_int_equal(qd_set_need_check(path, true), 0);
+    memset(sc->state + DAMAGED_GUEST, B_ANY, 4 * KiB);
+}
+
 static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
@@ -330,6 +346,8 @@ static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
         int ret = build(ctx, errp);
         if (ret < 0)
             return ret;
+        if (sc->damaged)
+            plant_damage(sc, ctx->path);
         assert_int_equal(tu_read_file(ctx->path, &sc->t_img, &sc->t_img_len), 0);
         sc->t_want = malloc((size_t)sc->cap);
         assert_non_null(sc->t_want);
@@ -340,6 +358,8 @@ static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
     free(sc->violation);
     sc->violation = NULL;
     memset(sc->state, B_CERTAIN, (size_t)sc->cap);
+    if (sc->damaged)
+        memset(sc->state + DAMAGED_GUEST, B_ANY, 4 * KiB);
     memcpy(sc->want, sc->t_want, (size_t)sc->cap);
     sc->size_old = sc->size_new = sc->size;
     sc->size_certain = true;
@@ -356,12 +376,17 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
     ic_image *img = NULL;
+    const char *file = base_name(ctx->path);
     int ret = open_rw(ctx->path, ctx->open_file, ctx->open_payload, &img, errp);
-    if (ret < 0)
+    if (ret < 0) {
+        const char *msg = errp && *errp ? ic_error_message(*errp) : "";
+        if (!strstr(msg, file))
+            violation(sc, "the open failed with a message that does not name %s: '%s'", file,
+                      msg);
         return ret;
+    }
     uint8_t *buf = malloc((size_t)max_step_len(sc));
     assert_non_null(buf);
-    const char *file = base_name(ctx->path);
     for (size_t i = 0; i < sc->nsteps; i++) {
         const struct step *st = &sc->steps[i];
         ic_error *err = NULL;
@@ -512,6 +537,32 @@ static int reopen_rw_and_check(const char *path, ic_error **errp)
     return ret;
 }
 
+/* The planted damage may survive a run whose repairing open failed; it is
+ * allowed only while need-check still covers it.  The file is then
+ * repaired by a clean read-write open and checked again (strictly). */
+static int repair_planted_damage(const char *path, ic_check_result *res, ic_error **errp)
+{
+    struct qd_info in;
+    assert_int_equal(qd_read_info(path, &in), 0);
+    if (!(in.features & 2))
+        return 0; /* need-check clear: the corruptions stand (a violation) */
+    ic_image *img = NULL;
+    int ret = open_rw(path, NULL, NULL, &img, errp);
+    if (ret < 0)
+        return ret;
+    int cret = ic_image_close(img);
+    if (cret < 0)
+        return ic_error_set(errp, IC_ERR_IO, -cret, "%s: close failed: %s", path,
+                            strerror(-cret));
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
+    if ((ret = ic_image_open(&img, path, &o, errp)) < 0)
+        return ret;
+    ret = ic_image_check(img, 0, NULL, NULL, res, errp);
+    ic_image_close(img);
+    return ret;
+}
+
 static int check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
@@ -525,6 +576,8 @@ static int check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
         return ret;
     ret = ic_image_check(img, 0, NULL, NULL, res, errp);
     ic_image_close(img);
+    if (ret == 0 && sc->damaged && res->corruptions)
+        ret = repair_planted_damage(ctx->path, res, errp);
     if (ret == 0 && res->check_errors)
         ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "check hit %" PRId64 " errors",
                            res->check_errors);
@@ -690,6 +743,31 @@ static void test_qed_errpath__resize_fails_cleanly_at_every_event(void **state)
     loop(&sc);
 }
 
+/* An image left with need-check set over damage: the run's read-write open
+ * repairs it (check_repair, need-check clear), then writes, one of them
+ * to the cluster whose entry the repair dropped. */
+static const struct step repair_pre[] = {
+    { ST_WRITE, 0, 64 * KiB },
+    { ST_WRITE, 4 * MiB, 16 * KiB },
+};
+static const struct step repair_steps[] = {
+    { ST_WRITE, 4 * MiB + 32 * KiB, 4 * KiB },
+    { ST_WRITE, DAMAGED_GUEST, 4 * KiB },
+};
+
+static void test_qed_errpath__repairing_open_fails_cleanly_at_every_event(void **state)
+{
+    (void)state;
+    struct scenario sc = {
+        .name = "qed repairing open", .opts = QED_OPTS, .size = 8 * MiB,
+        .pre = repair_pre, .npre = N(repair_pre), .steps = repair_steps,
+        .nsteps = N(repair_steps), .damaged = true,
+        .must_fire = { IC_EV_CHECK_REPAIR, IC_EV_QED_NEED_CHECK_CLEAR }, .nmust = 2,
+        .qemu_check = true,
+    };
+    loop(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -699,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_qed_errpath__zero_writes_fail_cleanly_at_every_event),
         cmocka_unit_test(test_qed_errpath__zero_writes_over_a_backing_file_fail_cleanly),
         cmocka_unit_test(test_qed_errpath__resize_fails_cleanly_at_every_event),
+        cmocka_unit_test(test_qed_errpath__repairing_open_fails_cleanly_at_every_event),
     };
     /* IC_TEST_FILTER=pattern runs only the matching tests */
     if (getenv("IC_TEST_FILTER"))
