@@ -402,12 +402,17 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
     ic_image *img = NULL;
+    const char *file = base_name(ctx->path);
     int ret = open_rw(ctx->path, ctx->open_file, ctx->open_payload, &img, errp);
-    if (ret < 0)
+    if (ret < 0) {
+        const char *msg = errp && *errp ? ic_error_message(*errp) : "";
+        if (!strstr(msg, file))
+            violation(sc, "the open failed with a message that does not name %s: '%s'", file,
+                      msg);
         return ret;
+    }
     uint8_t *buf = malloc((size_t)max_step_len(sc));
     assert_non_null(buf);
-    const char *file = base_name(ctx->path);
     for (size_t i = 0; i < sc->nsteps; i++) {
         const struct step *st = &sc->steps[i];
         ic_error *err = NULL;
