@@ -133,6 +133,13 @@ struct chk {
      * file can make it valid (design note 8) */
     char where[CHK_WHERE_MAX];
     bool growable;
+    /* the hot context, an L2 entry, is formatted only when a message
+     * needs it (one snprintf per entry would double the check's time) */
+    bool where_l2;
+    uint64_t wl2_off;
+    uint32_t wl2_idx;
+    bool wl2_active;
+    const char *wl2_what;
     int64_t tab;                /* snapshot table findings outside the scan counters */
     int64_t tab_eof;            /* scan corruptions: the table runs past the end */
     uint64_t grow_end;          /* file size that covers every growable reference */
@@ -202,6 +209,42 @@ static void set_where(struct chk *c, bool growable, const char *fmt, ...)
     vsnprintf(c->where, sizeof(c->where), fmt, ap);
     va_end(ap);
     c->growable = growable;
+    c->where_l2 = false;
+}
+
+/* "L2 table at 0x40000 entry 3 (at 0x40018)" */
+static const char *l2_at(char *buf, size_t len, const struct qcow2_state *s, uint64_t l2off,
+                         uint32_t j, bool active)
+{
+    snprintf(buf, len, "L2 table at 0x%" PRIx64 " entry %" PRIu32 " (at 0x%" PRIx64 ")%s", l2off,
+             j, l2off + (uint64_t)j * s->l2_entry_size,
+             active ? "" : ", reached from snapshots only");
+    return buf;
+}
+
+/* The current reference's location, for a message. */
+static const char *where(struct chk *c)
+{
+    if (c->where_l2) {
+        int n = snprintf(c->where, sizeof(c->where), "%s ", c->wl2_what);
+        if (n > 0 && (size_t)n < sizeof(c->where))
+            l2_at(c->where + n, sizeof(c->where) - (size_t)n, c->s, c->wl2_off, c->wl2_idx,
+                  c->wl2_active);
+        c->where_l2 = false;
+    }
+    return c->where;
+}
+
+/* Sets the hot context: what entry @j of the L2 table at @l2off references. */
+static inline void set_where_l2(struct chk *c, bool growable, const char *what, uint64_t l2off,
+                                uint32_t j, bool active)
+{
+    c->growable = growable;
+    c->where_l2 = true;
+    c->wl2_what = what;
+    c->wl2_off = l2off;
+    c->wl2_idx = j;
+    c->wl2_active = active;
 }
 
 /* A reference ending one cluster or more past the end of the file.  An
@@ -223,7 +266,7 @@ static void past_eof(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
         head = c->fix ? "Repairing:" : "Would repair:";
     say(c, "%s counting reference for region exceeding the end of the file by one cluster or "
         "more: offset 0x%" PRIx64 " size 0x%" PRIx64 " (%s; file size %" PRId64 ")%s%s", head,
-        off, size, c->where, c->file_len,
+        off, size, where(c), c->file_len,
         !c->growable ? "" : can ? "; fixed by growing the file, the cluster reads as zeroes "
         "as before" : "; too far past the end of the file to grow it", "");
     c->res->corruptions += (int64_t)k;
@@ -259,7 +302,7 @@ static int inc_k(struct chk *c, uint64_t off, uint64_t size, uint64_t k)
         if (c->max - v < k) {
             say(c, "ERROR: overflow cluster offset=0x%" PRIx64 " (refcount above %" PRIu64
                 " for refcount_bits=%" PRIu32 "; reference from %s)", q << s->cluster_bits,
-                c->max, s->refcount_bits, c->where);
+                c->max, s->refcount_bits, where(c));
             c->res->corruptions += (int64_t)(k - (c->max - v));
         }
         if (c->v16)
@@ -282,7 +325,7 @@ static int read_raw(struct chk *c, void *buf, uint64_t len, uint64_t off, const 
     int ret = ic_io_pread(c->img->file, buf, (size_t)len, off);
     if (ret < 0) {
         say(c, "ERROR: I/O error in %s: reading %" PRIu64 " bytes at offset 0x%" PRIx64
-            " (%s): %s", what, len, off, c->where, strerror(-ret));
+            " (%s): %s", what, len, off, where(c), strerror(-ret));
         c->res->check_errors++;
     }
     return ret;
@@ -317,43 +360,42 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
     set_where(c, false, "L2 table at 0x%" PRIx64, l2off);
     int ret = read_raw(c, l2, s->cluster_size, l2off, "check_refcounts_l2");
     uint64_t next = 0;
-    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)" */
-    char at[CHK_WHERE_MAX];
+    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)",
+     * formatted (AT) only when a message is printed */
+    char atb[CHK_WHERE_MAX];
+#define AT l2_at(atb, sizeof(atb), s, l2off, j, active)
     for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
         uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
         enum qcow2_ctype t = qcow2_cluster_type(s, e);
         if (t == QCOW2_CT_UNALLOCATED && !bm)
             continue;
-        snprintf(at, sizeof(at), "L2 table at 0x%" PRIx64 " entry %" PRIu32 " (at 0x%" PRIx64
-                 ")%s", l2off, j, l2off + (uint64_t)j * s->l2_entry_size,
-                 active ? "" : ", reached from snapshots only");
         if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
-            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, at);
+            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, AT);
             c->res->corruptions += (int64_t)k;
         }
         switch (t) {
         case QCOW2_CT_COMPRESSED: {
             if (e & QCOW2_OFLAG_COPIED) {
                 say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-                    "compressed clusters (%s)", e & s->coffset_mask, at);
+                    "compressed clusters (%s)", e & s->coffset_mask, AT);
                 e &= ~QCOW2_OFLAG_COPIED;
                 c->res->corruptions += (int64_t)k;
             }
             if (s->data_file_name) {
                 say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
-                    " (%s)", j, e, at);
+                    " (%s)", j, e, AT);
                 c->res->corruptions += (int64_t)k;
                 break;
             }
             if (bm) {
                 say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
-                    "bitmap, entry=0x%" PRIx64 " (%s)", j, e, at);
+                    "bitmap, entry=0x%" PRIx64 " (%s)", j, e, AT);
                 c->res->corruptions += (int64_t)k;
                 break;
             }
             uint64_t coff, csize;
             qcow2_parse_compressed(s, e, &coff, &csize);
-            set_where(c, false, "compressed data of %s", at);
+            set_where_l2(c, false, "compressed data of", l2off, j, active);
             ret = inc_k(c, coff, csize, k);
             if (active) {
                 c->res->allocated_clusters++;
@@ -368,7 +410,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
             if ((bm >> 32) & bm) {
                 c->res->corruptions += (int64_t)k;
                 say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-                    "allocation bitmap (%s)", off, at);
+                    "allocation bitmap (%s)", off, AT);
             }
             if (off & s->cluster_offset_mask) {
                 bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
@@ -376,7 +418,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                 c->res->corruptions += (int64_t)k;
                 if (!data) {
                     say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
-                        "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, at);
+                        "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, AT);
                     if (c->fix & IC_FIX_ERRORS) {
                         if (zero_alloc_repair(c, l2off, j) == 0) {
                             c->res->corruptions -= (int64_t)k;
@@ -389,7 +431,7 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                     }
                 } else {
                     say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
-                        "entry corrupted. (%s)", off, at);
+                        "entry corrupted. (%s)", off, AT);
                 }
             }
             if (active) {
@@ -398,8 +440,8 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
                     c->res->fragmented_clusters++;
                 next = off + s->cluster_size;
             }
-            set_where(c, true, "%s cluster of %s", t == QCOW2_CT_NORMAL ? "data" :
-                      "preallocated zero", at);
+            set_where_l2(c, true, t == QCOW2_CT_NORMAL ? "data cluster of" :
+                         "preallocated zero cluster of", l2off, j, active);
             if (!s->data_file_name)
                 ret = inc_k(c, off, s->cluster_size, k);
             break;
@@ -410,11 +452,12 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
             if (bm & QCOW2_BITMAP_ALL_ALLOC) {
                 c->res->corruptions += (int64_t)k;
                 say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
-                    at);
+                    AT);
             }
             break;
         }
     }
+#undef AT
     free(l2);
     return ret;
 }
@@ -948,24 +991,39 @@ static uint64_t rc_after(const struct chk *c, uint64_t k, uint64_t disk)
     return disk > want ? want : disk;
 }
 
-/* One COPIED flag against the refcount now (@rc) and after the repair
- * (@rc2, dry run only); returns 1 when it is wrong now (counted). */
-static int copied_one(struct chk *c, bool repair, bool dry_repair, bool flag, uint64_t rc,
-                      uint64_t rc2, const char *what, const char *loc)
+/* One COPIED flag: an L1 entry (@l2 false: index @i, entry @e, table
+ * @tab) or an L2 entry (@l2 true: entry @j of the table at @tab), against
+ * the refcount now (@rc) and after the repair (@rc2, dry run only).
+ * Messages are formatted only when printed (this runs for every entry).
+ * Returns 1 when it is wrong now (counted). */
+static int copied_one(struct chk *c, bool repair, bool dry_repair, bool l2, uint32_t i,
+                      uint64_t e, uint64_t tab, uint64_t rc, uint64_t rc2)
 {
+    bool flag = !!(e & QCOW2_OFLAG_COPIED);
     bool now = (rc == 1) != flag, after = (rc2 == 1) != flag;
-    if (!c->fix && c->would_fix) {
+    bool dry = !c->fix && c->would_fix;
+    if (!now && !(dry && after && dry_repair))
+        return 0;
+    char what[96], loc[CHK_WHERE_MAX];
+    if (l2) {
+        snprintf(what, sizeof(what), "data cluster: l2_entry=%" PRIx64, e);
+        l2_at(loc, sizeof(loc), c->s, tab, i, true);
+    } else {
+        snprintf(what, sizeof(what), "L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64, i, e);
+        snprintf(loc, sizeof(loc), "active L1 table at 0x%" PRIx64 " entry %" PRIu32 ", L2 table "
+                 "at 0x%" PRIx64, tab, i, (uint64_t)(e & QCOW2_L1E_OFFSET_MASK));
+    }
+    if (dry) {
         if (after && dry_repair)
             say(c, "Would repair: OFLAG_COPIED %s refcount=%" PRIu64 " (%s%s)", what, rc2, loc,
                 rc2 != rc ? "; refcount after the repair above" : "");
-        else if (now)
+        else
             say(c, "ERROR OFLAG_COPIED %s refcount=%" PRIu64 " (%s%s)", what, rc, loc,
                 after ? "" : "; consistent once the refcount is repaired");
         return now;
     }
-    if (now)
-        say(c, "%s OFLAG_COPIED %s refcount=%" PRIu64 " (%s)", repair ? "Repairing" : "ERROR",
-            what, rc, loc);
+    say(c, "%s OFLAG_COPIED %s refcount=%" PRIu64 " (%s)", repair ? "Repairing" : "ERROR",
+        what, rc, loc);
     return now;
 }
 
@@ -976,18 +1034,14 @@ static int check_copied(struct chk *c, bool repair, bool dry_repair)
     struct qcow2_state *s = c->s;
     int64_t found = 0;
     uint8_t *l2 = c->buf;
-    char what[96], loc[CHK_WHERE_MAX];
     for (uint32_t i = 0; i < s->l1_size; i++) {
         uint64_t e1 = s->l1[i], l2off = e1 & QCOW2_L1E_OFFSET_MASK, rc;
         if (!l2off)
             continue;
         if (disk_refcount(c, l2off >> s->cluster_bits, &rc) < 0)
             continue;
-        snprintf(what, sizeof(what), "L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64, i, e1);
-        snprintf(loc, sizeof(loc), "active L1 table at 0x%" PRIx64 " entry %" PRIu32 ", L2 table "
-                 "at 0x%" PRIx64, s->l1_offset, i, l2off);
-        found += copied_one(c, repair, dry_repair, !!(e1 & QCOW2_OFLAG_COPIED), rc,
-                            rc_after(c, l2off >> s->cluster_bits, rc), what, loc);
+        found += copied_one(c, repair, dry_repair, false, i, e1, s->l1_offset, rc,
+                            rc_after(c, l2off >> s->cluster_bits, rc));
         if (ic_io_pread(c->img->file, l2, s->cluster_size, l2off) < 0) {
             say(c, "ERROR: Could not read L2 table at 0x%" PRIx64 " (active L1 table entry %"
                 PRIu32 ")", l2off, i);
@@ -999,16 +1053,12 @@ static int check_copied(struct chk *c, bool repair, bool dry_repair)
             enum qcow2_ctype t = qcow2_cluster_type(s, e);
             if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
                 continue;
-            uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits, rc2;
+            uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
             rc = 1;
             if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
                 continue;
-            rc2 = s->data_file_name ? rc : rc_after(c, k, rc);
-            snprintf(what, sizeof(what), "data cluster: l2_entry=%" PRIx64, e);
-            snprintf(loc, sizeof(loc), "L2 table at 0x%" PRIx64 " entry %" PRIu32 " (at 0x%" PRIx64
-                     ")", l2off, j, l2off + (uint64_t)j * s->l2_entry_size);
-            found += copied_one(c, repair, dry_repair, !!(e & QCOW2_OFLAG_COPIED), rc, rc2,
-                                what, loc);
+            found += copied_one(c, repair, dry_repair, true, j, e, l2off, rc,
+                                s->data_file_name ? rc : rc_after(c, k, rc));
         }
     }
     if (!found)
