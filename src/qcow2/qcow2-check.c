@@ -70,7 +70,8 @@
  *  Every finding's message keeps qemu's wording and adds, in parentheses,
  *  the offset and the structure it lives in ("L2 table at 0x40000 entry
  *  3", "refcount block at 0x20000 entry 5", "snapshot table entry 0 at
- *  0xe0000").
+ *  0xe0000").  Locations of L2 entries (the per-entry hot path) are kept
+ *  as numbers and formatted only when a message is printed.
  */
 #include <errno.h>
 #include <inttypes.h>
