@@ -924,6 +924,15 @@ static int compare(struct chk *c, unsigned fix)
     struct qcow2_state *s = c->s;
     char loc[CHK_WHERE_MAX];
     c->highest = 0;
+    /* a dry run of -r leaks: the real one fixes nothing when a rebuild is
+     * needed, so find that out before announcing leak repairs */
+    bool leaks_only = !c->fix && c->would_fix == IC_FIX_LEAKS;
+    for (uint64_t i = 0; leaks_only && !c->rebuild && i < c->nb; i++) {
+        uint64_t r1;
+        if (imrt_get(c, i) && disk_refcount(c, i, &r1) == 0 && r1 == 0)
+            c->rebuild = true;
+    }
+    bool would_none = leaks_only && c->rebuild;
     for (uint64_t i = 0; i < c->nb; i++) {
         uint64_t r1, r2 = imrt_get(c, i);
         int ret = disk_refcount(c, i, &r1);
@@ -949,8 +958,8 @@ static int compare(struct chk *c, unsigned fix)
             fixed = need == IC_FIX_LEAKS ? &c->res->leaks_fixed : &c->res->corruptions_fixed;
         /* a dry run names the change -r would make; a zero refcount is
          * repaired by the rebuild, which -r all makes */
-        bool would = !c->fix && ((need & c->would_fix) ||
-                                 (!need && (c->would_fix & IC_FIX_ERRORS)));
+        bool would = !c->fix && !would_none && ((need & c->would_fix) ||
+                                                (!need && (c->would_fix & IC_FIX_ERRORS)));
         rc_loc(c, i, loc, sizeof(loc));
         say(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64 " (%s%s)",
             fixed ? "Repairing" : would ? "Would repair:" : r1 < r2 ? "ERROR" : "Leaked", i, r1,

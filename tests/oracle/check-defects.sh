@@ -7,8 +7,8 @@
 # defects only imgchain repairs).  For every defect:
 #  - every problem line of the human output names an offset and the
 #    structure it lives in;
-#  - `check -r all --dry-run` leaves the file byte-identical and announces
-#    every change the real repair then makes ("Would repair: X" for each
+#  - `check -r all --dry-run` (and -r leaks) leaves the file byte-identical
+#    and announces every change the real repair then makes ("Would repair: X" for each
 #    "Repairing X", "Would discard" for "Discarding", "Would drop:" for
 #    "Dropping", "Would rebuild" for "Rebuilding", "Would repair: grow"
 #    for "Repairing: growing").
@@ -93,6 +93,18 @@ run_case() {
     cp "$T/$d.img" "$T/$d.dry"
     ic check -r all --dry-run "$T/$d.dry" >/dev/null 2>"$T/dry.err"
     expect "$d ($o): --dry-run writes nothing" cmp "$T/$d.img" "$T/$d.dry"
+    # -r leaks: the dry run writes nothing and announces what -r leaks does
+    ic check -r leaks --dry-run "$T/$d.dry" >/dev/null 2>"$T/dryl.err"
+    expect "$d ($o): --dry-run -r leaks writes nothing" cmp "$T/$d.img" "$T/$d.dry"
+    ic check -r leaks "$T/$d.dry" >"$T/rl.out" 2>&1
+    changes "$T/rl.out" >"$T/rl.keys"
+    changes "$T/dryl.err" >"$T/dryl.keys"
+    missing=$(comm -23 "$T/rl.keys" "$T/dryl.keys")
+    if [ -z "$missing" ]; then
+        pass "$d ($o): --dry-run -r leaks announced each of the $(wc -l <"$T/rl.keys") changes"
+    else
+        fail "$d ($o): --dry-run -r leaks did not announce every change"; echo "$missing" | sed 's/^/    missing: /'
+    fi
     [ "$rep" = no ] && return
     # what a reader sees before the repair (qemu reads zeroes past the end)
     if [ "$rep" = yes ]; then
