@@ -344,7 +344,13 @@ static int grow_reftable(struct ic_image *img, uint64_t min_rt)
     if (ret == 0)
         ret = ic_io_flush(img->file);
     if (ret < 0) {
+        /* As for the L1 switch: after a failed header write or flush the
+         * header may point to either table.  Later refcount updates would
+         * reach only the one in memory, so a reopen could see refcounts
+         * that are too low.  Stop writing (sticky ERROR): whichever table
+         * the header does not point to only leaks. */
         free(nt);
+        img->state = IC_IMAGE_ERROR;
         return ret;
     }
     uint64_t old_off = s->reftable_offset, old_clusters = s->reftable_clusters;
