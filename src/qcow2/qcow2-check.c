@@ -519,7 +519,8 @@ static int build_refs(struct chk *c)
     }
     if (ret < 0)
         return ret;
-    qsort(c->refs, c->nrefs, sizeof(*c->refs), cmp_ref);
+    if (c->nrefs)
+        qsort(c->refs, c->nrefs, sizeof(*c->refs), cmp_ref);
     size_t n = 0;
     for (size_t i = 0; i < c->nrefs; i++) {
         if (n && c->refs[n - 1].off == c->refs[i].off)
