@@ -63,11 +63,17 @@ PY
     rm -f data.raw
     touch "$STAMP"
 fi
+# QED rows: the chain's guest view as one QED image (qemu-img-made).
+if [ ! -e qed-images-v1 ]; then
+    rm -f data.qed
+    qemu-img convert -O qed top.qcow2 data.qed || exit 1
+    touch qed-images-v1
+fi
 
 # ---- measuring -------------------------------------------------------------
 # run TOOL CMD...: one timed run; prints "seconds kib" or "fail".
 run() {
-    rm -f out.raw out.qcow2
+    rm -f out.raw out.qcow2 out.qed
     sync # start from the same state: no writeback left from the last run
     # Converts start with a cold page cache (when allowed): on a VM, page-
     # cache pages the guest never touched before cost a host fault each,
@@ -97,7 +103,7 @@ sys.exit(0 if status == 0 else 1)' /usr/bin/time -f %M -o .m "$@" >.t; then
         echo fail
         sed 's/^/    /' .err >&2
     fi
-    rm -f out.raw out.qcow2
+    rm -f out.raw out.qcow2 out.qed
 }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -157,10 +163,30 @@ for img in prealloc.qcow2 top.qcow2; do
     done
 done
 
+# QED (issue 3): info, convert to raw, convert from qcow2.
+for op in $OPS; do
+    case $op in
+    info) bench data.qed info info --output=json data.qed -- info --output=json data.qed ;;
+    convert-raw) bench data.qed "convert -O raw" convert -O raw data.qed out.raw -- convert -t writeback -O raw data.qed out.raw ;;
+    convert-qcow2) bench top.qcow2 "convert -O qed" convert -O qed top.qcow2 out.qed -- convert -t writeback -O qed top.qcow2 out.qed ;;
+    *) ;;
+    esac
+done
+
+# Snapshot/check (issue 4) and chain editing (issue 5) print rows of their
+# own in the same format; BENCH_EXTRA=0 leaves them out.
+if [ "${BENCH_EXTRA:-1}" = 1 ]; then
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-snapshot.sh")
+"
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-chain.sh")
+"
+fi
+
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating;"
 echo "median wall time minus the harness's own ${BASE}s per run"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
+echo " data.qed: that chain's content as one QED image; snapshot and chain rows: see bench-snapshot.sh, bench-chain.sh;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
 echo
