@@ -12,7 +12,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli-util.h"
 
@@ -123,4 +125,75 @@ int cli_open_image(ic_image **out, const char *path, const char *fmt, unsigned f
     if (ic_image_open(out, path, &o, &err) < 0)
         return cli_fail(err, CLI_EXIT_FAIL);
     return 0;
+}
+
+json_object *cli_snapshot_json(const ic_snapshot_info *sn)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(sn->id ? sn->id : ""));
+    json_object_object_add(o, "name", json_object_new_string(sn->name ? sn->name : ""));
+    json_object_object_add(o, "vm-state-size", json_object_new_int64((int64_t)sn->vm_state_size));
+    json_object_object_add(o, "date-sec", json_object_new_int64(sn->date_sec));
+    json_object_object_add(o, "date-nsec", json_object_new_int64(sn->date_nsec));
+    json_object_object_add(o, "vm-clock-sec",
+                           json_object_new_int64((int64_t)(sn->vm_clock_nsec / 1000000000u)));
+    json_object_object_add(o, "vm-clock-nsec",
+                           json_object_new_int64((int64_t)(sn->vm_clock_nsec % 1000000000u)));
+    if (sn->icount != -1)
+        json_object_object_add(o, "icount", json_object_new_int64(sn->icount));
+    return o;
+}
+
+/* qemu's bdrv_snapshot_dump; a NULL @sn prints the header. */
+void cli_snapshot_line(const ic_snapshot_info *sn)
+{
+    if (!sn) {
+        printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+               "ICOUNT");
+        return;
+    }
+    char date[64] = "", clock[64], size[32], icount[32] = "";
+    time_t t = (time_t)sn->date_sec;
+    struct tm tm;
+    if (localtime_r(&t, &tm))
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    uint64_t ns = sn->vm_clock_nsec, secs = ns / 1000000000u;
+    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
+             (int)((secs / 60) % 60), (int)(secs % 60), (int)((ns / 1000000u) % 1000u));
+    cli_format_size(sn->vm_state_size, size, sizeof(size));
+    if (sn->icount != -1)
+        snprintf(icount, sizeof(icount), "%" PRId64, sn->icount);
+    printf("%-10s%-17s%8s%20s%13s%11s\n", sn->id ? sn->id : "", sn->name ? sn->name : "", size,
+           date, clock, icount);
+}
+
+void cli_progress_cb(uint64_t done, uint64_t total, void *payload)
+{
+    struct cli_progress *ui = payload;
+    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
+    if (now == ui->last)
+        return;
+    if (ui->json) {
+        /* one line per whole percent, and the end */
+        if (ui->last >= 0 && now / 100 == ui->last / 100 && done != total)
+            return;
+        ui->last = now;
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "operation", json_object_new_string(ui->operation));
+        json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
+        json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        json_object_put(o);
+        return;
+    }
+    ui->last = now;
+    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
+    fflush(stderr);
+}
+
+void cli_warn_cb(const char *line, void *payload)
+{
+    (void)payload;
+    cli_errorf("warning: %s", line);
 }

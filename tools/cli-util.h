@@ -44,4 +44,24 @@ void cli_snapshot_arg_free(struct cli_snapshot_arg *s);
  * success. */
 int cli_open_image(ic_image **out, const char *path, const char *fmt, unsigned flags);
 
+/* One snapshot as qemu-img's SnapshotInfo JSON object (new reference). */
+json_object *cli_snapshot_json(const ic_snapshot_info *sn);
+/* One line of qemu's snapshot table (bdrv_snapshot_dump); NULL prints the
+ * header line. */
+void cli_snapshot_line(const ic_snapshot_info *sn);
+
+/* Progress of a long operation: "    (xx.xx/100%)" on stderr, or with
+ * json set one JSON line per whole percent on stdout
+ * ({"operation", "done", "total"}).  Pass cli_progress_cb with a
+ * struct cli_progress as payload; initialise last to -1. */
+struct cli_progress {
+    const char *operation;
+    bool tty;      /* -p on a terminal (set by the command) */
+    bool json;     /* --progress=json */
+    int last;      /* hundredths of a percent last printed, -1 none */
+};
+void cli_progress_cb(uint64_t done, uint64_t total, void *payload);
+/* Prints "imgchain: warning: LINE" (a library warning callback). */
+void cli_warn_cb(const char *line, void *payload);
+
 #endif

@@ -21,46 +21,9 @@
 #include <json-c/json.h>
 #include <imgchain/chain-edit.h>
 
-#include "cli.h"
+#include "cli-util.h"
 
 enum { OPT_PROGRESS = 0x100, OPT_RESUME, OPT_NO_SCAN };
-
-struct commit_ui {
-    bool tty;      /* -p on a terminal */
-    bool json;     /* --progress=json */
-    int last;      /* hundredths of a percent last printed, -1 none */
-};
-
-static void commit_progress(uint64_t done, uint64_t total, void *payload)
-{
-    struct commit_ui *ui = payload;
-    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
-    if (now == ui->last)
-        return;
-    if (ui->json) {
-        /* one line per whole percent, and the end */
-        if (ui->last >= 0 && now / 100 == ui->last / 100 && done != total)
-            return;
-        ui->last = now;
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "operation", json_object_new_string("commit"));
-        json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
-        json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
-        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        fflush(stdout);
-        json_object_put(o);
-        return;
-    }
-    ui->last = now;
-    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-    fflush(stderr);
-}
-
-static void commit_warn(const char *line, void *payload)
-{
-    (void)payload;
-    cli_errorf("warning: %s", line);
-}
 
 static int parse_cache(const char *arg, unsigned *flags)
 {
@@ -81,7 +44,7 @@ static int run_commit(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
-    struct commit_ui ui = { .last = -1 };
+    struct cli_progress ui = { .operation = "commit", .last = -1 };
     bool progress = false, quiet = false;
     int c;
     optind = 1;
@@ -142,9 +105,9 @@ static int run_commit(int argc, char **argv)
                                          "give only FILE");
     ui.tty = progress && !quiet && !ui.json && cli_isatty_stderr();
     if (ui.tty || ui.json)
-        o.progress = commit_progress;
+        o.progress = cli_progress_cb;
     if (!quiet)
-        o.warn = commit_warn;
+        o.warn = cli_warn_cb;
     o.payload = &ui;
     ic_error *err = NULL;
     int ret = ic_chain_commit(argv[optind], &o, &err);

@@ -25,21 +25,6 @@
 
 #include "cli-util.h"
 
-struct progress_state {
-    int last; /* hundredths of a percent last printed, -1 none */
-};
-
-static void print_progress(uint64_t done, uint64_t total, void *payload)
-{
-    struct progress_state *p = payload;
-    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
-    if (now == p->last)
-        return;
-    p->last = now;
-    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-    fflush(stderr);
-}
-
 static int run_convert(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -117,10 +102,10 @@ static int run_convert(int argc, char **argv)
     o.snapshot_id = snap.id;
     o.snapshot_name = snap.name;
     o.snapshot = snap.id_or_name;
-    struct progress_state ps = { .last = -1 };
+    struct cli_progress ps = { .operation = "convert", .last = -1 };
     bool show = progress && !quiet && cli_isatty_stderr();
     if (show) {
-        o.progress = print_progress;
+        o.progress = cli_progress_cb;
         o.payload = &ps;
     }
     ic_error *err = NULL;

@@ -20,44 +20,9 @@
 #include <json-c/json.h>
 #include <imgchain/chain-edit.h>
 
-#include "cli.h"
+#include "cli-util.h"
 
 enum { OPT_PROGRESS = 0x100, OPT_RESUME };
-
-struct rebase_ui {
-    bool tty, json;
-    int last;
-};
-
-static void rebase_progress(uint64_t done, uint64_t total, void *payload)
-{
-    struct rebase_ui *ui = payload;
-    int now = total ? (int)((double)done * 10000.0 / (double)total) : 10000;
-    if (now == ui->last)
-        return;
-    if (ui->json) {
-        if (ui->last >= 0 && now / 100 == ui->last / 100 && done != total)
-            return;
-        ui->last = now;
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "operation", json_object_new_string("rebase"));
-        json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
-        json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
-        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        fflush(stdout);
-        json_object_put(o);
-        return;
-    }
-    ui->last = now;
-    fprintf(stderr, "    (%d.%02d/100%%)\r", now / 100, now % 100);
-    fflush(stderr);
-}
-
-static void rebase_warn(const char *line, void *payload)
-{
-    (void)payload;
-    cli_errorf("warning: %s", line);
-}
 
 static int run_rebase(int argc, char **argv)
 {
@@ -68,7 +33,7 @@ static int run_rebase(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
-    struct rebase_ui ui = { .last = -1 };
+    struct cli_progress ui = { .operation = "rebase", .last = -1 };
     bool progress = false, quiet = false, have_b = false;
     int c;
     optind = 1;
@@ -138,9 +103,9 @@ static int run_rebase(int argc, char **argv)
         return cli_usage_error("rebase", "-b BACKING is required (-b \"\" removes the backing file)");
     ui.tty = progress && !quiet && !ui.json && cli_isatty_stderr();
     if (ui.tty || ui.json)
-        o.progress = rebase_progress;
+        o.progress = cli_progress_cb;
     if (!quiet)
-        o.warn = rebase_warn;
+        o.warn = cli_warn_cb;
     o.payload = &ui;
     ic_error *err = NULL;
     int ret = ic_chain_rebase(argv[optind], &o, &err);

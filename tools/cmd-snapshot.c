@@ -23,46 +23,6 @@
 
 #include "cli-util.h"
 
-static json_object *snapshot_json(const ic_snapshot_info *sn)
-{
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "id", json_object_new_string(sn->id ? sn->id : ""));
-    json_object_object_add(o, "name", json_object_new_string(sn->name ? sn->name : ""));
-    json_object_object_add(o, "vm-state-size", json_object_new_int64((int64_t)sn->vm_state_size));
-    json_object_object_add(o, "date-sec", json_object_new_int64(sn->date_sec));
-    json_object_object_add(o, "date-nsec", json_object_new_int64(sn->date_nsec));
-    json_object_object_add(o, "vm-clock-sec",
-                           json_object_new_int64((int64_t)(sn->vm_clock_nsec / 1000000000u)));
-    json_object_object_add(o, "vm-clock-nsec",
-                           json_object_new_int64((int64_t)(sn->vm_clock_nsec % 1000000000u)));
-    if (sn->icount != -1)
-        json_object_object_add(o, "icount", json_object_new_int64(sn->icount));
-    return o;
-}
-
-/* qemu's bdrv_snapshot_dump; a NULL @sn prints the header. */
-static void snapshot_line(const ic_snapshot_info *sn)
-{
-    if (!sn) {
-        printf("%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-               "ICOUNT");
-        return;
-    }
-    char date[64] = "", clock[64], size[32], icount[32] = "";
-    time_t t = (time_t)sn->date_sec;
-    struct tm tm;
-    if (localtime_r(&t, &tm))
-        strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-    uint64_t ns = sn->vm_clock_nsec, secs = ns / 1000000000u;
-    snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", (int)(secs / 3600),
-             (int)((secs / 60) % 60), (int)(secs % 60), (int)((ns / 1000000u) % 1000u));
-    cli_format_size(sn->vm_state_size, size, sizeof(size));
-    if (sn->icount != -1)
-        snprintf(icount, sizeof(icount), "%" PRId64, sn->icount);
-    printf("%-10s%-17s%8s%20s%13s%11s\n", sn->id ? sn->id : "", sn->name ? sn->name : "", size,
-           date, clock, icount);
-}
-
 static int list(ic_image *img, bool json)
 {
     ic_snapshot_info *v = NULL;
@@ -73,14 +33,14 @@ static int list(ic_image *img, bool json)
     if (json) {
         json_object *arr = json_object_new_array();
         for (int i = 0; i < n; i++)
-            json_object_array_add(arr, snapshot_json(&v[i]));
+            json_object_array_add(arr, cli_snapshot_json(&v[i]));
         cli_print_json(arr);
         json_object_put(arr);
     } else if (n > 0) {
         printf("Snapshot list:\n");
-        snapshot_line(NULL);
+        cli_snapshot_line(NULL);
         for (int i = 0; i < n; i++)
-            snapshot_line(&v[i]);
+            cli_snapshot_line(&v[i]);
     }
     ic_snapshot_list_free(v, n > 0 ? (size_t)n : 0);
     return CLI_EXIT_OK;
