@@ -456,6 +456,44 @@ static int unit_kind(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t pos
     return -EIO;
 }
 
+/* Design note 1a: the fast path of get_run() for standard (8-byte) L2
+ * entries.  @e is the entry of the cluster just before @pos (of kind @k,
+ * already validated by unit_kind()); the run goes on while each next
+ * entry is exactly the predicted word: same flags, host offset one
+ * cluster further (or the same entry again for kinds without a host
+ * offset).  Whole big-endian words are compared, so no entry is decoded:
+ * an entry equal to the prediction has the kind and validity of @e.
+ * Without an external data file COPIED does not change the kind and is
+ * ignored.  Returns the guest offset where the run stops (<= @tend, at a
+ * cluster boundary of this L2 table). */
+static uint64_t scan_same_run(const struct qcow2_state *s, const uint8_t *l2, uint64_t e,
+                              enum run_kind k, uint64_t pos, uint64_t tend)
+{
+    uint64_t mask = s->data_file ? UINT64_MAX : ~QCOW2_OFLAG_COPIED;
+    uint64_t step = kind_has_host(k) ? s->cluster_size : 0;
+    uint32_t j = (uint32_t)((pos >> s->cluster_bits) & (s->l2_entries - 1));
+    /* last cluster index of this table inside the query (tend > pos) */
+    uint32_t last = (uint32_t)(((tend - 1) >> s->cluster_bits) & (s->l2_entries - 1));
+    uint64_t n = (uint64_t)last - j + 1;
+    if (step) {
+        /* never predict past the largest host offset: the offset field
+         * must not carry into the flag bits */
+        uint64_t hoff = e & QCOW2_L2E_OFFSET_MASK;
+        uint64_t room = ((QCOW2_L2E_OFFSET_MASK & ~s->cluster_offset_mask) - hoff) / step;
+        n = IC_MIN(n, room);
+    }
+    uint64_t want = (e & mask) + step;
+    const uint8_t *p = l2 + (size_t)j * 8;
+    uint64_t i = 0;
+    while (i < n && (ic_load_be64(p) & mask) == want) {
+        want += step;
+        p += 8;
+        i++;
+    }
+    uint64_t stop = (pos & ~s->cluster_offset_mask) + (i << s->cluster_bits);
+    return IC_MIN(stop, tend);
+}
+
 /* Design note 1: the run at @off, at most @maxlen bytes (> 0). */
 static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct run *r)
 {
@@ -508,6 +546,8 @@ static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct r
                 stop = true;
                 break;
             }
+            if (!s->ext_l2 && pos < tend)
+                pos = scan_same_run(s, l2, e, k, pos, tend);
         }
         qcow2_cache_put(&s->l2_cache, &l2);
         if (stop)
