@@ -40,6 +40,15 @@
  *     them (see the comment above struct copy_state for the protocol).
  *     The extra readers start, and open their handles, only when the
  *     first data arrives, so a source without data costs one open.
+ * 10. With -c, when the target driver splits compression (compress +
+ *     pwrite_precompressed), the clusters of each slot are compressed in
+ *     parallel: CONVERT_COMPRESSORS helper threads and the writer take
+ *     cluster indexes from a shared counter, each result goes to its own
+ *     cluster-sized area of one output buffer; then the writer alone
+ *     stores them in guest order (so the target's layout is the same as
+ *     with one thread).  compress() touches no image state, so it may run
+ *     while the writer's image is idle; memory stays bounded: one output
+ *     buffer of a slot's size, whatever the number of threads.
  *
  * Reference: qcow2-qed.md section 5 (convert), qemu-img.c img_convert.
  */
@@ -49,6 +58,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "imgchain/chain.h"
 #include "chain.h"
@@ -139,9 +149,11 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
 #define CONVERT_READERS 3
 /* Slot buffers in flight: enough for every reader to fill one while the
  * writer writes others, without exceeding qemu-img's memory.  With -c the
- * writer is the bottleneck (compression), so one reader and three slots. */
+ * writer is the bottleneck (compression), so one reader and two slots (one
+ * filling while the other is compressed; the compression pool adds one
+ * slot-sized output buffer). */
 #define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
-#define CONVERT_SLOTS_COMPRESS 3
+#define CONVERT_SLOTS_COMPRESS 2
 /* Guest bytes a reader claims at once. */
 #define CONVERT_STRIPE ((uint64_t)64 << 20)
 
@@ -153,6 +165,29 @@ struct slot {
     uint64_t len;
     bool skip;
     enum slot_state state;
+};
+
+/* Helper threads compressing with the writer (design note 10): one per
+ * online CPU beyond the first, at least 1, at most this many. */
+#define CONVERT_COMPRESSORS_MAX 3
+
+/* One slot's compression job, shared by the writer and the helpers (all
+ * fields under `lock`, except the per-index buffers: index i is owned by
+ * the thread that took it until it is counted in `finished`). */
+struct compress_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t work;      /* helpers: a job was posted or quit */
+    pthread_cond_t done;      /* writer: finished == n */
+    const ic_image *dst;
+    size_t granule;
+    const uint8_t *in;        /* the slot's data */
+    size_t in_len;
+    uint8_t *out;             /* index i at out + i * granule */
+    int64_t *res;             /* 0: all zero, > 0: compressed length, <0: -errno */
+    size_t n, next, finished;
+    bool quit;
+    pthread_t threads[CONVERT_COMPRESSORS_MAX];
+    unsigned nthreads;
 };
 
 /* Opens one more independent handle on the source (for another reader). */
@@ -180,6 +215,7 @@ struct copy_state {
     int read_ret;            /* first reader failure (0 or -errno) */
     ic_error *read_err;      /* its error, moved to the caller's errp */
     uint64_t done;           /* guest bytes handled, for progress */
+    struct compress_pool *pool; /* -c with a split compressor, else NULL */
 };
 
 struct reader {
@@ -332,10 +368,141 @@ static void *reader_main(void *opaque)
     return NULL;
 }
 
+/* Compresses index @i of the current job (called without the lock). */
+static void pool_run_one(struct compress_pool *p, size_t i)
+{
+    size_t off = i * p->granule;
+    size_t len = IC_MIN(p->granule, p->in_len - off);
+    if (buf_is_zero(p->in + off, len))
+        p->res[i] = 0;
+    else
+        p->res[i] = ic_image_compress_cluster(p->dst, p->out + off, p->granule, p->in + off,
+                                              len);
+}
+
+/* Takes and runs indexes of the current job until none is left; called
+ * and returns with p->lock held. */
+static void pool_work(struct compress_pool *p)
+{
+    while (p->next < p->n) {
+        size_t i = p->next++;
+        pthread_mutex_unlock(&p->lock);
+        pool_run_one(p, i);
+        pthread_mutex_lock(&p->lock);
+        if (++p->finished == p->n)
+            pthread_cond_signal(&p->done);
+    }
+}
+
+static void *pool_main(void *opaque)
+{
+    struct compress_pool *p = opaque;
+    pthread_mutex_lock(&p->lock);
+    while (!p->quit) {
+        if (p->next < p->n)
+            pool_work(p);
+        else
+            pthread_cond_wait(&p->work, &p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* NULL when the pool cannot be set up (out of memory): the caller falls
+ * back to ic_image_pwrite_compressed.  Helpers that fail to start are
+ * not fatal either: the writer compresses alone. */
+static struct compress_pool *pool_create(const ic_image *dst, size_t granule, size_t buf_size)
+{
+    struct compress_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    size_t max_n = IC_DIV_ROUND_UP(buf_size, granule);
+    p->out = malloc(max_n * granule);
+    p->res = calloc(max_n, sizeof(*p->res));
+    if (!p->out || !p->res) {
+        free(p->out);
+        free(p->res);
+        free(p);
+        return NULL;
+    }
+    p->dst = dst;
+    p->granule = granule;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned want = cpus > 1 ? (unsigned)IC_MIN(cpus - 1, (long)CONVERT_COMPRESSORS_MAX) : 1;
+    for (; p->nthreads < want; p->nthreads++)
+        if (pthread_create(&p->threads[p->nthreads], NULL, pool_main, p) != 0)
+            break;
+    return p;
+}
+
+static void pool_destroy(struct compress_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->quit = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->lock);
+    free(p->out);
+    free(p->res);
+    free(p);
+}
+
+/* -c through the pool (design note 10): compress the slot's clusters in
+ * parallel, then store them in guest order. */
+static int write_slot_pooled(struct copy_state *s, const struct slot *sl, ic_error **errp)
+{
+    struct compress_pool *p = s->pool;
+    pthread_mutex_lock(&p->lock);
+    p->in = sl->buf;
+    p->in_len = (size_t)sl->len;
+    p->n = IC_DIV_ROUND_UP(p->in_len, p->granule);
+    p->next = 0;
+    p->finished = 0;
+    pthread_cond_broadcast(&p->work);
+    pool_work(p);
+    while (p->finished < p->n)
+        pthread_cond_wait(&p->done, &p->lock);
+    size_t n = p->n;
+    p->n = 0;
+    p->next = 0;
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        size_t pos = i * p->granule;
+        size_t g = IC_MIN(p->granule, (size_t)sl->len - pos);
+        int64_t r = p->res[i];
+        int ret;
+        if (r == 0)
+            continue;
+        if (r == -ENOSPC)
+            ret = ic_image_pwrite(s->dst, sl->buf + pos, g, sl->off + pos, errp);
+        else if (r < 0)
+            ret = ic_error_set(errp, r == -ENOMEM ? IC_ERR_NOMEM : IC_ERR_OTHER, (int)-r,
+                               "%s: cannot compress the cluster at guest offset %#" PRIx64
+                               ": %s", s->dst->filename, sl->off + pos, strerror((int)-r));
+        else
+            ret = ic_image_pwrite_precompressed(s->dst, p->out + pos, (size_t)r, sl->off + pos,
+                                                errp);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
 /* Writes one slot's data: zero granules skipped, the rest coalesced into
  * as few writes as possible (one compressed write per cluster with -c). */
 static int write_slot(struct copy_state *s, const struct slot *sl, ic_error **errp)
 {
+    if (s->pool)
+        return write_slot_pooled(s, sl, errp);
     size_t n = (size_t)sl->len;
     size_t run_start = 0, run_len = 0;
     int ret;
@@ -492,6 +659,8 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
         }
         s.slots[nbuf].buf = mem;
     }
+    if (s.compress && ic_image_can_precompress(dst))
+        s.pool = pool_create(dst, (size_t)s.granule, s.buf_size);
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     progress(&s, 0);
@@ -532,6 +701,7 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
         ret = ic_image_flush(dst, errp);
     pthread_cond_destroy(&s.cond);
     pthread_mutex_destroy(&s.lock);
+    pool_destroy(s.pool);
 out_free:
     for (unsigned i = 0; i < nbuf; i++)
         free(s.slots[i].buf);

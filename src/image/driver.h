@@ -87,6 +87,23 @@ struct ic_driver {
      * size, or less for the last cluster of the disk).  NULL: -ENOTSUP. */
     int (*pwrite_compressed)(struct ic_image *img, const void *buf, size_t len, uint64_t off);
 
+    /* Compression split in two, so callers can compress in worker threads
+     * (optional; both or neither; a driver with them keeps
+     * pwrite_compressed).  compress: THREAD-SAFE, touches no image state,
+     * a pure function of parameters fixed at open (cluster size,
+     * compression type): compresses one cluster's data @src (@len <=
+     * cluster size; a shorter last cluster is padded with zeroes) into
+     * @dst (@dst_len >= cluster size) and returns the compressed length,
+     * -ENOSPC when it does not compress (the caller then writes @src
+     * uncompressed with pwrite), or another -errno.
+     * pwrite_precompressed: single-threaded like every other op; stores
+     * @clen bytes from compress() as the cluster at @off (cluster
+     * aligned): allocation, payload write, L2 update. */
+    int64_t (*compress)(const struct ic_image *img, void *dst, size_t dst_len, const void *src,
+                        size_t len);
+    int (*pwrite_precompressed)(struct ic_image *img, const void *cbuf, size_t clen,
+                                uint64_t off);
+
     /* Writes cached metadata in dependency order, then flushes img->file
      * (and a data file).  NULL: ic_io_flush(img->file). */
     int (*flush)(struct ic_image *img);

@@ -360,6 +360,38 @@ int ic_image_pwrite_compressed(ic_image *img, const void *buf, size_t len, uint6
     return 0;
 }
 
+bool ic_image_can_precompress(const struct ic_image *img)
+{
+    return img->drv->compress && img->drv->pwrite_precompressed;
+}
+
+int64_t ic_image_compress_cluster(const struct ic_image *img, void *dst, size_t dst_len,
+                                  const void *src, size_t len)
+{
+    if (!img->drv->compress)
+        return -ENOTSUP;
+    return img->drv->compress(img, dst, dst_len, src, len);
+}
+
+int ic_image_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
+                                  uint64_t off, ic_error **errp)
+{
+    int ret = check_range(img, off, 1, errp);
+    if (ret < 0)
+        return ret;
+    if ((ret = check_writable(img, errp)) < 0)
+        return ret;
+    if (!img->drv->pwrite_precompressed)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not support compression", img->filename,
+                            img->drv->name);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->pwrite_precompressed(img, cbuf, clen, off);
+    if (ret < 0)
+        return report(img, ret, errp, "compressed write", off);
+    return 0;
+}
+
 int ic_image_flush(ic_image *img, ic_error **errp)
 {
     if (img->read_only)

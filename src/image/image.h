@@ -69,6 +69,19 @@ int ic_image_corrupt(struct ic_image *img, bool fatal, uint64_t offset, const ch
  * corrupt state) and returns @ret. */
 int ic_image_fail(struct ic_image *img, int ret, const char *fmt, ...) IC_PRINTF(3, 4);
 
+/* Compression in worker threads (driver ops compress and
+ * pwrite_precompressed).  ic_image_can_precompress: the driver has both.
+ * ic_image_compress_cluster: thread-safe (may run while another thread
+ * uses @img), no error object; the compressed length, -ENOSPC when the
+ * cluster does not compress (write it with ic_image_pwrite), or -errno.
+ * ic_image_pwrite_precompressed: stores its output for the cluster at
+ * @off, from the image's single writer thread. */
+bool ic_image_can_precompress(const struct ic_image *img);
+int64_t ic_image_compress_cluster(const struct ic_image *img, void *dst, size_t dst_len,
+                                  const void *src, size_t len) IC_WARN_UNUSED;
+int ic_image_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
+                                  uint64_t off, ic_error **errp) IC_WARN_UNUSED;
+
 /* Opens one layer (no backing chain) on @file (ownership taken). */
 int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
                         const struct ic_driver *drv, unsigned flags,

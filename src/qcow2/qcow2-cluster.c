@@ -1710,55 +1710,59 @@ int qcow2_make_empty(struct ic_image *img)
 
 /* ---- compressed writes ----------------------------------------------------------------- */
 
-int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
-                                    uint64_t off)
+/* Thread-safe (driver contract): reads only the cluster size and the
+ * compression type, both fixed at open. */
+int64_t qcow2_cluster_compress(const struct ic_image *img, void *dst, size_t dst_len,
+                               const void *src, size_t len)
+{
+    const struct qcow2_state *s = img->opaque;
+    if (len > s->cluster_size || dst_len < s->cluster_size)
+        return -EINVAL;
+    uint8_t *in = NULL;
+    if (len < s->cluster_size) {
+        /* the last cluster of the disk: compress it padded with zeroes */
+        if (!(in = calloc(1, s->cluster_size)))
+            return -ENOMEM;
+        memcpy(in, src, len);
+        src = in;
+    }
+    /* As qemu: worth storing compressed only if smaller than a cluster. */
+    int64_t clen = qcow2_compress(s->compression_type, dst, s->cluster_size - 1, src,
+                                  s->cluster_size);
+    free(in);
+    return clen;
+}
+
+int qcow2_cluster_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
+                                       uint64_t off)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (s->data_file)
         return ic_image_fail(img, -ENOTSUP, "compression is not supported with an external "
                              "data file");
-    if ((off & s->cluster_offset_mask) || len > s->cluster_size ||
-        (len < s->cluster_size && off + len != img->size))
-        return ic_image_fail(img, -EINVAL, "compressed writes must cover one whole cluster");
+    /* limit: a compressed payload is smaller than one cluster (qemu's
+     * rule, and what the descriptor's size field can hold) */
+    if ((off & s->cluster_offset_mask) || off >= img->size || clen == 0 ||
+        clen >= s->cluster_size)
+        return ic_image_fail(img, -EINVAL, "invalid precompressed cluster write");
     int ret = prepare_write(img);
     if (ret < 0)
         return ret;
-    uint8_t *in = calloc(1, s->cluster_size), *out = malloc(s->cluster_size);
-    if (!in || !out) {
-        free(in);
-        free(out);
-        return -ENOMEM;
-    }
-    memcpy(in, buf, len);
-    /* As qemu: worth storing compressed only if smaller than a cluster. */
-    int64_t clen = qcow2_compress(s->compression_type, out, s->cluster_size - 1, in,
-                                  s->cluster_size);
-    free(in);
-    if (clen == -ENOSPC) {
-        free(out);
-        return qcow2_cluster_pwrite(img, buf, len, off);
-    }
-    if (clen < 0) {
-        free(out);
-        return (int)clen;
-    }
     uint32_t tbits = s->cluster_bits + s->l2_bits;
     uint64_t l1i = off >> tbits;
-    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0) {
-        free(out);
+    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
         return ret;
-    }
     uint8_t *l2;
-    if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0) {
-        free(out);
+    if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0)
         return ret;
-    }
     int64_t coff = qcow2_alloc_bytes(img, (uint64_t)clen);
     if (coff < 0) {
         ret = (int)coff;
     } else {
+        /* if we crash after this point we only leak the payload bytes:
+         * no L2 entry points at them yet */
         ic_io_event(img->file, IC_EV_DATA_WRITE_COMPRESSED);
-        ret = ic_io_pwrite(img->file, out, (size_t)clen, (uint64_t)coff);
+        ret = ic_io_pwrite(img->file, cbuf, clen, (uint64_t)coff);
     }
     if (ret == 0) {
         uint32_t ci = (uint32_t)((off >> s->cluster_bits) & (s->l2_entries - 1));
@@ -1769,10 +1773,34 @@ int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_
         qcow2_cache_mark_dirty(&s->l2_cache, l2);
         ret = qcow2_free_l2_entry(img, old);
     }
-    free(out);
     qcow2_cache_put(&s->l2_cache, &l2);
     if (ret == 0)
         ret = qcow2_flush_pending_frees(img);
+    return ret;
+}
+
+int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
+                                    uint64_t off)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    if (s->data_file)
+        return ic_image_fail(img, -ENOTSUP, "compression is not supported with an external "
+                             "data file");
+    if ((off & s->cluster_offset_mask) || len > s->cluster_size ||
+        (len < s->cluster_size && off + len != img->size))
+        return ic_image_fail(img, -EINVAL, "compressed writes must cover one whole cluster");
+    uint8_t *out = malloc(s->cluster_size);
+    if (!out)
+        return -ENOMEM;
+    int64_t clen = qcow2_cluster_compress(img, out, s->cluster_size, buf, len);
+    int ret;
+    if (clen == -ENOSPC)
+        ret = qcow2_cluster_pwrite(img, buf, len, off);
+    else if (clen < 0)
+        ret = (int)clen;
+    else
+        ret = qcow2_cluster_pwrite_precompressed(img, out, (size_t)clen, off);
+    free(out);
     return ret;
 }
 

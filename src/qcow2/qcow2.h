@@ -422,6 +422,10 @@ int qcow2_cluster_pwrite(struct ic_image *img, const void *buf, size_t len, uint
 int qcow2_cluster_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len,
                                 unsigned flags);
 int qcow2_cluster_discard(struct ic_image *img, uint64_t off, uint64_t len);
+int64_t qcow2_cluster_compress(const struct ic_image *img, void *dst, size_t dst_len,
+                               const void *src, size_t len);
+int qcow2_cluster_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
+                                       uint64_t off);
 int qcow2_cluster_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
                                     uint64_t off);
 int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len,
