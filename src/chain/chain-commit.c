@@ -41,69 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain-copy.h"
 #include "chain-journal.h"
 #include "util/path.h"
-
-/* ---- bulk copy ------------------------------------------------------------ */
-
-/* The copy engine of commit: writes ranges of @src's guest view into @dst
- * in 4 MiB chunks through one buffer aligned for O_DIRECT (the receiving
- * image is opened with O_DIRECT where possible, see ic_chain_reopen_rw).
- * Synchronous today; ic_copy_ctx_drain is the point where an asynchronous
- * engine would wait for its requests, so callers already call it. */
-struct ic_copy_ctx {
-    struct ic_image *src, *dst;
-    unsigned zero_flags;
-    uint8_t *buf;
-};
-
-int ic_copy_ctx_new(struct ic_copy_ctx **out, struct ic_image *src, struct ic_image *dst,
-                    unsigned zero_flags, ic_error **errp)
-{
-    *out = NULL;
-    struct ic_copy_ctx *cc = calloc(1, sizeof(*cc));
-    if (!cc || posix_memalign((void **)&cc->buf, IC_COPY_ALIGN, IC_COPY_CHUNK) != 0) {
-        free(cc);
-        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory for the copy buffer");
-    }
-    cc->src = src;
-    cc->dst = dst;
-    cc->zero_flags = zero_flags;
-    *out = cc;
-    return 0;
-}
-
-void ic_copy_ctx_free(struct ic_copy_ctx *cc)
-{
-    if (!cc)
-        return;
-    free(cc->buf);
-    free(cc);
-}
-
-int ic_copy_ctx_drain(struct ic_copy_ctx *cc, ic_error **errp)
-{
-    (void)cc;
-    (void)errp;
-    return 0;
-}
-
-int ic_copy_range(struct ic_copy_ctx *cc, uint64_t off, uint64_t len, bool zero, ic_error **errp)
-{
-    if (zero)
-        return ic_image_pwrite_zeroes(cc->dst, off, len, cc->zero_flags, errp);
-    while (len > 0) {
-        size_t n = (size_t)IC_MIN(len, (uint64_t)IC_COPY_CHUNK);
-        int ret = ic_image_pread(cc->src, cc->buf, n, off, errp);
-        if (ret == 0)
-            ret = ic_image_pwrite(cc->dst, cc->buf, n, off, errp);
-        if (ret < 0)
-            return ret;
-        off += n;
-        len -= n;
-    }
-    return 0;
-}
 
 /* ---- commit ----------------------------------------------------------------- */
 
@@ -243,35 +183,10 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
         if (ret < 0)
             return ret;
     }
-    struct ic_copy_ctx *cc = NULL;
-    ret = ic_copy_ctx_new(&cc, top, base, base->backing ? 0 : IC_ZERO_MAY_UNMAP, errp);
-    if (ret < 0)
-        return ret;
-    if (o->progress)
-        o->progress(0, size, o->payload);
-    uint64_t off = 0;
-    while (off < size) {
-        uint64_t n = IC_MIN((uint64_t)IC_COPY_STATUS_MAX, size - off);
-        ic_block_status st;
-        ret = ic_image_block_status(top, base, off, n, &st, errp);
-        if (ret < 0)
-            break;
-        /* ALLOCATED: a layer above the base decides the range.  ZERO without
-         * ALLOCATED: it lies past the end of a shorter image above the base,
-         * which makes it read as zeroes (qemu treats that as allocated). */
-        if (st.flags & (IC_BS_ALLOCATED | IC_BS_ZERO)) {
-            bool zero = (st.flags & IC_BS_ZERO) && !(st.flags & IC_BS_DATA);
-            ret = ic_copy_range(cc, off, st.length, zero, errp);
-            if (ret < 0)
-                break;
-        }
-        off += st.length;
-        if (o->progress)
-            o->progress(off, size, o->payload);
-    }
-    if (ret == 0)
-        ret = ic_copy_ctx_drain(cc, errp);
-    ic_copy_ctx_free(cc);
+    /* Parallel reads, batches of writes toward a raw base (chain-copy.c);
+     * the base is flushed before the journal may say EMPTY. */
+    ret = ic_copy_above_base(top, base, base->backing ? 0 : IC_ZERO_MAY_UNMAP, o->progress,
+                             o->payload, NULL, errp);
     if (ret < 0)
         return ret;
     return ic_image_flush(base, errp);

@@ -1,0 +1,204 @@
+/*
+ * test-chain-copy.c - commit's parallel bulk copy (src/chain/chain-copy.c):
+ * reader threads read in parallel, a raw base receives batches with
+ * several writes in flight, and the result is the top's view.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "imgchain/chain-edit.h"
+#include "imgchain/image.h"
+#include "chain/chain-copy.h"
+#include "chain/chain-journal.h"
+
+#define MiB (1024u * 1024u)
+#define SIZE (40u * MiB)
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/ic-copy-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *P(const char *name)
+{
+    static char buf[8][256];
+    static int i;
+    i = (i + 1) % 8;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, name);
+    return buf[i];
+}
+
+static void create(const char *name, const char *fmt, uint64_t size, const char *backing,
+                   const char *bfmt)
+{
+    ic_create_options co = IC_CREATE_OPTIONS_INIT;
+    ic_error *err = NULL;
+    co.format = fmt;
+    co.size = size;
+    co.size_set = size != 0;
+    co.backing_file = backing;
+    co.backing_format = bfmt;
+    if (ic_image_create(P(name), &co, &err) < 0)
+        fail_msg("create %s: %s", name, ic_error_message(err));
+}
+
+/* Writes [off, off+len) of @name: a byte that changes every 64 KiB (so a
+ * chunk written at the wrong offset shows), or zeroes when @seed is 0. */
+static void write_pattern(const char *name, uint64_t off, uint64_t len, uint8_t seed)
+{
+    ic_image *img = NULL;
+    ic_error *err = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_RDWR;
+    if (ic_image_open(&img, P(name), &oo, &err) < 0)
+        fail_msg("open %s: %s", name, ic_error_message(err));
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    for (uint64_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(seed + ((off + i) >> 16));
+    int ret = seed ? ic_image_pwrite(img, buf, len, off, &err)
+                   : ic_image_pwrite_zeroes(img, off, len, 0, &err);
+    if (ret < 0)
+        fail_msg("write %s: %s", name, ic_error_message(err));
+    free(buf);
+    assert_int_equal(ic_image_close(img), 0);
+}
+
+static uint8_t *view(const char *name, uint64_t *size)
+{
+    ic_image *img = NULL;
+    ic_error *err = NULL;
+    if (ic_image_open(&img, P(name), NULL, &err) < 0)
+        fail_msg("open %s: %s", name, ic_error_message(err));
+    *size = ic_image_size(img);
+    uint8_t *buf = malloc(*size);
+    assert_non_null(buf);
+    if (ic_image_pread(img, buf, *size, 0, &err) < 0)
+        fail_msg("read %s: %s", name, ic_error_message(err));
+    assert_int_equal(ic_image_close(img), 0);
+    return buf;
+}
+
+/* base (@bfmt, old data everywhere but a hole) <- top.qcow2 with data
+ * runs, a zeroed run over base data, and unallocated gaps. */
+static void make_chain(const char *base, const char *bfmt)
+{
+    create(base, bfmt, SIZE, NULL, NULL);
+    write_pattern(base, 0, 30u * MiB, 0x40);
+    create("top.qcow2", "qcow2", SIZE, base, bfmt);
+    write_pattern("top.qcow2", 1u * MiB, 13u * MiB, 0x90);
+    write_pattern("top.qcow2", 16u * MiB, 4u * MiB, 0);
+    write_pattern("top.qcow2", 21u * MiB + 65536, 12u * MiB, 0xc3);
+    write_pattern("top.qcow2", 36u * MiB, 4u * MiB, 0x17);
+}
+
+/* Runs the copy engine directly on the opened chain and checks @base's
+ * view equals the top's view from before. */
+static void copy_and_compare(const char *base, struct ic_copy_stats *st)
+{
+    uint64_t n1 = 0, n2 = 0;
+    uint8_t *want = view("top.qcow2", &n1);
+    ic_image *top = NULL;
+    ic_error *err = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_RDWR;
+    if (ic_image_open(&top, P("top.qcow2"), &oo, &err) < 0)
+        fail_msg("open top: %s", ic_error_message(err));
+    if (ic_chain_reopen_rw(top, &err) < 0)
+        fail_msg("reopen base: %s", ic_error_message(err));
+    int ret = ic_copy_above_base(top, top->backing, IC_ZERO_MAY_UNMAP, NULL, NULL, st, &err);
+    if (ret < 0)
+        fail_msg("copy: %s", ic_error_message(err));
+    assert_int_equal(ic_image_flush(top->backing, &err), 0);
+    assert_int_equal(ic_image_close(top), 0);
+    uint8_t *got = view(base, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(want, got, n1);
+    free(want);
+    free(got);
+}
+
+static void test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base(void **state)
+{
+    (void)state;
+    make_chain("base.raw", "raw");
+    struct ic_copy_stats st;
+    copy_and_compare("base.raw", &st);
+    assert_true(st.readers > 1);
+    assert_true(st.max_batch > 1);
+    assert_true(st.max_in_flight > 1);
+    /* 13 + 12 + 4 MiB of data runs; one 4 MiB run of zeroes. */
+    assert_int_equal(st.data_bytes, 29u * MiB);
+    assert_int_equal(st.zero_bytes, 4u * MiB);
+}
+
+static void test_chain_copy__reads_in_parallel_for_a_qcow2_base(void **state)
+{
+    (void)state;
+    make_chain("base.qcow2", "qcow2");
+    struct ic_copy_stats st;
+    copy_and_compare("base.qcow2", &st);
+    assert_true(st.readers > 1);
+    assert_int_equal(st.data_bytes, 29u * MiB);
+}
+
+static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void **state)
+{
+    (void)state;
+    create("base.raw", "raw", SIZE, NULL, NULL);
+    write_pattern("base.raw", 0, SIZE, 0x21);
+    create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw");
+    write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
+    create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
+    write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0);
+    write_pattern("top.qcow2", 18u * MiB, 15u * MiB, 0x5a);
+    uint64_t n1 = 0, n2 = 0;
+    uint8_t *want = view("top.qcow2", &n1);
+    ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
+    o.base = P("base.raw");
+    o.no_dependents_scan = true;
+    ic_error *err = NULL;
+    if (ic_chain_commit(P("top.qcow2"), &o, &err) < 0)
+        fail_msg("commit: %s", ic_error_message(err));
+    uint8_t *got = view("base.raw", &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(want, got, n1);
+    free(want);
+    free(got);
+    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_copy__reads_in_parallel_for_a_qcow2_base,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chain_copy__commit_through_two_layers_gives_the_top_view, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
