@@ -33,8 +33,9 @@
  *     file (raw's pwrite is ic_io_pwrite at the same offset); a qcow2 or
  *     QED base gets them through ic_image_pwrite() one after the other.
  *  5. With a custom opener (fault, crash and memory backends in tests) no
- *     extra handle is opened: the caller reads the slots itself, in order,
- *     which is the old one-stream copy.
+ *     extra handle is opened, and when no reader handle or thread can be
+ *     had the copy does without: the caller reads the slots itself, in
+ *     order, which is the old one-stream copy.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -136,38 +137,33 @@ static void *reader_main(void *opaque)
     return NULL;
 }
 
-/* Opens up to COPY_READERS read-only handles on @top's chain.  The first
- * failure is an error; later ones only mean fewer readers. */
-static int open_readers(struct copy *c, struct ic_image *top, ic_error **errp)
+/* Opens up to COPY_READERS read-only handles on @top's chain.  A handle
+ * that cannot be opened (descriptor limit, memory) only means fewer
+ * readers: with none, the caller reads through its own chain (note 5),
+ * which is the same copy. */
+static void open_readers(struct copy *c, struct ic_image *top)
 {
     if (top->open_file)
-        return 0;
+        return;
     for (unsigned i = 0; i < COPY_READERS; i++) {
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
         oo.format = top->drv->name;
         oo.flags = IC_OPEN_NO_LOCK | (top->flags & IC_OPEN_DIRECT);
         ic_image *img = NULL;
         ic_error *err = NULL;
-        int ret = ic_image_open(&img, top->filename, &oo, &err);
-        if (ret == 0 && img->size != top->size) {
-            ic_image_close(img);
-            ret = ic_error_set(&err, IC_ERR_BUSY, EBUSY, "%s: its size changed while it was open",
-                               top->filename);
-        }
-        if (ret < 0) {
-            if (i == 0) {
-                ic_error_propagate(errp, err);
-                ic_error_prepend(errp, "%s: cannot open a reader", top->filename);
-                return ret;
-            }
+        if (ic_image_open(&img, top->filename, &oo, &err) < 0) {
             ic_error_free(err);
-            break;
+            return;
+        }
+        if (img->size != top->size) {
+            /* Not the chain the caller has open: read through that one. */
+            ic_image_close(img);
+            return;
         }
         c->readers[i].c = c;
         c->readers[i].img = img;
         c->nreaders = i + 1;
     }
-    return 0;
 }
 
 /* Stops and joins the readers, closes their handles, frees the slots. */
@@ -223,8 +219,8 @@ static int write_batch(struct ic_image *base, struct slot **ready, unsigned n,
     return 0;
 }
 
-/* Under lock: collects the ready slots into @ready (at most COPY_SLOTS);
- * returns their number, or -errno of a failed read. */
+/* Under lock: collects the ready slots into @ready (at most COPY_SLOTS)
+ * and their number into @n; 0, or -errno of a failed read. */
 static int collect_ready(struct copy *c, struct slot **ready, unsigned *n)
 {
     *n = 0;
@@ -256,24 +252,19 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
             c.slots[i].buf = NULL;
             ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory for the copy buffers");
         }
-    if (ret == 0)
-        ret = open_readers(&c, top, errp);
-    for (unsigned i = 0; i < c.nreaders && ret == 0; i++) {
-        if (pthread_create(&c.readers[i].thread, NULL, reader_main, &c.readers[i]) != 0) {
-            if (i == 0)
-                ret = ic_error_set(errp, IC_ERR_NOMEM, EAGAIN, "cannot start a reader thread");
-            /* Fewer readers: the handles of unstarted ones are only closed. */
-            break;
-        }
-        c.readers[i].started = true;
-    }
     if (ret < 0) {
         copy_teardown(&c);
         return ret;
     }
-    st->readers = 0;
-    for (unsigned i = 0; i < c.nreaders; i++)
-        st->readers += c.readers[i].started;
+    open_readers(&c, top);
+    unsigned started = 0;
+    while (started < c.nreaders &&
+           pthread_create(&c.readers[started].thread, NULL, reader_main,
+                          &c.readers[started]) == 0)
+        c.readers[started++].started = true;
+    /* Threads that did not start leave their handles idle (closed at the
+     * end); without any the caller reads (note 5). */
+    st->readers = started;
 
     uint64_t size = top->size;
     uint64_t pos = 0;                 /* planned up to here */
@@ -333,7 +324,7 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
         unsigned want = IC_MIN((unsigned)COPY_BATCH_MIN, outstanding);
         pthread_mutex_lock(&c.lock);
         for (;;) {
-            if (c.nreaders == 0) {
+            if (st->readers == 0) {
                 struct slot *s = next_queued(&c);
                 if (s) {
                     fill_slot(&c, top, s);
