@@ -84,21 +84,12 @@ bool ic_chain_same_file(const char *a, const char *b);
 /* Tells the user something through opts' warn callback (may be NULL). */
 void ic_chain_warnf(ic_chain_warn_fn fn, void *payload, const char *fmt, ...) IC_PRINTF(3, 4);
 
-/* ---- bulk copy (chain-commit.c) ------------------------------------------ */
+/* ---- bulk copy (chain-rebase.c; commit's copy is chain-copy.c) ---------- */
 
-/* Data moves in chunks of this size through buffers aligned for O_DIRECT. */
-#define IC_COPY_CHUNK (4u << 20)
+/* Buffers are aligned for O_DIRECT. */
 #define IC_COPY_ALIGN 4096u
 /* Block-status queries cover at most this much at once, so progress moves. */
 #define IC_COPY_STATUS_MAX (64u << 20)
-
-struct ic_copy_ctx;
-int ic_copy_ctx_new(struct ic_copy_ctx **out, struct ic_image *src, struct ic_image *dst,
-                    unsigned zero_flags, ic_error **errp);
-/* Makes [off, off+len) of dst read what src reads (zero: as zeroes). */
-int ic_copy_range(struct ic_copy_ctx *cc, uint64_t off, uint64_t len, bool zero, ic_error **errp);
-int ic_copy_ctx_drain(struct ic_copy_ctx *cc, ic_error **errp);
-void ic_copy_ctx_free(struct ic_copy_ctx *cc);
 
 /* Reopens @parent->backing read-write with a write lock (chain-commit.c). */
 int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp);

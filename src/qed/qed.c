@@ -366,7 +366,7 @@ static int take_u32_size(ic_opts *o, const char *key, uint32_t def, uint32_t *ou
 
 static int qed_create(ic_io *file, const struct ic_create_params *p, ic_error **errp)
 {
-    uint32_t cluster_size, table_size;
+    uint32_t cluster_size = 0, table_size = 0;
     int ret = take_u32_size(p->opts, "cluster_size", QED_DEFAULT_CLUSTER_SIZE, &cluster_size, true,
                             errp);
     if (ret == 0)
