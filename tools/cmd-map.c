@@ -11,9 +11,9 @@
  *     shorter than its overlay: qemu reports the overlay whose backing file
  *     ends (its block status says ZERO there); the library reports the
  *     short layer itself, so map_status() moves it one layer up.
- *  3. JSON: each entry is one json-c object on its own line inside "[ ]",
- *     streamed, so a map of a huge image needs no memory for the whole
- *     list.  Human: "Offset Length Mapped to File" rows for data only; a
+ *  3. JSON: each entry is printed with qemu-img 7.2's own format string
+ *     (byte-identical output) on its own line inside "[ ]", streamed, so
+ *     a map of a huge image needs no memory for the whole list.  Human: "Offset Length Mapped to File" rows for data only; a
  *     data range without a host offset (compressed, external) is an error,
  *     as in qemu-img.
  *  4. --start-offset / --max-length bound the range as qemu-img does
@@ -88,19 +88,15 @@ static bool mergeable(const struct map_entry *a, const struct map_entry *b)
 static int dump_entry(bool json, const struct map_entry *e, struct map_entry *next)
 {
     if (json) {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "start", json_object_new_int64((int64_t)e->start));
-        json_object_object_add(o, "length", json_object_new_int64((int64_t)e->length));
-        json_object_object_add(o, "depth", json_object_new_int64(e->depth));
-        json_object_object_add(o, "present", json_object_new_boolean(e->present));
-        json_object_object_add(o, "zero", json_object_new_boolean(e->zero));
-        json_object_object_add(o, "data", json_object_new_boolean(e->data));
+        /* qemu-img 7.2's exact bytes (dump_map_entry), printed directly:
+         * no object built per entry */
+        printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %d,"
+               " \"present\": %s, \"zero\": %s, \"data\": %s", e->start, e->length,
+               (int)e->depth, e->present ? "true" : "false", e->zero ? "true" : "false",
+               e->data ? "true" : "false");
         if (e->has_offset)
-            json_object_object_add(o, "offset", json_object_new_int64((int64_t)e->offset));
-        fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_SPACED |
-                                                    JSON_C_TO_STRING_NOSLASHESCAPE),
-              stdout);
-        json_object_put(o);
+            printf(", \"offset\": %" PRIu64, e->offset);
+        putchar('}');
         if (next)
             fputs(",\n", stdout);
         return 0;
