@@ -11,8 +11,8 @@
  *     shorter than its overlay: qemu reports the overlay whose backing file
  *     ends (its block status says ZERO there); the library reports the
  *     short layer itself, so map_status() moves it one layer up.
- *  3. JSON: each entry is printed with qemu-img 7.2's own format string
- *     (byte-identical output) on its own line inside "[ ]", streamed, so
+ *  3. JSON: each entry is printed with qemu-img 7.2's format string (but
+ *     " }" as json-c spaced it) on its own line inside "[ ]", streamed, so
  *     a map of a huge image needs no memory for the whole list.  Human: "Offset Length Mapped to File" rows for data only; a
  *     data range without a host offset (compressed, external) is an error,
  *     as in qemu-img.
@@ -88,15 +88,16 @@ static bool mergeable(const struct map_entry *a, const struct map_entry *b)
 static int dump_entry(bool json, const struct map_entry *e, struct map_entry *next)
 {
     if (json) {
-        /* qemu-img 7.2's exact bytes (dump_map_entry), printed directly:
-         * no object built per entry */
+        /* the fields and order of qemu-img 7.2's dump_map_entry, printed
+         * directly (no object built per entry); the closing " }" keeps
+         * the spacing json-c gave (tests/cli/map.out), qemu prints "}" */
         printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %d,"
                " \"present\": %s, \"zero\": %s, \"data\": %s", e->start, e->length,
                (int)e->depth, e->present ? "true" : "false", e->zero ? "true" : "false",
                e->data ? "true" : "false");
         if (e->has_offset)
             printf(", \"offset\": %" PRIu64, e->offset);
-        putchar('}');
+        fputs(" }", stdout);
         if (next)
             fputs(",\n", stdout);
         return 0;
