@@ -11,9 +11,10 @@
  *     shorter than its overlay: qemu reports the overlay whose backing file
  *     ends (its block status says ZERO there); the library reports the
  *     short layer itself, so map_status() moves it one layer up.
- *  3. JSON: each entry is printed with qemu-img 7.2's format string (but
- *     " }" as json-c spaced it) on its own line inside "[ ]", streamed, so
- *     a map of a huge image needs no memory for the whole list.  Human: "Offset Length Mapped to File" rows for data only; a
+ *  3. JSON: each entry is printed with qemu-img 7.2's format string, byte
+ *     for byte, on its own line inside "[ ]", streamed, so a map of a huge
+ *     image needs no memory for the whole list.  Human: "Offset Length
+ *     Mapped to File" rows for data only; a
  *     data range without a host offset (compressed, external) is an error,
  *     as in qemu-img.
  *  4. --start-offset / --max-length bound the range as qemu-img does
@@ -88,16 +89,15 @@ static bool mergeable(const struct map_entry *a, const struct map_entry *b)
 static int dump_entry(bool json, const struct map_entry *e, struct map_entry *next)
 {
     if (json) {
-        /* the fields and order of qemu-img 7.2's dump_map_entry, printed
-         * directly (no object built per entry); the closing " }" keeps
-         * the spacing json-c gave (tests/cli/map.out), qemu prints "}" */
+        /* the fields, order and spacing of qemu-img 7.2's dump_map_entry,
+         * printed directly (no object built per entry) */
         printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %d,"
                " \"present\": %s, \"zero\": %s, \"data\": %s", e->start, e->length,
                (int)e->depth, e->present ? "true" : "false", e->zero ? "true" : "false",
                e->data ? "true" : "false");
         if (e->has_offset)
             printf(", \"offset\": %" PRIu64, e->offset);
-        fputs(" }", stdout);
+        fputs("}", stdout);
         if (next)
             fputs(",\n", stdout);
         return 0;

@@ -576,6 +576,28 @@ int64_t qcow2_alloc_bytes(struct ic_image *img, uint64_t size)
             s->free_byte_offset = (in + size == s->cluster_size) ? 0 : off + size;
             return (int64_t)off;
         }
+        if (in && rc > 0 && rc < s->refcount_max) {
+            /* It does not fit in what is left of this cluster.  As qemu
+             * does, take a new cluster and, when it lies right after this
+             * one, let the data run across the boundary (a compressed
+             * cluster may cross into the next host cluster; both clusters
+             * then hold a reference).  The new cluster's refcount is raised
+             * by the allocation, this one's here: both before any L2 entry
+             * points at the data, so a crash only leaks. */
+            int64_t c = qcow2_alloc_clusters(img, 1);
+            if (c < 0)
+                return c;
+            if ((uint64_t)c == (off | (s->cluster_size - 1)) + 1) {
+                ret = qcow2_update_refcount(img, off, 1, 1);
+                if (ret < 0)
+                    return ret; /* the new cluster only leaks */
+                uint64_t end = off + size;
+                s->free_byte_offset = (end & (s->cluster_size - 1)) ? end : 0;
+                return (int64_t)off;
+            }
+            s->free_byte_offset = size == s->cluster_size ? 0 : (uint64_t)c + size;
+            return c;
+        }
     }
     int64_t c = qcow2_alloc_clusters(img, 1);
     if (c < 0)
