@@ -197,3 +197,25 @@ void cli_warn_cb(const char *line, void *payload)
     (void)payload;
     cli_errorf("warning: %s", line);
 }
+
+int cli_parse_progress(const char *cmd, const char *arg, bool *progress, struct cli_progress *ui)
+{
+    if (arg && !strcmp(arg, "json"))
+        ui->json = true;
+    else if (!arg || !strcmp(arg, "human"))
+        *progress = true;
+    else
+        return cli_usage_error(cmd, "--progress takes 'human' or 'json', not '%s'", arg);
+    return 0;
+}
+
+int cli_parse_cache(const char *cmd, const char *arg, unsigned *flags)
+{
+    if (!strcmp(arg, "none") || !strcmp(arg, "directsync")) {
+        if (flags)
+            *flags |= IC_OPEN_DIRECT;
+    } else if (strcmp(arg, "writeback") && strcmp(arg, "writethrough") && strcmp(arg, "unsafe")) {
+        return cli_usage_error(cmd, "invalid cache mode '%s'", arg);
+    }
+    return 0;
+}

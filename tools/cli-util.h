@@ -61,6 +61,13 @@ struct cli_progress {
     int last;      /* hundredths of a percent last printed, -1 none */
 };
 void cli_progress_cb(uint64_t done, uint64_t total, void *payload);
+/* --progress[=human|json]: sets *progress (human) or ui->json; a usage
+ * error (64) for anything else. */
+int cli_parse_progress(const char *cmd, const char *arg, bool *progress, struct cli_progress *ui);
+/* -t CACHE for commands that write in place: none/directsync add
+ * IC_OPEN_DIRECT to *flags (when flags is not NULL), writeback,
+ * writethrough and unsafe keep the default; else a usage error (64). */
+int cli_parse_cache(const char *cmd, const char *arg, unsigned *flags);
 /* Prints "imgchain: warning: LINE" (a library warning callback). */
 void cli_warn_cb(const char *line, void *payload);
 

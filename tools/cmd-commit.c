@@ -25,15 +25,6 @@
 
 enum { OPT_PROGRESS = 0x100, OPT_RESUME, OPT_NO_SCAN };
 
-static int parse_cache(const char *arg, unsigned *flags)
-{
-    if (!strcmp(arg, "none") || !strcmp(arg, "directsync"))
-        *flags |= IC_OPEN_DIRECT;
-    else if (strcmp(arg, "writeback") && strcmp(arg, "writethrough") && strcmp(arg, "unsafe"))
-        return -1;
-    return 0;
-}
-
 static int run_commit(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -61,8 +52,8 @@ static int run_commit(int argc, char **argv)
             o.drop = true;
             break;
         case 't':
-            if (parse_cache(optarg, &o.flags) < 0)
-                return cli_usage_error("commit", "invalid cache mode '%s'", optarg);
+            if (cli_parse_cache("commit", optarg, &o.flags) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'p':
             progress = true;
@@ -73,13 +64,8 @@ static int run_commit(int argc, char **argv)
         case 'r':
             return cli_usage_error("commit", "-r (rate limit) is not supported");
         case OPT_PROGRESS:
-            if (optarg && !strcmp(optarg, "json"))
-                ui.json = true;
-            else if (!optarg || !strcmp(optarg, "human"))
-                progress = true;
-            else
-                return cli_usage_error("commit", "--progress takes 'human' or 'json', not '%s'",
-                                       optarg);
+            if (cli_parse_progress("commit", optarg, &progress, &ui) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case OPT_RESUME:
             o.resume = true;

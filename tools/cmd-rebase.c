@@ -55,13 +55,10 @@ static int run_rebase(int argc, char **argv)
             break;
         case 't':
         case 'T':
-            if (!strcmp(optarg, "none") || !strcmp(optarg, "directsync")) {
-                if (c == 't')
-                    o.flags |= IC_OPEN_DIRECT;
-            } else if (strcmp(optarg, "writeback") && strcmp(optarg, "writethrough") &&
-                       strcmp(optarg, "unsafe")) {
-                return cli_usage_error("rebase", "invalid cache mode '%s'", optarg);
-            }
+            /* -T (the source's cache) is accepted; only -t changes how
+             * FILE is written */
+            if (cli_parse_cache("rebase", optarg, c == 't' ? &o.flags : NULL) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'p':
             progress = true;
@@ -72,13 +69,8 @@ static int run_rebase(int argc, char **argv)
         case 'U':
             return cli_usage_error("rebase", "-U cannot be used: rebase writes FILE");
         case OPT_PROGRESS:
-            if (optarg && !strcmp(optarg, "json"))
-                ui.json = true;
-            else if (!optarg || !strcmp(optarg, "human"))
-                progress = true;
-            else
-                return cli_usage_error("rebase", "--progress takes 'human' or 'json', not '%s'",
-                                       optarg);
+            if (cli_parse_progress("rebase", optarg, &progress, &ui) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case OPT_RESUME:
             o.resume = true;
