@@ -31,6 +31,8 @@ typedef struct ic_image ic_image;
 #define IC_OPEN_FORCE_SHARE (1u << 3) /* -U: share every permission; read-only only */
 #define IC_OPEN_CHECK       (1u << 4) /* for check/repair: tolerate corrupt and dirty images */
 #define IC_OPEN_NO_LOCK     (1u << 5) /* take no qemu-compatible locks */
+#define IC_OPEN_STREAM      (1u << 6) /* bulk output into the top image: its writes go to the
+                                       * disk at once and leave the page cache (IC_IO_STREAM) */
 
 /** Opens the file at @p path for the library; used for every image of a
  * chain.  @p io_flags are IC_IO_* (imgchain/sys/io.h). */

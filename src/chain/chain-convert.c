@@ -877,7 +877,7 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | (opts->direct ? IC_OPEN_DIRECT : 0);
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | (opts->direct ? IC_OPEN_DIRECT : IC_OPEN_STREAM);
     if (opts->direct) {
         /* The aio backend does O_DIRECT for every format: aligned data
          * goes straight to the device, unaligned metadata writes through

@@ -51,6 +51,8 @@ static unsigned io_flags_for(unsigned open_flags, bool top)
         f |= IC_IO_NOLOCK;
     if (open_flags & IC_OPEN_FORCE_SHARE)
         f |= IC_IO_SHARE;
+    if (top && (open_flags & IC_OPEN_STREAM))
+        f |= IC_IO_STREAM;
     return f;
 }
 

@@ -10,6 +10,18 @@
  *     count (end of file) and the wrapper zero-fills.
  *  4. With IC_IO_DIRECT the file is opened O_DIRECT; callers must then use
  *     aligned buffers, offsets and lengths (the aio backend does).
+ *  5. IC_IO_STREAM (bulk output such as convert's target): after every
+ *     write of at least IC_IO_STREAM_MIN bytes, POSIX_FADV_DONTNEED on its
+ *     range, which on Linux starts its writeback at once, and again on the
+ *     previous such write, by then clean, which drops its pages.  Without
+ *     it a convert piles up its whole output as dirty page cache and the
+ *     final fdatasync writes it in one go; measured on the bench VM, a
+ *     1 GiB convert took 2.5-4 s that way and 1.2-1.6 s streaming (dd
+ *     shows the same: conv=fsync 2.6 s, oflag=nocache 0.7 s).  Starting
+ *     writeback with sync_file_range(WRITE) instead was slower (1.9 s), as
+ *     was dropping the source's pages after reads (2.1 s, readahead lost).
+ *     Only hints: flush still makes every write durable, and after it
+ *     drops whatever of the file is still cached (all clean by then).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +38,9 @@ struct io_posix {
     ic_io base;
     int fd;
     struct ic_lock_state lock;
+    /* IC_IO_STREAM (design note 5): the last bulk write, whose pages are
+     * dropped from the page cache after the next one. */
+    uint64_t stream_off, stream_len;
 };
 
 static struct io_posix *to_posix(ic_io *io)
@@ -45,10 +60,29 @@ static int64_t posix_pread(ic_io *io, void *buf, size_t len, uint64_t off)
     }
 }
 
+/*
+ * IC_IO_STREAM (design note 5): starts the writeback of a bulk write at
+ * once and drops the previous bulk write's pages, which are clean (or
+ * nearly) by then.  Both calls are hints: their failure changes nothing,
+ * since flush still makes every write durable.
+ */
+#define IC_IO_STREAM_MIN ((size_t)64 << 10)
+static void stream_written(struct io_posix *p, uint64_t off, size_t len)
+{
+    (void)posix_fadvise(p->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+    if (p->stream_len)
+        (void)posix_fadvise(p->fd, (off_t)p->stream_off, (off_t)p->stream_len,
+                            POSIX_FADV_DONTNEED);
+    p->stream_off = off;
+    p->stream_len = len;
+}
+
 static int posix_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct io_posix *p = to_posix(io);
     const uint8_t *b = buf;
+    const size_t len0 = len;
+    const uint64_t off0 = off;
     while (len > 0) {
         ssize_t n = pwrite(p->fd, b, len, (off_t)off);
         if (n < 0) {
@@ -62,13 +96,21 @@ static int posix_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
         len -= (size_t)n;
         off += (uint64_t)n;
     }
+    if ((io->open_flags & IC_IO_STREAM) && len0 >= IC_IO_STREAM_MIN)
+        stream_written(p, off0, len0);
     return 0;
 }
 
 static int posix_flush(ic_io *io)
 {
-    if (fdatasync(to_posix(io)->fd) < 0)
+    struct io_posix *p = to_posix(io);
+    if (fdatasync(p->fd) < 0)
         return -errno;
+    if (io->open_flags & IC_IO_STREAM) {
+        /* every page is clean now: none of the output stays cached */
+        (void)posix_fadvise(p->fd, 0, 0, POSIX_FADV_DONTNEED);
+        p->stream_len = 0;
+    }
     return 0;
 }
 

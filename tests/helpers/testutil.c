@@ -15,6 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +108,42 @@ char *tu_path(const char *dir, const char *name)
     assert_non_null(p);
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+int tu_cached_pages(const char *path, size_t *out)
+{
+    *out = 0;
+    struct statfs sfs;
+    if (statfs(path, &sfs) < 0)
+        return -errno;
+    if (sfs.f_type == 0x01021994) /* TMPFS_MAGIC */
+        return -ENOTSUP;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size == 0) {
+        close(fd);
+        return 0;
+    }
+    size_t len = (size_t)st.st_size;
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return -errno;
+    size_t psz = (size_t)sysconf(_SC_PAGESIZE);
+    size_t n = (len + psz - 1) / psz;
+    unsigned char *vec = malloc(n);
+    int ret = 0;
+    if (!vec)
+        ret = -ENOMEM;
+    else if (mincore(map, len, vec) < 0)
+        ret = -errno;
+    for (size_t i = 0; ret == 0 && i < n; i++)
+        *out += vec[i] & 1;
+    free(vec);
+    munmap(map, len);
+    return ret;
 }
 
 int tu_write_file(const char *path, const void *buf, size_t len)

@@ -72,6 +72,9 @@ int tu_read_file(const char *path, uint8_t **out, size_t *len);
 int tu_file_to_mem(ic_io **out, const char *path);
 /* Replaces the contents of @path with the bytes of memory backend @mem. */
 int tu_mem_to_file(ic_io *mem, const char *path);
+/* Pages of @path resident in the page cache (mincore on a mapping) in
+ * *out; -ENOTSUP on tmpfs, where the page cache is the file itself. */
+int tu_cached_pages(const char *path, size_t *out);
 
 /* ---- 3. shell and oracle ------------------------------------------------ */
 

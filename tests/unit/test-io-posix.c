@@ -175,6 +175,47 @@ static void test_io_posix__posix_fd_is_minus_one_for_other_backends(void **state
     ic_io_close(m);
 }
 
+/* Writes 16 MiB in 1 MiB pieces with @flags, flushes, and returns how
+ * many of its pages are still cached; checks the bytes read back. */
+static size_t write_bulk_and_count_cached(const char *path, unsigned flags)
+{
+    const size_t piece = (size_t)1 << 20, total = 16 * piece;
+    uint8_t *w = malloc(piece), *r = malloc(piece);
+    ic_io *io = open_ok(path, IC_IO_RDWR | IC_IO_CREATE | flags);
+    for (size_t off = 0; off < total; off += piece) {
+        tu_fill_pattern(w, piece, (unsigned)(off / piece) + 1);
+        assert_int_equal(ic_io_pwrite(io, w, piece, off), 0);
+    }
+    assert_int_equal(ic_io_flush(io), 0);
+    size_t cached = 0;
+    assert_int_equal(tu_cached_pages(path, &cached), 0);
+    for (size_t off = 0; off < total; off += piece) {
+        tu_fill_pattern(w, piece, (unsigned)(off / piece) + 1);
+        assert_int_equal(ic_io_pread(io, r, piece, off), 0);
+        assert_memory_equal(r, w, piece);
+    }
+    assert_int_equal(ic_io_close(io), 0);
+    free(w);
+    free(r);
+    return cached;
+}
+
+static void test_io_posix__stream_output_leaves_no_page_cache_after_flush(void **state)
+{
+    struct fixture *f = *state;
+    size_t none;
+    if (tu_cached_pages(f->dir, &none) == -ENOTSUP)
+        skip(); /* tmpfs: the page cache is the file */
+    char *plain = tu_path(f->dir, "plain.img");
+    /* the control: without the hint the written data stays cached, so the
+     * count below measures the hint and not the machine */
+    size_t cached_plain = write_bulk_and_count_cached(plain, 0);
+    size_t cached_stream = write_bulk_and_count_cached(f->path, IC_IO_STREAM);
+    assert_true(cached_plain > 4096 / 2);
+    assert_int_equal(cached_stream, 0);
+    free(plain);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -188,6 +229,7 @@ int main(void)
         T(test_io_posix__remove_deletes_and_reports_missing),
         T(test_io_posix__direct_on_a_file_system_without_o_direct_is_unsupported),
         T(test_io_posix__posix_fd_is_minus_one_for_other_backends),
+        T(test_io_posix__stream_output_leaves_no_page_cache_after_flush),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

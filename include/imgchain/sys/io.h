@@ -108,6 +108,8 @@ struct ic_io {
 #define IC_IO_DIRECT  (1u << 3)  /* O_DIRECT (the -t none cache mode) */
 #define IC_IO_NOLOCK  (1u << 4)  /* do not take qemu-compatible locks */
 #define IC_IO_SHARE   (1u << 5)  /* force-share (-U): lock byte 100 only */
+#define IC_IO_STREAM  (1u << 6)  /* bulk output: push writes to the disk at once and keep
+                                  * them out of the page cache (a hint; flush still syncs) */
 
 /**
  * Opens a host file with the production (POSIX) backend and takes the
