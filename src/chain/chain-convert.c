@@ -29,8 +29,10 @@
  *     (ic_io_open_aio); data goes out from aligned buffers (posix_memalign,
  *     CONVERT_ALIGN) in granule-aligned lengths, and whatever is unaligned
  *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers.
- *  7. Progress is reported after every window and skipped run, in guest
- *     bytes handled, from 0 to the virtual size.
+ *  7. Progress is reported after every window written, and for skipped
+ *     runs whenever the writer wakes (readers wake it at least every
+ *     CONVERT_SKIP_WAKE skipped bytes), in guest bytes handled, from 0 to
+ *     the virtual size.
  *  8. The target is flushed at the end: its data is durable when convert
  *     returns (qemu-img convert's default cache mode, unsafe, skips that;
  *     closing an image flushes it here anyway, see image.c).
@@ -137,13 +139,17 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * Work: the guest range is cut into stripes of CONVERT_STRIPE bytes
  * (a multiple of every granule, so no window crosses a stripe); a reader
  * takes the next stripe from `next_stripe` and handles it completely.
+ * A zero run that goes on past the end of the reader's stripe extends the
+ * stripe over it when nobody has claimed what follows yet, so a sparse
+ * disk costs one block status query per run, not one per stripe.
  *
  * Slots (all under `lock`): FREE -> (a reader) FILLING -> READY -> (the
- * writer) WRITING -> FREE.  A slot carries data, or a skipped zero run
- * (skip: counted for progress only).  The writer takes READY slots in any
- * order: writes to different offsets commute.  It ends when every reader
- * has finished and no slot is READY or FILLING.  Either side may set
- * `stop` (error); the others notice it at their next wait.
+ * writer) WRITING -> FREE.  A slot carries data; the writer takes READY
+ * slots in any order: writes to different offsets commute.  A zero run
+ * needs no slot: its reader adds it to `skipped`, which the writer turns
+ * into progress when it wakes.  The writer ends when every reader has
+ * finished and no slot is READY or FILLING.  Either side may set `stop`
+ * (error); the others notice it at their next wait.
  */
 /* Readers ic_image_convert runs (each with its own source handle). */
 #define CONVERT_READERS 3
@@ -163,9 +169,13 @@ struct slot {
     uint8_t *buf;
     uint64_t off;
     uint64_t len;
-    bool skip;
+    uint64_t progress;  /* guest bytes it adds to progress: len, less a head
+                         * already counted as a skipped zero run */
     enum slot_state state;
 };
+
+/* Skipped bytes after which a reader wakes the writer to report them. */
+#define CONVERT_SKIP_WAKE ((uint64_t)1 << 30)
 
 /* Helper threads compressing with the writer (design note 10): one per
  * online CPU beyond the first, at least 1, at most this many. */
@@ -214,6 +224,9 @@ struct copy_state {
     bool stop;
     int read_ret;            /* first reader failure (0 or -errno) */
     ic_error *read_err;      /* its error, moved to the caller's errp */
+    uint64_t skipped;        /* zero bytes readers skipped (under lock) */
+    uint64_t skip_woken;     /* `skipped` when a reader last woke the writer */
+    uint64_t skip_seen;      /* the part of `skipped` already in `done` */
     uint64_t done;           /* guest bytes handled, for progress */
     struct compress_pool *pool; /* -c with a split compressor, else NULL */
 };
@@ -258,22 +271,39 @@ static void slot_set(struct copy_state *s, struct slot *sl, enum slot_state st)
     pthread_mutex_unlock(&s->lock);
 }
 
-static int publish_skip(struct copy_state *s, uint64_t off, uint64_t len)
+/* Counts a skipped zero run (progress only); wakes the writer now and
+ * then so that progress moves over a long sparse stretch. */
+static void note_skip(struct copy_state *s, uint64_t len)
 {
-    struct slot *sl = slot_claim(s);
-    if (!sl)
-        return -ECANCELED;
-    sl->off = off;
-    sl->len = len;
-    sl->skip = true;
-    slot_set(s, sl, SLOT_READY);
-    return 0;
+    pthread_mutex_lock(&s->lock);
+    s->skipped += len;
+    if (s->skipped - s->skip_woken >= CONVERT_SKIP_WAKE) {
+        s->skip_woken = s->skipped;
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A zero run from inside the stripe [.., *stripe_end) runs on to @end:
+ * claims the stripes it covers when nobody has taken them yet (the next
+ * unclaimed stripe starts right at *stripe_end), and moves *stripe_end
+ * to the last stripe boundary inside the run (or the disk's end). */
+static void extend_stripe(struct copy_state *s, uint64_t *stripe_end, uint64_t end)
+{
+    uint64_t to = end == s->size ? end : end - end % CONVERT_STRIPE;
+    pthread_mutex_lock(&s->lock);
+    if (s->next_stripe == *stripe_end && to > *stripe_end) {
+        s->next_stripe = to;
+        *stripe_end = to;
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Reads [start, end) (granule aligned, or ending at the disk's end) into
- * slots of at most buf_size bytes. */
+ * slots of at most buf_size bytes; bytes before @counted were already
+ * reported as skipped. */
 static int read_window(struct copy_state *s, ic_image *src, uint64_t start, uint64_t end,
-                       ic_error **errp)
+                       uint64_t counted, ic_error **errp)
 {
     for (uint64_t off = start; off < end;) {
         size_t n = (size_t)IC_MIN((uint64_t)s->buf_size, end - off);
@@ -287,32 +317,65 @@ static int read_window(struct copy_state *s, ic_image *src, uint64_t start, uint
         }
         sl->off = off;
         sl->len = n;
-        sl->skip = false;
+        sl->progress = off + n > counted ? off + n - IC_MAX(off, counted) : 0;
         slot_set(s, sl, SLOT_READY);
         off += n;
     }
     return 0;
 }
 
+/* The run at @off of at most @max bytes; *zero when it reads as zeroes
+ * (design note 1).  *len is > 0 and within @max. */
+static int run_at(ic_image *src, uint64_t off, uint64_t max, uint64_t *len, bool *zero,
+                  ic_error **errp)
+{
+    ic_block_status st;
+    int ret = ic_image_block_status(src, NULL, off, max, &st, errp);
+    if (ret < 0)
+        return ret;
+    *len = st.length;
+    if (*len == 0 || *len > max)
+        return ic_error_set(errp, IC_ERR_OTHER, EIO, "%s: block status ran past the end",
+                            src->filename);
+    *zero = (st.flags & IC_BS_ZERO) != 0;
+    if (!*zero && (st.flags & IC_BS_DATA))
+        *zero = host_hole(src, &st, len);
+    return 0;
+}
+
 /* One stripe [off, stripe_end): block status over long runs, zero runs
- * skipped, data runs widened to whole granules (design note 2). */
+ * skipped (and the stripe extended over them, see above), data runs
+ * widened to whole granules (design note 2). */
 static int read_stripe(struct copy_state *s, ic_image *src, uint64_t off, uint64_t stripe_end,
                        ic_error **errp)
 {
     while (off < stripe_end) {
-        ic_block_status st;
-        int ret = ic_image_block_status(src, NULL, off,
-                                        IC_MIN(stripe_end - off, CONVERT_STATUS_MAX), &st, errp);
+        uint64_t len;
+        bool zero;
+        int ret = run_at(src, off, IC_MIN(stripe_end - off, CONVERT_STATUS_MAX), &len, &zero,
+                         errp);
         if (ret < 0)
             return ret;
-        uint64_t len = st.length;
-        bool zero = (st.flags & IC_BS_ZERO) != 0;
-        if (!zero && (st.flags & IC_BS_DATA))
-            zero = host_hole(src, &st, &len);
         if (zero) {
-            if ((ret = publish_skip(s, off, len)) < 0)
-                return ret;
-            off += len;
+            /* a zero run up to the stripe's end may go on: look further
+             * and take the stripes it covers if they are still free */
+            uint64_t end = off + len;
+            while (end == stripe_end && end < s->size) {
+                uint64_t more;
+                bool more_zero;
+                ret = run_at(src, end, IC_MIN(s->size - end, CONVERT_STATUS_MAX), &more,
+                             &more_zero, errp);
+                if (ret < 0)
+                    return ret;
+                uint64_t old_end = stripe_end;
+                if (more_zero)
+                    extend_stripe(s, &stripe_end, end + more);
+                if (stripe_end == old_end)
+                    break;
+                end = IC_MIN(end + more, stripe_end);
+            }
+            note_skip(s, end - off);
+            off = end;
             continue;
         }
         /* Data: copy the granule-aligned window around it.  The window
@@ -328,7 +391,7 @@ static int read_stripe(struct copy_state *s, ic_image *src, uint64_t off, uint64
                                 src->filename);
         if (end % s->granule)
             end = IC_MIN(end - end % s->granule + s->granule, stripe_end);
-        if ((ret = read_window(s, src, start, end, errp)) < 0)
+        if ((ret = read_window(s, src, start, end, off, errp)) < 0)
             return ret;
         off = end;
     }
@@ -564,6 +627,8 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
     for (;;) {
         pthread_mutex_lock(&s->lock);
         struct slot *sl = NULL;
+        bool finished = false;
+        uint64_t skipped = 0;
         for (;;) {
             bool pending = false;
             for (unsigned i = 0; i < s->nslots && !sl; i++) {
@@ -572,19 +637,30 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
                 else if (s->slots[i].state == SLOT_FILLING)
                     pending = true;
             }
-            if (sl || s->stop || (s->readers_done == s->nreaders && !pending))
+            /* with no reader left, `skipped` is final: read below */
+            finished = !sl && s->readers_done == s->nreaders && !pending;
+            skipped = s->skipped - s->skip_seen;
+            if (sl || s->stop || finished || skipped)
                 break;
             pthread_cond_wait(&s->cond, &s->lock);
         }
+        s->skip_seen = s->skipped;
         bool stopped = s->stop;
-        bool more = sl && !sl->skip && s->open_more && s->readers_done < s->nreaders;
+        bool more = sl && s->open_more && s->readers_done < s->nreaders;
         if (sl && !stopped)
             sl->state = SLOT_WRITING;
         pthread_mutex_unlock(&s->lock);
         if (stopped)
             return -ECANCELED;
-        if (!sl)
-            return 0;
+        if (skipped) {
+            s->done += skipped;
+            progress(s, s->done);
+        }
+        if (!sl) {
+            if (finished)
+                return 0;
+            continue;
+        }
         if (more) {
             /* a failure to add readers is not fatal: the first goes on */
             for (; *started < s->max_readers; (*started)++) {
@@ -599,10 +675,10 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
             }
             s->open_more = NULL;
         }
-        int ret = sl->skip ? 0 : write_slot(s, sl, errp);
+        int ret = write_slot(s, sl, errp);
         if (ret < 0)
             return ret;
-        s->done += sl->len;
+        s->done += sl->progress;
         progress(s, s->done);
         slot_set(s, sl, SLOT_FREE);
     }

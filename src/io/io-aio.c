@@ -459,6 +459,12 @@ static int64_t aio_allocated_size(ic_io *io)
 {
     return ic_io_allocated_size(to_aio(io)->posix);
 }
+/* O_DIRECT reads bypass the page cache: a readahead hint is wasted there. */
+static void aio_prefetch(ic_io *io, uint64_t off, uint64_t len)
+{
+    if (!to_aio(io)->direct)
+        ic_io_prefetch(to_aio(io)->posix, off, len);
+}
 
 static int aio_close(ic_io *io)
 {
@@ -485,6 +491,7 @@ static const struct ic_io_ops aio_ops = {
     .block_status = aio_block_status,
     .allocated_size = aio_allocated_size,
     .submit = aio_submit,
+    .prefetch = aio_prefetch,
 };
 
 /* O_DIRECT alignment: statx(STATX_DIOALIGN) where the kernel has it. */

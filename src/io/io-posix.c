@@ -114,6 +114,13 @@ static int posix_flush(ic_io *io)
     return 0;
 }
 
+static void posix_prefetch(ic_io *io, uint64_t off, uint64_t len)
+{
+    if (off > INT64_MAX || len > INT64_MAX - off)
+        return;
+    (void)posix_fadvise(to_posix(io)->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static int posix_truncate(ic_io *io, uint64_t size)
 {
     if (ftruncate(to_posix(io)->fd, (off_t)size) < 0)
@@ -217,6 +224,7 @@ static const struct ic_io_ops posix_ops = {
     .block_status = posix_block_status,
     .allocated_size = posix_allocated_size,
     .zero_range = posix_zero_range,
+    .prefetch = posix_prefetch,
 };
 
 int ic_io_posix_fd(ic_io *io)

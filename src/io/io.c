@@ -132,6 +132,13 @@ int ic_io_zero_range(ic_io *io, uint64_t off, uint64_t len)
     return io->ops->zero_range(io, off, len);
 }
 
+void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len)
+{
+    /* a version 1 table ends before the prefetch member */
+    if (io->ops->version >= 2 && io->ops->prefetch && len)
+        io->ops->prefetch(io, off, len);
+}
+
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp)
 {
     if (!io->ops->lock)

@@ -43,6 +43,9 @@ int ic_io_zero_range(ic_io *io, uint64_t off, uint64_t len);
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp);
 int ic_io_block_status(ic_io *io, uint64_t off, uint64_t len, uint64_t *pnum);
 int64_t ic_io_allocated_size(ic_io *io);
+/* The backend's prefetch hint (read [off, off+len) soon); a no-op for
+ * backends without one or built against version 1 of the ops table. */
+void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len);
 /* Runs a batch of reads/writes (struct ic_io_req, imgchain/sys/io.h):
  * through the backend's submit op when it has one (aio: many in flight),
  * else one by one in array order.  Either way the result is as if run in

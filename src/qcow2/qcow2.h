@@ -273,6 +273,10 @@ struct qcow2_state {
 
     struct qcow2_cache l2_cache;
     struct qcow2_cache refblock_cache;
+    /* L2 readahead (qcow2-cluster.c design note 7): the L1 index looked
+     * up last, and the first one no prefetch hint was issued for yet. */
+    uint64_t ra_last_l1;
+    uint64_t ra_next_l1;
 
     /* header extensions */
     char *backing_fmt_ext;         /* as read (also in img->backing_fmt) */

@@ -56,7 +56,7 @@ struct ic_io_req {
     int ret;
 };
 
-#define IC_IO_OPS_VERSION 1
+#define IC_IO_OPS_VERSION 2
 
 /* Lock modes (qemu's permission bytes, see src/io/io-lock.c). */
 enum ic_lock_mode {
@@ -92,6 +92,10 @@ struct ic_io_ops {
     /* Optional (see the contract above): qemu's write-zeroes of a host
      * range; NULL: -ENOTSUP. */
     int (*zero_range)(ic_io *io, uint64_t off, uint64_t len);
+    /* Optional, version >= 2: a hint that [off, off+len) will be read soon
+     * (posix_fadvise WILLNEED: the kernel starts reading it in the
+     * background).  Never fails; NULL: nothing. */
+    void (*prefetch)(ic_io *io, uint64_t off, uint64_t len);
 };
 
 /* The base struct every backend embeds first. */
