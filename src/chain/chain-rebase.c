@@ -39,6 +39,15 @@
  *     compared per cluster of FILE (64 KiB for formats without clusters);
  *     differing clusters get the old view's bytes, or zeroes written
  *     without unmapping (so the new backing cannot show through).
+ *  5. The chunks to compare go through the read pipeline (chain-pipe.c):
+ *     up to IC_PIPE_MAX_READERS reader threads, each with its own
+ *     read-only handles on the old and the new backing chains, read both
+ *     views of a chunk into the slot's two buffers while the caller's
+ *     thread plans, compares and writes FILE (the only thread that touches
+ *     FILE).  The readers never read FILE, so its writes cannot race
+ *     them.  With a custom opener (tests' fault, crash and memory
+ *     backends), or when no handle can be had, the caller reads the
+ *     chunks itself with its own chains: the same work in one stream.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,24 +55,41 @@
 #include <string.h>
 
 #include "chain-journal.h"
+#include "chain-pipe.h"
+#include "chain-rebase.h"
 #include "util/path.h"
 
 /* Compare granularity for formats without clusters (raw overlays cannot
  * have backing files, so this is a fallback only). */
 #define IC_REBASE_DEFAULT_GRAIN (64u << 10)
-/* Old and new views are read side by side in chunks of this size: two
- * buffers of 2 MiB, as qemu-img's IO_BUF_SIZE, keep peak memory at
- * qemu-img's level while the reads stay large. */
-#define IC_REBASE_CHUNK (2u << 20)
+/* Old and new views are read side by side in chunks of this size, one
+ * slot (two buffers) per chunk: 512 KiB x 2 x REBASE_SLOTS = 4 MiB keeps
+ * peak memory below qemu-img's (bench rebase row: 9.2 MiB against 12.3;
+ * 1 MiB x 6 slots took 17 MiB and was no faster). */
+#define IC_REBASE_CHUNK (512u << 10)
+#define REBASE_SLOTS 4
+/* Slot flags: the view reads as zeroes by block status, no read needed. */
+#define RB_OLD_ZERO 1u
+#define RB_NEW_ZERO 2u
+
+/* One thread's handles on the two views (NULL: no backing, all zeroes). */
+struct rebase_views {
+    struct ic_image *old;
+    struct ic_image *new;
+};
 
 struct rebase {
     struct ic_image *top;
     struct ic_image *old;      /* old backing chain (top->backing) or NULL */
     struct ic_image *new;      /* new backing chain view, or NULL for none */
     struct ic_image *new_in_old; /* the new backing's layer inside the old chain */
-    uint8_t *obuf, *nbuf;
     uint32_t grain;
     const ic_rebase_options *o;
+    struct ic_pipe pipe;
+    struct rebase_views mine;  /* the caller's: old and new above */
+    struct rebase_views readers[IC_PIPE_MAX_READERS];
+    unsigned nreaders;         /* reader views opened */
+    struct ic_rebase_stats *stats;
 };
 
 static bool streq_null(const char *a, const char *b)
@@ -113,34 +139,43 @@ static bool all_zero(const uint8_t *p, size_t n)
     return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-/* Writes FILE where the views differ within [off, off+len) (len <= chunk). */
-static int compare_and_write(struct rebase *rb, uint64_t off, uint64_t len, bool old_zero,
-                             bool new_zero, ic_error **errp)
+/* ic_pipe_fill_fn: both views of a chunk, old into buf[0], new into
+ * buf[1], with the thread's own handles. */
+static int rebase_fill(void *ctx, struct ic_pipe_slot *s, ic_error **errp)
+{
+    struct rebase_views *v = ctx;
+    int ret;
+    if (s->flags & RB_OLD_ZERO)
+        memset(s->buf[0], 0, s->len);
+    else if ((ret = read_view(v->old, s->buf[0], s->len, s->off, errp)) < 0)
+        return ret;
+    if (s->flags & RB_NEW_ZERO)
+        memset(s->buf[1], 0, s->len);
+    else if ((ret = read_view(v->new, s->buf[1], s->len, s->off, errp)) < 0)
+        return ret;
+    return 0;
+}
+
+/* Writes FILE where the views of a filled slot differ. */
+static int compare_and_write(struct rebase *rb, const struct ic_pipe_slot *sl, ic_error **errp)
 {
     int ret;
-    if (old_zero)
-        memset(rb->obuf, 0, (size_t)len);
-    else if ((ret = read_view(rb->old, rb->obuf, (size_t)len, off, errp)) < 0)
-        return ret;
-    if (new_zero)
-        memset(rb->nbuf, 0, (size_t)len);
-    else if ((ret = read_view(rb->new, rb->nbuf, (size_t)len, off, errp)) < 0)
-        return ret;
-    uint64_t end = off + len;
+    const uint8_t *obuf = sl->buf[0], *nbuf = sl->buf[1];
+    uint64_t off = sl->off, end = off + sl->len;
     uint64_t b = off;
     while (b < end) {
         /* first differing grain */
         uint64_t ge = IC_MIN(IC_ALIGN_DOWN(b, rb->grain) + rb->grain, end);
-        if (!memcmp(rb->obuf + (b - off), rb->nbuf + (b - off), (size_t)(ge - b))) {
+        if (!memcmp(obuf + (b - off), nbuf + (b - off), (size_t)(ge - b))) {
             b = ge;
             continue;
         }
         /* extend over following differing grains of the same kind */
-        bool zero = all_zero(rb->obuf + (b - off), (size_t)(ge - b));
+        bool zero = all_zero(obuf + (b - off), (size_t)(ge - b));
         uint64_t we = ge;
         while (we < end) {
             uint64_t ne = IC_MIN(we + rb->grain, end);
-            const uint8_t *op = rb->obuf + (we - off), *np = rb->nbuf + (we - off);
+            const uint8_t *op = obuf + (we - off), *np = nbuf + (we - off);
             if (!memcmp(op, np, (size_t)(ne - we)) || all_zero(op, (size_t)(ne - we)) != zero)
                 break;
             we = ne;
@@ -150,11 +185,42 @@ static int compare_and_write(struct rebase *rb, uint64_t off, uint64_t len, bool
         if (zero)
             ret = ic_image_pwrite_zeroes(rb->top, b, we - b, 0, errp);
         else
-            ret = ic_image_pwrite(rb->top, rb->obuf + (b - off), (size_t)(we - b), b, errp);
+            ret = ic_image_pwrite(rb->top, obuf + (b - off), (size_t)(we - b), b, errp);
         if (ret < 0)
             return ret;
+        if (rb->stats)
+            rb->stats->written_bytes += we - b;
         b = we;
     }
+    return 0;
+}
+
+/* Collects at least @want filled chunks (all outstanding ones when it is
+ * larger), compares and writes them, and frees their slots. */
+static int rebase_drain(struct rebase *rb, unsigned want, ic_error **errp)
+{
+    struct ic_pipe_slot *ready[IC_PIPE_MAX_SLOTS];
+    unsigned n = 0;
+    int ret = ic_pipe_collect(&rb->pipe, ready, &n, want, errp);
+    for (unsigned i = 0; ret == 0 && i < n; i++) {
+        ret = compare_and_write(rb, ready[i], errp);
+        if (rb->stats)
+            rb->stats->compared_bytes += ready[i]->len;
+    }
+    ic_pipe_release(&rb->pipe, ready, n);
+    return ret;
+}
+
+/* Hands one chunk to the pipeline, writing finished ones when it is full. */
+static int rebase_queue(struct rebase *rb, uint64_t off, uint64_t len, unsigned flags,
+                        ic_error **errp)
+{
+    if (ic_pipe_full(&rb->pipe)) {
+        int ret = rebase_drain(rb, 1, errp);
+        if (ret < 0)
+            return ret;
+    }
+    ic_pipe_queue(&rb->pipe, off, (size_t)len, flags);
     return 0;
 }
 
@@ -188,9 +254,8 @@ static int rebase_range(struct rebase *rb, uint64_t off, uint64_t len, ic_error 
         if (oz && nz) {
             n = IC_MIN(r1, r2);
         } else {
-            oz = oz && r1 >= n;
-            nz = nz && r2 >= n;
-            if ((ret = compare_and_write(rb, off, n, oz, nz, errp)) < 0)
+            unsigned flags = (oz && r1 >= n ? RB_OLD_ZERO : 0) | (nz && r2 >= n ? RB_NEW_ZERO : 0);
+            if ((ret = rebase_queue(rb, off, n, flags, errp)) < 0)
                 return ret;
         }
         off += n;
@@ -227,9 +292,74 @@ static int rebase_copy(struct rebase *rb, ic_error **errp)
             return ret;
         off += pnum;
         if (o->progress)
-            o->progress(off, size, o->payload);
+            o->progress(ic_pipe_done_below(&rb->pipe, off), size, o->payload);
     }
+    while (!ic_pipe_empty(&rb->pipe))
+        if ((ret = rebase_drain(rb, IC_PIPE_MAX_SLOTS, errp)) < 0)
+            return ret;
+    if (o->progress)
+        o->progress(size, size, o->payload);
     return ic_image_flush(top, errp);
+}
+
+/* Opens one reader's read-only handles on both views, the same files and
+ * formats as the caller's; false when they cannot be had (or do not look
+ * like the caller's), which only means one reader fewer. */
+static bool open_reader_views(struct rebase_views *v, const struct rebase *rb)
+{
+    struct ic_image *src[2] = { rb->old, rb->new }, *dst[2] = { NULL, NULL };
+    for (int i = 0; i < 2; i++) {
+        if (!src[i])
+            continue;
+        ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+        oo.format = src[i]->drv->name;
+        oo.flags = IC_OPEN_NO_LOCK;
+        ic_error *err = NULL;
+        if (ic_image_open(&dst[i], src[i]->filename, &oo, &err) < 0 ||
+            dst[i]->size != src[i]->size) {
+            ic_error_free(err);
+            ic_image_close(dst[0]);
+            ic_image_close(dst[1]);
+            return false;
+        }
+    }
+    v->old = dst[0];
+    v->new = dst[1];
+    return true;
+}
+
+/* Sets up the read pipeline (design note 5). */
+static int rebase_pipe_start(struct rebase *rb, ic_error **errp)
+{
+    rb->mine = (struct rebase_views){ rb->old, rb->new };
+    int ret = ic_pipe_init(&rb->pipe, REBASE_SLOTS, IC_REBASE_CHUNK, 2, rebase_fill, &rb->mine,
+                           errp);
+    if (ret < 0)
+        return ret;
+    if (!rb->top->open_file && !rb->o->open_file) {
+        while (rb->nreaders < IC_PIPE_MAX_READERS &&
+               open_reader_views(&rb->readers[rb->nreaders], rb)) {
+            if (!ic_pipe_add_reader(&rb->pipe, &rb->readers[rb->nreaders])) {
+                ic_image_close(rb->readers[rb->nreaders].old);
+                ic_image_close(rb->readers[rb->nreaders].new);
+                break;
+            }
+            rb->nreaders++;
+        }
+    }
+    if (rb->stats)
+        rb->stats->readers = rb->pipe.nreaders;
+    return 0;
+}
+
+static void rebase_pipe_stop(struct rebase *rb)
+{
+    ic_pipe_fini(&rb->pipe);
+    for (unsigned i = 0; i < rb->nreaders; i++) {
+        ic_image_close(rb->readers[i].old);
+        ic_image_close(rb->readers[i].new);
+    }
+    rb->nreaders = 0;
 }
 
 /* Opens the new backing chain read-only and refuses one that contains
@@ -296,11 +426,12 @@ static int rebase_unsafe(const char *path, const ic_rebase_options *o, const cha
 }
 
 static int rebase_safe(const char *path, const ic_rebase_options *o, const char *backing,
-                       struct ic_journal_rec *resume, ic_error **errp)
+                       struct ic_journal_rec *resume, struct ic_rebase_stats *stats,
+                       ic_error **errp)
 {
     struct ic_image *nimg = NULL, *top = NULL;
     struct ic_journal *j = NULL;
-    struct rebase rb = { .o = o };
+    struct rebase rb = { .o = o, .stats = stats };
     char *newpath = NULL;
     int ret = 0;
     if (backing) {
@@ -386,12 +517,11 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
                 rb.new_in_old = l;
                 break;
             }
-        if (posix_memalign((void **)&rb.obuf, IC_COPY_ALIGN, IC_REBASE_CHUNK) != 0 ||
-            posix_memalign((void **)&rb.nbuf, IC_COPY_ALIGN, IC_REBASE_CHUNK) != 0) {
-            ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory for the copy buffers");
+        ret = rebase_pipe_start(&rb, errp);
+        if (ret < 0)
             goto out_journal;
-        }
         ret = rebase_copy(&rb, errp);
+        rebase_pipe_stop(&rb);
         /* FILE now holds every range where the chains differ and is
          * flushed: if we crash after this point it reads the same through
          * either chain. */
@@ -416,8 +546,6 @@ out_journal:
     }
     ret = ic_journal_finish(j, errp);
 out:
-    free(rb.obuf);
-    free(rb.nbuf);
     if (top) {
         int cret = ic_image_close(top);
         if (ret == 0 && cret < 0)
@@ -431,6 +559,14 @@ out:
 
 int ic_chain_rebase(const char *path, const ic_rebase_options *opts, ic_error **errp)
 {
+    return ic_chain_rebase_stats(path, opts, NULL, errp);
+}
+
+int ic_chain_rebase_stats(const char *path, const ic_rebase_options *opts,
+                          struct ic_rebase_stats *stats, ic_error **errp)
+{
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
     static const ic_rebase_options defaults = IC_REBASE_OPTIONS_INIT;
     ic_rebase_options o = opts ? *opts : defaults;
     int ret;
@@ -493,7 +629,7 @@ int ic_chain_rebase(const char *path, const ic_rebase_options *opts, ic_error **
         goto fail;
     }
     ret = o.unsafe ? rebase_unsafe(path, &o, backing, errp)
-                   : rebase_safe(path, &o, backing, resume, errp);
+                   : rebase_safe(path, &o, backing, resume, stats, errp);
     if (ret < 0)
         goto fail;
     ic_journal_rec_clear(&rec);

@@ -1,7 +1,9 @@
 /*
- * test-chain-copy.c - commit's parallel bulk copy (src/chain/chain-copy.c):
- * reader threads read in parallel, a raw base receives batches with
- * several writes in flight, and the result is the top's view.
+ * test-chain-copy.c - the parallel bulk copies: commit's
+ * (src/chain/chain-copy.c: reader threads read in parallel, a raw base
+ * receives batches with several writes in flight, and the result is the
+ * top's view) and safe rebase's (src/chain/chain-rebase.c: reader threads
+ * read both views, and the overlay keeps its content).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +21,7 @@
 #include "imgchain/image.h"
 #include "chain/chain-copy.h"
 #include "chain/chain-journal.h"
+#include "chain/chain-rebase.h"
 
 #define MiB (1024u * 1024u)
 #define SIZE (40u * MiB)
@@ -190,6 +193,60 @@ static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void *
     assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
 }
 
+/* Safe rebase of top.qcow2 onto @backing (NULL: nothing), checked
+ * against the view it had before; returns the statistics. */
+static struct ic_rebase_stats rebase_and_compare(const char *backing, const char *bfmt)
+{
+    uint64_t n1 = 0, n2 = 0;
+    uint8_t *want = view("top.qcow2", &n1);
+    ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
+    o.backing = backing ? backing : "";
+    o.backing_format = bfmt;
+    struct ic_rebase_stats st;
+    ic_error *err = NULL;
+    if (ic_chain_rebase_stats(P("top.qcow2"), &o, &st, &err) < 0)
+        fail_msg("rebase: %s", ic_error_message(err));
+    uint8_t *got = view("top.qcow2", &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(want, got, n1);
+    free(want);
+    free(got);
+    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+    return st;
+}
+
+static void test_chain_rebase__onto_nothing_reads_both_views_in_parallel(void **state)
+{
+    (void)state;
+    make_chain("base.qcow2", "qcow2");
+    struct ic_rebase_stats st = rebase_and_compare(NULL, NULL);
+    assert_true(st.readers > 1);
+    /* The base's 30 MiB minus what the top allocates (13 MiB of data, a
+     * 4 MiB zero run, 9 MiB - 64 KiB of the next data run) is compared
+     * and written; the base's hole is zero in both views. */
+    uint64_t base_only = 30u * MiB - 13u * MiB - 4u * MiB - (9u * MiB - 65536);
+    assert_int_equal(st.compared_bytes, base_only);
+    assert_int_equal(st.written_bytes, base_only);
+}
+
+static void test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between(void **state)
+{
+    (void)state;
+    create("base.raw", "raw", SIZE, NULL, NULL);
+    write_pattern("base.raw", 0, SIZE, 0x21);
+    create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw");
+    write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
+    write_pattern("mid.qcow2", 30u * MiB, 2u * MiB, 0);
+    create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
+    write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0x5a);
+    struct ic_rebase_stats st = rebase_and_compare("base.raw", "raw");
+    assert_true(st.readers > 1);
+    /* mid's 22 MiB differ from the base, less the 3 MiB the top hides;
+     * nothing else is even read */
+    assert_int_equal(st.compared_bytes, 19u * MiB);
+    assert_int_equal(st.written_bytes, 19u * MiB);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +256,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_chain_copy__commit_through_two_layers_gives_the_top_view, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chain_rebase__onto_nothing_reads_both_views_in_parallel, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
