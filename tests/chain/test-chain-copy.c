@@ -104,6 +104,19 @@ static uint8_t *view(const char *name, uint64_t *size)
     return buf;
 }
 
+/* Asserts that @name's view is @want (@n bytes, freed here) and that no
+ * journal is left next to top.qcow2. */
+static void expect_view(const char *name, uint8_t *want, uint64_t n)
+{
+    uint64_t got_n = 0;
+    uint8_t *got = view(name, &got_n);
+    assert_int_equal(got_n, n);
+    assert_memory_equal(want, got, n);
+    free(want);
+    free(got);
+    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+}
+
 /* base (@bfmt, old data everywhere but a hole) <- top.qcow2 with data
  * runs, a zeroed run over base data, and unallocated gaps. */
 static void make_chain(const char *base, const char *bfmt)
@@ -121,7 +134,7 @@ static void make_chain(const char *base, const char *bfmt)
  * view equals the top's view from before. */
 static void copy_and_compare(const char *base, struct ic_copy_stats *st)
 {
-    uint64_t n1 = 0, n2 = 0;
+    uint64_t n1 = 0;
     uint8_t *want = view("top.qcow2", &n1);
     ic_image *top = NULL;
     ic_error *err = NULL;
@@ -136,11 +149,7 @@ static void copy_and_compare(const char *base, struct ic_copy_stats *st)
         fail_msg("copy: %s", ic_error_message(err));
     assert_int_equal(ic_image_flush(top->backing, &err), 0);
     assert_int_equal(ic_image_close(top), 0);
-    uint8_t *got = view(base, &n2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(want, got, n1);
-    free(want);
-    free(got);
+    expect_view(base, want, n1);
 }
 
 static void test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base(void **state)
@@ -177,7 +186,7 @@ static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void *
     create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
     write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0);
     write_pattern("top.qcow2", 18u * MiB, 15u * MiB, 0x5a);
-    uint64_t n1 = 0, n2 = 0;
+    uint64_t n1 = 0;
     uint8_t *want = view("top.qcow2", &n1);
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
     o.base = P("base.raw");
@@ -185,19 +194,14 @@ static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void *
     ic_error *err = NULL;
     if (ic_chain_commit(P("top.qcow2"), &o, &err) < 0)
         fail_msg("commit: %s", ic_error_message(err));
-    uint8_t *got = view("base.raw", &n2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(want, got, n1);
-    free(want);
-    free(got);
-    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+    expect_view("base.raw", want, n1);
 }
 
 /* Safe rebase of top.qcow2 onto @backing (NULL: nothing), checked
  * against the view it had before; returns the statistics. */
 static struct ic_rebase_stats rebase_and_compare(const char *backing, const char *bfmt)
 {
-    uint64_t n1 = 0, n2 = 0;
+    uint64_t n1 = 0;
     uint8_t *want = view("top.qcow2", &n1);
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     o.backing = backing ? backing : "";
@@ -206,12 +210,7 @@ static struct ic_rebase_stats rebase_and_compare(const char *backing, const char
     ic_error *err = NULL;
     if (ic_chain_rebase_stats(P("top.qcow2"), &o, &st, &err) < 0)
         fail_msg("rebase: %s", ic_error_message(err));
-    uint8_t *got = view("top.qcow2", &n2);
-    assert_int_equal(n1, n2);
-    assert_memory_equal(want, got, n1);
-    free(want);
-    free(got);
-    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+    expect_view("top.qcow2", want, n1);
     return st;
 }
 
