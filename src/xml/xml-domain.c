@@ -366,7 +366,7 @@ int ic_domain_def_parse(ic_domain_def **out, const char *xml, size_t len, ic_err
     int ret = ic_xml_read(&doc, xml, len, "domain", "inactiveDomain", errp);
     if (ret < 0)
         return ret;
-    ret = ic_domain_def_from_node(out, xmlDocGetRootElement(doc), errp);
-    xmlFreeDoc(doc);
+    ret = ic_domain_def_from_node(out, IC_XML(xmlDocGetRootElement)(doc), errp);
+    IC_XML(xmlFreeDoc)(doc);
     return ret;
 }

@@ -36,8 +36,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <libxml/parser.h>
-#include <libxml/xmlerror.h>
 
 #include "xml.h"
 
@@ -249,33 +247,37 @@ int ic_xml_read(xmlDocPtr *out, const char *xml, size_t len, const char *root,
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "XML document of %zu bytes is larger than the %u byte limit",
                             len, IC_XML_MAX_DOC);
-    xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+    /* every other libxml2 call works on the document made here */
+    int lret = ic_xml_lib_load(errp);
+    if (lret < 0)
+        return lret;
+    xmlParserCtxtPtr ctxt = IC_XML(xmlNewParserCtxt)();
     if (!ctxt)
         return oom(errp);
     /* NOBLANKS: drop the indentation between elements (libvirt strips it
      * too before it pretty-prints <metadata>).  NONET: never fetch. */
-    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, xml, (int)len, "document", NULL,
+    xmlDocPtr doc = IC_XML(xmlCtxtReadMemory)(ctxt, xml, (int)len, "document", NULL,
                                       XML_PARSE_NONET | XML_PARSE_NOBLANKS |
                                       XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     if (!doc || !ctxt->wellFormed) {
-        const xmlError *e = xmlCtxtGetLastError(ctxt);
+        const xmlError *e = IC_XML(xmlCtxtGetLastError)(ctxt);
         char msg[512];
         snprintf(msg, sizeof(msg), "%s", e && e->message ? e->message : "parse error");
         chomp(msg);
         int line = e ? e->line : 0;
-        xmlFreeDoc(doc);
-        xmlFreeParserCtxt(ctxt);
+        IC_XML(xmlFreeDoc)(doc);
+        IC_XML(xmlFreeParserCtxt)(ctxt);
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "malformed XML at line %d: %s",
                             line, msg);
     }
-    xmlFreeParserCtxt(ctxt);
-    xmlNodePtr r = xmlDocGetRootElement(doc);
+    IC_XML(xmlFreeParserCtxt)(ctxt);
+    xmlNodePtr r = IC_XML(xmlDocGetRootElement)(doc);
     if (!r || (strcmp((const char *)r->name, root) &&
                (!root2 || strcmp((const char *)r->name, root2)))) {
         int ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                                "expecting root element of '%s', not '%s'", root,
                                r ? (const char *)r->name : "");
-        xmlFreeDoc(doc);
+        IC_XML(xmlFreeDoc)(doc);
         return ret;
     }
     *out = doc;
@@ -294,11 +296,11 @@ char *ic_xml_prop(xmlNodePtr node, const char *name)
 {
     /* xmlGetNoNsProp: libvirt's virXMLPropString reads the attribute with no
      * namespace. */
-    xmlChar *v = xmlGetNoNsProp(node, (const xmlChar *)name);
+    xmlChar *v = IC_XML(xmlGetNoNsProp)(node, (const xmlChar *)name);
     if (!v)
         return NULL;
     char *s = strdup((const char *)v);
-    xmlFree(v);
+    IC_XML_FREE(v);
     return s;
 }
 
@@ -307,7 +309,7 @@ static char *node_string(xmlNodePtr node, bool *failed)
 {
     if (!node)
         return NULL;
-    xmlChar *v = xmlNodeGetContent(node);
+    xmlChar *v = IC_XML(xmlNodeGetContent)(node);
     if (!v) {
         *failed = true;
         return NULL;
@@ -318,7 +320,7 @@ static char *node_string(xmlNodePtr node, bool *failed)
         if (!s)
             *failed = true;
     }
-    xmlFree(v);
+    IC_XML_FREE(v);
     return s;
 }
 
@@ -388,8 +390,8 @@ static void strip_blank_text(xmlNodePtr node)
         xmlNodePtr next = c->next;
         if (c->type == XML_COMMENT_NODE || c->type == XML_PI_NODE ||
             (has_elem && c->type == XML_TEXT_NODE && is_blank(c->content))) {
-            xmlUnlinkNode(c);
-            xmlFreeNode(c);
+            IC_XML(xmlUnlinkNode)(c);
+            IC_XML(xmlFreeNode)(c);
         } else if (c->type == XML_ELEMENT_NODE) {
             strip_blank_text(c);
         }
@@ -407,27 +409,27 @@ static int node_raw(char **out, xmlNodePtr node)
 {
     *out = NULL;
     int ret = -ENOMEM;
-    xmlDocPtr d = xmlNewDoc((const xmlChar *)"1.0");
-    xmlBufferPtr b = xmlBufferCreate();
-    xmlNodePtr c = d ? xmlDocCopyNode(node, d, 1) : NULL;
+    xmlDocPtr d = IC_XML(xmlNewDoc)((const xmlChar *)"1.0");
+    xmlBufferPtr b = IC_XML(xmlBufferCreate)();
+    xmlNodePtr c = d ? IC_XML(xmlDocCopyNode)(node, d, 1) : NULL;
     if (!d || !b || !c) {
-        xmlFreeNode(c);
+        IC_XML(xmlFreeNode)(c);
         goto out;
     }
-    xmlDocSetRootElement(d, c);
+    IC_XML(xmlDocSetRootElement)(d, c);
     strip_blank_text(c);
-    int save = xmlIndentTreeOutput;
-    xmlIndentTreeOutput = 1;
-    int n = xmlNodeDump(b, d, c, 0, 1);
-    xmlIndentTreeOutput = save;
+    int save = IC_XML_GLOBAL(xmlIndentTreeOutput);
+    IC_XML_GLOBAL(xmlIndentTreeOutput) = 1;
+    int n = IC_XML(xmlNodeDump)(b, d, c, 0, 1);
+    IC_XML_GLOBAL(xmlIndentTreeOutput) = save;
     if (n < 0)
         goto out;
-    *out = strdup((const char *)xmlBufferContent(b));
+    *out = strdup((const char *)IC_XML(xmlBufferContent)(b));
     if (*out)
         ret = 0;
 out:
-    xmlBufferFree(b);
-    xmlFreeDoc(d);
+    IC_XML(xmlBufferFree)(b);
+    IC_XML(xmlFreeDoc)(d);
     return ret;
 }
 
@@ -452,10 +454,10 @@ static int node_convert(ic_xml_node **out, xmlNodePtr node, int depth)
     }
     for (xmlAttrPtr a = node->properties; a; a = a->next) {
         char *an = qname(a->name, a->ns);
-        xmlChar *v = xmlNodeListGetString(node->doc, a->children, 1);
+        xmlChar *v = IC_XML(xmlNodeListGetString)(node->doc, a->children, 1);
         int r = an ? node_add_attr(n, an, v ? (const char *)v : "") : -ENOMEM;
         free(an);
-        xmlFree(v);
+        IC_XML_FREE(v);
         if (r < 0)
             goto fail;
     }
@@ -473,15 +475,15 @@ static int node_convert(ic_xml_node **out, xmlNodePtr node, int depth)
         if (c->type == XML_ELEMENT_NODE)
             has_elem = true;
     if (!has_elem) {
-        xmlChar *v = xmlNodeGetContent(node);
+        xmlChar *v = IC_XML(xmlNodeGetContent)(node);
         if (v && *v) {
             n->text = strdup((const char *)v);
             if (!n->text) {
-                xmlFree(v);
+                IC_XML_FREE(v);
                 goto fail;
             }
         }
-        xmlFree(v);
+        IC_XML_FREE(v);
         *out = n;
         return 0;
     }
@@ -1066,17 +1068,17 @@ int ic_snapshot_def_parse(ic_snapshot_def **out, const char *xml, size_t len, un
     if (flags & IC_SNAPSHOT_PARSE_VALIDATE) {
         ret = ic_xml_validate_doc(doc, errp);
         if (ret < 0) {
-            xmlFreeDoc(doc);
+            IC_XML(xmlFreeDoc)(doc);
             return ret;
         }
     }
     ic_snapshot_def *def = calloc(1, sizeof(*def));
     if (!def) {
-        xmlFreeDoc(doc);
+        IC_XML(xmlFreeDoc)(doc);
         return oom(errp);
     }
-    ret = snapshot_parse_doc(def, xmlDocGetRootElement(doc), flags, errp);
-    xmlFreeDoc(doc);
+    ret = snapshot_parse_doc(def, IC_XML(xmlDocGetRootElement)(doc), flags, errp);
+    IC_XML(xmlFreeDoc)(doc);
     if (ret < 0) {
         ic_snapshot_def_free(def);
         return ret;

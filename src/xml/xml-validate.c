@@ -24,9 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libxml/parser.h>
-#include <libxml/relaxng.h>
-#include <libxml/xmlerror.h>
 
 #include "xml.h"
 
@@ -79,20 +76,20 @@ static int load_schema(xmlRelaxNGPtr *out, ic_error **errp)
     const char *path = schema_path();
     struct first_error fe = { .set = false };
     int ret = 0;
-    xmlRelaxNGParserCtxtPtr pctxt = xmlRelaxNGNewParserCtxt(path);
+    xmlRelaxNGParserCtxtPtr pctxt = IC_XML(xmlRelaxNGNewParserCtxt)(path);
     if (!pctxt) {
         ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
         goto out;
     }
-    xmlRelaxNGSetParserStructuredErrors(pctxt, collect, &fe);
+    IC_XML(xmlRelaxNGSetParserStructuredErrors)(pctxt, collect, &fe);
     /* the include of domain.rng etc. is resolved relative to @path; no
      * network access is involved */
-    xmlGenericErrorFunc old = xmlGenericError;
-    void *old_ctx = xmlGenericErrorContext;
-    xmlSetGenericErrorFunc(NULL, quiet);
-    schema = xmlRelaxNGParse(pctxt);
-    xmlSetGenericErrorFunc(old_ctx, old);
-    xmlRelaxNGFreeParserCtxt(pctxt);
+    xmlGenericErrorFunc old = IC_XML_GLOBAL(xmlGenericError);
+    void *old_ctx = IC_XML_GLOBAL(xmlGenericErrorContext);
+    IC_XML(xmlSetGenericErrorFunc)(NULL, quiet);
+    schema = IC_XML(xmlRelaxNGParse)(pctxt);
+    IC_XML(xmlSetGenericErrorFunc)(old_ctx, old);
+    IC_XML(xmlRelaxNGFreeParserCtxt)(pctxt);
     if (!schema) {
         if (fe.domain == XML_FROM_IO || !fe.set || strstr(fe.msg, "could not load"))
             ret = ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT,
@@ -115,13 +112,13 @@ int ic_xml_validate_doc(xmlDocPtr doc, ic_error **errp)
     int ret = load_schema(&rng, errp);
     if (ret < 0)
         return ret;
-    xmlRelaxNGValidCtxtPtr vctxt = xmlRelaxNGNewValidCtxt(rng);
+    xmlRelaxNGValidCtxtPtr vctxt = IC_XML(xmlRelaxNGNewValidCtxt)(rng);
     if (!vctxt)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
     struct first_error fe = { .set = false };
-    xmlRelaxNGSetValidStructuredErrors(vctxt, collect, &fe);
-    int r = xmlRelaxNGValidateDoc(vctxt, doc);
-    xmlRelaxNGFreeValidCtxt(vctxt);
+    IC_XML(xmlRelaxNGSetValidStructuredErrors)(vctxt, collect, &fe);
+    int r = IC_XML(xmlRelaxNGValidateDoc)(vctxt, doc);
+    IC_XML(xmlRelaxNGFreeValidCtxt)(vctxt);
     if (r == 0)
         return 0;
     if (r < 0)
@@ -138,6 +135,6 @@ int ic_snapshot_xml_validate(const char *xml, size_t len, ic_error **errp)
     if (ret < 0)
         return ret;
     ret = ic_xml_validate_doc(doc, errp);
-    xmlFreeDoc(doc);
+    IC_XML(xmlFreeDoc)(doc);
     return ret;
 }

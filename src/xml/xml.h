@@ -11,17 +11,17 @@
  *   xml-format.c    the libvirt-style output buffer and the formatter
  *   xml-align.c     disk alignment and default external names
  *   xml-validate.c  RelaxNG validation against libvirt's schema
+ *   xml-lib.c       loading libxml2 at the first parse (IC_XML(fn) calls)
  */
 #ifndef IC_XML_XML_H
 #define IC_XML_XML_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <libxml/tree.h>
-
 #include "imgchain/xml.h"
 #include "util/compiler.h"
 #include "util/error.h"
+#include "xml-lib.h"
 
 /* Largest document accepted (libxml2 takes an int length; real snapshot
  * documents with an embedded domain are a few tens of KiB). */

@@ -196,4 +196,21 @@ else
     echo "SKIP: virsh not installed, libvirt oracle comparisons not run"
 fi
 
+# ---- libxml2 is loaded at the first document, not at start -------------------
+# (src/xml/xml-lib.c): commands without XML never load it, and a libxml2
+# that cannot serve is a clear error, not a crash.
+expect "the binary does not link libxml2 (no start-up cost)" \
+    sh -c "! objdump -p '$IMGCHAIN_BIN' | grep -q 'NEEDED.*libxml2'"
+mkdir -p "$T/fakelib"
+printf 'int not_libxml2;\n' > "$T/fakelib/f.c"
+if cc -shared -fPIC -o "$T/fakelib/libxml2.so.2" "$T/fakelib/f.c" 2>/dev/null; then
+    expect_rc "an unusable libxml2 fails the xml command with exit 1" 1 \
+        env LD_LIBRARY_PATH="$T/fakelib" "$IMGCHAIN_BIN" xml format "$D/create.xml"
+    expect_out "... naming the library and the missing symbol" \
+        "XML support is not available: libxml2.so.2 has no symbol xmlNewParserCtxt" \
+        env LD_LIBRARY_PATH="$T/fakelib" "$IMGCHAIN_BIN" xml format "$D/create.xml"
+    expect "... while commands without XML work" \
+        env LD_LIBRARY_PATH="$T/fakelib" "$IMGCHAIN_BIN" create -f qcow2 "$T/nolib.qcow2" 1M
+fi
+
 finish
