@@ -7,6 +7,13 @@
 # Markdown table: median times, the ratio qemu-img/imgchain (> 1 means
 # imgchain is faster) and both peak RSS.
 #
+# info and map take milliseconds, less than starting the measuring
+# harness: each of their runs is itself the median of $BENCH_REPEAT (21)
+# back-to-back executions timed around fork+exec+wait in one process,
+# less the same measure of /bin/true (the cost of creating any process,
+# which is neither tool's).  What remains is each tool's own start-up
+# (dynamic loading included) and work.
+#
 # Images:
 #   prealloc  256 GiB qcow2 with preallocation=metadata (qemu-img-made)
 #   chain     three qcow2 layers holding about 1 GiB of data together
@@ -105,22 +112,56 @@ sys.exit(0 if status == 0 else 1)' /usr/bin/time -f %M -o .m "$@" >.t; then
     fi
     rm -f out.raw out.qcow2 out.qed
 }
+
+# run_quick CMD...: one run of a short operation: the median of REPEAT
+# executions (fork+exec+wait, timed in one process), then the peak RSS of
+# one more under /usr/bin/time; prints "seconds kib" or "fail".
+REPEAT=${BENCH_REPEAT:-21}
+run_quick() {
+    if python3 -c '
+import os, sys, time
+n = int(sys.argv[1]); argv = sys.argv[2:]
+ts = []
+for _ in range(n):
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open("/dev/null", os.O_WRONLY); os.dup2(fd, 1)
+        fd = os.open(".err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.dup2(fd, 2)
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    ts.append(time.monotonic() - t0)
+    if status != 0:
+        sys.exit(1)
+ts.sort()
+print("%.5f" % ts[len(ts) // 2])' "$REPEAT" "$@" >.t &&
+        /usr/bin/time -f %M -o .m "$@" >/dev/null 2>>.err; then
+        echo "$(cat .t) $(tail -n 1 .m)"
+    else
+        echo fail
+        sed 's/^/    /' .err >&2
+    fi
+}
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
-# The harness itself (python fork + /usr/bin/time + exec) costs a few
-# milliseconds per run; measured on `true` and subtracted from both
-# medians, so short operations (info, map) compare the tools, not it.
+# Process creation (fork + exec of a trivial program, for run_quick) is
+# measured on /bin/true and subtracted from the info and map medians, so
+# they compare the tools, not the harness.  Converts take seconds and are
+# reported as measured.
 cold=0
 : >.base
 i=0
-while [ $i -lt 9 ]; do run true >>.base; i=$((i + 1)); done
+while [ $i -lt 9 ]; do run_quick /bin/true >>.base; i=$((i + 1)); done
 BASE=$(cut -d' ' -f1 .base | median)
 
 rows=""
 # bench IMAGE OP IC_ARGS -- QEMU_ARGS
 bench() {
     img=$1; op=$2; shift 2
-    case $op in convert*) cold=1 ;; *) cold=0 ;; esac
+    case $op in convert*) cold=1; runner=run; base=0 ;; *) cold=0; runner=run_quick; base=$BASE ;; esac
     icargs=""; qargs=""; side=ic
     for a in "$@"; do
         if [ "$a" = -- ]; then side=q; continue; fi
@@ -130,9 +171,9 @@ bench() {
     i=0
     while [ $i -lt "$RUNS" ]; do
         # shellcheck disable=SC2086
-        run "$IC" $icargs >>.ic
+        $runner "$IC" $icargs >>.ic
         # shellcheck disable=SC2086
-        run qemu-img $qargs >>.q
+        $runner qemu-img $qargs >>.q
         i=$((i + 1))
     done
     if grep -q fail .ic .q; then
@@ -141,8 +182,8 @@ bench() {
         echo "bench: $img $op failed" >&2
         return
     fi
-    ict=$(cut -d' ' -f1 .ic | median | awk -v b="$BASE" '{ v = $1 - b; printf "%.4f", (v > 0.0001 ? v : 0.0001) }')
-    qt=$(cut -d' ' -f1 .q | median | awk -v b="$BASE" '{ v = $1 - b; printf "%.4f", (v > 0.0001 ? v : 0.0001) }')
+    ict=$(cut -d' ' -f1 .ic | median | awk -v b="$base" '{ v = $1 - b; printf "%.5f", (v > 0.00001 ? v : 0.00001) }')
+    qt=$(cut -d' ' -f1 .q | median | awk -v b="$base" '{ v = $1 - b; printf "%.5f", (v > 0.00001 ? v : 0.00001) }')
     icm=$(cut -d' ' -f2 .ic | sort -n | tail -n 1); qm=$(cut -d' ' -f2 .q | sort -n | tail -n 1)
     ratio=$(awk -v q="$qt" -v i="$ict" 'BEGIN { if (i > 0) printf "%.2f", q / i; else printf "inf" }')
     rows="$rows| $img | $op | $ict | $qt | $ratio | $(awk -v k="$icm" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$qm" 'BEGIN{printf "%.1f", k/1024}') |
@@ -184,7 +225,7 @@ fi
 
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating;"
-echo "median wall time minus the harness's own ${BASE}s per run"
+echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process (/bin/true)"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
 echo " data.qed: that chain's content as one QED image; snapshot and chain rows: see bench-snapshot.sh, bench-chain.sh;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"

@@ -176,13 +176,19 @@ static void test_chain_copy__reads_in_parallel_for_a_qcow2_base(void **state)
     assert_int_equal(st.data_bytes, 29u * MiB);
 }
 
-static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void **state)
+/* base.raw (data everywhere) <- mid.qcow2 (data in [2, 22) MiB). */
+static void make_raw_and_mid(void)
 {
-    (void)state;
     create("base.raw", "raw", SIZE, NULL, NULL);
     write_pattern("base.raw", 0, SIZE, 0x21);
     create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw");
     write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
+}
+
+static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void **state)
+{
+    (void)state;
+    make_raw_and_mid();
     create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
     write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0);
     write_pattern("top.qcow2", 18u * MiB, 15u * MiB, 0x5a);
@@ -231,10 +237,7 @@ static void test_chain_rebase__onto_nothing_reads_both_views_in_parallel(void **
 static void test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between(void **state)
 {
     (void)state;
-    create("base.raw", "raw", SIZE, NULL, NULL);
-    write_pattern("base.raw", 0, SIZE, 0x21);
-    create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw");
-    write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
+    make_raw_and_mid();
     write_pattern("mid.qcow2", 30u * MiB, 2u * MiB, 0);
     create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
     write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0x5a);
