@@ -81,44 +81,6 @@ static bool req_aligned(const struct io_aio *a, const void *buf, size_t len, uin
 
 /* ---- synchronous data path -------------------------------------------- */
 
-/* Reads up to len bytes; short only at end of file. */
-static int64_t sys_pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-    uint8_t *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        done += (size_t)n;
-    }
-    return (int64_t)done;
-}
-
-static int sys_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 static void *bounce_alloc(const struct io_aio *a, size_t len)
 {
     void *p = NULL;
@@ -152,7 +114,7 @@ static int bounce_read(struct io_aio *a, void *buf, size_t len, uint64_t off)
     if (!b)
         return -ENOMEM;
     a->stats.bounced++;
-    int64_t n = sys_pread_full(a->fd, b, (size_t)(a1 - a0), a0);
+    int64_t n = ic_fd_pread_full(a->fd, b, (size_t)(a1 - a0), a0);
     if (n < 0) {
         free(b);
         return (int)n;
@@ -181,16 +143,16 @@ static int bounce_write(struct io_aio *a, const void *buf, size_t len, uint64_t 
     memset(b, 0, blen);
     /* head and tail blocks keep their bytes outside [off, off+len) */
     if (off != a0) {
-        int64_t n = sys_pread_full(a->fd, b, a->align, a0);
+        int64_t n = ic_fd_pread_full(a->fd, b, a->align, a0);
         ret = n < 0 ? (int)n : 0;
     }
     if (ret == 0 && off + len != a1 && (a1 - a->align != a0 || off == a0)) {
-        int64_t n = sys_pread_full(a->fd, b + blen - a->align, a->align, a1 - a->align);
+        int64_t n = ic_fd_pread_full(a->fd, b + blen - a->align, a->align, a1 - a->align);
         ret = n < 0 ? (int)n : 0;
     }
     if (ret == 0) {
         memcpy(b + (off - a0), buf, len);
-        ret = sys_pwrite_full(a->fd, b, blen, a0);
+        ret = ic_fd_pwrite_full(a->fd, b, blen, a0);
     }
     free(b);
     /* the aligned write may have gone past the intended end of file */
@@ -204,7 +166,7 @@ static int sync_read(struct io_aio *a, void *buf, size_t len, uint64_t off)
     a->stats.sync_requests++;
     if (!req_aligned(a, buf, len, off))
         return bounce_read(a, buf, len, off);
-    int64_t n = sys_pread_full(a->fd, buf, len, off);
+    int64_t n = ic_fd_pread_full(a->fd, buf, len, off);
     if (n < 0)
         return (int)n;
     memset((uint8_t *)buf + n, 0, len - (size_t)n);
@@ -216,7 +178,7 @@ static int sync_write(struct io_aio *a, const void *buf, size_t len, uint64_t of
     a->stats.sync_requests++;
     if (!req_aligned(a, buf, len, off))
         return bounce_write(a, buf, len, off);
-    return sys_pwrite_full(a->fd, buf, len, off);
+    return ic_fd_pwrite_full(a->fd, buf, len, off);
 }
 
 /* ---- vtable data ops ----------------------------------------------------- */
@@ -226,7 +188,7 @@ static int64_t aio_pread(ic_io *io, void *buf, size_t len, uint64_t off)
     struct io_aio *a = to_aio(io);
     if (req_aligned(a, buf, len, off)) {
         a->stats.sync_requests++;
-        return sys_pread_full(a->fd, buf, len, off); /* short only at EOF */
+        return ic_fd_pread_full(a->fd, buf, len, off); /* short only at EOF */
     }
     int64_t size = ic_io_get_size(a->posix);
     if (size < 0)
@@ -521,17 +483,11 @@ int ic_io_open_aio_ex(ic_io **out, const char *path, unsigned flags, unsigned ai
     int ret = ic_io_open_file(&posix, path, flags, errp);
     if (ret < 0)
         return ret;
-    struct io_aio *a = calloc(1, sizeof(*a));
-    char *name = strdup(path);
-    if (!a || !name) {
-        free(a);
-        free(name);
+    struct io_aio *a = ic_io_backend_new(sizeof(*a), &aio_ops, path, flags);
+    if (!a) {
         ic_io_close(posix);
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", path);
     }
-    a->base.ops = &aio_ops;
-    a->base.name = name;
-    a->base.open_flags = flags;
     a->posix = posix;
     a->fd = ic_io_posix_fd(posix);
     a->direct = (flags & IC_IO_DIRECT) != 0;

@@ -455,17 +455,12 @@ int ic_io_crash_wrap(ic_io **out, ic_io *inner, unsigned crash_at_flush, uint64_
         ic_io_close(inner);
         return ret;
     }
-    struct io_crash *c = calloc(1, sizeof(*c));
-    char *name = strdup(ic_io_name(inner));
-    if (!c || !name) {
-        free(c);
-        free(name);
+    struct io_crash *c = ic_io_backend_new(sizeof(*c), &crash_ops, ic_io_name(inner),
+                                           inner->open_flags);
+    if (!c) {
         ic_io_close(inner);
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "crash wrapper: out of memory");
     }
-    c->base.ops = &crash_ops;
-    c->base.name = name;
-    c->base.open_flags = inner->open_flags;
     c->inner = inner;
     c->crash_at = crash_at_flush;
     c->rng = rng_seed(seed);

@@ -248,17 +248,12 @@ int ic_io_fault_wrap(ic_io **out, ic_io *inner, ic_error **errp)
     *out = NULL;
     if (!inner)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "fault wrapper: no inner backend");
-    struct io_fault *f = calloc(1, sizeof(*f));
-    char *name = strdup(ic_io_name(inner));
-    if (!f || !name) {
-        free(f);
-        free(name);
+    struct io_fault *f = ic_io_backend_new(sizeof(*f), &fault_ops, ic_io_name(inner),
+                                           inner->open_flags);
+    if (!f) {
         ic_io_close(inner);
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "fault wrapper: out of memory");
     }
-    f->base.ops = &fault_ops;
-    f->base.name = name;
-    f->base.open_flags = inner->open_flags;
     f->inner = inner;
     *out = &f->base;
     return 0;

@@ -128,16 +128,10 @@ struct ic_io_mem *ic_io_mem_of(ic_io *io)
 int ic_io_open_mem(ic_io **out, const char *name, ic_error **errp)
 {
     *out = NULL;
-    struct ic_io_mem *m = calloc(1, sizeof(*m));
-    char *n = strdup(name ? name : "memory");
-    if (!m || !n) {
-        free(m);
-        free(n);
+    struct ic_io_mem *m = ic_io_backend_new(sizeof(*m), &mem_ops, name ? name : "memory",
+                                            IC_IO_RDWR);
+    if (!m)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
-    }
-    m->base.ops = &mem_ops;
-    m->base.name = n;
-    m->base.open_flags = IC_IO_RDWR;
     *out = &m->base;
     return 0;
 }

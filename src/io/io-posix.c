@@ -48,16 +48,46 @@ static struct io_posix *to_posix(ic_io *io)
     return (struct io_posix *)io;
 }
 
+int64_t ic_fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (int64_t)done;
+}
+
+int ic_fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 static int64_t posix_pread(ic_io *io, void *buf, size_t len, uint64_t off)
 {
-    struct io_posix *p = to_posix(io);
-    for (;;) {
-        ssize_t n = pread(p->fd, buf, len, (off_t)off);
-        if (n >= 0)
-            return n;
-        if (errno != EINTR)
-            return -errno;
-    }
+    return ic_fd_pread_full(to_posix(io)->fd, buf, len, off);
 }
 
 /*
@@ -80,25 +110,10 @@ static void stream_written(struct io_posix *p, uint64_t off, size_t len)
 static int posix_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
 {
     struct io_posix *p = to_posix(io);
-    const uint8_t *b = buf;
-    const size_t len0 = len;
-    const uint64_t off0 = off;
-    while (len > 0) {
-        ssize_t n = pwrite(p->fd, b, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO;
-        b += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    if ((io->open_flags & IC_IO_STREAM) && len0 >= IC_IO_STREAM_MIN)
-        stream_written(p, off0, len0);
-    return 0;
+    int ret = ic_fd_pwrite_full(p->fd, buf, len, off);
+    if (ret == 0 && (io->open_flags & IC_IO_STREAM) && len >= IC_IO_STREAM_MIN)
+        stream_written(p, off, len);
+    return ret;
 }
 
 static int posix_flush(ic_io *io)
@@ -258,17 +273,11 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         close(fd);
         return ic_error_set(errp, IC_ERR_INVALID, EISDIR, "%s: is a directory", path);
     }
-    struct io_posix *p = calloc(1, sizeof(*p));
-    char *name = strdup(path);
-    if (!p || !name) {
-        free(p);
-        free(name);
+    struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
+    if (!p) {
         close(fd);
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", path);
     }
-    p->base.ops = &posix_ops;
-    p->base.name = name;
-    p->base.open_flags = flags;
     p->fd = fd;
     if (!(flags & IC_IO_NOLOCK)) {
         enum ic_lock_mode mode = (flags & IC_IO_SHARE) ? IC_LOCK_FORCE_SHARE

@@ -103,6 +103,22 @@ int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len)
     return 0;
 }
 
+void *ic_io_backend_new(size_t size, const struct ic_io_ops *ops, const char *name,
+                        unsigned flags)
+{
+    ic_io *b = calloc(1, size);
+    char *n = strdup(name);
+    if (!b || !n) {
+        free(b);
+        free(n);
+        return NULL;
+    }
+    b->ops = ops;
+    b->name = n;
+    b->open_flags = flags;
+    return b;
+}
+
 int ic_io_flush(ic_io *io)
 {
     return io->ops->flush(io);

@@ -53,6 +53,16 @@ void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len);
  * or the first failed request's -errno.  Reads fill all len bytes, zeroes
  * past end of file, like ic_io_pread(). */
 int ic_io_submit(ic_io *io, struct ic_io_req *reqs, size_t n) IC_WARN_UNUSED;
+/* For backends: a zeroed backend struct of @size bytes (struct ic_io
+ * first) with its base set up: @ops, a copy of @name, @flags.  NULL when
+ * out of memory (nothing to free then). */
+void *ic_io_backend_new(size_t size, const struct ic_io_ops *ops, const char *name,
+                        unsigned flags);
+/* For backends on a file descriptor: pread until @len bytes or end of
+ * file (the count; short only at end of file) and pwrite of all @len
+ * bytes, EINTR retried; 0 / -errno.  In io-posix.c. */
+int64_t ic_fd_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int ic_fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Announces the metadata write that follows (fault injection hook). */
 void ic_io_event(ic_io *io, enum ic_event ev);
 
