@@ -1387,12 +1387,43 @@ static int punch_apply(struct ic_image *img, struct punch_list *pl, int ret)
 
 enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD, ZM_FULL };
 
-/* New entry for a whole cluster that must read as zeroes (or be
- * discarded).  Returns false when the entry stays as it is. */
-static bool zero_entry(struct ic_image *img, enum zmode mode, uint64_t e, uint64_t bm,
-                       uint64_t *ne, uint64_t *nbm, bool *free_old)
+/* How a zeroing pass rewrites the L2 entry @e (bitmap @bm) of one whole
+ * cluster: false to leave it, else the new entry and bitmap, and whether
+ * the old host cluster is freed.  @arg is the pass's own parameter. */
+typedef bool (*entry_rewrite_fn)(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t *ne,
+                                 uint64_t *nbm, bool *free_old, const void *arg);
+
+/* Rewrites the entries of the whole clusters of [off, off+n), all in the
+ * writable L2 table @l2, with @fn.  A dropped host cluster is punched and
+ * freed after the table is on disk (design note 4). */
+static int rewrite_entries(struct ic_image *img, uint8_t *l2, uint64_t off, uint64_t n,
+                           entry_rewrite_fn fn, const void *arg, struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
+    int ret = 0;
+    for (uint64_t p = off; p < off + n && ret == 0; p += s->cluster_size) {
+        uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
+        uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci), ne, nbm;
+        bool free_old;
+        if (!fn(img, e, bm, &ne, &nbm, &free_old, arg))
+            continue;
+        ic_io_event(img->file, IC_EV_L2_UPDATE);
+        qcow2_l2_set(s, l2, ci, ne);
+        qcow2_l2_set_bitmap(s, l2, ci, nbm);
+        qcow2_cache_mark_dirty(&s->l2_cache, l2);
+        if (free_old && (ret = punch_note(img, pl, e)) == 0)
+            ret = qcow2_free_l2_entry(img, e);
+    }
+    return ret;
+}
+
+/* entry_rewrite_fn (@arg: the enum zmode): the new entry for a whole
+ * cluster that must read as zeroes (or be discarded). */
+static bool zero_entry(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t *ne,
+                       uint64_t *nbm, bool *free_old, const void *arg)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    enum zmode mode = *(const enum zmode *)arg;
     enum qcow2_ctype t = qcow2_cluster_type(s, e);
     bool allocated = t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC || t == QCOW2_CT_COMPRESSED;
     bool keep_host = mode == ZM_ZERO && (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) &&
@@ -1453,19 +1484,7 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
         uint8_t *l2;
         if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0)
             return ret;
-        for (uint64_t p = off; p < off + n && ret == 0; p += s->cluster_size) {
-            uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
-            uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci), ne, nbm;
-            bool free_old;
-            if (!zero_entry(img, mode, e, bm, &ne, &nbm, &free_old))
-                continue;
-            ic_io_event(img->file, IC_EV_L2_UPDATE);
-            qcow2_l2_set(s, l2, ci, ne);
-            qcow2_l2_set_bitmap(s, l2, ci, nbm);
-            qcow2_cache_mark_dirty(&s->l2_cache, l2);
-            if (free_old && (ret = punch_note(img, pl, e)) == 0)
-                ret = qcow2_free_l2_entry(img, e);
-        }
+        ret = rewrite_entries(img, l2, off, n, zero_entry, &mode, pl);
         qcow2_cache_put(&s->l2_cache, &l2);
         if (ret < 0)
             return ret;
@@ -1562,6 +1581,19 @@ static int ext_zero_subclusters(struct ic_image *img, uint64_t off, uint32_t nsc
     return ret;
 }
 
+/* entry_rewrite_fn (@arg: the bool unmap) for extended L2: an all-zero
+ * bitmap; the host cluster is dropped when compressed, or with unmap. */
+static bool ext_zero_entry(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t *ne,
+                           uint64_t *nbm, bool *free_old, const void *arg)
+{
+    enum qcow2_ctype t = qcow2_cluster_type(qcow2_state(img), e);
+    bool unmap = *(const bool *)arg;
+    *free_old = t == QCOW2_CT_COMPRESSED || (unmap && t == QCOW2_CT_NORMAL);
+    *ne = *free_old ? 0 : e;
+    *nbm = QCOW2_BITMAP_ALL_ZERO;
+    return *ne != e || bm != QCOW2_BITMAP_ALL_ZERO;
+}
+
 /* qemu's zero_in_l2_slice: whole clusters of [off, off+len) (cluster
  * aligned; the last one may end at the end of the disk) get an all-zero
  * bitmap; the host cluster is dropped when compressed, or with @unmap. */
@@ -1577,22 +1609,7 @@ static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, b
         int ret = l2_for_write_at(img, off, &l2);
         if (ret < 0)
             return ret;
-        for (uint64_t p = off; p < off + n && ret == 0; p += s->cluster_size) {
-            uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
-            uint64_t e = qcow2_l2_get(s, l2, ci), bm = qcow2_l2_get_bitmap(s, l2, ci);
-            enum qcow2_ctype t = qcow2_cluster_type(s, e);
-            bool drop = t == QCOW2_CT_COMPRESSED || (unmap && t == QCOW2_CT_NORMAL);
-            uint64_t ne = drop ? 0 : e;
-            if (ne == e && bm == QCOW2_BITMAP_ALL_ZERO)
-                continue;
-            ic_io_event(img->file, IC_EV_L2_UPDATE);
-            qcow2_l2_set(s, l2, ci, ne);
-            qcow2_l2_set_bitmap(s, l2, ci, QCOW2_BITMAP_ALL_ZERO);
-            qcow2_cache_mark_dirty(&s->l2_cache, l2);
-            /* the old cluster is freed after the table is on disk */
-            if (drop && (ret = punch_note(img, pl, e)) == 0)
-                ret = qcow2_free_l2_entry(img, e);
-        }
+        ret = rewrite_entries(img, l2, off, n, ext_zero_entry, &unmap, pl);
         qcow2_cache_put(&s->l2_cache, &l2);
         if (ret < 0)
             return ret;
