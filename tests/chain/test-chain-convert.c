@@ -22,60 +22,9 @@
 
 #include "testutil.h"
 #include "imgchain/chain.h"
+#include "chain-fixture.h"
 
 #define DISK (4u << 20)
-
-static char *dir;
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    dir = tu_tmpdir();
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    dir = NULL;
-    return 0;
-}
-
-static char *P(const char *name)
-{
-    static char *bufs[8];
-    static int i;
-    i = (i + 1) % 8;
-    free(bufs[i]);
-    bufs[i] = tu_path(dir, name);
-    return bufs[i];
-}
-
-static void create(const char *path, const char *fmt, uint64_t size, const char *backing,
-                   const char *bfmt, const char *options)
-{
-    ic_error *err = NULL;
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = fmt;
-    co.size = size;
-    co.size_set = size != 0;
-    co.backing_file = backing;
-    co.backing_format = bfmt;
-    co.options = options;
-    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
-}
-
-static ic_image *open_rw(const char *path)
-{
-    ic_error *err = NULL;
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR;
-    ic_image *img = NULL;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
-    return img;
-}
 
 /* Writes @len bytes of pattern @seed at @off into @img and @m. */
 static void put(ic_image *img, struct tu_model *m, uint64_t off, size_t len, uint64_t seed)
@@ -108,18 +57,18 @@ static void close_img(ic_image *img)
 static struct tu_model *make_chain(void)
 {
     struct tu_model *m = tu_model_new(DISK);
-    create(P("base.raw"), "raw", 3u << 20, NULL, NULL, NULL);
-    ic_image *img = open_rw(P("base.raw"));
+    cf_create("base.raw", "raw", 3u << 20, NULL, NULL, NULL);
+    ic_image *img = cf_open("base.raw", IC_OPEN_RDWR);
     put(img, m, 0, 3u << 20, 1);
     close_img(img);
-    create(P("mid.qcow2"), "qcow2", DISK, "base.raw", "raw", "cluster_size=4096");
-    img = open_rw(P("mid.qcow2"));
+    cf_create("mid.qcow2", "qcow2", DISK, "base.raw", "raw", "cluster_size=4096");
+    img = cf_open("mid.qcow2", IC_OPEN_RDWR);
     put(img, m, 100000, 300000, 2);
     zero(img, m, 1u << 20, 200000);
     put(img, m, 3500000, 1000, 3);
     close_img(img);
-    create(P("top.qed"), "qed", 0, "mid.qcow2", "qcow2", NULL);
-    img = open_rw(P("top.qed"));
+    cf_create("top.qed", "qed", 0, "mid.qcow2", "qcow2", NULL);
+    img = cf_open("top.qed", IC_OPEN_RDWR);
     put(img, m, 2u << 20, 65536, 4);
     put(img, m, 4000000, 12345, 5);
     close_img(img);
@@ -143,11 +92,11 @@ static void test_chain_convert__flattens_a_mixed_chain_into_every_format(void **
         ic_error *err = NULL;
         ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
         o.out_format = fmts[i];
-        TU_ASSERT_OK(ic_image_convert(P("top.qed"), P(name), &o, &err), err);
-        TU_MODEL_ASSERT_FILE(m, P(name));
+        TU_ASSERT_OK(ic_image_convert(cf_path("top.qed"), cf_path(name), &o, &err), err);
+        TU_MODEL_ASSERT_FILE(m, cf_path(name));
         /* flattened: no backing file recorded */
         ic_image *img = NULL;
-        TU_ASSERT_OK(ic_image_open(&img, P(name), NULL, &err), err);
+        TU_ASSERT_OK(ic_image_open(&img, cf_path(name), NULL, &err), err);
         assert_null(ic_image_backing_name(img));
         assert_int_equal(ic_image_size(img), DISK);
         close_img(img);
@@ -160,8 +109,8 @@ static void test_chain_convert__never_writes_zero_or_unallocated_ranges(void **s
     (void)state;
     ic_error *err = NULL;
     const uint64_t big = 1ull << 30;
-    create(P("sparse.qcow2"), "qcow2", big, NULL, NULL, NULL);
-    ic_image *img = open_rw(P("sparse.qcow2"));
+    cf_create("sparse.qcow2", "qcow2", big, NULL, NULL, NULL);
+    ic_image *img = cf_open("sparse.qcow2", IC_OPEN_RDWR);
     put(img, NULL, 512u << 20, 65536, 7);
     /* data clusters that hold zeroes: detected and skipped */
     uint8_t *z = calloc(1, 8u << 20);
@@ -171,11 +120,11 @@ static void test_chain_convert__never_writes_zero_or_unallocated_ranges(void **s
     close_img(img);
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
     o.out_format = "qcow2";
-    TU_ASSERT_OK(ic_image_convert(P("sparse.qcow2"), P("sparse-out.qcow2"), &o, &err), err);
+    TU_ASSERT_OK(ic_image_convert(cf_path("sparse.qcow2"), cf_path("sparse-out.qcow2"), &o, &err), err);
     /* header, tables, one L2 and one data cluster: far below 1 MiB */
-    assert_true(file_size(P("sparse-out.qcow2")) < (1 << 20));
+    assert_true(file_size(cf_path("sparse-out.qcow2")) < (1 << 20));
     img = NULL;
-    TU_ASSERT_OK(ic_image_open(&img, P("sparse-out.qcow2"), NULL, &err), err);
+    TU_ASSERT_OK(ic_image_open(&img, cf_path("sparse-out.qcow2"), NULL, &err), err);
     ic_block_status st;
     TU_ASSERT_OK(ic_image_block_status(img, NULL, 100u << 20, 8u << 20, &st, &err), err);
     assert_false(st.flags & IC_BS_ALLOCATED);
@@ -195,14 +144,14 @@ static void test_chain_convert__compresses_every_cluster_with_c(void **state)
     o.out_format = "qcow2";
     o.options = "cluster_size=16k";
     o.compress = true;
-    TU_ASSERT_OK(ic_image_convert(P("top.qed"), P("c.qcow2"), &o, &err), err);
-    TU_MODEL_ASSERT_FILE(m, P("c.qcow2"));
+    TU_ASSERT_OK(ic_image_convert(cf_path("top.qed"), cf_path("c.qcow2"), &o, &err), err);
+    TU_MODEL_ASSERT_FILE(m, cf_path("c.qcow2"));
     tu_model_free(m);
 
     /* Compressible data: every cluster is stored compressed. */
     m = tu_model_new(DISK);
-    create(P("flat.raw"), "raw", DISK, NULL, NULL, NULL);
-    ic_image *img = open_rw(P("flat.raw"));
+    cf_create("flat.raw", "raw", DISK, NULL, NULL, NULL);
+    ic_image *img = cf_open("flat.raw", IC_OPEN_RDWR);
     uint8_t *buf = malloc(DISK);
     assert_non_null(buf);
     for (size_t i = 0; i < DISK; i++)
@@ -211,11 +160,11 @@ static void test_chain_convert__compresses_every_cluster_with_c(void **state)
     tu_model_write(m, buf, DISK, 0);
     free(buf);
     close_img(img);
-    TU_ASSERT_OK(ic_image_convert(P("flat.raw"), P("c2.qcow2"), &o, &err), err);
-    TU_MODEL_ASSERT_FILE(m, P("c2.qcow2"));
-    assert_true(file_size(P("c2.qcow2")) < DISK / 4);
+    TU_ASSERT_OK(ic_image_convert(cf_path("flat.raw"), cf_path("c2.qcow2"), &o, &err), err);
+    TU_MODEL_ASSERT_FILE(m, cf_path("c2.qcow2"));
+    assert_true(file_size(cf_path("c2.qcow2")) < DISK / 4);
     img = NULL;
-    TU_ASSERT_OK(ic_image_open(&img, P("c2.qcow2"), NULL, &err), err);
+    TU_ASSERT_OK(ic_image_open(&img, cf_path("c2.qcow2"), NULL, &err), err);
     for (uint64_t off = 0; off < DISK; off += 1u << 20) {
         ic_block_status st;
         TU_ASSERT_OK(ic_image_block_status(img, NULL, off, 16384, &st, &err), err);
@@ -238,8 +187,8 @@ static void test_chain_convert__parallel_readers_copy_many_stripes_exactly_and_l
     (void)state;
     const uint64_t size = 320ull << 20;
     struct tu_model *m = tu_model_new(size);
-    create(P("wide.qcow2"), "qcow2", size, NULL, NULL, "cluster_size=65536");
-    ic_image *img = open_rw(P("wide.qcow2"));
+    cf_create("wide.qcow2", "qcow2", size, NULL, NULL, "cluster_size=65536");
+    ic_image *img = cf_open("wide.qcow2", IC_OPEN_RDWR);
     for (uint64_t off = 0; off < size; off += 5ull << 20)
         put(img, m, off + (off >> 20) * 4099, 1u << 20, off + 1);
     close_img(img);
@@ -250,16 +199,16 @@ static void test_chain_convert__parallel_readers_copy_many_stripes_exactly_and_l
         ic_error *err = NULL;
         ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
         o.out_format = fmts[i];
-        TU_ASSERT_OK(ic_image_convert(P("wide.qcow2"), P(name), &o, &err), err);
+        TU_ASSERT_OK(ic_image_convert(cf_path("wide.qcow2"), cf_path(name), &o, &err), err);
         /* the target streams out (IC_OPEN_STREAM): once convert returns,
          * none of its pages is left in the page cache */
         size_t cached = 0;
-        int cret = tu_cached_pages(P(name), &cached);
+        int cret = tu_cached_pages(cf_path(name), &cached);
         if (cret != -ENOTSUP) {
             assert_int_equal(cret, 0);
             assert_int_equal(cached, 0);
         }
-        TU_MODEL_ASSERT_FILE(m, P(name));
+        TU_MODEL_ASSERT_FILE(m, cf_path(name));
     }
     tu_model_free(m);
 }
@@ -302,12 +251,12 @@ static void test_chain_convert__reports_progress_from_zero_to_total_in_order(voi
         o.compress = cases[i].compress;
         o.progress = on_progress;
         o.payload = &log;
-        TU_ASSERT_OK(ic_image_convert(P("top.qed"), P(cases[i].name), &o, &err), err);
+        TU_ASSERT_OK(ic_image_convert(cf_path("top.qed"), cf_path(cases[i].name), &o, &err), err);
         assert_true(log.monotonic);
         assert_true(log.calls >= 2);
         assert_int_equal(log.total, DISK);
         assert_int_equal(log.last, DISK);
-        TU_MODEL_ASSERT_FILE(m, P(cases[i].name));
+        TU_MODEL_ASSERT_FILE(m, cf_path(cases[i].name));
     }
     tu_model_free(m);
 }
@@ -320,26 +269,26 @@ static void test_chain_convert__refuses_compression_for_raw_before_creating_anyt
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
     o.out_format = "raw";
     o.compress = true;
-    int ret = ic_image_convert(P("top.qed"), P("nc.raw"), &o, &err);
+    int ret = ic_image_convert(cf_path("top.qed"), cf_path("nc.raw"), &o, &err);
     TU_ASSERT_ERR(ret, err, ENOTSUP, "does not support compression");
-    assert_int_equal(file_size(P("nc.raw")), -1);
+    assert_int_equal(file_size(cf_path("nc.raw")), -1);
     o.out_format = "vhdx";
     o.compress = false;
-    ret = ic_image_convert(P("top.qed"), P("nc.vhdx"), &o, &err);
+    ret = ic_image_convert(cf_path("top.qed"), cf_path("nc.vhdx"), &o, &err);
     TU_ASSERT_ERR(ret, err, EINVAL, "unknown output format 'vhdx'");
     o.out_format = "qcow2";
     o.options = "backing_file=base.raw";
-    ret = ic_image_convert(P("top.qed"), P("nc.qcow2"), &o, &err);
+    ret = ic_image_convert(cf_path("top.qed"), cf_path("nc.qcow2"), &o, &err);
     TU_ASSERT_ERR(ret, err, ENOTSUP, "backing_file");
-    assert_int_equal(file_size(P("nc.qcow2")), -1);
+    assert_int_equal(file_size(cf_path("nc.qcow2")), -1);
     o.options = "cluster_size=3000";
-    ret = ic_image_convert(P("top.qed"), P("nc.qcow2"), &o, &err);
+    ret = ic_image_convert(cf_path("top.qed"), cf_path("nc.qcow2"), &o, &err);
     assert_true(ret < 0);
     assert_non_null(err);
     assert_non_null(strstr(ic_error_message(err), "nc.qcow2"));
     ic_error_free(err);
     err = NULL;
-    assert_int_equal(file_size(P("nc.qcow2")), -1);
+    assert_int_equal(file_size(cf_path("nc.qcow2")), -1);
     tu_model_free(m);
 }
 
@@ -348,14 +297,14 @@ static void test_chain_convert__refuses_a_target_inside_the_source_chain(void **
     (void)state;
     struct tu_model *m = make_chain();
     ic_error *err = NULL;
-    int64_t before = file_size(P("base.raw"));
+    int64_t before = file_size(cf_path("base.raw"));
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
-    int ret = ic_image_convert(P("top.qed"), P("base.raw"), &o, &err);
+    int ret = ic_image_convert(cf_path("top.qed"), cf_path("base.raw"), &o, &err);
     TU_ASSERT_ERR(ret, err, EINVAL, "a backing file of the conversion");
-    ret = ic_image_convert(P("top.qed"), P("top.qed"), &o, &err);
+    ret = ic_image_convert(cf_path("top.qed"), cf_path("top.qed"), &o, &err);
     TU_ASSERT_ERR(ret, err, EINVAL, "the source of the conversion");
-    assert_int_equal(file_size(P("base.raw")), before);
-    TU_MODEL_ASSERT_FILE(m, P("top.qed"));
+    assert_int_equal(file_size(cf_path("base.raw")), before);
+    TU_MODEL_ASSERT_FILE(m, cf_path("top.qed"));
     tu_model_free(m);
 }
 
@@ -365,8 +314,8 @@ static void test_chain_convert__removes_its_target_when_the_source_cannot_be_rea
 {
     (void)state;
     ic_error *err = NULL;
-    create(P("bad.qcow2"), "qcow2", DISK, NULL, NULL, NULL);
-    ic_image *img = open_rw(P("bad.qcow2"));
+    cf_create("bad.qcow2", "qcow2", DISK, NULL, NULL, NULL);
+    ic_image *img = cf_open("bad.qcow2", IC_OPEN_RDWR);
     put(img, NULL, 0, 65536, 9);
     close_img(img);
     /* fresh 64 KiB-cluster image: L1 at 0x30000 holding the big-endian
@@ -374,20 +323,20 @@ static void test_chain_convert__removes_its_target_when_the_source_cannot_be_rea
      * offset bit, so this is an unaligned table, not a reserved bit). */
     uint8_t *file = NULL;
     size_t len = 0;
-    assert_int_equal(tu_read_file(P("bad.qcow2"), &file, &len), 0);
+    assert_int_equal(tu_read_file(cf_path("bad.qcow2"), &file, &len), 0);
     assert_true(len > 0x30000 + 8);
     assert_int_equal(file[0x30000], 0x80);
     assert_int_equal(file[0x30000 + 5], 0x04);
     file[0x30000 + 6] = 0x02;
-    assert_int_equal(tu_write_file(P("bad.qcow2"), file, len), 0);
+    assert_int_equal(tu_write_file(cf_path("bad.qcow2"), file, len), 0);
     free(file);
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
-    int ret = ic_image_convert(P("bad.qcow2"), P("bad-out.raw"), &o, &err);
+    int ret = ic_image_convert(cf_path("bad.qcow2"), cf_path("bad-out.raw"), &o, &err);
     assert_true(ret < 0);
     assert_non_null(err);
     assert_non_null(strstr(ic_error_message(err), "bad.qcow2"));
     ic_error_free(err);
-    assert_int_equal(file_size(P("bad-out.raw")), -1);
+    assert_int_equal(file_size(cf_path("bad-out.raw")), -1);
 }
 
 static void test_chain_convert__copies_into_an_image_the_caller_opened(void **state)
@@ -395,22 +344,22 @@ static void test_chain_convert__copies_into_an_image_the_caller_opened(void **st
     (void)state;
     struct tu_model *m = make_chain();
     ic_error *err = NULL;
-    create(P("into.qcow2"), "qcow2", DISK * 2, NULL, NULL, NULL);
-    ic_image *dst = open_rw(P("into.qcow2"));
+    cf_create("into.qcow2", "qcow2", DISK * 2, NULL, NULL, NULL);
+    ic_image *dst = cf_open("into.qcow2", IC_OPEN_RDWR);
     ic_image *src = NULL;
-    TU_ASSERT_OK(ic_image_open(&src, P("top.qed"), NULL, &err), err);
+    TU_ASSERT_OK(ic_image_open(&src, cf_path("top.qed"), NULL, &err), err);
     TU_ASSERT_OK(ic_image_copy(dst, src, NULL, &err), err);
     close_img(dst);
     /* a target smaller than the source is refused */
-    create(P("small.qcow2"), "qcow2", DISK / 2, NULL, NULL, NULL);
-    dst = open_rw(P("small.qcow2"));
+    cf_create("small.qcow2", "qcow2", DISK / 2, NULL, NULL, NULL);
+    dst = cf_open("small.qcow2", IC_OPEN_RDWR);
     int ret = ic_image_copy(dst, src, NULL, &err);
     TU_ASSERT_ERR(ret, err, EINVAL, "target is smaller");
     close_img(dst);
     close_img(src);
     struct tu_model *m2 = tu_model_new(DISK * 2);
     memcpy(m2->data, m->data, DISK);
-    TU_MODEL_ASSERT_FILE(m2, P("into.qcow2"));
+    TU_MODEL_ASSERT_FILE(m2, cf_path("into.qcow2"));
     tu_model_free(m2);
     tu_model_free(m);
 }
@@ -419,12 +368,12 @@ static void test_chain_convert__snapshot_views_are_read_only_and_named(void **st
 {
     (void)state;
     ic_error *err = NULL;
-    create(P("ro.qed"), "qed", DISK, NULL, NULL, NULL);
-    ic_image *img = open_rw(P("ro.qed"));
+    cf_create("ro.qed", "qed", DISK, NULL, NULL, NULL);
+    ic_image *img = cf_open("ro.qed", IC_OPEN_RDWR);
     int ret = ic_image_snapshot_load_tmp(img, "1", NULL, false, &err);
     TU_ASSERT_ERR(ret, err, EINVAL, "read-only");
     close_img(img);
-    TU_ASSERT_OK(ic_image_open(&img, P("ro.qed"), NULL, &err), err);
+    TU_ASSERT_OK(ic_image_open(&img, cf_path("ro.qed"), NULL, &err), err);
     ret = ic_image_snapshot_load_tmp(img, "1", NULL, false, &err);
     TU_ASSERT_ERR(ret, err, ENOTSUP, "does not support internal snapshots");
     ret = ic_image_snapshot_load_tmp(img, NULL, NULL, false, &err);
@@ -517,30 +466,30 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_chain_convert__flattens_a_mixed_chain_into_every_format,
-                                        setup_dir, teardown_dir),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_convert__never_writes_zero_or_unallocated_ranges,
-                                        setup_dir, teardown_dir),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_convert__compresses_every_cluster_with_c,
-                                        setup_dir, teardown_dir),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_convert__parallel_readers_copy_many_stripes_exactly_and_leave_nothing_cached, setup_dir,
-            teardown_dir),
+            test_chain_convert__parallel_readers_copy_many_stripes_exactly_and_leave_nothing_cached, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_convert__reports_progress_from_zero_to_total_in_order, setup_dir,
-            teardown_dir),
+            test_chain_convert__reports_progress_from_zero_to_total_in_order, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_convert__refuses_compression_for_raw_before_creating_anything, setup_dir,
-            teardown_dir),
+            test_chain_convert__refuses_compression_for_raw_before_creating_anything, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_convert__refuses_a_target_inside_the_source_chain, setup_dir,
-            teardown_dir),
+            test_chain_convert__refuses_a_target_inside_the_source_chain, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_convert__removes_its_target_when_the_source_cannot_be_read, setup_dir,
-            teardown_dir),
+            test_chain_convert__removes_its_target_when_the_source_cannot_be_read, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_convert__copies_into_an_image_the_caller_opened,
-                                        setup_dir, teardown_dir),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_convert__snapshot_views_are_read_only_and_named,
-                                        setup_dir, teardown_dir),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test(test_chain_convert__fails_cleanly_at_every_target_metadata_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,112 +22,35 @@
 #include "chain/chain-copy.h"
 #include "chain/chain-journal.h"
 #include "chain/chain-rebase.h"
+#include "chain-fixture.h"
 
 #define MiB (1024u * 1024u)
 #define SIZE (40u * MiB)
-
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/ic-copy-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static char *P(const char *name)
-{
-    static char buf[8][256];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, name);
-    return buf[i];
-}
-
-static void create(const char *name, const char *fmt, uint64_t size, const char *backing,
-                   const char *bfmt)
-{
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = fmt;
-    co.size = size;
-    co.size_set = size != 0;
-    co.backing_file = backing;
-    co.backing_format = bfmt;
-    if (ic_image_create(P(name), &co, &err) < 0)
-        fail_msg("create %s: %s", name, ic_error_message(err));
-}
-
-/* Writes [off, off+len) of @name: a byte that changes every 64 KiB (so a
- * chunk written at the wrong offset shows), or zeroes when @seed is 0. */
-static void write_pattern(const char *name, uint64_t off, uint64_t len, uint8_t seed)
-{
-    ic_image *img = NULL;
-    ic_error *err = NULL;
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.flags = IC_OPEN_RDWR;
-    if (ic_image_open(&img, P(name), &oo, &err) < 0)
-        fail_msg("open %s: %s", name, ic_error_message(err));
-    uint8_t *buf = malloc(len);
-    assert_non_null(buf);
-    for (uint64_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)(seed + ((off + i) >> 16));
-    int ret = seed ? ic_image_pwrite(img, buf, len, off, &err)
-                   : ic_image_pwrite_zeroes(img, off, len, 0, &err);
-    if (ret < 0)
-        fail_msg("write %s: %s", name, ic_error_message(err));
-    free(buf);
-    assert_int_equal(ic_image_close(img), 0);
-}
-
-static uint8_t *view(const char *name, uint64_t *size)
-{
-    ic_image *img = NULL;
-    ic_error *err = NULL;
-    if (ic_image_open(&img, P(name), NULL, &err) < 0)
-        fail_msg("open %s: %s", name, ic_error_message(err));
-    *size = ic_image_size(img);
-    uint8_t *buf = malloc(*size);
-    assert_non_null(buf);
-    if (ic_image_pread(img, buf, *size, 0, &err) < 0)
-        fail_msg("read %s: %s", name, ic_error_message(err));
-    assert_int_equal(ic_image_close(img), 0);
-    return buf;
-}
 
 /* Asserts that @name's view is @want (@n bytes, freed here) and that no
  * journal is left next to top.qcow2. */
 static void expect_view(const char *name, uint8_t *want, uint64_t n)
 {
     uint64_t got_n = 0;
-    uint8_t *got = view(name, &got_n);
+    uint8_t *got = cf_view(name, &got_n);
     assert_int_equal(got_n, n);
     assert_memory_equal(want, got, n);
     free(want);
     free(got);
-    assert_int_equal(access(P("top.qcow2.imgchain-journal"), F_OK), -1);
+    assert_int_equal(access(cf_path("top.qcow2.imgchain-journal"), F_OK), -1);
 }
 
 /* base (@bfmt, old data everywhere but a hole) <- top.qcow2 with data
  * runs, a zeroed run over base data, and unallocated gaps. */
 static void make_chain(const char *base, const char *bfmt)
 {
-    create(base, bfmt, SIZE, NULL, NULL);
-    write_pattern(base, 0, 30u * MiB, 0x40);
-    create("top.qcow2", "qcow2", SIZE, base, bfmt);
-    write_pattern("top.qcow2", 1u * MiB, 13u * MiB, 0x90);
-    write_pattern("top.qcow2", 16u * MiB, 4u * MiB, 0);
-    write_pattern("top.qcow2", 21u * MiB + 65536, 12u * MiB, 0xc3);
-    write_pattern("top.qcow2", 36u * MiB, 4u * MiB, 0x17);
+    cf_create(base, bfmt, SIZE, NULL, NULL, NULL);
+    cf_write_pattern(base, 0, 30u * MiB, 0x40);
+    cf_create("top.qcow2", "qcow2", SIZE, base, bfmt, NULL);
+    cf_write_pattern("top.qcow2", 1u * MiB, 13u * MiB, 0x90);
+    cf_write_pattern("top.qcow2", 16u * MiB, 4u * MiB, 0);
+    cf_write_pattern("top.qcow2", 21u * MiB + 65536, 12u * MiB, 0xc3);
+    cf_write_pattern("top.qcow2", 36u * MiB, 4u * MiB, 0x17);
 }
 
 /* Runs the copy engine directly on the opened chain and checks @base's
@@ -135,13 +58,9 @@ static void make_chain(const char *base, const char *bfmt)
 static void copy_and_compare(const char *base, struct ic_copy_stats *st)
 {
     uint64_t n1 = 0;
-    uint8_t *want = view("top.qcow2", &n1);
-    ic_image *top = NULL;
+    uint8_t *want = cf_view("top.qcow2", &n1);
+    ic_image *top = cf_open("top.qcow2", IC_OPEN_RDWR);
     ic_error *err = NULL;
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.flags = IC_OPEN_RDWR;
-    if (ic_image_open(&top, P("top.qcow2"), &oo, &err) < 0)
-        fail_msg("open top: %s", ic_error_message(err));
     if (ic_chain_reopen_rw(top, &err) < 0)
         fail_msg("reopen base: %s", ic_error_message(err));
     int ret = ic_copy_above_base(top, top->backing, IC_ZERO_MAY_UNMAP, NULL, NULL, st, &err);
@@ -179,26 +98,26 @@ static void test_chain_copy__reads_in_parallel_for_a_qcow2_base(void **state)
 /* base.raw (data everywhere) <- mid.qcow2 (data in [2, 22) MiB). */
 static void make_raw_and_mid(void)
 {
-    create("base.raw", "raw", SIZE, NULL, NULL);
-    write_pattern("base.raw", 0, SIZE, 0x21);
-    create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw");
-    write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
+    cf_create("base.raw", "raw", SIZE, NULL, NULL, NULL);
+    cf_write_pattern("base.raw", 0, SIZE, 0x21);
+    cf_create("mid.qcow2", "qcow2", SIZE, "base.raw", "raw", NULL);
+    cf_write_pattern("mid.qcow2", 2u * MiB, 20u * MiB, 0x33);
 }
 
 static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void **state)
 {
     (void)state;
     make_raw_and_mid();
-    create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
-    write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0);
-    write_pattern("top.qcow2", 18u * MiB, 15u * MiB, 0x5a);
+    cf_create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2", NULL);
+    cf_write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0);
+    cf_write_pattern("top.qcow2", 18u * MiB, 15u * MiB, 0x5a);
     uint64_t n1 = 0;
-    uint8_t *want = view("top.qcow2", &n1);
+    uint8_t *want = cf_view("top.qcow2", &n1);
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
-    o.base = P("base.raw");
+    o.base = cf_path("base.raw");
     o.no_dependents_scan = true;
     ic_error *err = NULL;
-    if (ic_chain_commit(P("top.qcow2"), &o, &err) < 0)
+    if (ic_chain_commit(cf_path("top.qcow2"), &o, &err) < 0)
         fail_msg("commit: %s", ic_error_message(err));
     expect_view("base.raw", want, n1);
 }
@@ -208,13 +127,13 @@ static void test_chain_copy__commit_through_two_layers_gives_the_top_view(void *
 static struct ic_rebase_stats rebase_and_compare(const char *backing, const char *bfmt)
 {
     uint64_t n1 = 0;
-    uint8_t *want = view("top.qcow2", &n1);
+    uint8_t *want = cf_view("top.qcow2", &n1);
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     o.backing = backing ? backing : "";
     o.backing_format = bfmt;
     struct ic_rebase_stats st;
     ic_error *err = NULL;
-    if (ic_chain_rebase_stats(P("top.qcow2"), &o, &st, &err) < 0)
+    if (ic_chain_rebase_stats(cf_path("top.qcow2"), &o, &st, &err) < 0)
         fail_msg("rebase: %s", ic_error_message(err));
     expect_view("top.qcow2", want, n1);
     return st;
@@ -238,9 +157,9 @@ static void test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between
 {
     (void)state;
     make_raw_and_mid();
-    write_pattern("mid.qcow2", 30u * MiB, 2u * MiB, 0);
-    create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2");
-    write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0x5a);
+    cf_write_pattern("mid.qcow2", 30u * MiB, 2u * MiB, 0);
+    cf_create("top.qcow2", "qcow2", SIZE, "mid.qcow2", "qcow2", NULL);
+    cf_write_pattern("top.qcow2", 10u * MiB, 3u * MiB, 0x5a);
     struct ic_rebase_stats st = rebase_and_compare("base.raw", "raw");
     assert_true(st.readers > 1);
     /* mid's 22 MiB differ from the base, less the 3 MiB the top hides;
@@ -253,15 +172,17 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base, setup, teardown),
+            test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_copy__reads_in_parallel_for_a_qcow2_base,
-                                        setup, teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_copy__commit_through_two_layers_gives_the_top_view, setup, teardown),
+            test_chain_copy__commit_through_two_layers_gives_the_top_view, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_rebase__onto_nothing_reads_both_views_in_parallel, setup, teardown),
+            test_chain_rebase__onto_nothing_reads_both_views_in_parallel, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between, setup, teardown),
+            test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between, cf_setup,
+            cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,90 +22,16 @@
 #include "imgchain/image.h"
 #include "chain/chain-journal.h"
 #include "chain-crash.h"
+#include "chain-fixture.h"
 
 #define MiB (1024u * 1024u)
 
-static char dir[64];
 static char empty_str[] = "";
 static char qed_str[] = "qed";
 
-static int setup(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/ic-edit-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static char *P(const char *name)
-{
-    static char buf[8][256];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, name);
-    return buf[i];
-}
-
-static void create(const char *name, const char *fmt, uint64_t size, const char *backing,
-                   const char *bfmt)
-{
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = fmt;
-    co.size = size;
-    co.size_set = size != 0;
-    co.backing_file = backing;
-    co.backing_format = bfmt;
-    int ret = ic_image_create(P(name), &co, &err);
-    if (ret < 0)
-        fail_msg("create %s: %s", name, ic_error_message(err));
-}
-
-static void write_pattern(const char *name, uint64_t off, uint64_t len, uint8_t byte)
-{
-    ic_image *img = NULL;
-    ic_error *err = NULL;
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.flags = IC_OPEN_RDWR;
-    if (ic_image_open(&img, P(name), &oo, &err) < 0)
-        fail_msg("open %s: %s", name, ic_error_message(err));
-    uint8_t *buf = malloc(len);
-    assert_non_null(buf);
-    memset(buf, byte, len);
-    int ret = byte ? ic_image_pwrite(img, buf, len, off, &err)
-                   : ic_image_pwrite_zeroes(img, off, len, 0, &err);
-    if (ret < 0)
-        fail_msg("write %s: %s", name, ic_error_message(err));
-    free(buf);
-    assert_int_equal(ic_image_close(img), 0);
-}
-
-static uint8_t *view(const char *name, uint64_t *size)
-{
-    ic_image *img = NULL;
-    ic_error *err = NULL;
-    if (ic_image_open(&img, P(name), NULL, &err) < 0)
-        fail_msg("open %s: %s", name, ic_error_message(err));
-    *size = ic_image_size(img);
-    uint8_t *buf = malloc(*size);
-    assert_non_null(buf);
-    if (ic_image_pread(img, buf, *size, 0, &err) < 0)
-        fail_msg("read %s: %s", name, ic_error_message(err));
-    ic_image_close(img);
-    return buf;
-}
-
 static uint8_t *file_bytes(const char *name, size_t *len)
 {
-    FILE *f = fopen(P(name), "rb");
+    FILE *f = fopen(cf_path(name), "rb");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
     *len = (size_t)ftell(f);
@@ -140,17 +66,15 @@ static void assert_error(int ret, ic_error *err, int errnum, const char *prefix)
  * top.qed (6M: 3s at 1536k+1M, 4s at 5M+512k) */
 static void make_chain(void)
 {
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -f %s/*", dir);
-    assert_int_equal(system(cmd), 0);
-    create("base.raw", "raw", 4 * MiB, NULL, NULL);
-    write_pattern("base.raw", 0, 4 * MiB, 1);
-    create("mid.qed", "qed", 4 * MiB, "base.raw", "raw");
-    write_pattern("mid.qed", 1 * MiB, 1 * MiB, 2);
-    write_pattern("mid.qed", 3 * MiB, 256 * 1024, 0);
-    create("top.qed", "qed", 6 * MiB, "mid.qed", "qed");
-    write_pattern("top.qed", 1536 * 1024, 1 * MiB, 3);
-    write_pattern("top.qed", 5 * MiB, 512 * 1024, 4);
+    cf_reset();
+    cf_create("base.raw", "raw", 4 * MiB, NULL, NULL, NULL);
+    cf_write_byte("base.raw", 0, 4 * MiB, 1);
+    cf_create("mid.qed", "qed", 4 * MiB, "base.raw", "raw", NULL);
+    cf_write_byte("mid.qed", 1 * MiB, 1 * MiB, 2);
+    cf_write_byte("mid.qed", 3 * MiB, 256 * 1024, 0);
+    cf_create("top.qed", "qed", 6 * MiB, "mid.qed", "qed", NULL);
+    cf_write_byte("top.qed", 1536 * 1024, 1 * MiB, 3);
+    cf_write_byte("top.qed", 5 * MiB, 512 * 1024, 4);
 }
 
 /* ---- journal ------------------------------------------------------------- */
@@ -160,8 +84,8 @@ static void test_chain_journal__reads_the_newest_valid_slot_after_a_torn_write(v
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_COMMIT, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .top_fmt = qed_str,
-                                  .base = P("mid.qed") };
+                                  .top = cf_path("top.qed"), .top_fmt = qed_str,
+                                  .base = cf_path("mid.qed") };
     struct ic_journal *j = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);
@@ -170,11 +94,11 @@ static void test_chain_journal__reads_the_newest_valid_slot_after_a_torn_write(v
 
     struct ic_journal_rec got;
     bool stale = true;
-    assert_int_equal(ic_journal_load(&got, &stale, P("top.qed"), NULL, NULL, &err), 1);
+    assert_int_equal(ic_journal_load(&got, &stale, cf_path("top.qed"), NULL, NULL, &err), 1);
     assert_false(stale);
     assert_int_equal(got.op, IC_JOURNAL_COMMIT);
     assert_int_equal(got.phase, IC_JOURNAL_EMPTY);
-    assert_string_equal(got.base, P("mid.qed"));
+    assert_string_equal(got.base, cf_path("mid.qed"));
     assert_string_equal(got.top_fmt, "qed");
     assert_null(got.new_backing);
     unsigned newest = got.slot;
@@ -182,13 +106,13 @@ static void test_chain_journal__reads_the_newest_valid_slot_after_a_torn_write(v
 
     /* tear the newest slot: the previous record is still there */
     char jp[300];
-    snprintf(jp, sizeof(jp), "%s.imgchain-journal", P("top.qed"));
+    snprintf(jp, sizeof(jp), "%s.imgchain-journal", cf_path("top.qed"));
     FILE *f = fopen(jp, "r+b");
     assert_non_null(f);
     fseek(f, (long)newest * 4096 + 100, SEEK_SET);
     fputs("garbage", f);
     fclose(f);
-    assert_int_equal(ic_journal_load(&got, &stale, P("top.qed"), NULL, NULL, &err), 1);
+    assert_int_equal(ic_journal_load(&got, &stale, cf_path("top.qed"), NULL, NULL, &err), 1);
     assert_int_equal(got.phase, IC_JOURNAL_COPY);
     ic_journal_rec_clear(&got);
 
@@ -198,7 +122,7 @@ static void test_chain_journal__reads_the_newest_valid_slot_after_a_torn_write(v
     fseek(f, (long)(newest ^ 1u) * 4096 + 20, SEEK_SET);
     fputs("garbage", f);
     fclose(f);
-    assert_int_equal(ic_journal_load(&got, &stale, P("top.qed"), NULL, NULL, &err), 0);
+    assert_int_equal(ic_journal_load(&got, &stale, cf_path("top.qed"), NULL, NULL, &err), 0);
     assert_true(stale);
     assert_null(err);
 }
@@ -208,14 +132,14 @@ static void test_chain_journal__refuses_a_second_journal(void **state)
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_REBASE, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .new_backing = empty_str };
+                                  .top = cf_path("top.qed"), .new_backing = empty_str };
     struct ic_journal *j = NULL, *j2 = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);
     int ret = ic_journal_create(&j2, &rec, NULL, NULL, &err);
-    assert_error(ret, err, EEXIST, P("top.qed.imgchain-journal"));
+    assert_error(ret, err, EEXIST, cf_path("top.qed.imgchain-journal"));
     assert_int_equal(ic_journal_finish(j, NULL), 0);
-    assert_int_equal(access(P("top.qed.imgchain-journal"), F_OK), -1);
+    assert_int_equal(access(cf_path("top.qed.imgchain-journal"), F_OK), -1);
 }
 
 /* ---- commit ---------------------------------------------------------------- */
@@ -225,14 +149,14 @@ static void test_chain_commit__writes_only_allocated_ranges_and_keeps_zeroes(voi
     (void)state;
     make_chain();
     uint64_t tsize, bsize;
-    uint8_t *want = view("top.qed", &tsize);
+    uint8_t *want = cf_view("top.qed", &tsize);
     ic_error *err = NULL;
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
-    o.base = P("base.raw");
-    int ret = ic_chain_commit(P("top.qed"), &o, &err);
+    o.base = cf_path("base.raw");
+    int ret = ic_chain_commit(cf_path("top.qed"), &o, &err);
     if (ret < 0)
         fail_msg("%s", ic_error_message(err));
-    uint8_t *base = view("base.raw", &bsize);
+    uint8_t *base = cf_view("base.raw", &bsize);
     /* the raw base grew to the top's size and reads the top's view */
     assert_int_equal(bsize, 6 * MiB);
     assert_memory_equal(base, want, tsize);
@@ -241,7 +165,7 @@ static void test_chain_commit__writes_only_allocated_ranges_and_keeps_zeroes(voi
     assert_int_equal(base[3 * MiB + 256 * 1024 - 1], 0);
     assert_int_equal(base[3 * MiB + 256 * 1024], 1);
     uint64_t s2;
-    uint8_t *top = view("top.qed", &s2);
+    uint8_t *top = cf_view("top.qed", &s2);
     assert_memory_equal(top, want, tsize);
     free(want);
     free(base);
@@ -252,20 +176,20 @@ static void test_chain_commit__refuses_a_base_outside_the_chain_before_writing(v
 {
     (void)state;
     make_chain();
-    create("other.raw", "raw", 4 * MiB, NULL, NULL);
+    cf_create("other.raw", "raw", 4 * MiB, NULL, NULL, NULL);
     size_t nt, nm;
     uint8_t *t = file_bytes("top.qed", &nt), *m = file_bytes("mid.qed", &nm);
     ic_error *err = NULL;
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
-    o.base = P("other.raw");
-    int ret = ic_chain_commit(P("top.qed"), &o, &err);
+    o.base = cf_path("other.raw");
+    int ret = ic_chain_commit(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, EINVAL, "ic_chain_commit: did not find");
     err = NULL;
-    ret = ic_chain_commit(P("base.raw"), NULL, &err);
+    ret = ic_chain_commit(cf_path("base.raw"), NULL, &err);
     assert_error(ret, err, EINVAL, "ic_chain_commit: ");
     assert_file_unchanged("top.qed", t, nt);
     assert_file_unchanged("mid.qed", m, nm);
-    assert_int_equal(access(P("top.qed.imgchain-journal"), F_OK), -1);
+    assert_int_equal(access(cf_path("top.qed.imgchain-journal"), F_OK), -1);
     free(t);
     free(m);
 }
@@ -276,9 +200,9 @@ static void test_chain_commit__refuses_a_missing_backing_file_before_writing(voi
     make_chain();
     size_t nt;
     uint8_t *t = file_bytes("top.qed", &nt);
-    assert_int_equal(rename(P("base.raw"), P("gone.raw")), 0);
+    assert_int_equal(rename(cf_path("base.raw"), cf_path("gone.raw")), 0);
     ic_error *err = NULL;
-    int ret = ic_chain_commit(P("top.qed"), NULL, &err);
+    int ret = ic_chain_commit(cf_path("top.qed"), NULL, &err);
     assert_error(ret, err, ENOENT, "ic_chain_commit: ");
     assert_file_unchanged("top.qed", t, nt);
     free(t);
@@ -289,22 +213,22 @@ static void test_chain_commit__refuses_to_start_while_an_operation_is_unfinished
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_REBASE, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .new_backing = empty_str };
+                                  .top = cf_path("top.qed"), .new_backing = empty_str };
     struct ic_journal *j = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);
     ic_journal_close(j);
-    int ret = ic_chain_commit(P("top.qed"), NULL, &err);
+    int ret = ic_chain_commit(cf_path("top.qed"), NULL, &err);
     assert_error(ret, err, EBUSY, "ic_chain_commit: ");
     err = NULL;
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
     o.resume = true;
-    ret = ic_chain_commit(P("top.qed"), &o, &err);
+    ret = ic_chain_commit(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, EINVAL, "ic_chain_commit: ");
     err = NULL;
     ic_rebase_options ro = IC_REBASE_OPTIONS_INIT;
     ro.backing = "";
-    ret = ic_chain_rebase(P("top.qed"), &ro, &err);
+    ret = ic_chain_rebase(cf_path("top.qed"), &ro, &err);
     assert_error(ret, err, EBUSY, "ic_chain_rebase: ");
 }
 
@@ -314,10 +238,10 @@ static void test_chain_commit__resumes_an_interrupted_commit_to_the_same_result(
     /* the uninterrupted result */
     make_chain();
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_commit(P("top.qed"), NULL, &err), 0);
+    assert_int_equal(ic_chain_commit(cf_path("top.qed"), NULL, &err), 0);
     uint64_t n1, n2, n3;
-    uint8_t *mid_want = view("mid.qed", &n1);
-    uint8_t *top_want = view("top.qed", &n2);
+    uint8_t *mid_want = cf_view("mid.qed", &n1);
+    uint8_t *top_want = cf_view("top.qed", &n2);
     /* the same commit cut by a power failure at every 3rd flush, resumed */
     unsigned resumed = 0;
     for (unsigned n = 2; n < 40; n += 3) {
@@ -327,7 +251,7 @@ static void test_chain_commit__resumes_an_interrupted_commit_to_the_same_result(
         o.open_file = chain_crash_open;
         o.payload = w;
         o.flags = IC_OPEN_NO_LOCK;
-        int ret = ic_chain_commit(P("top.qed"), &o, &err);
+        int ret = ic_chain_commit(cf_path("top.qed"), &o, &err);
         bool crashed = chain_crash_happened(w);
         chain_crash_world_free(w);
         if (!crashed) {
@@ -337,19 +261,19 @@ static void test_chain_commit__resumes_an_interrupted_commit_to_the_same_result(
         assert_true(ret < 0);
         ic_error_free(err);
         err = NULL;
-        if (access(P("top.qed.imgchain-journal"), F_OK) != 0)
+        if (access(cf_path("top.qed.imgchain-journal"), F_OK) != 0)
             continue;
         ic_commit_options ro = IC_COMMIT_OPTIONS_INIT;
         ro.resume = true;
-        ret = ic_chain_commit(P("top.qed"), &ro, &err);
+        ret = ic_chain_commit(cf_path("top.qed"), &ro, &err);
         if (ret < 0)
             fail_msg("N=%u: resume: %s", n, ic_error_message(err));
         resumed++;
-        uint8_t *mid = view("mid.qed", &n3);
+        uint8_t *mid = cf_view("mid.qed", &n3);
         assert_int_equal(n3, n1);
         assert_memory_equal(mid, mid_want, n1);
         free(mid);
-        uint8_t *top = view("top.qed", &n3);
+        uint8_t *top = cf_view("top.qed", &n3);
         assert_memory_equal(top, top_want, n2);
         free(top);
     }
@@ -369,15 +293,15 @@ static void test_chain_commit__names_other_users_of_the_images_it_changes(void *
 {
     (void)state;
     make_chain();
-    create("other.qed", "qed", 4 * MiB, "mid.qed", "qed");
-    create("overtop.qed", "qed", 6 * MiB, "top.qed", "qed");
+    cf_create("other.qed", "qed", 4 * MiB, "mid.qed", "qed", NULL);
+    cf_create("overtop.qed", "qed", 6 * MiB, "top.qed", "qed", NULL);
     char warnings[1024] = "";
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
-    o.base = P("base.raw");
+    o.base = cf_path("base.raw");
     o.warn = warn_collect;
     o.payload = warnings;
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_commit(P("top.qed"), &o, &err), 0);
+    assert_int_equal(ic_chain_commit(cf_path("top.qed"), &o, &err), 0);
     assert_non_null(strstr(warnings, "mid.qed is also used by"));
     assert_non_null(strstr(warnings, "other.qed"));
     /* an overlay of the top reads the same after the commit: no warning */
@@ -390,21 +314,18 @@ static void rebase_keeps_view(const char *backing, const char *fmt, bool expect_
 {
     make_chain();
     uint64_t n1, n2;
-    uint8_t *want = view("top.qed", &n1);
+    uint8_t *want = cf_view("top.qed", &n1);
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     o.backing = backing;
     o.backing_format = fmt;
     ic_error *err = NULL;
-    int ret = ic_chain_rebase(P("top.qed"), &o, &err);
+    int ret = ic_chain_rebase(cf_path("top.qed"), &o, &err);
     if (ret < 0)
         fail_msg("%s", ic_error_message(err));
-    uint8_t *got = view("top.qed", &n2);
+    uint8_t *got = cf_view("top.qed", &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(got, want, n1);
-    ic_image *img = NULL;
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.flags = IC_OPEN_NO_BACKING;
-    assert_int_equal(ic_image_open(&img, P("top.qed"), &oo, &err), 0);
+    ic_image *img = cf_open("top.qed", IC_OPEN_NO_BACKING);
     if (expect_backing)
         assert_string_equal(ic_image_backing_name(img), backing);
     else
@@ -430,17 +351,17 @@ static void test_chain_rebase__onto_an_unrelated_image_keeps_the_guest_view(void
 {
     (void)state;
     make_chain();
-    create("other.qed", "qed", 5 * MiB, NULL, NULL);
-    write_pattern("other.qed", 0, 2 * MiB, 9);
-    write_pattern("other.qed", 3 * MiB, 64 * 1024, 1);
+    cf_create("other.qed", "qed", 5 * MiB, NULL, NULL, NULL);
+    cf_write_byte("other.qed", 0, 2 * MiB, 9);
+    cf_write_byte("other.qed", 3 * MiB, 64 * 1024, 1);
     uint64_t n1, n2;
-    uint8_t *want = view("top.qed", &n1);
+    uint8_t *want = cf_view("top.qed", &n1);
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     o.backing = "other.qed";
     o.backing_format = "qed";
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_rebase(P("top.qed"), &o, &err), 0);
-    uint8_t *got = view("top.qed", &n2);
+    assert_int_equal(ic_chain_rebase(cf_path("top.qed"), &o, &err), 0);
+    uint8_t *got = cf_view("top.qed", &n2);
     assert_memory_equal(got, want, n1);
     free(want);
     free(got);
@@ -455,9 +376,9 @@ static void test_chain_rebase__unsafe_changes_only_the_header(void **state)
     o.backing = "base.raw";
     o.backing_format = "raw";
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_rebase(P("top.qed"), &o, &err), 0);
+    assert_int_equal(ic_chain_rebase(cf_path("top.qed"), &o, &err), 0);
     uint64_t n;
-    uint8_t *got = view("top.qed", &n);
+    uint8_t *got = cf_view("top.qed", &n);
     /* mid's 2s are gone from the view: nothing was copied */
     assert_int_equal(got[1 * MiB], 1);
     assert_int_equal(got[1536 * 1024], 3);
@@ -473,30 +394,30 @@ static void test_chain_rebase__refuses_bad_input_before_writing(void **state)
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     ic_error *err = NULL;
     o.backing = "base.raw";
-    int ret = ic_chain_rebase(P("top.qed"), &o, &err);
+    int ret = ic_chain_rebase(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, EINVAL, "ic_chain_rebase: could not change the backing file to 'base.raw'");
     err = NULL;
     o.backing_format = "raw";
     o.backing = "missing.raw";
-    ret = ic_chain_rebase(P("top.qed"), &o, &err);
+    ret = ic_chain_rebase(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, ENOENT, "ic_chain_rebase: could not open new backing file");
     err = NULL;
     o.backing = "top.qed";
     o.backing_format = "qed";
-    ret = ic_chain_rebase(P("top.qed"), &o, &err);
+    ret = ic_chain_rebase(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, ELOOP, "ic_chain_rebase: ");
-    create("over.qed", "qed", 6 * MiB, "top.qed", "qed");
+    cf_create("over.qed", "qed", 6 * MiB, "top.qed", "qed", NULL);
     err = NULL;
     o.backing = "over.qed";
-    ret = ic_chain_rebase(P("top.qed"), &o, &err);
+    ret = ic_chain_rebase(cf_path("top.qed"), &o, &err);
     assert_error(ret, err, ELOOP, "ic_chain_rebase: new backing file");
     err = NULL;
     o.backing = "";
     o.backing_format = NULL;
-    ret = ic_chain_rebase(P("base.raw"), &o, &err);
+    ret = ic_chain_rebase(cf_path("base.raw"), &o, &err);
     assert_error(ret, err, ENOTSUP, "ic_chain_rebase: ");
     assert_file_unchanged("top.qed", t, nt);
-    assert_int_equal(access(P("top.qed.imgchain-journal"), F_OK), -1);
+    assert_int_equal(access(cf_path("top.qed.imgchain-journal"), F_OK), -1);
     free(t);
 }
 
@@ -529,7 +450,7 @@ static ic_chain_check_result *check(const char *name, struct seen *s)
     o.payload = s;
     ic_chain_check_result *r = NULL;
     ic_error *err = NULL;
-    int ret = ic_chain_check(&r, P(name), &o, &err);
+    int ret = ic_chain_check(&r, cf_path(name), &o, &err);
     if (ret < 0)
         fail_msg("%s", ic_error_message(err));
     assert_int_equal(s->n, r->nb_findings);
@@ -554,7 +475,7 @@ static void test_chain_check__reports_a_missing_backing_file_and_checks_the_rest
 {
     (void)state;
     make_chain();
-    assert_int_equal(rename(P("base.raw"), P("gone.raw")), 0);
+    assert_int_equal(rename(cf_path("base.raw"), cf_path("gone.raw")), 0);
     struct seen s = { 0 };
     ic_chain_check_result *r = check("top.qed", &s);
     const ic_chain_finding *f = find(r, IC_CHAIN_MISSING_BACKING);
@@ -575,7 +496,7 @@ static void test_chain_check__reports_a_loop(void **state)
     o.backing = "top.qed";
     o.backing_format = "qed";
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_rebase(P("mid.qed"), &o, &err), 0);
+    assert_int_equal(ic_chain_rebase(cf_path("mid.qed"), &o, &err), 0);
     struct seen s = { 0 };
     ic_chain_check_result *r = check("top.qed", &s);
     const ic_chain_finding *f = find(r, IC_CHAIN_LOOP);
@@ -590,14 +511,14 @@ static void test_chain_check__reports_format_and_size_problems(void **state)
     make_chain();
     /* mid records its new backing file as raw although it is a QED image;
      * a backing file larger than its overlay */
-    create("base2.qed", "qed", 4 * MiB, NULL, NULL);
+    cf_create("base2.qed", "qed", 4 * MiB, NULL, NULL, NULL);
     ic_rebase_options o = IC_REBASE_OPTIONS_INIT;
     o.unsafe = true;
     o.backing = "base2.qed";
     o.backing_format = "raw";
     ic_error *err = NULL;
-    assert_int_equal(ic_chain_rebase(P("mid.qed"), &o, &err), 0);
-    create("small.qed", "qed", 1 * MiB, "top.qed", "qed");
+    assert_int_equal(ic_chain_rebase(cf_path("mid.qed"), &o, &err), 0);
+    cf_create("small.qed", "qed", 1 * MiB, "top.qed", "qed", NULL);
     struct seen s = { 0 };
     ic_chain_check_result *r = check("small.qed", &s);
     const ic_chain_finding *f = find(r, IC_CHAIN_BACKING_LARGER);
@@ -627,7 +548,7 @@ static void test_chain_check__reports_relative_names_that_depend_on_the_folder(v
     assert_int_equal(f->severity, IC_CHAIN_INFO);
     ic_chain_check_result_free(r);
     /* from the images' own folder it is the same file: nothing to say */
-    assert_int_equal(chdir(dir), 0);
+    assert_int_equal(chdir(cf_dir), 0);
     struct seen s2 = { 0 };
     r = check("top.qed", &s2);
     assert_null(find(r, IC_CHAIN_RELATIVE_NAME));
@@ -640,7 +561,7 @@ static void test_chain_check__reports_an_interrupted_operation(void **state)
     (void)state;
     make_chain();
     struct ic_journal_rec rec = { .op = IC_JOURNAL_COMMIT, .phase = IC_JOURNAL_COPY,
-                                  .top = P("top.qed"), .base = P("mid.qed") };
+                                  .top = cf_path("top.qed"), .base = cf_path("mid.qed") };
     struct ic_journal *j = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_journal_create(&j, &rec, NULL, NULL, &err), 0);
@@ -655,7 +576,7 @@ static void test_chain_check__reports_an_interrupted_operation(void **state)
     /* resuming finishes it and the report goes away */
     ic_commit_options o = IC_COMMIT_OPTIONS_INIT;
     o.resume = true;
-    assert_int_equal(ic_chain_commit(P("top.qed"), &o, &err), 0);
+    assert_int_equal(ic_chain_commit(cf_path("top.qed"), &o, &err), 0);
     struct seen s2 = { 0 };
     r = check("top.qed", &s2);
     assert_null(find(r, IC_CHAIN_INTERRUPTED));
@@ -667,7 +588,7 @@ static void test_chain_check__fails_only_when_the_top_cannot_be_opened(void **st
     (void)state;
     ic_chain_check_result *r = NULL;
     ic_error *err = NULL;
-    int ret = ic_chain_check(&r, P("nothere.qed"), NULL, &err);
+    int ret = ic_chain_check(&r, cf_path("nothere.qed"), NULL, &err);
     assert_null(r);
     assert_error(ret, err, ENOENT, "ic_chain_check: ");
 }
@@ -678,23 +599,23 @@ static void test_chain_dependents__finds_overlays_by_real_path(void **state)
 {
     (void)state;
     make_chain();
-    create("other.qed", "qed", 4 * MiB, "base.raw", "raw");
-    create("lone.qed", "qed", 4 * MiB, NULL, NULL);
+    cf_create("other.qed", "qed", 4 * MiB, "base.raw", "raw", NULL);
+    cf_create("lone.qed", "qed", 4 * MiB, NULL, NULL, NULL);
     char target[300];
-    snprintf(target, sizeof(target), "%s/./base.raw", dir);
-    const char *dirs[1] = { dir };
+    snprintf(target, sizeof(target), "%s/./base.raw", cf_dir);
+    const char *dirs[1] = { cf_dir };
     ic_dependents *d = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_chain_dependents(&d, target, dirs, 1, NULL, &err), 0);
     assert_int_equal(d->nb, 3);
-    assert_string_equal(d->list[0].filename, P("mid.qed"));
+    assert_string_equal(d->list[0].filename, cf_path("mid.qed"));
     assert_int_equal(d->list[0].depth, 1);
-    assert_string_equal(d->list[1].filename, P("other.qed"));
-    assert_string_equal(d->list[2].filename, P("top.qed"));
+    assert_string_equal(d->list[1].filename, cf_path("other.qed"));
+    assert_string_equal(d->list[2].filename, cf_path("top.qed"));
     assert_int_equal(d->list[2].depth, 2);
     ic_dependents_free(d);
     d = NULL;
-    const char *bad[1] = { P("nofolder") };
+    const char *bad[1] = { cf_path("nofolder") };
     int ret = ic_chain_dependents(&d, target, bad, 1, NULL, &err);
     assert_error(ret, err, ENOENT, "ic_chain_dependents: ");
 }
@@ -724,5 +645,5 @@ int main(void)
         cmocka_unit_test(test_chain_check__fails_only_when_the_top_cannot_be_opened),
         cmocka_unit_test(test_chain_dependents__finds_overlays_by_real_path),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }
