@@ -12,7 +12,10 @@
  *     on the faulty backend.  Every step is followed by a guest flush; a
  *     step is DURABLE when both returned 0.  After a failed step the run
  *     goes on with the next ones (the engine must keep working, or refuse
- *     writes in its ERROR state) and finally returns the first error.
+ *     writes in its ERROR state) and finally returns the first error.  The
+ *     scaffolding (setup, run, the byte model, check, the loop driver) is
+ *     shared with the qcow2 test in tests/helpers/fmt-scenario.c; this file
+ *     holds the QED steps and the QED hooks (planted damage, its repair).
  *  2. A byte-level model (blkverify) follows the steps: every byte is
  *     CERTAIN (must read back exactly), OLD_OR_NEW (a step that may or may
  *     not have reached the disk) or ANY (two unsure steps overlapped).  A
@@ -32,509 +35,34 @@
  *     bytes.  qemu-img check runs once per distinct surviving file.
  *  Reference: qcow2-qed.md sections 2.2-2.3; qemu block/qed.c.
  */
-#include <errno.h>
-#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "fmt-scenario.h"
 #include "qed-damage.h"
 #include "util/error.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
 
-enum step_kind { ST_WRITE, ST_ZERO, ST_ZERO_UNMAP, ST_TRUNCATE };
-
-struct step {
-    enum step_kind kind;
-    uint64_t off;
-    uint64_t len; /* ST_TRUNCATE: the new virtual size */
-};
-
-/* Byte states of the model (design note 2). */
-enum { B_CERTAIN = 0, B_OLD_OR_NEW = 1, B_ANY = 2 };
-
-/* Most events a scenario requires its dry run to fire. */
-#define MAX_MUST_FIRE 6
-
-struct scenario {
-    const char *name;
-    const char *opts;          /* qemu-img -o string */
-    uint64_t size;             /* initial virtual size */
-    bool backing;              /* raw backing file with a pattern */
-    const struct step *pre;
-    size_t npre;
-    const struct step *steps;
-    size_t nsteps;
-    int must_fire[MAX_MUST_FIRE];
-    size_t nmust;
-    bool qemu_check;           /* also run qemu-img check on every surviving file */
-    unsigned max_nth;          /* occurrences of each event to fail (0 = 8) */
-    bool damaged;              /* setup leaves need-check set over planted damage */
-
-    /* built by the first setup(), copied by the others (design note 5) */
-    uint8_t *t_img, *t_want;
-    size_t t_img_len;
-    char *t_dir;               /* holds base.raw; each run links to it */
-    uint8_t *got;              /* read buffer of verify_data() */
-    /* hashes of surviving files qemu-img check already passed */
-    uint64_t *seen;
-    size_t nseen;
-
-    /* per-run state, reset by setup() */
-    uint64_t cap;              /* model capacity: the largest virtual size */
-    uint8_t *want, *alt, *state;
-    uint64_t size_old, size_new;
-    bool size_certain;
-    char *violation;           /* first problem run() saw, reported by check() */
-};
-
-/* ---- data ------------------------------------------------------------------ */
-
-/* Step @i's data: pseudo-random, position dependent. */
-static void step_data(size_t i, uint8_t *buf, uint64_t len)
-{
-    tu_fill_pattern(buf, (size_t)len, 100 + i);
-}
-
-static void pre_data(size_t i, uint8_t *buf, uint64_t len)
-{
-    tu_fill_pattern(buf, (size_t)len, 500 + i);
-}
-
-/* The backing file's contents (first @len bytes of one cached pattern:
- * generating it for every run would dominate the loop's time). */
-#define BACKING_MAX (16 * MiB)
-static void backing_data(uint8_t *buf, uint64_t len)
-{
-    static uint8_t *pattern;
-    assert_true(len <= BACKING_MAX);
-    if (!pattern) {
-        pattern = malloc((size_t)BACKING_MAX);
-        assert_non_null(pattern);
-        tu_fill_pattern(pattern, (size_t)BACKING_MAX, 7);
-    }
-    memcpy(buf, pattern, (size_t)len);
-}
-
-/* ---- the model --------------------------------------------------------------- */
-
-static void scenario_free(struct scenario *sc)
-{
-    free(sc->want);
-    free(sc->alt);
-    free(sc->state);
-    free(sc->got);
-    free(sc->violation);
-    free(sc->t_img);
-    free(sc->t_want);
-    free(sc->seen);
-    if (sc->t_dir)
-        tu_rmtree(sc->t_dir);
-    free(sc->t_dir);
-    sc->want = sc->alt = sc->state = sc->got = sc->t_img = sc->t_want = NULL;
-    sc->violation = sc->t_dir = NULL;
-    sc->seen = NULL;
-    sc->nseen = 0;
-}
-
-/* Resets the model to the state before the pre steps; the buffers are
- * allocated once per scenario (design note 5). */
-static void model_init(struct scenario *sc)
-{
-    free(sc->violation);
-    sc->violation = NULL;
-    if (!sc->want) {
-        sc->cap = sc->size;
-        for (size_t i = 0; i < sc->nsteps; i++)
-            if (sc->steps[i].kind == ST_TRUNCATE && sc->steps[i].len > sc->cap)
-                sc->cap = sc->steps[i].len;
-        sc->want = calloc(1, (size_t)sc->cap);
-        sc->alt = calloc(1, (size_t)sc->cap);
-        sc->state = calloc(1, (size_t)sc->cap);
-        sc->got = malloc((size_t)sc->cap);
-        assert_true(sc->want && sc->alt && sc->state && sc->got);
-    }
-    memset(sc->state, B_CERTAIN, (size_t)sc->cap);
-    memset(sc->want, 0, (size_t)sc->cap);
-    if (sc->backing)
-        backing_data(sc->want, sc->size);
-    sc->size_old = sc->size_new = sc->size;
-    sc->size_certain = true;
-}
-
-/* What [off, off+len) of step @st reads as afterwards, into @out.
- * @data: the written bytes. */
-static void step_result(const struct step *st, const uint8_t *data, uint8_t *out)
-{
-    switch (st->kind) {
-    case ST_WRITE:
-        memcpy(out, data, (size_t)st->len);
-        break;
-    case ST_ZERO:
-    case ST_ZERO_UNMAP:
-        memset(out, 0, (size_t)st->len);
-        break;
-    case ST_TRUNCATE:
-        break;
-    }
-}
-
-/* Applies a step to the model: durable or not (design note 2). */
-static void model_apply(struct scenario *sc, const struct step *st, const uint8_t *data,
-                        bool durable)
-{
-    if (st->kind == ST_TRUNCATE) {
-        if (durable) {
-            sc->size_old = sc->size_new = st->len;
-            sc->size_certain = true;
-        } else {
-            sc->size_new = st->len;
-            sc->size_certain = false;
-        }
-        return;
-    }
-    uint8_t *res = malloc((size_t)st->len);
-    assert_non_null(res);
-    memcpy(res, sc->want + st->off, (size_t)st->len);
-    step_result(st, data, res);
-    for (uint64_t j = 0; j < st->len; j++) {
-        uint64_t a = st->off + j;
-        if (durable) {
-            sc->want[a] = res[j];
-            sc->state[a] = B_CERTAIN;
-        } else if (sc->state[a] == B_CERTAIN) {
-            if (res[j] != sc->want[a]) {
-                sc->alt[a] = res[j];
-                sc->state[a] = B_OLD_OR_NEW;
-            }
-        } else if (sc->state[a] == B_OLD_OR_NEW && res[j] != sc->want[a] &&
-                   res[j] != sc->alt[a]) {
-            sc->state[a] = B_ANY;
-        }
-    }
-    free(res);
-}
-
-static void violation(struct scenario *sc, const char *fmt, ...) IC_PRINTF(2, 3);
-static void violation(struct scenario *sc, const char *fmt, ...)
-{
-    if (sc->violation)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    assert_true(vasprintf(&sc->violation, fmt, ap) >= 0);
-    va_end(ap);
-}
-
-/* ---- setup / run / check ------------------------------------------------------- */
-
-static int open_rw(const char *path, ic_open_file_fn fn, void *payload, ic_image **img,
-                   ic_error **errp)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = fn;
-    o.payload = payload;
-    return ic_image_open(img, path, &o, errp);
-}
-
-static int do_step(ic_image *img, const struct step *st, const uint8_t *data, ic_error **errp)
-{
-    switch (st->kind) {
-    case ST_WRITE:
-        return ic_image_pwrite(img, data, (size_t)st->len, st->off, errp);
-    case ST_ZERO:
-        return ic_image_pwrite_zeroes(img, st->off, st->len, 0, errp);
-    case ST_ZERO_UNMAP:
-        return ic_image_pwrite_zeroes(img, st->off, st->len, IC_ZERO_MAY_UNMAP, errp);
-    case ST_TRUNCATE:
-        return ic_image_truncate(img, st->len, errp);
-    }
-    return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "bad step");
-}
-
-static uint64_t max_step_len(const struct scenario *sc)
-{
-    uint64_t m = 1;
-    for (size_t i = 0; i < sc->npre; i++)
-        m = IC_MAX(m, sc->pre[i].len);
-    for (size_t i = 0; i < sc->nsteps; i++)
-        if (sc->steps[i].kind != ST_TRUNCATE)
-            m = IC_MAX(m, sc->steps[i].len);
-    return m;
-}
-
-/* Creates the image (and its backing file) and runs the pre steps. */
-static int build(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = "qed";
-    co.options = sc->opts;
-    co.size = sc->size;
-    co.size_set = true;
-    if (sc->backing) {
-        co.backing_file = "base.raw";
-        co.backing_format = "raw";
-    }
-    int ret = ic_image_create(ctx->path, &co, errp);
-    if (ret < 0)
-        return ret;
-    ic_image *img = NULL;
-    if ((ret = open_rw(ctx->path, NULL, NULL, &img, errp)) < 0)
-        return ret;
-    uint8_t *buf = malloc((size_t)max_step_len(sc));
-    assert_non_null(buf);
-    for (size_t i = 0; i < sc->npre && ret == 0; i++) {
-        pre_data(i, buf, sc->pre[i].len);
-        ret = do_step(img, &sc->pre[i], buf, errp);
-        if (ret == 0)
-            model_apply(sc, &sc->pre[i], buf, true);
-    }
-    free(buf);
-    int cret = ic_image_close(img);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set(errp, IC_ERR_IO, -cret, "%s: close failed: %s", ctx->path,
-                           strerror(-cret));
-    return ret;
-}
-
 /* The damage a crash without a backing file may leave (need-check set): an
  * L2 entry past the end of the file and leaked clusters at its end.  The
- * repairing open zeroes the entry, so its cluster may read anything. */
+ * repairing open zeroes the entry, so its cluster may read anything
+ * (the scenario's any_off/any_len). */
 #define DAMAGED_GUEST (8 * KiB)
-static void plant_damage(struct scenario *sc, const char *path)
+static void plant_damage(const char *path)
 {
     struct qd_info in;
     assert_int_equal(qd_read_info(path, &in), 0);
     assert_int_equal(qd_set_l2(path, DAMAGED_GUEST, in.file_size + 16ull * in.cluster_size), 0);
     assert_int_equal(qd_append_clusters(path, 2), 0);
     assert_int_equal(qd_set_need_check(path, true), 0);
-    memset(sc->state + DAMAGED_GUEST, B_ANY, 4 * KiB);
-}
-
-static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    if (sc->backing) {
-        /* one backing file per scenario, linked into each run's dir */
-        if (!sc->t_dir) {
-            sc->t_dir = tu_tmpdir();
-            char *tb = tu_path(sc->t_dir, "base.raw");
-            struct tu_model *m = tu_model_new(sc->size);
-            backing_data(m->data, sc->size);
-            assert_int_equal(tu_model_save(m, tb), 0);
-            tu_model_free(m);
-            free(tb);
-        }
-        char *tb = tu_path(sc->t_dir, "base.raw"), *base = tu_path(ctx->dir, "base.raw");
-        assert_int_equal(symlink(tb, base), 0);
-        free(tb);
-        free(base);
-    }
-    if (!sc->t_img) {
-        model_init(sc);
-        int ret = build(ctx, errp);
-        if (ret < 0)
-            return ret;
-        if (sc->damaged)
-            plant_damage(sc, ctx->path);
-        assert_int_equal(tu_read_file(ctx->path, &sc->t_img, &sc->t_img_len), 0);
-        sc->t_want = malloc((size_t)sc->cap);
-        assert_non_null(sc->t_want);
-        memcpy(sc->t_want, sc->want, (size_t)sc->cap);
-        return 0;
-    }
-    assert_int_equal(tu_write_file(ctx->path, sc->t_img, sc->t_img_len), 0);
-    free(sc->violation);
-    sc->violation = NULL;
-    memset(sc->state, B_CERTAIN, (size_t)sc->cap);
-    if (sc->damaged)
-        memset(sc->state + DAMAGED_GUEST, B_ANY, 4 * KiB);
-    memcpy(sc->want, sc->t_want, (size_t)sc->cap);
-    sc->size_old = sc->size_new = sc->size;
-    sc->size_certain = true;
-    return 0;
-}
-
-static const char *base_name(const char *path)
-{
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
-static int run(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    ic_image *img = NULL;
-    const char *file = base_name(ctx->path);
-    int ret = open_rw(ctx->path, ctx->open_file, ctx->open_payload, &img, errp);
-    if (ret < 0) {
-        const char *msg = errp && *errp ? ic_error_message(*errp) : "";
-        if (!strstr(msg, file))
-            violation(sc, "the open failed with a message that does not name %s: '%s'", file,
-                      msg);
-        return ret;
-    }
-    uint8_t *buf = malloc((size_t)max_step_len(sc));
-    assert_non_null(buf);
-    for (size_t i = 0; i < sc->nsteps; i++) {
-        const struct step *st = &sc->steps[i];
-        ic_error *err = NULL;
-        if (st->kind != ST_TRUNCATE)
-            step_data(i, buf, st->len);
-        int r = do_step(img, st, buf, &err);
-        if (r == 0)
-            r = ic_image_flush(img, &err);
-        model_apply(sc, st, buf, r == 0);
-        if (r == 0)
-            continue;
-        const char *msg = err ? ic_error_message(err) : "";
-        if (!strstr(msg, file))
-            violation(sc, "step %zu failed with a message that does not name %s: '%s'", i,
-                      file, msg);
-        /* an I/O error is never a reason to call the image corrupt */
-        if (strstr(msg, "corrupt"))
-            violation(sc, "step %zu signalled corruption: '%s'", i, msg);
-        if (ret == 0) {
-            ret = r;
-            ic_error_propagate(errp, err);
-        } else {
-            ic_error_free(err);
-        }
-    }
-    free(buf);
-    int cret = ic_image_close(img);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set(errp, IC_ERR_IO, -cret, "%s: close failed: %s", ctx->path,
-                           strerror(-cret));
-    if (!ctx->rule) {
-        for (size_t k = 0; k < sc->nmust; k++)
-            if (ic_io_fault_event_count(ctx->io, sc->must_fire[k]) == 0)
-                violation(sc, "the dry run never fired event %s",
-                          ic_fault_event_name(sc->must_fire[k]));
-    }
-    return ret;
-}
-
-/* Reads the surviving image and compares it with the model. */
-static int verify_data(struct scenario *sc, const char *path, ic_error **errp)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, path, &o, errp);
-    if (ret < 0)
-        return ret;
-    uint64_t size = ic_image_size(img);
-    if (size != sc->size_new && (sc->size_certain || size != sc->size_old)) {
-        ic_image_close(img);
-        return ic_error_set(errp, IC_ERR_CORRUPT, EIO, "virtual size %" PRIu64 " is neither %"
-                            PRIu64 " nor %" PRIu64, size, sc->size_old, sc->size_new);
-    }
-    uint8_t *got = sc->got;
-    ret = ic_image_pread(img, got, (size_t)size, 0, errp);
-    /* byte by byte only in the 4 KiB chunks that differ from `want` */
-    for (uint64_t c = 0; ret == 0 && c < size; c += 4 * KiB) {
-        uint64_t n = IC_MIN(4 * KiB, size - c);
-        if (!memcmp(got + c, sc->want + c, (size_t)n))
-            continue;
-        for (uint64_t a = c; ret == 0 && a < c + n; a++) {
-            bool ok = sc->state[a] == B_ANY || got[a] == sc->want[a] ||
-                      (sc->state[a] == B_OLD_OR_NEW && got[a] == sc->alt[a]);
-            if (!ok)
-                ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "byte at %#" PRIx64 " reads %#x, "
-                                   "expected %#x%s", a, got[a], sc->want[a],
-                                   sc->state[a] == B_OLD_OR_NEW ? " or the new value" : "");
-        }
-    }
-    ic_image_close(img);
-    return ret;
-}
-
-static bool have_qemu_img(void)
-{
-    static int have = -1;
-    if (have < 0)
-        have = tu_have_prog("qemu-img");
-    return have;
-}
-
-/* FNV-1a over the file: EIO and ENOSPC (and often once and persistent)
- * leave byte-identical files; qemu-img checks each distinct one once. */
-static uint64_t file_hash(const uint8_t *b, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static int qemu_check(struct scenario *sc, const char *path, ic_error **errp)
-{
-    uint8_t *b;
-    size_t n;
-    assert_int_equal(tu_read_file(path, &b, &n), 0);
-    uint64_t h = file_hash(b, n);
-    free(b);
-    for (size_t i = 0; i < sc->nseen; i++)
-        if (sc->seen[i] == h)
-            return 0;
-    /* 0 clean, 3 leaks only: both fine; 1 check error, 2 corruption */
-    int rc = tu_sh("qemu-img check -q '%s' >/dev/null 2>&1", path);
-    if (rc != 0 && rc != 3)
-        return ic_error_set(errp, IC_ERR_CORRUPT, EIO, "qemu-img check exit %d", rc);
-    uint64_t *nv = realloc(sc->seen, (sc->nseen + 1) * sizeof(*nv));
-    assert_non_null(nv);
-    sc->seen = nv;
-    sc->seen[sc->nseen++] = h;
-    return 0;
-}
-
-/* Design note 3: a read-write open repairs a need-check image; the image
- * must open and check clean afterwards. */
-/* Opens the image (@payload: its path) as a memory copy: the repairing
- * open writes, and its flushes need not reach the disk (they would cost an
- * fdatasync per run).  The backing file opens read-only as usual. */
-static int open_mem_copy(ic_io **out, const char *path, unsigned flags, void *payload,
-                         ic_error **errp)
-{
-    if (strcmp(path, (const char *)payload))
-        return ic_io_open_file(out, path, flags, errp); /* the backing file */
-    int ret = tu_file_to_mem(out, path);
-    if (ret < 0)
-        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "%s: %s", path,
-                            strerror(-ret));
-    return 0;
-}
-
-static int reopen_rw_and_check(const char *path, ic_error **errp)
-{
-    ic_image *img = NULL;
-    int ret = open_rw(path, open_mem_copy, (void *)(uintptr_t)path, &img, errp);
-    if (ret < 0)
-        return ret;
-    ic_check_result res;
-    memset(&res, 0, sizeof(res));
-    ret = ic_image_check(img, 0, NULL, NULL, &res, errp);
-    int cret = ic_image_close(img);
-    if (ret == 0 && (res.corruptions || res.check_errors))
-        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "after a read-write open: %" PRId64
-                           " corruptions, %" PRId64 " check errors", res.corruptions,
-                           res.check_errors);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set(errp, IC_ERR_IO, -cret, "%s: close failed: %s", path,
-                           strerror(-cret));
-    return ret;
 }
 
 /* The planted damage may survive a run whose repairing open failed; it is
@@ -547,75 +75,22 @@ static int repair_planted_damage(const char *path, ic_check_result *res, ic_erro
     if (!(in.features & 2))
         return 0; /* need-check clear: the corruptions stand (a violation) */
     ic_image *img = NULL;
-    int ret = open_rw(path, NULL, NULL, &img, errp);
+    int ret = fmt_open_rw(path, NULL, NULL, &img, errp);
     if (ret < 0)
         return ret;
     int cret = ic_image_close(img);
     if (cret < 0)
         return ic_error_set(errp, IC_ERR_IO, -cret, "%s: close failed: %s", path,
                             strerror(-cret));
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
-    if ((ret = ic_image_open(&img, path, &o, errp)) < 0)
-        return ret;
-    ret = ic_image_check(img, 0, NULL, NULL, res, errp);
-    ic_image_close(img);
-    return ret;
+    return fmt_check_path(path, false, res, errp);
 }
 
-static int check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    if (sc->violation)
-        return ic_error_set(errp, IC_ERR_CORRUPT, EIO, "%s", sc->violation);
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret < 0)
-        return ret;
-    ret = ic_image_check(img, 0, NULL, NULL, res, errp);
-    ic_image_close(img);
-    if (ret == 0 && sc->damaged && res->corruptions)
-        ret = repair_planted_damage(ctx->path, res, errp);
-    if (ret == 0 && res->check_errors)
-        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "check hit %" PRId64 " errors",
-                           res->check_errors);
-    if (ret < 0 || res->corruptions)
-        return ret;
-    if (sc->qemu_check && have_qemu_img())
-        ret = qemu_check(sc, ctx->path, errp);
-    if (ret == 0)
-        ret = verify_data(sc, ctx->path, errp);
-    if (ret == 0)
-        ret = reopen_rw_and_check(ctx->path, errp);
-    return ret;
-}
-
-/* ---- the loop ------------------------------------------------------------------------ */
-
-static void loop(struct scenario *sc)
-{
-    struct tu_fault_loop cfg = {
-        .name = sc->name, .target = "t.qed", .setup = setup, .run = run, .check = check,
-        .payload = sc, .max_nth = sc->max_nth ? sc->max_nth : 8, .any_write_max = 6, .any_flush_max = 6,
-        .event_flush = true,
-    };
-    /* under valgrind (tests/run.sh with VALGRIND=1 sets IC_WRAP) only the
-     * first occurrence of each event: the full loop would take hours */
-    const char *wrap = getenv("IC_WRAP");
-    if (wrap && *wrap) {
-        cfg.max_nth = 1;
-        cfg.any_write_max = cfg.any_flush_max = 2;
-        cfg.event_flush = false;
-    }
-    struct tu_fault_summary sum;
-    tu_fault_loop_run(&cfg, &sum);
-    scenario_free(sc);
-    assert_int_equal(sum.violations, 0);
-    assert_true(sum.runs_injected > 0);
-    assert_true(sum.runs_failed_cleanly > 0);
-}
+/* Design note 3: a read-write open repairs a need-check image; the image
+ * must open and check clean afterwards (reopen_rw_check). */
+static const struct fmt_ops qed_ops = {
+    .format = "qed", .target = "t.qed", .reopen_rw_check = true,
+    .plant_damage = plant_damage, .repair_damage = repair_planted_damage,
+};
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -624,34 +99,34 @@ static void loop(struct scenario *sc)
  * qed_check_table_offset, see tests/unit/test-qed-oracle.c.) */
 #define QED_OPTS "cluster_size=4096,table_size=2"
 
-static const struct step alloc_pre[] = {
-    { ST_WRITE, 0, 64 * KiB },
+static const struct fmt_step alloc_pre[] = {
+    { FMT_WRITE, 0, 64 * KiB },
 };
-static const struct step alloc_steps[] = {
-    { ST_WRITE, 4 * MiB + 4 * KiB, 12 * KiB },        /* new L2 table, whole clusters */
-    { ST_WRITE, 8 * MiB + 1000, 3000 },               /* new L2, COW head and tail */
-    { ST_WRITE, 12 * MiB - 6 * KiB, 12 * KiB },       /* spans two tables, one new */
-    { ST_WRITE, 100, 8 * KiB },                       /* in place, then a new cluster */
-    { ST_WRITE, 64 * KiB + 512, 512 },                /* new cluster in an old table */
+static const struct fmt_step alloc_steps[] = {
+    { FMT_WRITE, 4 * MiB + 4 * KiB, 12 * KiB },        /* new L2 table, whole clusters */
+    { FMT_WRITE, 8 * MiB + 1000, 3000 },               /* new L2, COW head and tail */
+    { FMT_WRITE, 12 * MiB - 6 * KiB, 12 * KiB },       /* spans two tables, one new */
+    { FMT_WRITE, 100, 8 * KiB },                       /* in place, then a new cluster */
+    { FMT_WRITE, 64 * KiB + 512, 512 },                /* new cluster in an old table */
 };
 
 static void test_qed_errpath__allocating_writes_without_backing_fail_cleanly(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed allocating writes (need-check)", .opts = QED_OPTS, .size = 16 * MiB,
         .pre = alloc_pre, .npre = N(alloc_pre), .steps = alloc_steps, .nsteps = N(alloc_steps),
         .must_fire = { IC_EV_QED_NEED_CHECK_SET, IC_EV_QED_NEED_CHECK_CLEAR, IC_EV_QED_L2_ALLOC,
                        IC_EV_QED_L1_UPDATE, IC_EV_QED_L2_UPDATE, IC_EV_COW_WRITE },
         .nmust = 6, .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 static void test_qed_errpath__allocating_writes_over_a_backing_file_fail_cleanly(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed allocating writes over a backing file", .opts = QED_OPTS, .size = 16 * MiB,
         .backing = true, .pre = alloc_pre, .npre = N(alloc_pre),
         .steps = alloc_steps, .nsteps = N(alloc_steps),
@@ -659,113 +134,114 @@ static void test_qed_errpath__allocating_writes_over_a_backing_file_fail_cleanly
                        IC_EV_COW_READ, IC_EV_COW_WRITE, IC_EV_DATA_WRITE },
         .nmust = 6, .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 /* Many L2 tables: every step reaches a table that does not exist yet. */
-static const struct step l2_steps[] = {
-    { ST_WRITE, 4 * MiB, 4 * KiB },
-    { ST_WRITE, 8 * MiB - 4 * KiB, 8 * KiB },         /* spans a table boundary */
-    { ST_WRITE, 12 * MiB + 100, 100 },
-    { ST_WRITE, 12 * MiB + 8 * KiB, 8 * KiB },
+static const struct fmt_step l2_steps[] = {
+    { FMT_WRITE, 4 * MiB, 4 * KiB },
+    { FMT_WRITE, 8 * MiB - 4 * KiB, 8 * KiB },         /* spans a table boundary */
+    { FMT_WRITE, 12 * MiB + 100, 100 },
+    { FMT_WRITE, 12 * MiB + 8 * KiB, 8 * KiB },
 };
 
 static void test_qed_errpath__l2_table_allocation_fails_cleanly_at_every_event(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed L2 table allocation", .opts = QED_OPTS, .size = 16 * MiB,
         .pre = alloc_pre, .npre = N(alloc_pre), .steps = l2_steps, .nsteps = N(l2_steps),
         .must_fire = { IC_EV_QED_L2_ALLOC, IC_EV_QED_L1_UPDATE }, .nmust = 2,
         .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 /* Zero writes over data (kept, zeroed or punched in place), over
  * unallocated clusters (zero clusters only when a backing file would show
  * through, in new tables too) and partial clusters (written as data). */
-static const struct step zero_pre[] = {
-    { ST_WRITE, 0, 256 * KiB },
-    { ST_WRITE, 4 * MiB, 64 * KiB },
+static const struct fmt_step zero_pre[] = {
+    { FMT_WRITE, 0, 256 * KiB },
+    { FMT_WRITE, 4 * MiB, 64 * KiB },
 };
-static const struct step zero_steps[] = {
-    { ST_ZERO, 8 * KiB, 16 * KiB },
-    { ST_ZERO_UNMAP, 32 * KiB, 16 * KiB },
-    { ST_ZERO, 60 * KiB + 100, 10 * KiB },            /* partial: data in place */
-    { ST_ZERO, 300 * KiB + 100, 64 * KiB },           /* unallocated, partial edges */
-    { ST_ZERO_UNMAP, 8 * MiB, 64 * KiB },             /* unallocated, new table */
-    { ST_WRITE, 8 * MiB + 8 * KiB, 4 * KiB + 100 },   /* data over a zero cluster */
+static const struct fmt_step zero_steps[] = {
+    { FMT_ZERO, 8 * KiB, 16 * KiB },
+    { FMT_ZERO_UNMAP, 32 * KiB, 16 * KiB },
+    { FMT_ZERO, 60 * KiB + 100, 10 * KiB },            /* partial: data in place */
+    { FMT_ZERO, 300 * KiB + 100, 64 * KiB },           /* unallocated, partial edges */
+    { FMT_ZERO_UNMAP, 8 * MiB, 64 * KiB },             /* unallocated, new table */
+    { FMT_WRITE, 8 * MiB + 8 * KiB, 4 * KiB + 100 },   /* data over a zero cluster */
 };
 
 static void test_qed_errpath__zero_writes_fail_cleanly_at_every_event(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed zero writes", .opts = QED_OPTS, .size = 12 * MiB,
         .pre = zero_pre, .npre = N(zero_pre), .steps = zero_steps, .nsteps = N(zero_steps),
         .must_fire = { IC_EV_DATA_WRITE, IC_EV_QED_NEED_CHECK_SET }, .nmust = 2,
         .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 static void test_qed_errpath__zero_writes_over_a_backing_file_fail_cleanly(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed zero writes over a backing file", .opts = QED_OPTS, .size = 12 * MiB,
         .backing = true, .pre = zero_pre, .npre = N(zero_pre),
         .steps = zero_steps, .nsteps = N(zero_steps),
         .must_fire = { IC_EV_QED_L2_UPDATE, IC_EV_QED_L2_ALLOC, IC_EV_COW_READ }, .nmust = 3,
         .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 /* Resize within the L1's reach (a header write), then writes past the old
  * end: a failed resize must leave the old size and refuse them. */
-static const struct step resize_steps[] = {
-    { ST_TRUNCATE, 0, 8 * MiB },
-    { ST_WRITE, 6 * MiB + 512, 8 * KiB },             /* a new table past the old end */
-    { ST_WRITE, 4 * KiB, 4 * KiB },
+static const struct fmt_step resize_steps[] = {
+    { FMT_TRUNCATE, 0, 8 * MiB },
+    { FMT_WRITE, 6 * MiB + 512, 8 * KiB },             /* a new table past the old end */
+    { FMT_WRITE, 4 * KiB, 4 * KiB },
 };
 
 static void test_qed_errpath__resize_fails_cleanly_at_every_event(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed resize", .opts = QED_OPTS, .size = 4 * MiB,
         .pre = alloc_pre, .npre = N(alloc_pre), .steps = resize_steps,
         .nsteps = N(resize_steps), .must_fire = { IC_EV_HEADER_UPDATE, IC_EV_QED_L2_ALLOC },
         .nmust = 2, .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 /* An image left with need-check set over damage: the run's read-write open
  * repairs it (check_repair, need-check clear), then writes, one of them
  * to the cluster whose entry the repair dropped. */
-static const struct step repair_pre[] = {
-    { ST_WRITE, 0, 64 * KiB },
-    { ST_WRITE, 4 * MiB, 16 * KiB },
+static const struct fmt_step repair_pre[] = {
+    { FMT_WRITE, 0, 64 * KiB },
+    { FMT_WRITE, 4 * MiB, 16 * KiB },
 };
-static const struct step repair_steps[] = {
-    { ST_WRITE, 4 * MiB + 32 * KiB, 4 * KiB },
-    { ST_WRITE, DAMAGED_GUEST, 4 * KiB },
+static const struct fmt_step repair_steps[] = {
+    { FMT_WRITE, 4 * MiB + 32 * KiB, 4 * KiB },
+    { FMT_WRITE, DAMAGED_GUEST, 4 * KiB },
 };
 
 static void test_qed_errpath__repairing_open_fails_cleanly_at_every_event(void **state)
 {
     (void)state;
-    struct scenario sc = {
+    struct fmt_fault_scenario sc = {
         .name = "qed repairing open", .opts = QED_OPTS, .size = 8 * MiB,
         .pre = repair_pre, .npre = N(repair_pre), .steps = repair_steps,
         .nsteps = N(repair_steps), .damaged = true,
+        .any_off = DAMAGED_GUEST, .any_len = 4 * KiB,
         .must_fire = { IC_EV_CHECK_REPAIR, IC_EV_QED_NEED_CHECK_CLEAR }, .nmust = 2,
         .qemu_check = true,
     };
-    loop(&sc);
+    fmt_fault_loop(&qed_ops, &sc);
 }
 
 int main(void)
