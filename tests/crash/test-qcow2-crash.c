@@ -17,111 +17,36 @@
  *   - after a read-write open (repairs a dirty lazy-refcount image) and a
  *     clean close, still pass `qemu-img check` with 0 corruptions.
  * The loop prints N and the seed of a failing run.
+ * The image setup, the run and the read-back of the writes are shared with
+ * the QED crash test (tests/helpers/fmt-scenario.c).
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "fmt-scenario.h"
 #include "util/error.h"
 
 #define DISK (4u << 20)
 #define NWRITES 8
-#define MAXW (1200u << 10)
-
-struct scenario {
-    bool backing;
-    const char *opts;
-    unsigned durable;
-};
-
-struct wr {
-    uint64_t off;
-    uint32_t len;
-};
 
 /* Non-overlapping; together about 2.6 MiB of 512-byte clusters, so the
  * file passes the 2 MiB a one-cluster reftable covers. */
-static const struct wr writes[NWRITES] = {
-    { 100, 200 },          { 5000, 9000 },         { 65536, 1100000 },   { 1300000, 1 },
-    { 2097152 - 512, 1024 }, { 2200000, 1200000 }, { 3500000, 4096 },   { 4194304 - 700, 700 },
+static const struct fmt_crash_op writes[NWRITES] = {
+    { 100, 200, false }, { 5000, 9000, false }, { 65536, 1100000, false },
+    { 1300000, 1, false }, { 2097152 - 512, 1024, false }, { 2200000, 1200000, false },
+    { 3500000, 4096, false }, { 4194304 - 700, 700, false },
 };
-
-static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = "qcow2";
-    co.options = sc->opts;
-    co.size = DISK;
-    co.size_set = true;
-    if (sc->backing) {
-        char *base = tu_path(ctx->dir, "base.raw");
-        struct tu_model *m = tu_model_new(DISK);
-        tu_fill_pattern(m->data, DISK, 7);
-        assert_int_equal(tu_model_save(m, base), 0);
-        tu_model_free(m);
-        free(base);
-        co.backing_file = "base.raw";
-        co.backing_format = "raw";
-    }
-    return ic_image_create(ctx->path, &co, errp);
-}
-
-static int run(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct scenario *sc = ctx->payload;
-    sc->durable = 0;
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = ctx->open_file;
-    o.payload = ctx->open_payload;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret < 0)
-        return ret;
-    uint8_t *buf = malloc(MAXW);
-    assert_non_null(buf);
-    for (unsigned i = 0; i < NWRITES && ret == 0; i++) {
-        tu_fill_pattern(buf, writes[i].len, 1000 + i);
-        ret = ic_image_pwrite(img, buf, writes[i].len, writes[i].off, errp);
-        if (ret == 0 && (i % 2 == 1 || i == NWRITES - 1)) {
-            ret = ic_image_flush(img, errp);
-            if (ret == 0)
-                sc->durable = i + 1;
-        }
-    }
-    free(buf);
-    int cret = ic_image_close(img);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set(errp, IC_ERR_IO, -cret, "close failed: %s", strerror(-cret));
-    return ret;
-}
-
-/* qemu-img check: 0 = clean, 3 = leaks only; anything else fails. */
-static int qemu_check(const char *path, const char *when, ic_error **errp)
-{
-    char *out = NULL;
-    int rc = tu_sh_out(&out, "qemu-img check -U '%s' 2>&1", path);
-    int ret = 0;
-    if (rc != 0 && rc != 3)
-        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "%s: qemu-img check exit %d: %.300s", when,
-                           rc, out ? out : "");
-    free(out);
-    return ret;
-}
 
 static int verify(struct tu_loop_ctx *ctx, ic_error **errp)
 {
-    struct scenario *sc = ctx->payload;
-    int ret = qemu_check(ctx->path, "surviving image", errp);
+    struct fmt_crash_scenario *sc = ctx->payload;
+    int ret = fmt_qemu_img_check(ctx->path, "surviving image", errp);
     if (ret < 0)
         return ret;
     ic_open_options o = IC_OPEN_OPTIONS_INIT;
@@ -129,96 +54,53 @@ static int verify(struct tu_loop_ctx *ctx, ic_error **errp)
     ic_image *img = NULL;
     if ((ret = ic_image_open(&img, ctx->path, &o, errp)) < 0)
         return ret;
-    uint8_t *want = malloc(MAXW), *got = malloc(MAXW), *old = malloc(DISK);
-    assert_true(want && got && old);
-    tu_fill_pattern(old, DISK, 7);
-    if (!sc->backing)
-        memset(old, 0, DISK);
-    for (unsigned i = 0; i < NWRITES && ret == 0; i++) {
-        tu_fill_pattern(want, writes[i].len, 1000 + i);
-        ret = ic_image_pread(img, got, writes[i].len, writes[i].off, errp);
-        if (ret < 0)
-            break;
-        if (i < sc->durable || !ctx->crashed) {
-            if (memcmp(want, got, writes[i].len))
-                ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "durable write %u (offset %"
-                                   PRIu64 ") reads back wrong", i, writes[i].off);
-            continue;
-        }
-        if (!sc->backing)
-            continue;
-        uint64_t end = writes[i].off + writes[i].len;
-        for (uint64_t a = writes[i].off; a < end && ret == 0;) {
-            uint64_t next = IC_MIN((a | 511) + 1, end);
-            size_t k = (size_t)(a - writes[i].off), n = (size_t)(next - a);
-            if (memcmp(got + k, want + k, n) && memcmp(got + k, old + a, n))
-                ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "write %u: bytes at %" PRIu64
-                                   " are neither old nor new", i, a);
-            a = next;
-        }
-    }
-    /* the bytes around every write (never written) are untouched */
-    if (ret == 0) {
-        ret = ic_image_pread(img, got, 100, 0, errp);
-        if (ret == 0 && memcmp(got, old, 100))
-            ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "bytes before the first write changed");
-    }
-    free(want);
-    free(got);
-    free(old);
+    /* durable writes, old or new over a backing file, bytes 0..99 untouched */
+    ret = fmt_crash_check_ops(sc, img, ctx->crashed, errp);
     ic_image_close(img);
     if (ret < 0)
         return ret;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_RDWR;
-    if ((ret = ic_image_open(&img, ctx->path, &o, errp)) < 0)
+    if ((ret = fmt_open_rw(ctx->path, NULL, NULL, &img, errp)) < 0)
         return ret;
     ret = ic_image_close(img);
     if (ret < 0)
         return ic_error_set(errp, IC_ERR_IO, -ret, "close after the repairing open failed");
-    return qemu_check(ctx->path, "after a read-write open", errp);
+    return fmt_qemu_img_check(ctx->path, "after a read-write open", errp);
 }
 
-static void crash_loop(struct scenario *sc, const char *name, unsigned seeds)
-{
-    if (!tu_have_prog("qemu-img")) {
-        skip();
-        return;
+/* The writes of every test, a guest flush after every other one; qemu-img
+ * check judges the surviving image, so the test needs it. */
+#define QCOW2_CRASH(nm, bk, op, nseeds)                                                      \
+    {                                                                                        \
+        .name = (nm), .format = "qcow2", .opts = (op), .disk = DISK, .backing = (bk),        \
+        .backing_seed = 7, .ops = writes, .nops = NWRITES, .data_seed = 1000,               \
+        .flush_every = 2, .untouched_head = 100, .verify = verify, .seeds = (nseeds),       \
+        .min_crash_points = 5, .needs_qemu_img = true,                                      \
     }
-    struct tu_crash_loop cfg = {
-        .name = name,
-        .target = "t.qcow2",
-        .setup = setup,
-        .run = run,
-        .verify = verify,
-        .payload = sc,
-        .seeds = seeds,
-    };
-    struct tu_crash_summary sum;
-    tu_crash_loop_run(&cfg, &sum);
-    assert_true(sum.crash_points >= 5);
-}
 
 static void test_qcow2_crash__allocating_writes_growing_the_reftable_leave_at_worst_leaks(
     void **state)
 {
     (void)state;
-    struct scenario sc = { false, "cluster_size=512,refcount_bits=64", 0 };
-    crash_loop(&sc, "qcow2 512/64 no backing", 1);
+    struct fmt_crash_scenario sc =
+        QCOW2_CRASH("qcow2 512/64 no backing", false, "cluster_size=512,refcount_bits=64", 1);
+    fmt_crash_loop(&sc);
 }
 
 static void test_qcow2_crash__copy_on_write_over_a_backing_file_keeps_old_or_new_data(
     void **state)
 {
     (void)state;
-    struct scenario sc = { true, "cluster_size=4096,refcount_bits=1", 0 };
-    crash_loop(&sc, "qcow2 4k/1 raw backing", 2);
+    struct fmt_crash_scenario sc =
+        QCOW2_CRASH("qcow2 4k/1 raw backing", true, "cluster_size=4096,refcount_bits=1", 2);
+    fmt_crash_loop(&sc);
 }
 
 static void test_qcow2_crash__lazy_refcounts_are_repaired_after_a_crash(void **state)
 {
     (void)state;
-    struct scenario sc = { false, "cluster_size=4096,lazy_refcounts=on", 0 };
-    crash_loop(&sc, "qcow2 lazy refcounts", 1);
+    struct fmt_crash_scenario sc =
+        QCOW2_CRASH("qcow2 lazy refcounts", false, "cluster_size=4096,lazy_refcounts=on", 1);
+    fmt_crash_loop(&sc);
 }
 
 int main(void)

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "fmt-scenario.h"
 #include "qcow2/qcow2.h"
 
 #define CS 65536u          /* cluster size of most tests */
@@ -456,38 +457,14 @@ static void test_qcow2_extl2__random_io_matches_the_model_over_a_backing_file(vo
 /* ---- crash loop ---------------------------------------------------------------- */
 
 /* Subcluster writes (16 KiB clusters: 512-byte subclusters) over a raw
- * backing file, a flush after each; crashed at every flush. */
+ * backing file, a flush after each; crashed at every flush.  Setup and run
+ * are the shared crash scenario of tests/helpers/fmt-scenario.c. */
 #define CR_DISK (1u << 20)
 #define CR_N 6
-struct cr_op {
-    uint64_t off;
-    uint32_t len;
-    bool zero;
-};
-static const struct cr_op cr_ops[CR_N] = {
+static const struct fmt_crash_op cr_ops[CR_N] = {
     { 700, 300, false }, { 16384 + 512, 1024, false }, { 40000, 9000, false },
     { 1000, 2000, true }, { 16384, 16384, true },      { 5000, 40000, false },
 };
-
-struct cr_state {
-    unsigned durable;
-};
-
-static int cr_setup(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct tu_model *m = tu_model_new(CR_DISK);
-    tu_fill_pattern(m->data, CR_DISK, 5);
-    char *base = tu_path(ctx->dir, "base.raw");
-    assert_int_equal(tu_model_save(m, base), 0);
-    tu_model_free(m);
-    free(base);
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = "qcow2";
-    co.options = "extended_l2=on,cluster_size=16384";
-    co.backing_file = "base.raw";
-    co.backing_format = "raw";
-    return ic_image_create(ctx->path, &co, errp);
-}
 
 static void cr_expect(struct tu_model *m, unsigned upto)
 {
@@ -504,49 +481,12 @@ static void cr_expect(struct tu_model *m, unsigned upto)
     free(buf);
 }
 
-static int cr_run(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    struct cr_state *cs = ctx->payload;
-    cs->durable = 0;
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = ctx->open_file;
-    o.payload = ctx->open_payload;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret < 0)
-        return ret;
-    uint8_t *buf = malloc(65536);
-    assert_non_null(buf);
-    for (unsigned i = 0; i < CR_N && ret == 0; i++) {
-        if (cr_ops[i].zero) {
-            ret = ic_image_pwrite_zeroes(img, cr_ops[i].off, cr_ops[i].len, 0, errp);
-        } else {
-            tu_fill_pattern(buf, cr_ops[i].len, 500 + i);
-            ret = ic_image_pwrite(img, buf, cr_ops[i].len, cr_ops[i].off, errp);
-        }
-        if (ret == 0 && (ret = ic_image_flush(img, errp)) == 0)
-            cs->durable = i + 1;
-    }
-    free(buf);
-    int cret = ic_image_close(img);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set(errp, IC_ERR_IO, -cret, "close failed: %s", strerror(-cret));
-    return ret;
-}
-
 static int cr_verify(struct tu_loop_ctx *ctx, ic_error **errp)
 {
-    struct cr_state *cs = ctx->payload;
-    char *out = NULL;
-    int rc = tu_sh_out(&out, "qemu-img check -U '%s' 2>&1", ctx->path);
-    if (rc != 0 && rc != 3) {
-        int r = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "qemu-img check exit %d: %.300s", rc,
-                             out ? out : "");
-        free(out);
-        return r;
-    }
-    free(out);
+    struct fmt_crash_scenario *cs = ctx->payload;
+    int ret = fmt_qemu_img_check(ctx->path, NULL, errp);
+    if (ret < 0)
+        return ret;
     /* durable operations read back; the one in flight (if any) shows,
      * per 512-byte subcluster, the state before or after it */
     struct tu_model *before = tu_model_new(CR_DISK), *after = tu_model_new(CR_DISK);
@@ -558,7 +498,7 @@ static int cr_verify(struct tu_loop_ctx *ctx, ic_error **errp)
     ic_open_options o = IC_OPEN_OPTIONS_INIT;
     o.flags = IC_OPEN_NO_LOCK;
     ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
+    ret = ic_image_open(&img, ctx->path, &o, errp);
     if (ret < 0)
         goto out;
     uint8_t *got = malloc(CR_DISK);
@@ -576,47 +516,32 @@ out:
     return ret;
 }
 
+/* The image and the operations of the crash and the fault loop. */
+static struct fmt_crash_scenario cr_scenario = {
+    .name = "qcow2 extended L2 16k over raw", .format = "qcow2",
+    .opts = "extended_l2=on,cluster_size=16384", .disk = CR_DISK, .backing = true,
+    .size_from_backing = true, .backing_seed = 5, .ops = cr_ops, .nops = CR_N,
+    .data_seed = 500, .flush_every = 1, .verify = cr_verify, .seeds = 2,
+    .min_crash_points = CR_N, .needs_qemu_img = true,
+};
+
 static void test_qcow2_extl2__subcluster_writes_crashed_at_every_flush_leave_old_or_new_data(
     void **state)
 {
     (void)state;
-    if (!tu_have_prog("qemu-img")) {
-        skip();
-        return;
-    }
-    struct cr_state cs = { 0 };
-    struct tu_crash_loop cfg = {
-        .name = "qcow2 extended L2 16k over raw",
-        .target = "t.qcow2",
-        .setup = cr_setup,
-        .run = cr_run,
-        .verify = cr_verify,
-        .payload = &cs,
-        .seeds = 2,
-    };
-    struct tu_crash_summary sum;
-    tu_crash_loop_run(&cfg, &sum);
-    assert_true(sum.crash_points >= CR_N);
+    fmt_crash_loop(&cr_scenario);
 }
 
 /* ---- fault loop --------------------------------------------------------------- */
 
 /* EIO/ENOSPC at every metadata event (and the first writes and flushes) of
  * a sequence of subcluster writes, zero writes and a discard: the run
- * fails cleanly and the image keeps 0 corruptions (leaks allowed). */
-static int fl_setup(struct tu_loop_ctx *ctx, ic_error **errp)
-{
-    return cr_setup(ctx, errp);
-}
-
+ * fails cleanly and the image keeps 0 corruptions (leaks allowed).  The
+ * image is the crash loop's (fmt_crash_setup with cr_scenario). */
 static int fl_run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = ctx->open_file;
-    o.payload = ctx->open_payload;
     ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
+    int ret = fmt_open_target(ctx, &img, errp);
     if (ret < 0)
         return ret;
     uint8_t buf[40000];
@@ -641,18 +566,9 @@ static int fl_run(struct tu_loop_ctx *ctx, ic_error **errp)
 
 static int fl_check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
 {
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret == 0)
-        ret = ic_image_check(img, 0, NULL, NULL, res, errp);
-    ic_image_close(img);
-    if (ret == 0 && tu_have_prog("qemu-img")) {
-        int rc = tu_sh("qemu-img check -q '%s' >/dev/null 2>&1", ctx->path);
-        if (rc != 0 && rc != 3)
-            ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "qemu-img check exit %d", rc);
-    }
+    int ret = fmt_check_path(ctx->path, false, res, errp);
+    if (ret == 0 && fmt_have_qemu_img())
+        ret = fmt_qemu_img_check(ctx->path, NULL, errp);
     return ret;
 }
 
@@ -661,8 +577,8 @@ static void test_qcow2_extl2__subcluster_writes_fail_cleanly_at_every_event(void
     (void)state;
     struct tu_fault_loop cfg = {
         .name = "qcow2 extended L2 writes",
-        .target = "t.qcow2", .setup = fl_setup, .run = fl_run, .check = fl_check,
-        .max_nth = 2, .any_write_max = 6, .any_flush_max = 3,
+        .target = "t.qcow2", .setup = fmt_crash_setup, .run = fl_run, .check = fl_check,
+        .payload = &cr_scenario, .max_nth = 2, .any_write_max = 6, .any_flush_max = 3,
     };
     struct tu_fault_summary sum;
     tu_fault_loop_run(&cfg, &sum);
