@@ -20,6 +20,7 @@
 
 #include "testutil.h"
 #include "qcow2/qcow2.h"
+#include "rec-io.h"
 
 static char *dir;
 
@@ -366,6 +367,74 @@ static void test_qcow2_cluster__new_clusters_and_tables_carry_the_copied_flag(vo
     free(path);
 }
 
+/* Whether every byte of [off, off+len) lies in an L2 table of @s. */
+static bool inside_l2_tables(const struct qcow2_state *s, uint64_t off, uint64_t len)
+{
+    for (uint64_t p = off; p < off + len; p += s->cluster_size) {
+        bool found = false;
+        for (uint32_t i = 0; i < s->l1_size && !found; i++)
+            found = (s->l1[i] & QCOW2_L1E_OFFSET_MASK) == (p & ~s->cluster_offset_mask);
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static void test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not(
+    void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *path = tu_path(d, "ra.qcow2");
+    /* 4 KiB clusters: one L2 table per 2 MiB; 24 tables, each with data */
+    const uint64_t tbl = 2u << 20, n = 24;
+    create(path, n * tbl, "cluster_size=4096", NULL, NULL);
+    ic_image *img = open_rw(path);
+    uint8_t buf[4096];
+    memset(buf, 0x5a, sizeof(buf));
+    ic_error *err = NULL;
+    for (uint64_t i = 0; i < n; i++)
+        TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), i * tbl + 8192, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+
+    /* a scan in guest order: once it moves from the table of entry 0 to
+     * the next, the tables of entries 2..n-1 are hinted (entry 1's is being
+     * read), and nothing but L2 tables is hinted */
+    struct rec_io *r = rec_io_open(path, false, -1);
+    img = rec_io_image(r, "qcow2", false);
+    struct qcow2_state *s = qcow2_state(img);
+    for (uint64_t off = 0; off < n * tbl;) {
+        ic_block_status st;
+        TU_ASSERT_OK(ic_image_block_status(img, NULL, off, n * tbl - off, &st, &err), err);
+        off += st.length;
+    }
+    assert_true(r->nprefetch >= 1 && r->nprefetch <= REC_IO_MAX);
+    for (unsigned h = 0; h < r->nprefetch; h++)
+        assert_true(inside_l2_tables(s, r->prefetch_off[h], r->prefetch_len[h]));
+    for (uint64_t i = 2; i < n; i++) {
+        uint64_t t = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        bool hinted = false;
+        for (unsigned h = 0; h < r->nprefetch && !hinted; h++)
+            hinted = t >= r->prefetch_off[h] && t < r->prefetch_off[h] + r->prefetch_len[h];
+        assert_true(hinted);
+    }
+    assert_int_equal(ic_image_close(img), 0);
+
+    /* lookups that jump around issue no hint */
+    r = rec_io_open(path, false, -1);
+    img = rec_io_image(r, "qcow2", false);
+    static const uint64_t order[] = { 20, 3, 11, 7, 17, 0, 22, 5 };
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        TU_ASSERT_OK(ic_image_pread(img, buf, sizeof(buf), order[i] * tbl + 8192, &err), err);
+        assert_int_equal(buf[0], 0x5a);
+    }
+    assert_int_equal(r->nprefetch, 0);
+    assert_int_equal(ic_image_close(img), 0);
+    tu_rmtree(d);
+    free(d);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +453,8 @@ int main(void)
         cmocka_unit_test(test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write),
         cmocka_unit_test(test_qcow2_cluster__external_data_files_hold_the_guest_data),
         cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
+        cmocka_unit_test(
+            test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -16,6 +16,7 @@
 
 #include "testutil.h"
 #include "qed-damage.h"
+#include "rec-io.h"
 #include "image/image.h"
 #include "io/io-mem.h"
 
@@ -340,96 +341,25 @@ static void test_qed_cluster__qed_works_over_raw_and_under_another_qed(void **st
     fx_free(&f);
 }
 
-/* A pass-through backend that records the write following each
- * qed_l2_update event (the L2 entry update). */
-struct rec_io {
-    ic_io base;
-    ic_io *inner;
-    bool armed;
-    unsigned n;
-    uint64_t off[8], len[8];
-};
-
-static struct rec_io *rec_of(ic_io *io)
-{
-    return (struct rec_io *)io;
-}
-static int rec_close(ic_io *io)
-{
-    int ret = ic_io_close(rec_of(io)->inner);
-    free(rec_of(io));
-    return ret;
-}
-static int64_t rec_pread(ic_io *io, void *buf, size_t len, uint64_t off)
-{
-    return rec_of(io)->inner->ops->pread(rec_of(io)->inner, buf, len, off);
-}
-static int rec_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
-{
-    struct rec_io *r = rec_of(io);
-    if (r->armed && r->n < 8) {
-        r->off[r->n] = off;
-        r->len[r->n++] = len;
-    }
-    r->armed = false;
-    return ic_io_pwrite(r->inner, buf, len, off);
-}
-static int rec_flush(ic_io *io)
-{
-    return ic_io_flush(rec_of(io)->inner);
-}
-static int rec_truncate(ic_io *io, uint64_t size)
-{
-    return ic_io_truncate(rec_of(io)->inner, size);
-}
-static int64_t rec_get_size(ic_io *io)
-{
-    return ic_io_get_size(rec_of(io)->inner);
-}
-static void rec_event(ic_io *io, int ev)
-{
-    if (ev == IC_EV_QED_L2_UPDATE)
-        rec_of(io)->armed = true;
-}
-static const struct ic_io_ops rec_ops = {
-    .version = IC_IO_OPS_VERSION,
-    .close = rec_close,
-    .pread = rec_pread,
-    .pwrite = rec_pwrite,
-    .flush = rec_flush,
-    .truncate = rec_truncate,
-    .get_size = rec_get_size,
-    .event = rec_event,
-};
-
 static void test_qed_cluster__l2_updates_write_whole_aligned_4k_blocks(void **state)
 {
     (void)state;
     struct fx f;
     fx_init(&f);
     create(f.top, 1 << 30, NULL, NULL, NULL); /* 64 KiB clusters, 256 KiB tables */
-    struct rec_io *r = calloc(1, sizeof(*r));
-    assert_non_null(r);
-    r->base.ops = &rec_ops;
-    r->base.name = f.top;
-    ic_error *err = NULL;
-    TU_ASSERT_OK(ic_io_open_file(&r->inner, f.top, IC_IO_RDWR | IC_IO_NOLOCK, &err), err);
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.format = "qed";
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING;
-    ic_image *img = NULL;
-    TU_ASSERT_OK(ic_image_open_io(&img, &r->base, &o, &err), err);
+    struct rec_io *r = rec_io_open(f.top, true, IC_EV_QED_L2_UPDATE);
+    ic_image *img = rec_io_image(r, "qed", true);
     struct tu_model *m = tu_model_new(1 << 30);
     write_both(img, m, 0, 65536, 1);              /* allocates the L2 table */
     write_both(img, m, 5 * 65536, 100, 2);        /* entry 5: block 0 */
     write_both(img, m, 700 * 65536 + 7, 4000, 3); /* entry 700: block 1 */
-    assert_int_equal(r->n, 2);
+    assert_int_equal(r->nwrites, 2);
     for (unsigned i = 0; i < 2; i++) {
         /* a whole page-cache page: never a partial-page read-modify-write */
-        assert_int_equal(r->len[i], 4096);
-        assert_int_equal(r->off[i] % 4096, 0);
+        assert_int_equal(r->write_len[i], 4096);
+        assert_int_equal(r->write_off[i] % 4096, 0);
     }
-    assert_int_equal(r->off[1] - r->off[0], 4096);
+    assert_int_equal(r->write_off[1] - r->write_off[0], 4096);
     TU_MODEL_ASSERT_IMAGE(m, img);
     check_clean(img);
     assert_int_equal(ic_image_close(img), 0);
