@@ -90,22 +90,8 @@ run() {
     # warm: they touch little memory, and a cold cache would mostly time
     # loading the programs and their libraries.
     if [ "$DROP" = 1 ] && [ "$cold" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi
-    if python3 -c '
-import os, sys, time
-t0 = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    fd = os.open("/dev/null", os.O_WRONLY); os.dup2(fd, 1)
-    fd = os.open(".err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.dup2(fd, 2)
-    try:
-        os.execvp(sys.argv[1], sys.argv[1:])
-    finally:
-        os._exit(127)
-_, status, ru = os.wait4(pid, 0)
-dt = time.monotonic() - t0
-print("%.4f %s" % (dt, open(".m").read().split()[-1]))
-sys.exit(0 if status == 0 else 1)' /usr/bin/time -f %M -o .m "$@" >.t; then
-        cat .t
+    if python3 "$top/bench/timeit.py" 1 /usr/bin/time -f %M -o .m "$@" >.t; then
+        echo "$(cat .t) $(tail -n 1 .m)"
     else
         echo fail
         sed 's/^/    /' .err >&2
@@ -118,26 +104,7 @@ sys.exit(0 if status == 0 else 1)' /usr/bin/time -f %M -o .m "$@" >.t; then
 # one more under /usr/bin/time; prints "seconds kib" or "fail".
 REPEAT=${BENCH_REPEAT:-21}
 run_quick() {
-    if python3 -c '
-import os, sys, time
-n = int(sys.argv[1]); argv = sys.argv[2:]
-ts = []
-for _ in range(n):
-    t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open("/dev/null", os.O_WRONLY); os.dup2(fd, 1)
-        fd = os.open(".err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.dup2(fd, 2)
-        try:
-            os.execvp(argv[0], argv)
-        finally:
-            os._exit(127)
-    _, status = os.waitpid(pid, 0)
-    ts.append(time.monotonic() - t0)
-    if status != 0:
-        sys.exit(1)
-ts.sort()
-print("%.5f" % ts[len(ts) // 2])' "$REPEAT" "$@" >.t &&
+    if python3 "$top/bench/timeit.py" "$REPEAT" "$@" >.t &&
         /usr/bin/time -f %M -o .m "$@" >/dev/null 2>>.err; then
         echo "$(cat .t) $(tail -n 1 .m)"
     else

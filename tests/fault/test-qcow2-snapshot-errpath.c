@@ -18,21 +18,12 @@
 
 #include "testutil.h"
 #include "imgchain/snapshot.h"
+#include "fmt-scenario.h"
 #include "util/error.h"
 
 #define DISK (2u << 20)
 
 enum op { OP_CREATE, OP_APPLY, OP_DELETE };
-
-static int open_img(const char *path, ic_open_file_fn fn, void *payload, ic_image **img,
-                    ic_error **errp)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = fn;
-    o.payload = payload;
-    return ic_image_open(img, path, &o, errp);
-}
 
 static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
 {
@@ -43,7 +34,7 @@ static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
     int ret = ic_image_create(ctx->path, &co, errp);
     ic_image *img = NULL;
     if (ret == 0)
-        ret = open_img(ctx->path, NULL, NULL, &img, errp);
+        ret = fmt_open_rw(ctx->path, NULL, NULL, &img, errp);
     if (ret < 0)
         return ret;
     uint8_t buf[65536];
@@ -65,7 +56,7 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     enum op *op = ctx->payload;
     ic_image *img = NULL;
-    int ret = open_img(ctx->path, ctx->open_file, ctx->open_payload, &img, errp);
+    int ret = fmt_open_rw(ctx->path, ctx->open_file, ctx->open_payload, &img, errp);
     if (ret < 0)
         return ret;
     if (*op == OP_CREATE)
