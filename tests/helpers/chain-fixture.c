@@ -1,6 +1,6 @@
 /*
  * chain-fixture.c - temp directory and name-based image helpers for the
- * chain test programs (see chain-fixture.h).
+ * chain test programs and the qcow2 unit tests (see chain-fixture.h).
  *
  * Design notes:
  *  1. The directory comes from tu_tmpdir() and goes with tu_rmtree(), so it
@@ -11,6 +11,9 @@
  *     not fit fails the test rather than being cut.
  *  3. Each helper checks both halves of the error rule: a failure names the
  *     image and the message, and a success must not leave an error set.
+ *  4. cf_assert_qemu_clean() is the strict oracle (exit 0: leaks fail too),
+ *     unlike fmt_qemu_img_check() of the fault loops, which allows leaks.
+ *     It runs in cf_dir so relative backing and data file names resolve.
  */
 #include <errno.h>
 #include <limits.h>
@@ -75,18 +78,23 @@ char *cf_path(const char *name)
     return p;
 }
 
+void cf_create_co(const char *name, const ic_create_options *co)
+{
+    ic_error *err = NULL;
+    cf_check(ic_image_create(cf_path(name), co, &err), err, "create", name);
+}
+
 void cf_create(const char *name, const char *fmt, uint64_t size, const char *backing,
                const char *bfmt, const char *opts)
 {
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
     co.format = fmt;
     co.size = size;
     co.size_set = size != 0;
     co.backing_file = backing;
     co.backing_format = bfmt;
     co.options = opts;
-    cf_check(ic_image_create(cf_path(name), &co, &err), err, "create", name);
+    cf_create_co(name, &co);
 }
 
 ic_image *cf_open(const char *name, unsigned flags)
@@ -140,4 +148,15 @@ uint8_t *cf_view(const char *name, uint64_t *size)
     cf_check(ic_image_pread(img, buf, *size, 0, &err), err, "read", name);
     assert_int_equal(ic_image_close(img), 0);
     return buf;
+}
+
+void cf_assert_qemu_clean(const char *name)
+{
+    if (!tu_have_prog("qemu-img"))
+        return;
+    char *out = NULL;
+    int rc = tu_sh_out(&out, "cd '%s' && qemu-img check '%s' 2>&1", cf_dir, cf_path(name));
+    if (rc != 0)
+        fail_msg("qemu-img check %s: exit %d\n%s", name, rc, out);
+    free(out);
 }

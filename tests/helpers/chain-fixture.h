@@ -13,6 +13,9 @@
  *
  * Every helper fails the running cmocka test itself, with the image name
  * and the library's error message, so a test stays one line per step.
+ *
+ * The qcow2 unit tests (tests/unit/test-qcow2-*.c) use it too: for their
+ * temp directory, create/open by name and the qemu-img check oracle.
  */
 #ifndef IC_TESTS_CHAIN_FIXTURE_H
 #define IC_TESTS_CHAIN_FIXTURE_H
@@ -37,6 +40,10 @@ char *cf_path(const char *name);
  * @opts may be NULL). */
 void cf_create(const char *name, const char *fmt, uint64_t size, const char *backing,
                const char *bfmt, const char *opts);
+/* Creates image @name from a full option set (format, size, backing ...):
+ * for the fields cf_create does not take, e.g. no_backing_open to name a
+ * backing file that does not exist. */
+void cf_create_co(const char *name, const ic_create_options *co);
 /* Opens image @name with its chain and @flags (IC_OPEN_*). */
 ic_image *cf_open(const char *name, unsigned flags);
 
@@ -51,5 +58,10 @@ void cf_write_pattern(const char *name, uint64_t off, uint64_t len, uint8_t seed
 /* The whole guest view of image @name (read through its chain), malloc'd;
  * its size in *size. */
 uint8_t *cf_view(const char *name, uint64_t *size);
+
+/* `qemu-img check` of image @name (run in cf_dir) must exit 0: no errors
+ * and no leaks; fails the test with the output otherwise.  Does nothing
+ * when qemu-img is not installed. */
+void cf_assert_qemu_clean(const char *name);
 
 #endif
