@@ -19,74 +19,25 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qcow2/qcow2.h"
 #include "rec-io.h"
 
-static char *dir;
+/* Images live in the chain fixture's temp directory (cf_dir), one per
+ * test group, and are named relative to it. */
 
-static int setup_dir(void **state)
-{
-    (void)state;
-    dir = tu_tmpdir();
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
-static void create(const char *path, uint64_t size, const char *opts, const char *backing,
-                   const char *bfmt)
-{
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = "qcow2";
-    co.options = opts;
-    co.size = size;
-    co.size_set = size != 0;
-    co.backing_file = backing;
-    co.backing_format = bfmt;
-    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
-}
-
-static ic_image *open_rw(const char *path)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    ic_error *err = NULL;
-    ic_image *img = NULL;
-    o.flags = IC_OPEN_RDWR;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
-    return img;
-}
-
-/* qemu-img check must report no errors and no leaks (exit 0). */
-static void assert_qemu_clean(const char *path)
+/* qemu-img compare of image @name with the model must find them equal. */
+static void assert_qemu_equal(const char *name, const struct tu_model *m)
 {
     if (!tu_have_prog("qemu-img"))
         return;
+    assert_int_equal(tu_model_save(m, cf_path("model.raw")), 0);
     char *out = NULL;
-    int rc = tu_sh_out(&out, "cd '%s' && qemu-img check '%s' 2>&1", dir, path);
+    int rc = tu_sh_out(&out, "qemu-img compare -f raw -F qcow2 '%s' '%s' 2>&1",
+                       cf_path("model.raw"), cf_path(name));
     if (rc != 0)
-        fail_msg("qemu-img check %s: exit %d\n%s", path, rc, out);
+        fail_msg("qemu-img compare %s: exit %d\n%s", name, rc, out);
     free(out);
-}
-
-static void assert_qemu_equal(const char *path, const struct tu_model *m)
-{
-    if (!tu_have_prog("qemu-img"))
-        return;
-    char *raw = tu_path(dir, "model.raw");
-    assert_int_equal(tu_model_save(m, raw), 0);
-    char *out = NULL;
-    int rc = tu_sh_out(&out, "qemu-img compare -f raw -F qcow2 '%s' '%s' 2>&1", raw, path);
-    if (rc != 0)
-        fail_msg("qemu-img compare %s: exit %d\n%s", path, rc, out);
-    free(out);
-    free(raw);
 }
 
 /* Random writes / zero writes / discards / compressed writes on @img and
@@ -140,24 +91,22 @@ static void random_ops(ic_image *img, struct tu_model *m, unsigned nops, uint64_
 
 static void run_matrix(const char *opts, uint64_t size, bool compressed, unsigned nops)
 {
-    char *path = tu_path(dir, "m.qcow2");
-    create(path, size, opts, NULL, NULL);
+    cf_create("m.qcow2", "qcow2", size, NULL, NULL, opts);
     struct tu_model *m = tu_model_new(size);
-    ic_image *img = open_rw(path);
+    ic_image *img = cf_open("m.qcow2", IC_OPEN_RDWR);
     random_ops(img, m, nops, 42, compressed, true);
     TU_MODEL_ASSERT_IMAGE(m, img);
     assert_int_equal(ic_image_close(img), 0);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
-    assert_qemu_equal(path, m);
+    TU_MODEL_ASSERT_FILE(m, cf_path("m.qcow2"));
+    cf_assert_qemu_clean("m.qcow2");
+    assert_qemu_equal("m.qcow2", m);
     /* and once more after a reopen (tables read back from disk) */
-    img = open_rw(path);
+    img = cf_open("m.qcow2", IC_OPEN_RDWR);
     random_ops(img, m, nops / 2, 7, compressed, true);
     assert_int_equal(ic_image_close(img), 0);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
+    TU_MODEL_ASSERT_FILE(m, cf_path("m.qcow2"));
+    cf_assert_qemu_clean("m.qcow2");
     tu_model_free(m);
-    free(path);
 }
 
 static void test_qcow2_cluster__random_io_matches_model_with_512_byte_clusters(void **state)
@@ -222,18 +171,16 @@ static void test_qcow2_cluster__unaligned_virtual_size_reads_and_writes_its_tail
 static void test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write(void **state)
 {
     (void)state;
-    char *base = tu_path(dir, "base.raw"), *mid = tu_path(dir, "mid.qcow2"),
-         *top = tu_path(dir, "top.qcow2");
     uint64_t size = 4u << 20;
     struct tu_model *m = tu_model_new(size);
     tu_fill_pattern(m->data, size, 99);
-    assert_int_equal(tu_model_save(m, base), 0);
-    create(mid, 0, "compat=0.10,cluster_size=4096", "base.raw", "raw");
-    ic_image *img = open_rw(mid);
+    assert_int_equal(tu_model_save(m, cf_path("base.raw")), 0);
+    cf_create("mid.qcow2", "qcow2", 0, "base.raw", "raw", "compat=0.10,cluster_size=4096");
+    ic_image *img = cf_open("mid.qcow2", IC_OPEN_RDWR);
     random_ops(img, m, 40, 5, false, false);
     assert_int_equal(ic_image_close(img), 0);
-    create(top, 0, "cluster_size=65536", "mid.qcow2", "qcow2");
-    img = open_rw(top);
+    cf_create("top.qcow2", "qcow2", 0, "mid.qcow2", "qcow2", "cluster_size=65536");
+    img = cf_open("top.qcow2", IC_OPEN_RDWR);
     random_ops(img, m, 60, 6, false, false);
     /* zero writes and discards over a backing file must hide it */
     ic_error *err = NULL;
@@ -243,60 +190,51 @@ static void test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write(void *
     tu_model_zero(m, 1u << 20, 2 * 65536);
     TU_MODEL_ASSERT_IMAGE(m, img);
     assert_int_equal(ic_image_close(img), 0);
-    TU_MODEL_ASSERT_FILE(m, top);
-    assert_qemu_clean(mid);
-    assert_qemu_clean(top);
-    assert_qemu_equal(top, m);
+    TU_MODEL_ASSERT_FILE(m, cf_path("top.qcow2"));
+    cf_assert_qemu_clean("mid.qcow2");
+    cf_assert_qemu_clean("top.qcow2");
+    assert_qemu_equal("top.qcow2", m);
     tu_model_free(m);
-    free(base);
-    free(mid);
-    free(top);
 }
 
 static void test_qcow2_cluster__external_data_files_hold_the_guest_data(void **state)
 {
     (void)state;
     for (int raw = 0; raw < 2; raw++) {
-        char *path = tu_path(dir, "d.qcow2"), *data = tu_path(dir, "d.data");
         uint64_t size = 4u << 20;
-        create(path, size, raw ? "data_file=d.data,data_file_raw=on" : "data_file=d.data", NULL,
-               NULL);
+        cf_create("d.qcow2", "qcow2", size, NULL, NULL,
+                  raw ? "data_file=d.data,data_file_raw=on" : "data_file=d.data");
         struct tu_model *m = tu_model_new(size);
-        ic_image *img = open_rw(path);
+        ic_image *img = cf_open("d.qcow2", IC_OPEN_RDWR);
         random_ops(img, m, 60, 11, false, true);
         ic_error *err = NULL;
         uint8_t b[16];
         TU_ASSERT_ERR(ic_image_pwrite_compressed(img, b, sizeof(b), 0, &err), err, ENOTSUP,
                       "compression is not supported with an external data file");
         assert_int_equal(ic_image_close(img), 0);
-        TU_MODEL_ASSERT_FILE(m, path);
-        assert_qemu_clean(path);
+        TU_MODEL_ASSERT_FILE(m, cf_path("d.qcow2"));
+        cf_assert_qemu_clean("d.qcow2");
         if (raw) {
             /* the data file alone is the disk */
             uint8_t *d;
             size_t dl;
-            assert_int_equal(tu_read_file(data, &d, &dl), 0);
+            assert_int_equal(tu_read_file(cf_path("d.data"), &d, &dl), 0);
             assert_true(dl >= size);
             assert_memory_equal(d, m->data, size);
             free(d);
         }
         tu_model_free(m);
-        free(path);
-        free(data);
     }
 }
 
 static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(void **state)
 {
     (void)state;
-    char *path = tu_path(dir, "p.qcow2");
     uint64_t size = 1ull << 30;
-    create(path, size, "preallocation=metadata", NULL, NULL);
-    assert_qemu_clean(path);
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    ic_image *img = NULL;
+    cf_create("p.qcow2", "qcow2", size, NULL, NULL, "preallocation=metadata");
+    cf_assert_qemu_clean("p.qcow2");
+    ic_image *img = cf_open("p.qcow2", 0);
     ic_error *err = NULL;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
     struct qcow2_state *s = qcow2_state(img);
     s->metadata_prealloc_checked = true; /* layer status only */
     ic_block_status bs;
@@ -306,7 +244,6 @@ static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(v
     /* runs break only where L2 tables sit between data clusters */
     assert_true(bs.length >= (512ull << 20) - 65536);
     ic_image_close(img);
-    free(path);
 }
 
 static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
@@ -344,9 +281,8 @@ static void test_qcow2_cluster__cluster_types_follow_the_l2_entry_bits(void **st
 static void test_qcow2_cluster__new_clusters_and_tables_carry_the_copied_flag(void **state)
 {
     (void)state;
-    char *path = tu_path(dir, "c.qcow2");
-    create(path, 8u << 20, "cluster_size=4096", NULL, NULL);
-    ic_image *img = open_rw(path);
+    cf_create("c.qcow2", "qcow2", 8u << 20, NULL, NULL, "cluster_size=4096");
+    ic_image *img = cf_open("c.qcow2", IC_OPEN_RDWR);
     ic_error *err = NULL;
     uint8_t buf[5000];
     memset(buf, 0xab, sizeof(buf));
@@ -363,8 +299,7 @@ static void test_qcow2_cluster__new_clusters_and_tables_carry_the_copied_flag(vo
     assert_int_equal(qcow2_l2_get(s, l2, 4), 0);
     qcow2_cache_put(&s->l2_cache, &l2);
     assert_int_equal(ic_image_close(img), 0);
-    assert_qemu_clean(path);
-    free(path);
+    cf_assert_qemu_clean("c.qcow2");
 }
 
 /* Whether every byte of [off, off+len) lies in an L2 table of @s. */
@@ -384,12 +319,10 @@ static void test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random
     void **state)
 {
     (void)state;
-    char *d = tu_tmpdir();
-    char *path = tu_path(d, "ra.qcow2");
     /* 4 KiB clusters: one L2 table per 2 MiB; 24 tables, each with data */
     const uint64_t tbl = 2u << 20, n = 24;
-    create(path, n * tbl, "cluster_size=4096", NULL, NULL);
-    ic_image *img = open_rw(path);
+    cf_create("ra.qcow2", "qcow2", n * tbl, NULL, NULL, "cluster_size=4096");
+    ic_image *img = cf_open("ra.qcow2", IC_OPEN_RDWR);
     uint8_t buf[4096];
     memset(buf, 0x5a, sizeof(buf));
     ic_error *err = NULL;
@@ -400,7 +333,7 @@ static void test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random
     /* a scan in guest order: once it moves from the table of entry 0 to
      * the next, the tables of entries 2..n-1 are hinted (entry 1's is being
      * read), and nothing but L2 tables is hinted */
-    struct rec_io *r = rec_io_open(path, false, -1);
+    struct rec_io *r = rec_io_open(cf_path("ra.qcow2"), false, -1);
     img = rec_io_image(r, "qcow2", false);
     struct qcow2_state *s = qcow2_state(img);
     for (uint64_t off = 0; off < n * tbl;) {
@@ -421,7 +354,7 @@ static void test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random
     assert_int_equal(ic_image_close(img), 0);
 
     /* lookups that jump around issue no hint */
-    r = rec_io_open(path, false, -1);
+    r = rec_io_open(cf_path("ra.qcow2"), false, -1);
     img = rec_io_image(r, "qcow2", false);
     static const uint64_t order[] = { 20, 3, 11, 7, 17, 0, 22, 5 };
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
@@ -430,9 +363,6 @@ static void test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random
     }
     assert_int_equal(r->nprefetch, 0);
     assert_int_equal(ic_image_close(img), 0);
-    tu_rmtree(d);
-    free(d);
-    free(path);
 }
 
 int main(void)
@@ -456,5 +386,5 @@ int main(void)
         cmocka_unit_test(
             test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }

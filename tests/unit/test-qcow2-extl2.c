@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "fmt-scenario.h"
 #include "qcow2/qcow2.h"
 
@@ -26,58 +27,25 @@
 #define SC (CS / 32)       /* its subcluster size */
 #define DISK (4u << 20)
 
-static char *dir;
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    dir = tu_tmpdir();
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
-static char *create(const char *name, uint64_t size, const char *opts, const char *backing,
-                    const char *bfmt)
-{
-    char *path = tu_path(dir, name);
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = "qcow2";
-    co.options = opts;
-    co.size = size;
-    co.size_set = size != 0;
-    co.backing_file = backing;
-    co.backing_format = bfmt;
-    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
-    return path;
-}
-
-static ic_image *open_rw(const char *path)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    ic_error *err = NULL;
-    ic_image *img = NULL;
-    o.flags = IC_OPEN_RDWR;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
-    return img;
-}
+/* Images live in the chain fixture's temp directory (cf_dir) and are
+ * named relative to it. */
 
 /* A raw backing file of DISK bytes filled with pattern @seed; its model. */
 static struct tu_model *make_backing(const char *name, uint64_t seed)
 {
     struct tu_model *m = tu_model_new(DISK);
     tu_fill_pattern(m->data, DISK, seed);
-    char *p = tu_path(dir, name);
-    assert_int_equal(tu_model_save(m, p), 0);
-    free(p);
+    assert_int_equal(tu_model_save(m, cf_path(name)), 0);
     return m;
+}
+
+/* Creates image @name with extended L2 and 64 KiB clusters, DISK bytes or
+ * over the raw file @backing (NULL: none), and opens it read-write. */
+static ic_image *create_open(const char *name, const char *backing)
+{
+    cf_create(name, "qcow2", backing ? 0 : DISK, backing, backing ? "raw" : NULL,
+              "extended_l2=on,cluster_size=65536");
+    return cf_open(name, IC_OPEN_RDWR);
 }
 
 /* The L2 entry and bitmap of guest offset @off in the active tables. */
@@ -139,24 +107,13 @@ static void write_zeroes(ic_image *img, struct tu_model *m, uint64_t off, uint64
         tu_model_zero(m, off, len);
 }
 
-static void assert_qemu_clean(const char *path)
-{
-    if (!tu_have_prog("qemu-img"))
-        return;
-    char *out = NULL;
-    int rc = tu_sh_out(&out, "cd '%s' && qemu-img check '%s' 2>&1", dir, path);
-    if (rc != 0)
-        fail_msg("qemu-img check %s: exit %d\n%s", path, rc, out);
-    free(out);
-}
-
 /* ---- subcluster allocation ------------------------------------------------- */
 
 static void test_qcow2_extl2__partial_write_allocates_only_the_touched_subclusters(void **state)
 {
     (void)state;
-    char *path = create("a.qcow2", DISK, "extended_l2=on,cluster_size=65536", NULL, NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "a.qcow2";
+    ic_image *img = create_open(name, NULL);
     struct tu_model *m = tu_model_new(DISK);
     /* 3000 bytes from 5000: subclusters 2 and 3 of cluster 0 */
     write_pattern(img, m, 5000, 3000, 1);
@@ -180,10 +137,9 @@ static void test_qcow2_extl2__partial_write_allocates_only_the_touched_subcluste
     TU_MODEL_ASSERT_IMAGE(m, img);
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_close(img), err);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
+    TU_MODEL_ASSERT_FILE(m, cf_path(name));
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 static void test_qcow2_extl2__untouched_subclusters_read_through_to_the_backing_file(
@@ -191,8 +147,8 @@ static void test_qcow2_extl2__untouched_subclusters_read_through_to_the_backing_
 {
     (void)state;
     struct tu_model *m = make_backing("b1.raw", 77);
-    char *path = create("o1.qcow2", 0, "extended_l2=on,cluster_size=65536", "b1.raw", "raw");
-    ic_image *img = open_rw(path);
+    const char *name = "o1.qcow2";
+    ic_image *img = create_open(name, "b1.raw");
     write_pattern(img, m, 3 * SC + 1, 10, 4);        /* COW inside subcluster 3 */
     write_pattern(img, m, CS + 31 * SC, SC, 5);       /* the last subcluster only */
     assert_int_equal(alloc_bits(img, 0), 1ull << 3);
@@ -209,18 +165,17 @@ static void test_qcow2_extl2__untouched_subclusters_read_through_to_the_backing_
     assert_true(st.flags & IC_BS_DATA);
     assert_int_equal(st.host_offset, host_of(img, 0) + 3 * SC);
     TU_ASSERT_OK(ic_image_close(img), err);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
+    TU_MODEL_ASSERT_FILE(m, cf_path(name));
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 static void test_qcow2_extl2__unallocated_subclusters_of_the_bottom_image_report_their_host_offset(
     void **state)
 {
     (void)state;
-    char *path = create("h.qcow2", DISK, "extended_l2=on,cluster_size=65536", NULL, NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "h.qcow2";
+    ic_image *img = create_open(name, NULL);
     write_pattern(img, NULL, 0, SC, 6);
     ic_block_status st;
     ic_error *err = NULL;
@@ -232,15 +187,14 @@ static void test_qcow2_extl2__unallocated_subclusters_of_the_bottom_image_report
     assert_int_equal(st.host_offset, host_of(img, 0) + SC);
     assert_int_equal(st.length, CS - SC);
     TU_ASSERT_OK(ic_image_close(img), err);
-    free(path);
 }
 
 static void test_qcow2_extl2__compressed_cluster_is_copied_whole_on_a_partial_write(
     void **state)
 {
     (void)state;
-    char *path = create("c.qcow2", DISK, "extended_l2=on,cluster_size=65536", NULL, NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "c.qcow2";
+    ic_image *img = create_open(name, NULL);
     struct tu_model *m = tu_model_new(DISK);
     uint8_t *buf = calloc(1, CS);
     assert_non_null(buf);
@@ -259,9 +213,8 @@ static void test_qcow2_extl2__compressed_cluster_is_copied_whole_on_a_partial_wr
     assert_int_equal(bm, QCOW2_BITMAP_ALL_ALLOC);
     TU_MODEL_ASSERT_IMAGE(m, img);
     TU_ASSERT_OK(ic_image_close(img), err);
-    assert_qemu_clean(path);
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 /* ---- zero writes and discards --------------------------------------------- */
@@ -270,8 +223,8 @@ static void test_qcow2_extl2__zero_writes_set_zero_bits_instead_of_writing_zeroe
 {
     (void)state;
     struct tu_model *m = make_backing("b2.raw", 88);
-    char *path = create("z.qcow2", 0, "extended_l2=on,cluster_size=65536", "b2.raw", "raw");
-    ic_image *img = open_rw(path);
+    const char *name = "z.qcow2";
+    ic_image *img = create_open(name, "b2.raw");
     /* whole subclusters 4..5 of an unallocated cluster: zero bits only */
     write_zeroes(img, m, 4 * SC, 2 * SC, 0);
     uint64_t e, bm;
@@ -308,18 +261,17 @@ static void test_qcow2_extl2__zero_writes_set_zero_bits_instead_of_writing_zeroe
     TU_MODEL_ASSERT_IMAGE(m, img);
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_close(img), err);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
+    TU_MODEL_ASSERT_FILE(m, cf_path(name));
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 static void test_qcow2_extl2__partial_zero_write_over_zeroes_zeroes_the_whole_subcluster(
     void **state)
 {
     (void)state;
-    char *path = create("pz.qcow2", DISK, "extended_l2=on,cluster_size=65536", NULL, NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "pz.qcow2";
+    ic_image *img = create_open(name, NULL);
     struct tu_model *m = tu_model_new(DISK);
     /* no backing file: the rest of the subcluster already reads as zeroes */
     write_zeroes(img, m, 6 * SC + 5, 17, 0);
@@ -330,9 +282,8 @@ static void test_qcow2_extl2__partial_zero_write_over_zeroes_zeroes_the_whole_su
     TU_MODEL_ASSERT_IMAGE(m, img);
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_close(img), err);
-    assert_qemu_clean(path);
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 static void test_qcow2_extl2__discard_clears_whole_clusters_and_ignores_partial_ones(
@@ -340,8 +291,8 @@ static void test_qcow2_extl2__discard_clears_whole_clusters_and_ignores_partial_
 {
     (void)state;
     struct tu_model *m = make_backing("b3.raw", 99);
-    char *path = create("d.qcow2", 0, "extended_l2=on,cluster_size=65536", "b3.raw", "raw");
-    ic_image *img = open_rw(path);
+    const char *name = "d.qcow2";
+    ic_image *img = create_open(name, "b3.raw");
     write_pattern(img, m, 0, 3 * CS, 12);
     ic_error *err = NULL;
     /* part of a cluster: ignored, as qemu 7.2 does */
@@ -356,9 +307,8 @@ static void test_qcow2_extl2__discard_clears_whole_clusters_and_ignores_partial_
     assert_int_equal(bm, QCOW2_BITMAP_ALL_ZERO);
     TU_MODEL_ASSERT_IMAGE(m, img);
     TU_ASSERT_OK(ic_image_close(img), err);
-    assert_qemu_clean(path);
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    free(path);
 }
 
 /* ---- bad input ------------------------------------------------------------- */
@@ -366,8 +316,8 @@ static void test_qcow2_extl2__discard_clears_whole_clusters_and_ignores_partial_
 static void test_qcow2_extl2__write_over_a_corrupt_bitmap_is_refused(void **state)
 {
     (void)state;
-    char *path = create("bad.qcow2", DISK, "extended_l2=on,cluster_size=65536", NULL, NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "bad.qcow2";
+    ic_image *img = create_open(name, NULL);
     write_pattern(img, NULL, 0, SC, 13);
     struct qcow2_state *s = qcow2_state(img);
     uint64_t l2off = s->l1[0] & QCOW2_L1E_OFFSET_MASK;
@@ -376,8 +326,8 @@ static void test_qcow2_extl2__write_over_a_corrupt_bitmap_is_refused(void **stat
     /* subcluster 0 both allocated and zero: bitmap 0x00000001_00000001 */
     assert_int_equal(tu_sh("printf '\\000\\000\\000\\001\\000\\000\\000\\001' | "
                            "dd of='%s' bs=1 seek=%" PRIu64 " conv=notrunc status=none",
-                           path, l2off + 8), 0);
-    img = open_rw(path);
+                           cf_path(name), l2off + 8), 0);
+    img = cf_open(name, IC_OPEN_RDWR);
     uint8_t buf[100] = { 0 };
     int ret = ic_image_pwrite(img, buf, sizeof(buf), 3 * SC, &err);
     assert_int_equal(ret, -EIO);
@@ -386,7 +336,6 @@ static void test_qcow2_extl2__write_over_a_corrupt_bitmap_is_refused(void **stat
     ic_error_free(err);
     err = NULL;
     ic_image_close(img);
-    free(path);
 }
 
 /* ---- random I/O against the model ------------------------------------------ */
@@ -394,9 +343,10 @@ static void test_qcow2_extl2__write_over_a_corrupt_bitmap_is_refused(void **stat
 static void random_run(const char *opts, uint32_t cs, bool backing, uint64_t seed)
 {
     struct tu_model *m = backing ? make_backing("rb.raw", seed) : tu_model_new(DISK);
-    char *path = create("r.qcow2", backing ? 0 : DISK, opts, backing ? "rb.raw" : NULL,
-                        backing ? "raw" : NULL);
-    ic_image *img = open_rw(path);
+    const char *name = "r.qcow2";
+    cf_create(name, "qcow2", backing ? 0 : DISK, backing ? "rb.raw" : NULL,
+              backing ? "raw" : NULL, opts);
+    ic_image *img = cf_open(name, IC_OPEN_RDWR);
     uint32_t sc = cs / 32;
     uint64_t st = seed;
     ic_error *err = NULL;
@@ -430,14 +380,11 @@ static void random_run(const char *opts, uint32_t cs, bool backing, uint64_t see
     }
     TU_MODEL_ASSERT_IMAGE(m, img);
     TU_ASSERT_OK(ic_image_close(img), err);
-    TU_MODEL_ASSERT_FILE(m, path);
-    assert_qemu_clean(path);
+    TU_MODEL_ASSERT_FILE(m, cf_path(name));
+    cf_assert_qemu_clean(name);
     tu_model_free(m);
-    char *rb = tu_path(dir, "rb.raw");
-    remove(path);
-    remove(rb);
-    free(rb);
-    free(path);
+    remove(cf_path(name));
+    remove(cf_path("rb.raw"));
 }
 
 static void test_qcow2_extl2__random_io_matches_the_model_without_a_backing_file(void **state)
@@ -605,5 +552,5 @@ int main(void)
             test_qcow2_extl2__subcluster_writes_crashed_at_every_flush_leave_old_or_new_data),
         cmocka_unit_test(test_qcow2_extl2__subcluster_writes_fail_cleanly_at_every_event),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }

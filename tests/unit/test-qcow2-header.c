@@ -16,49 +16,18 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qcow2/qcow2.h"
 #include "util/endian.h"
 
-static char *dir;
+/* Images live in the chain fixture's temp directory (cf_dir) and are
+ * named relative to it. */
 
-static int setup_dir(void **state)
+/* Opens image @name with @flags, never its backing file: the tests name
+ * backing files that do not exist. */
+static ic_image *open_img(const char *name, unsigned flags)
 {
-    (void)state;
-    dir = tu_tmpdir();
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
-static void create(const char *path, uint64_t size, const char *opts, const char *bk,
-                   const char *bf)
-{
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = "qcow2";
-    co.options = opts;
-    co.size = size;
-    co.size_set = true;
-    co.backing_file = bk;
-    co.backing_format = bf;
-    co.no_backing_open = bk != NULL;
-    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
-}
-
-static ic_image *open_img(const char *path, unsigned flags)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    ic_error *err = NULL;
-    ic_image *img = NULL;
-    o.flags = flags | IC_OPEN_NO_BACKING;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
-    return img;
+    return cf_open(name, flags | IC_OPEN_NO_BACKING);
 }
 
 static void test_qcow2_header__parse_and_serialize_round_trip(void **state)
@@ -94,16 +63,12 @@ static void same_as_qemu(const char *name, const char *opts, uint64_t size, cons
 {
     if (!tu_have_prog("qemu-img"))
         return;
-    char *a = tu_path(dir, name);
     char q[64];
     snprintf(q, sizeof(q), "q-%s", name);
-    char *b = tu_path(dir, q);
-    create(a, size, opts, NULL, NULL);
+    cf_create(name, "qcow2", size, NULL, NULL, opts);
     assert_int_equal(tu_sh("qemu-img create -q -f qcow2 %s%s '%s' %llu", qopts ? "-o " : "",
-                           qopts ? qopts : "", b, (unsigned long long)size), 0);
-    assert_int_equal(tu_sh("cmp '%s' '%s'", a, b), 0);
-    free(a);
-    free(b);
+                           qopts ? qopts : "", cf_path(q), (unsigned long long)size), 0);
+    assert_int_equal(tu_sh("cmp '%s' '%s'", cf_path(name), cf_path(q)), 0);
 }
 
 static void test_qcow2_header__new_images_are_byte_identical_to_qemu_img(void **state)
@@ -120,9 +85,16 @@ static void test_qcow2_header__new_images_are_byte_identical_to_qemu_img(void **
 static void test_qcow2_header__unknown_extensions_survive_a_rewrite(void **state)
 {
     (void)state;
-    char *path = tu_path(dir, "ext.qcow2");
-    create(path, 8u << 20, NULL, "base.raw", "raw");
-    ic_image *img = open_img(path, IC_OPEN_RDWR);
+    /* base.raw does not exist: created without opening it */
+    ic_create_options co = IC_CREATE_OPTIONS_INIT;
+    co.format = "qcow2";
+    co.size = 8u << 20;
+    co.size_set = true;
+    co.backing_file = "base.raw";
+    co.backing_format = "raw";
+    co.no_backing_open = true;
+    cf_create_co("ext.qcow2", &co);
+    ic_image *img = open_img("ext.qcow2", IC_OPEN_RDWR);
     struct qcow2_state *s = qcow2_state(img);
     s->unknown_exts = calloc(1, sizeof(*s->unknown_exts));
     s->unknown_exts[0].magic = 0x12345678;
@@ -132,7 +104,7 @@ static void test_qcow2_header__unknown_extensions_survive_a_rewrite(void **state
     assert_int_equal(qcow2_update_header(img), 0);
     ic_image_close(img);
     /* rewritten by a backing change: still there, in order, with the name */
-    img = open_img(path, IC_OPEN_RDWR);
+    img = open_img("ext.qcow2", IC_OPEN_RDWR);
     s = qcow2_state(img);
     assert_int_equal(s->nb_unknown_exts, 1);
     assert_memory_equal(s->unknown_exts[0].data, "hello", 5);
@@ -140,34 +112,31 @@ static void test_qcow2_header__unknown_extensions_survive_a_rewrite(void **state
     assert_string_equal(ic_image_backing_format(img), "raw");
     ic_image_close(img);
     if (tu_have_prog("qemu-img"))
-        assert_int_equal(tu_sh("qemu-img info -U '%s' >/dev/null", path), 0);
-    free(path);
+        assert_int_equal(tu_sh("qemu-img info -U '%s' >/dev/null", cf_path("ext.qcow2")), 0);
 }
 
 static void test_qcow2_header__unknown_autoclear_bits_are_cleared_on_read_write_open(void **state)
 {
     (void)state;
-    char *path = tu_path(dir, "ac.qcow2");
-    create(path, 8u << 20, NULL, NULL, NULL);
+    cf_create("ac.qcow2", "qcow2", 8u << 20, NULL, NULL, NULL);
     uint8_t *b;
     size_t len;
-    assert_int_equal(tu_read_file(path, &b, &len), 0);
+    assert_int_equal(tu_read_file(cf_path("ac.qcow2"), &b, &len), 0);
     ic_store_be64(b + QCOW2_HDR_AUTOCLEAR, 0x8000000000000001ull); /* bitmaps + unknown */
     ic_store_be64(b + QCOW2_HDR_COMPAT, 0x4000000000000000ull);    /* unknown compatible */
-    assert_int_equal(tu_write_file(path, b, len), 0);
-    ic_image *img = open_img(path, 0);
+    assert_int_equal(tu_write_file(cf_path("ac.qcow2"), b, len), 0);
+    ic_image *img = open_img("ac.qcow2", 0);
     ic_image_close(img);
     free(b);
-    assert_int_equal(tu_read_file(path, &b, &len), 0);
+    assert_int_equal(tu_read_file(cf_path("ac.qcow2"), &b, &len), 0);
     assert_int_equal(ic_load_be64(b + QCOW2_HDR_AUTOCLEAR), 0x8000000000000001ull);
     free(b);
-    img = open_img(path, IC_OPEN_RDWR);
+    img = open_img("ac.qcow2", IC_OPEN_RDWR);
     ic_image_close(img);
-    assert_int_equal(tu_read_file(path, &b, &len), 0);
+    assert_int_equal(tu_read_file(cf_path("ac.qcow2"), &b, &len), 0);
     assert_int_equal(ic_load_be64(b + QCOW2_HDR_AUTOCLEAR), 0);
     assert_int_equal(ic_load_be64(b + QCOW2_HDR_COMPAT), 0x4000000000000000ull);
     free(b);
-    free(path);
 }
 
 static void test_qcow2_header__info_lists_fields_in_qemu_order(void **state)
@@ -176,9 +145,8 @@ static void test_qcow2_header__info_lists_fields_in_qemu_order(void **state)
     static const char *const v3[] = { "compat", "compression-type", "lazy-refcounts",
                                       "refcount-bits", "corrupt", "extended-l2" };
     static const char *const v2[] = { "compat", "compression-type", "refcount-bits" };
-    char *path = tu_path(dir, "i3.qcow2");
-    create(path, 8u << 20, "lazy_refcounts=on", NULL, NULL);
-    ic_image *img = open_img(path, 0);
+    cf_create("i3.qcow2", "qcow2", 8u << 20, NULL, NULL, "lazy_refcounts=on");
+    ic_image *img = open_img("i3.qcow2", 0);
     ic_image_info *info = NULL;
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_get_info(img, &info, &err), err);
@@ -191,10 +159,8 @@ static void test_qcow2_header__info_lists_fields_in_qemu_order(void **state)
     assert_int_equal(info->cluster_size, 65536);
     ic_image_info_free(info);
     ic_image_close(img);
-    free(path);
-    path = tu_path(dir, "i2.qcow2");
-    create(path, 8u << 20, "compat=0.10", NULL, NULL);
-    img = open_img(path, 0);
+    cf_create("i2.qcow2", "qcow2", 8u << 20, NULL, NULL, "compat=0.10");
+    img = open_img("i2.qcow2", 0);
     TU_ASSERT_OK(ic_image_get_info(img, &info, &err), err);
     assert_int_equal(info->nb_specific, 3);
     for (size_t i = 0; i < 3; i++)
@@ -202,7 +168,6 @@ static void test_qcow2_header__info_lists_fields_in_qemu_order(void **state)
     assert_string_equal(info->specific[0].s, "0.10");
     ic_image_info_free(info);
     ic_image_close(img);
-    free(path);
 }
 
 static void test_qcow2_header__snapshots_made_by_qemu_are_listed(void **state)
@@ -210,10 +175,10 @@ static void test_qcow2_header__snapshots_made_by_qemu_are_listed(void **state)
     (void)state;
     if (!tu_have_prog("qemu-img"))
         return;
-    char *path = tu_path(dir, "sn.qcow2");
+    const char *path = cf_path("sn.qcow2");
     assert_int_equal(tu_sh("qemu-img create -q -f qcow2 '%s' 4M && qemu-img snapshot -c first '%s'"
                            " && qemu-img snapshot -c second '%s'", path, path, path), 0);
-    ic_image *img = open_img(path, 0);
+    ic_image *img = open_img("sn.qcow2", 0);
     ic_image_info *info = NULL;
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_get_info(img, &info, &err), err);
@@ -224,7 +189,6 @@ static void test_qcow2_header__snapshots_made_by_qemu_are_listed(void **state)
     assert_int_equal(info->snapshots[1].icount, 0);
     ic_image_info_free(info);
     ic_image_close(img);
-    free(path);
 }
 
 static void test_qcow2_header__image_qemu_left_dirty_is_repaired_on_read_write_open(void **state)
@@ -232,24 +196,23 @@ static void test_qcow2_header__image_qemu_left_dirty_is_repaired_on_read_write_o
     (void)state;
     if (!tu_have_prog("qemu-io"))
         return;
-    char *path = tu_path(dir, "dirty.qcow2");
+    const char *path = cf_path("dirty.qcow2");
     assert_int_equal(tu_sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 8M && "
                            "qemu-io -c 'write -P 0x12 0 1M' -c 'write -P 0x13 3M 64k' "
                            "-c 'sigraise 9' '%s' >/dev/null 2>&1; true", path, path), 0);
-    ic_image *img = open_img(path, 0);
+    ic_image *img = open_img("dirty.qcow2", 0);
     ic_image_info *info = NULL;
     ic_error *err = NULL;
     TU_ASSERT_OK(ic_image_get_info(img, &info, &err), err);
     assert_true(info->dirty);
     ic_image_info_free(info);
     ic_image_close(img);
-    img = open_img(path, IC_OPEN_RDWR);
+    img = open_img("dirty.qcow2", IC_OPEN_RDWR);
     uint8_t buf[4096];
     TU_ASSERT_OK(ic_image_pread(img, buf, sizeof(buf), 3u << 20, &err), err);
     assert_int_equal(buf[4095], 0x13);
     assert_int_equal(ic_image_close(img), 0);
-    assert_int_equal(tu_sh("qemu-img check -q '%s'", path), 0);
-    free(path);
+    assert_int_equal(tu_sh("qemu-img check -q '%s'", cf_path("dirty.qcow2")), 0);
 }
 
 int main(void)
@@ -263,5 +226,5 @@ int main(void)
         cmocka_unit_test(test_qcow2_header__snapshots_made_by_qemu_are_listed),
         cmocka_unit_test(test_qcow2_header__image_qemu_left_dirty_is_repaired_on_read_write_open),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }

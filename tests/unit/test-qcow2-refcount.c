@@ -15,54 +15,18 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qcow2/qcow2.h"
 #include "util/endian.h"
 
-static char *dir;
+/* Images live in the chain fixture's temp directory (cf_dir) and are
+ * named relative to it. */
 
-static int setup_dir(void **state)
-{
-    (void)state;
-    dir = tu_tmpdir();
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    tu_rmtree(dir);
-    free(dir);
-    return 0;
-}
-
+/* Creates qcow2 image @name and opens it read-write. */
 static ic_image *create_open(const char *name, uint64_t size, const char *opts)
 {
-    char *path = tu_path(dir, name);
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    ic_error *err = NULL;
-    co.format = "qcow2";
-    co.options = opts;
-    co.size = size;
-    co.size_set = true;
-    TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR;
-    ic_image *img = NULL;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
-    free(path);
-    return img;
-}
-
-static void qemu_clean(const char *name)
-{
-    if (!tu_have_prog("qemu-img"))
-        return;
-    char *path = tu_path(dir, name), *out = NULL;
-    int rc = tu_sh_out(&out, "qemu-img check '%s' 2>&1", path);
-    if (rc != 0)
-        fail_msg("qemu-img check %s: exit %d\n%s", name, rc, out);
-    free(out);
-    free(path);
+    cf_create(name, "qcow2", size, NULL, NULL, opts);
+    return cf_open(name, IC_OPEN_RDWR);
 }
 
 static void test_qcow2_refcount__entries_of_every_width_round_trip(void **state)
@@ -144,7 +108,7 @@ static void test_qcow2_refcount__grows_table_when_last_block_full(void **state)
     TU_ASSERT_OK(ic_image_pread(img, back, 3u << 20, 0, &err), err);
     assert_memory_equal(back, buf, 3u << 20);
     assert_int_equal(ic_image_close(img), 0);
-    qemu_clean("g.qcow2");
+    cf_assert_qemu_clean("g.qcow2");
     free(buf);
     free(back);
 }
@@ -161,7 +125,7 @@ static void test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_cluster
     struct qcow2_state *s = qcow2_state(img);
     assert_int_equal(s->refcount_max, 1);
     assert_int_equal(ic_image_close(img), 0);
-    qemu_clean("c.qcow2");
+    cf_assert_qemu_clean("c.qcow2");
     /* with 16-bit refcounts the same clusters share host clusters */
     img = create_open("c16.qcow2", 1u << 20, "cluster_size=4096");
     int64_t before = ic_io_get_size(ic_image_file(img));
@@ -170,7 +134,7 @@ static void test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_cluster
     int64_t after = ic_io_get_size(ic_image_file(img));
     assert_true(after - before <= 3 * 4096);
     assert_int_equal(ic_image_close(img), 0);
-    qemu_clean("c16.qcow2");
+    cf_assert_qemu_clean("c16.qcow2");
 }
 
 static void test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open(void **state)
@@ -183,17 +147,14 @@ static void test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open(void 
     TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 12345, &err), err);
     assert_int_equal(ic_image_close(img), 0);
     /* wreck the refblock (cluster 2) and set the dirty bit */
-    char *path = tu_path(dir, "d.qcow2");
     uint8_t *b;
     size_t len;
-    assert_int_equal(tu_read_file(path, &b, &len), 0);
+    assert_int_equal(tu_read_file(cf_path("d.qcow2"), &b, &len), 0);
     memset(b + 2 * 4096 + 8, 0, 4096 - 8);
     ic_store_be64(b + 72, ic_load_be64(b + 72) | QCOW2_INCOMPAT_DIRTY);
-    assert_int_equal(tu_write_file(path, b, len), 0);
+    assert_int_equal(tu_write_file(cf_path("d.qcow2"), b, len), 0);
     free(b);
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR;
-    TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    img = cf_open("d.qcow2", IC_OPEN_RDWR);
     struct qcow2_state *s = qcow2_state(img);
     assert_false(s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY);
     uint8_t back[20000];
@@ -202,8 +163,7 @@ static void test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open(void 
     /* writing after the repair allocates only free clusters */
     TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 2u << 20, &err), err);
     assert_int_equal(ic_image_close(img), 0);
-    qemu_clean("d.qcow2");
-    free(path);
+    cf_assert_qemu_clean("d.qcow2");
 }
 
 int main(void)
@@ -215,5 +175,5 @@ int main(void)
         cmocka_unit_test(test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_clusters),
         cmocka_unit_test(test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }
