@@ -1393,6 +1393,18 @@ enum zmode { ZM_ZERO, ZM_ZERO_UNMAP, ZM_DISCARD, ZM_FULL };
 typedef bool (*entry_rewrite_fn)(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t *ne,
                                  uint64_t *nbm, bool *free_old, const void *arg);
 
+/* The writable L2 table covering guest offset @off (L1 grown, table
+ * allocated or unshared as qemu's get_cluster_table does). */
+static int l2_for_write_at(struct ic_image *img, uint64_t off, uint8_t **l2)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t l1i = off >> (s->cluster_bits + s->l2_bits);
+    int ret;
+    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
+        return ret;
+    return get_l2_for_write(img, (uint32_t)l1i, l2);
+}
+
 /* Rewrites the entries of the whole clusters of [off, off+n), all in the
  * writable L2 table @l2, with @fn.  A dropped host cluster is punched and
  * freed after the table is on disk (design note 4). */
@@ -1415,6 +1427,34 @@ static int rewrite_entries(struct ic_image *img, uint8_t *l2, uint64_t off, uint
             ret = qcow2_free_l2_entry(img, e);
     }
     return ret;
+}
+
+/* rewrite_entries() over [off, off+len) (cluster aligned, or ending at the
+ * end of the disk), one L2 table at a time, each made writable first;
+ * with @skip_missing, ranges without an L2 table are left alone. */
+static int rewrite_range(struct ic_image *img, uint64_t off, uint64_t len, bool skip_missing,
+                         entry_rewrite_fn fn, const void *arg, struct punch_list *pl)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    while (len > 0) {
+        uint64_t l1i = off >> tbits;
+        uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
+        bool table = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
+        if (table || !skip_missing) {
+            uint8_t *l2;
+            int ret = l2_for_write_at(img, off, &l2);
+            if (ret < 0)
+                return ret;
+            ret = rewrite_entries(img, l2, off, n, fn, arg, pl);
+            qcow2_cache_put(&s->l2_cache, &l2);
+            if (ret < 0)
+                return ret;
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
 }
 
 /* entry_rewrite_fn (@arg: the enum zmode): the new entry for a whole
@@ -1463,35 +1503,13 @@ static int zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, enum 
                          struct punch_list *pl)
 {
     struct qcow2_state *s = qcow2_state(img);
-    uint32_t tbits = s->cluster_bits + s->l2_bits;
-    while (len > 0) {
-        uint64_t l1i = off >> tbits;
-        uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
-        bool table = l1i < s->l1_size && (s->l1[l1i] & QCOW2_L1E_OFFSET_MASK);
-        /* nothing to do for a missing table that already reads as zeroes
-         * (no backing) or that a discard would leave reading the backing;
-         * with extended L2 a discard allocates it anyway, as qemu's
-         * get_cluster_table does (same host layout, note 6d) */
-        if (!table && (mode == ZM_FULL || (!img->backing_name && !s->ext_l2) ||
-                       (s->h.version < 3 && !s->ext_l2))) {
-            off += n;
-            len -= n;
-            continue;
-        }
-        int ret;
-        if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
-            return ret;
-        uint8_t *l2;
-        if ((ret = get_l2_for_write(img, (uint32_t)l1i, &l2)) < 0)
-            return ret;
-        ret = rewrite_entries(img, l2, off, n, zero_entry, &mode, pl);
-        qcow2_cache_put(&s->l2_cache, &l2);
-        if (ret < 0)
-            return ret;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    /* nothing to do for a missing table that already reads as zeroes
+     * (no backing) or that a discard would leave reading the backing;
+     * with extended L2 a discard allocates it anyway, as qemu's
+     * get_cluster_table does (same host layout, note 6d) */
+    bool skip_missing = mode == ZM_FULL || (!img->backing_name && !s->ext_l2) ||
+                        (s->h.version < 3 && !s->ext_l2);
+    return rewrite_range(img, off, len, skip_missing, zero_entry, &mode, pl);
 }
 
 /* ---- extended L2 zero writes (design note 6c) ---------------------------------------- */
@@ -1541,18 +1559,6 @@ static bool chain_reads_zero(struct ic_image *img, uint64_t off, uint64_t len)
     return true;
 }
 
-/* The writable L2 table covering guest offset @off (L1 grown, table
- * allocated or unshared as qemu's get_cluster_table does). */
-static int l2_for_write_at(struct ic_image *img, uint64_t off, uint8_t **l2)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t l1i = off >> (s->cluster_bits + s->l2_bits);
-    int ret;
-    if (l1i >= s->l1_size && (ret = qcow2_grow_l1(img, l1i + 1)) < 0)
-        return ret;
-    return get_l2_for_write(img, (uint32_t)l1i, l2);
-}
-
 /* qemu's zero_l2_subclusters: @nsc subclusters from @off (subcluster
  * aligned, inside one cluster, fewer than all) read as zeroes.  The host
  * cluster stays allocated.  -ENOTSUP for a compressed cluster. */
@@ -1600,23 +1606,7 @@ static bool ext_zero_entry(struct ic_image *img, uint64_t e, uint64_t bm, uint64
 static int ext_zero_clusters(struct ic_image *img, uint64_t off, uint64_t len, bool unmap,
                              struct punch_list *pl)
 {
-    struct qcow2_state *s = qcow2_state(img);
-    uint32_t tbits = s->cluster_bits + s->l2_bits;
-    while (len > 0) {
-        uint64_t l1i = off >> tbits;
-        uint64_t n = IC_MIN(len, ((l1i + 1) << tbits) - off);
-        uint8_t *l2;
-        int ret = l2_for_write_at(img, off, &l2);
-        if (ret < 0)
-            return ret;
-        ret = rewrite_entries(img, l2, off, n, ext_zero_entry, &unmap, pl);
-        qcow2_cache_put(&s->l2_cache, &l2);
-        if (ret < 0)
-            return ret;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return rewrite_range(img, off, len, false, ext_zero_entry, &unmap, pl);
 }
 
 /* qemu's qcow2_subcluster_zeroize: [off, off+len) is subcluster aligned
