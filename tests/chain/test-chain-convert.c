@@ -23,6 +23,7 @@
 #include "testutil.h"
 #include "imgchain/chain.h"
 #include "chain-fixture.h"
+#include "fmt-scenario.h"
 
 #define DISK (4u << 20)
 
@@ -423,11 +424,7 @@ static int fl_run(struct tu_loop_ctx *ctx, ic_error **errp)
     free(srcpath);
     if (ret < 0)
         return ret;
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    o.open_file = ctx->open_file;
-    o.payload = ctx->open_payload;
-    ret = ic_image_open(&dst, ctx->path, &o, errp);
+    ret = fmt_open_target(ctx, &dst, errp);
     if (ret == 0)
         ret = ic_image_copy(dst, src, NULL, errp);
     int cret = ic_image_close(dst);
@@ -439,14 +436,7 @@ static int fl_run(struct tu_loop_ctx *ctx, ic_error **errp)
 
 static int fl_check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
 {
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret == 0)
-        ret = ic_image_check(img, 0, NULL, NULL, res, errp);
-    ic_image_close(img);
-    return ret;
+    return fmt_check_path(ctx->path, false, res, errp);
 }
 
 static void test_chain_convert__fails_cleanly_at_every_target_metadata_event(void **state)

@@ -75,18 +75,9 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 
 static int check(struct tu_loop_ctx *ctx, ic_check_result *res, ic_error **errp)
 {
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_NO_LOCK | IC_OPEN_CHECK;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, ctx->path, &o, errp);
-    if (ret == 0)
-        ret = ic_image_check(img, 0, NULL, NULL, res, errp);
-    ic_image_close(img);
-    if (ret == 0 && tu_have_prog("qemu-img")) {
-        int rc = tu_sh("qemu-img check -q '%s' >/dev/null 2>&1", ctx->path);
-        if (rc != 0 && rc != 3)
-            ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "qemu-img check exit %d", rc);
-    }
+    int ret = fmt_check_path(ctx->path, false, res, errp);
+    if (ret == 0 && fmt_have_qemu_img())
+        ret = fmt_qemu_img_check(ctx->path, NULL, errp);
     return ret;
 }
 
