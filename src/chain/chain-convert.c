@@ -36,6 +36,20 @@
  *  8. The target is flushed at the end: its data is durable when convert
  *     returns (qemu-img convert's default cache mode, unsafe, skips that;
  *     closing an image flushes it here anyway, see image.c).
+ *  6b. Without -t none the target is opened the same way (O_DIRECT on the
+ *     aio backend) when its file system allows O_DIRECT, and the engine
+ *     lends the backend its slot buffers (write-behind, io-aio.c
+ *     invariants 6 and 7): a window goes to the device from the slot it
+ *     was read into, up to IC_AIO_BEHIND_DEPTH of them at once, and the
+ *     slot is refilled only when the device is done with it.  Nothing of
+ *     the target passes through the page cache: on the bench VM, copying
+ *     it there (into pages the host has to fault in) was most of the
+ *     writer's time, 0.6 to 1.9 s of system time per 1 GiB convert
+ *     depending on the host; with write-behind the whole process uses
+ *     about 0.45 s, and 21 paired runs of convert -O qcow2 of the 1 GiB
+ *     chain were 1.07 times faster (median 1.83 s against 1.95 s; the
+ *     disk itself is the limit there).  Where O_DIRECT is refused, the
+ *     target is written through the page cache with IC_OPEN_STREAM.
  *  9. Reading and writing overlap, and several reads are in flight: up to
  *     CONVERT_READERS reader threads, each with its own handle on the
  *     source chain, fill CONVERT_SLOTS buffers; the caller's thread writes
@@ -64,6 +78,7 @@
 
 #include "imgchain/chain.h"
 #include "chain.h"
+#include "io/io-aio.h"
 #include "util/overflow.h"
 
 /* Bytes read per ic_image_pread() call (one slot buffer): large enough
@@ -144,7 +159,10 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * disk costs one block status query per run, not one per stripe.
  *
  * Slots (all under `lock`): FREE -> (a reader) FILLING -> READY -> (the
- * writer) WRITING -> FREE.  A slot carries data; the writer takes READY
+ * writer) WRITING -> FREE, or -> HELD -> FREE when the target's backend
+ * kept parts of the buffer for write-behind (design note 6b): `holds`
+ * counts them, and the backend's completion thread frees the slot when
+ * the last one comes back.  A slot carries data; the writer takes READY
  * slots in any order: writes to different offsets commute.  A zero run
  * needs no slot: its reader adds it to `skipped`, which the writer turns
  * into progress when it wakes.  The writer ends when every reader has
@@ -160,15 +178,21 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * slot-sized output buffer). */
 #define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
 #define CONVERT_SLOTS_COMPRESS 2
+/* With write-behind, up to IC_AIO_BEHIND_DEPTH slots wait for the device
+ * besides those the readers fill and the one being written: 8 x 2 MiB,
+ * a peak RSS of about 21 MiB against qemu-img's 25 for the same convert. */
+#define CONVERT_SLOTS_BEHIND (CONVERT_READERS + IC_AIO_BEHIND_DEPTH + 1)
+#define CONVERT_SLOTS_MAX CONVERT_SLOTS_BEHIND
 /* Guest bytes a reader claims at once. */
 #define CONVERT_STRIPE ((uint64_t)64 << 20)
 
-enum slot_state { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY, SLOT_WRITING };
+enum slot_state { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY, SLOT_WRITING, SLOT_HELD };
 
 struct slot {
     uint8_t *buf;
     uint64_t off;
     uint64_t len;
+    unsigned holds;     /* parts of buf the target's backend still writes */
     uint64_t progress;  /* guest bytes it adds to progress: len, less a head
                          * already counted as a skipped zero run */
     enum slot_state state;
@@ -217,8 +241,9 @@ struct copy_state {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct slot slots[CONVERT_SLOTS];
-    unsigned nslots;         /* slots in use (<= CONVERT_SLOTS) */
+    struct slot slots[CONVERT_SLOTS_MAX];
+    unsigned nslots;         /* slots in use (<= CONVERT_SLOTS_MAX) */
+    bool lent;               /* the target's backend takes slot buffers */
     uint64_t next_stripe;    /* guest offset of the next unclaimed stripe */
     unsigned readers_done;
     bool stop;
@@ -601,6 +626,59 @@ static int write_slot(struct copy_state *s, const struct slot *sl, ic_error **er
     return 0;
 }
 
+/* ---- write-behind lender (design note 6b) --------------------------------- */
+
+/* The slot whose buffer holds [p, p+len), or NULL (the target driver's own
+ * buffers, which it may free as soon as pwrite returns). */
+static struct slot *slot_of(struct copy_state *s, const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        uintptr_t b = (uintptr_t)s->slots[i].buf;
+        if (a >= b && a - b <= s->buf_size && len <= s->buf_size - (a - b))
+            return &s->slots[i];
+    }
+    return NULL;
+}
+
+static bool lend_hold(void *payload, const void *buf, size_t len)
+{
+    struct copy_state *s = payload;
+    struct slot *sl = slot_of(s, buf, len);
+    if (!sl)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    bool ok = sl->state == SLOT_WRITING;
+    if (ok)
+        sl->holds++;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static void lend_release(void *payload, const void *buf)
+{
+    struct copy_state *s = payload;
+    struct slot *sl = slot_of(s, buf, 1);
+    if (!sl)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (sl->holds && --sl->holds == 0 && sl->state == SLOT_HELD) {
+        sl->state = SLOT_FREE;
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* After the writer is done with a slot: free now, or when the backend
+ * gives the last part back. */
+static void slot_written(struct copy_state *s, struct slot *sl)
+{
+    pthread_mutex_lock(&s->lock);
+    sl->state = sl->holds ? SLOT_HELD : SLOT_FREE;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static int start_reader(struct copy_state *s, struct reader *r, ic_error **errp)
 {
     pthread_mutex_lock(&s->lock);
@@ -680,7 +758,7 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
             return ret;
         s->done += sl->progress;
         progress(s, s->done);
-        slot_set(s, sl, SLOT_FREE);
+        slot_written(s, sl);
     }
 }
 
@@ -724,6 +802,17 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
                             "%s: cluster size %" PRIu64 " is not supported for conversion",
                             dst->filename, s.granule);
     s.buf_size = (size_t)IC_MAX((uint64_t)CONVERT_BUF_SIZE, s.granule);
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    /* write-behind when the target's backend takes lent buffers (only
+     * plain copies: -c writes from the compression buffers) */
+    if (!s.compress) {
+        const struct ic_io_lender lender = { lend_hold, lend_release, &s };
+        if (ic_io_aio_lend(dst->file, &lender) == 0) {
+            s.lent = true;
+            s.nslots = CONVERT_SLOTS_BEHIND;
+        }
+    }
     int ret = 0;
     unsigned nbuf = 0;
     for (; nbuf < s.nslots; nbuf++) {
@@ -737,8 +826,6 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
     }
     if (s.compress && ic_image_can_precompress(dst))
         s.pool = pool_create(dst, (size_t)s.granule, s.buf_size);
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
     progress(&s, 0);
     struct reader readers[CONVERT_READERS];
     unsigned started = 0;
@@ -775,10 +862,19 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
     ic_error_free(s.read_err);
     if (ret == 0)
         ret = ic_image_flush(dst, errp);
-    pthread_cond_destroy(&s.cond);
-    pthread_mutex_destroy(&s.lock);
     pool_destroy(s.pool);
 out_free:
+    if (s.lent) {
+        /* every lent buffer back before they are freed; a write error the
+         * flush did not see (there was none on a failure path) is kept */
+        int lret = ic_io_aio_lend(dst->file, NULL);
+        if (ret == 0 && lret < 0)
+            ret = ic_error_set(errp, ic_error_kind_from_errno(-lret), -lret,
+                               "%s: writing the target failed: %s", dst->filename,
+                               strerror(-lret));
+    }
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.lock);
     for (unsigned i = 0; i < nbuf; i++)
         free(s.slots[i].buf);
     return ret;
@@ -953,17 +1049,24 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | (opts->direct ? IC_OPEN_DIRECT : IC_OPEN_STREAM);
-    if (opts->direct) {
-        /* The aio backend does O_DIRECT for every format: aligned data
-         * goes straight to the device, unaligned metadata writes through
-         * its bounce buffers. */
-        ic_io *file = NULL;
-        ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT, errp);
-        if (ret == 0)
-            ret = ic_image_open_io(&dst, file, &dop, errp);
-    } else {
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
+    /* The aio backend does O_DIRECT for every format: aligned data goes
+     * straight to the device (behind, design note 6b), unaligned metadata
+     * writes through its bounce buffers.  Without -t none, a file system
+     * that refuses O_DIRECT gets the page cache, streamed.  IC_IO_STREAM
+     * on the direct file too: its flush drops the pages that creating the
+     * image left cached, so nothing of the target stays in memory. */
+    ic_io *file = NULL;
+    ic_error *derr = NULL;
+    ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
+    if (ret == 0) {
+        ret = ic_image_open_io(&dst, file, &dop, errp);
+    } else if (!opts->direct && ret == -EINVAL && derr && derr->kind == IC_ERR_UNSUPPORTED) {
+        ic_error_free(derr);
+        dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
         ret = ic_image_open(&dst, dst_path, &dop, errp);
+    } else {
+        ic_error_propagate(errp, derr);
     }
     if (ret == 0) {
         /* more readers open their own handles (design note 9) */

@@ -22,17 +22,55 @@
 /* ic_io_open_aio_ex() flags */
 #define IC_AIO_SYNC (1u << 0) /* no aio context: every request synchronous */
 
+/* Write-behind (ic_io_aio_lend): lent writes in flight at once.  Four
+ * 2 MiB writes keep the device busy while the caller prepares the next
+ * ones; six measured no faster on the bench VM (21 paired runs of the
+ * 1 GiB convert: 1.04 against 1.07 times the page-cache path's speed). */
+#define IC_AIO_BEHIND_DEPTH 4
+/* Smallest write that may go behind: smaller ones (metadata) are cheap
+ * enough to run synchronously. */
+#define IC_AIO_BEHIND_MIN ((size_t)64 << 10)
+/* The file grows ahead of lent writes in steps of this size, so that they
+ * never extend it (an extending O_DIRECT write is synchronous on ext4 and
+ * XFS); the excess is cut off at flush, truncate, detach and close. */
+#define IC_AIO_BEHIND_RESERVE ((uint64_t)64 << 20)
+
+/*
+ * A lender of write buffers.  hold() is called in pwrite, on the caller's
+ * thread, for an aligned write of at least IC_AIO_BEHIND_MIN bytes: true
+ * means @buf belongs to the lender and stays valid (unchanged) until
+ * release(@buf) is called, from the backend's completion thread; pwrite
+ * then returns before the data is written.  false: the write runs
+ * synchronously as without a lender.  release() is called exactly once per
+ * hold() that returned true, also when the write failed (the error is kept
+ * and returned by the next operation on the backend).
+ */
+struct ic_io_lender {
+    bool (*hold)(void *payload, const void *buf, size_t len);
+    void (*release)(void *payload, const void *buf);
+    void *payload;
+};
+
 struct ic_io_aio_stats {
     uint64_t io_submit_calls;  /* io_submit() system calls */
     uint64_t aio_requests;     /* requests that went through the aio context */
     uint64_t sync_requests;    /* requests done with pread/pwrite */
     uint64_t bounced;          /* O_DIRECT requests copied through a bounce buffer */
     unsigned max_in_flight;    /* highest number of requests in flight at once */
-    bool async;                /* an aio context exists */
+    uint64_t behind_writes;    /* writes that went behind (lent buffers) */
+    unsigned behind_max_in_flight; /* most lent writes in flight at once */
+    uint64_t reserve_steps;    /* times the file grew ahead of lent writes */
+    bool async;                /* an aio context exists (from the first batch) */
 };
 
 int ic_io_open_aio_ex(ic_io **out, const char *path, unsigned flags, unsigned aio_flags,
                       ic_error **errp);
+/* Attaches @lender (write-behind, see struct ic_io_lender) to an aio
+ * backend opened with IC_IO_DIRECT; NULL detaches: waits
+ * for every lent write, trims the file's reservation and returns the first
+ * error of a lent write (0 if none).  -ENOTSUP: not such a backend (the
+ * caller's writes then stay synchronous); -EBUSY: a lender is attached. */
+int ic_io_aio_lend(ic_io *io, const struct ic_io_lender *lender);
 /* Statistics of an aio backend; false when @io is not one. */
 bool ic_io_aio_get_stats(const ic_io *io, struct ic_io_aio_stats *out);
 /* O_DIRECT alignment in force (1 when not direct); 0 when not an aio backend. */

@@ -201,8 +201,8 @@ static void test_chain_convert__parallel_readers_copy_many_stripes_exactly_and_l
         ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
         o.out_format = fmts[i];
         TU_ASSERT_OK(ic_image_convert(cf_path("wide.qcow2"), cf_path(name), &o, &err), err);
-        /* the target streams out (IC_OPEN_STREAM): once convert returns,
-         * none of its pages is left in the page cache */
+        /* the target goes out O_DIRECT (or streams, IC_OPEN_STREAM): once
+         * convert returns, none of its pages is left in the page cache */
         size_t cached = 0;
         int cret = tu_cached_pages(cf_path(name), &cached);
         if (cret != -ENOTSUP) {
