@@ -1053,15 +1053,20 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     /* The aio backend does O_DIRECT for every format: aligned data goes
      * straight to the device (behind, design note 6b), unaligned metadata
      * writes through its bounce buffers.  Without -t none, a file system
-     * that refuses O_DIRECT gets the page cache, streamed.  IC_IO_STREAM
-     * on the direct file too: its flush drops the pages that creating the
-     * image left cached, so nothing of the target stays in memory. */
+     * that refuses O_DIRECT gets the page cache, streamed, and so does -c:
+     * its clusters are small unaligned writes, each a read-modify-write
+     * under O_DIRECT (30% slower: 25 s against 19 s for the 1 GiB chain).
+     * IC_IO_STREAM on the direct file too: its flush drops the pages that
+     * creating the image left cached, so nothing of the target stays in
+     * memory. */
     ic_io *file = NULL;
     ic_error *derr = NULL;
-    ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
+    ret = -EINVAL;
+    if (opts->direct || !opts->compress)
+        ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
     if (ret == 0) {
         ret = ic_image_open_io(&dst, file, &dop, errp);
-    } else if (!opts->direct && ret == -EINVAL && derr && derr->kind == IC_ERR_UNSUPPORTED) {
+    } else if (!opts->direct && ret == -EINVAL && (!derr || derr->kind == IC_ERR_UNSUPPORTED)) {
         ic_error_free(derr);
         dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
         ret = ic_image_open(&dst, dst_path, &dop, errp);
