@@ -421,7 +421,7 @@ int ic_io_aio_lend(ic_io *io, const struct ic_io_lender *lender)
 static int64_t aio_pread(ic_io *io, void *buf, size_t len, uint64_t off)
 {
     struct io_aio *a = to_aio(io);
-    uint64_t end;
+    uint64_t end = 0;
     if (a->behind) {
         if (ic_add_overflow(off, (uint64_t)len, &end))
             return -EINVAL;
