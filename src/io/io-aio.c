@@ -39,10 +39,10 @@
  *      detach wait for all of them.  A failed lent write is kept and returned by the next call
  *      (pwrite, flush, truncate, detach): the caller learns of it before
  *      it can believe the data durable.
- *   7. While lending, the file grows ahead of the writes in
- *      IC_AIO_BEHIND_RESERVE steps (an O_DIRECT write that extends the file
- *      runs synchronously on ext4 and XFS, which would leave one write in
- *      flight).  The reservation is invisible: get_size and reads see the
+ *   7. While lending, the file grows ahead of the writes in steps of
+ *      IC_AIO_BEHIND_RESERVE and more (an O_DIRECT write that extends the
+ *      file runs synchronously on ext4 and XFS, which would leave one
+ *      write in flight).  The reservation is invisible: get_size and reads see the
  *      size as written, and flush, truncate, detach and close cut the file
  *      back to it, so on disk the file is never longer after a flush.
  *      Why the copy engines use it: a lent write costs the caller no copy
@@ -328,7 +328,13 @@ static int behind_write(struct io_aio *a, const void *buf, size_t len, uint64_t 
     int ret = b->error;
     pthread_mutex_unlock(&b->lock);
     if (ret == 0 && end > b->physical) {
-        uint64_t to = IC_ALIGN_UP(end, IC_AIO_BEHIND_RESERVE);
+        /* growing the file waits for every O_DIRECT write in flight (ext4
+         * and XFS drain them before a size change), so it grows in steps
+         * that double up to IC_AIO_BEHIND_RESERVE_MAX: five pauses for a
+         * 1 GiB output instead of sixteen */
+        uint64_t step = IC_MIN(IC_MAX(IC_AIO_BEHIND_RESERVE, b->physical),
+                               IC_AIO_BEHIND_RESERVE_MAX);
+        uint64_t to = IC_ALIGN_UP(IC_MAX(end, b->physical + step), IC_AIO_BEHIND_RESERVE);
         ret = ic_io_truncate(a->posix, to);
         if (ret == 0) {
             b->physical = to;

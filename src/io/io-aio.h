@@ -30,10 +30,13 @@
 /* Smallest write that may go behind: smaller ones (metadata) are cheap
  * enough to run synchronously. */
 #define IC_AIO_BEHIND_MIN ((size_t)64 << 10)
-/* The file grows ahead of lent writes in steps of this size, so that they
- * never extend it (an extending O_DIRECT write is synchronous on ext4 and
- * XFS); the excess is cut off at flush, truncate, detach and close. */
+/* The file grows ahead of lent writes in steps of at least this size, so
+ * that they never extend it (an extending O_DIRECT write is synchronous on
+ * ext4 and XFS); the excess is cut off at flush, truncate, detach and
+ * close. */
 #define IC_AIO_BEHIND_RESERVE ((uint64_t)64 << 20)
+/* Steps double with the file's size up to this one. */
+#define IC_AIO_BEHIND_RESERVE_MAX ((uint64_t)1 << 30)
 
 /*
  * A lender of write buffers.  hold() is called in pwrite, on the caller's
