@@ -63,6 +63,7 @@ struct ic_io_aio_stats {
     uint64_t behind_writes;    /* writes that went behind (lent buffers) */
     unsigned behind_max_in_flight; /* most lent writes in flight at once */
     uint64_t reserve_steps;    /* times the file grew ahead of lent writes */
+    uint64_t cached_writes;    /* small writes sent through the page cache while lending */
     bool async;                /* an aio context exists (from the first batch) */
 };
 
