@@ -20,27 +20,15 @@
 #define CHUNK ((size_t)256 << 10)
 #define NBUF 8
 
-struct fixture {
-    char *dir;
-    char *path;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
-    f->path = tu_path(f->dir, "data.img");
-    *state = f;
+    *state = tu_dir_new("data.img");
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f->path);
-    free(f);
+    tu_dir_free(*state);
     return 0;
 }
 
@@ -134,6 +122,19 @@ static bool open_direct(ic_io **io, const char *path, unsigned flags)
     return true;
 }
 
+/* A new file on the O_DIRECT aio backend with lender @l attached (the
+ * test is skipped where the file system refuses O_DIRECT). */
+static ic_io *open_lent(const char *path, struct lender *l)
+{
+    ic_io *io;
+    if (!open_direct(&io, path, IC_IO_CREATE))
+        skip();
+    lender_init(l);
+    const struct ic_io_lender cb = { l_hold, l_release, l };
+    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
+    return io;
+}
+
 static void assert_file_is_chunks(const char *path, uint64_t nchunks)
 {
     uint8_t *data;
@@ -151,14 +152,9 @@ static void assert_file_is_chunks(const char *path, uint64_t nchunks)
 
 static void test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once(void **state)
 {
-    struct fixture *f = *state;
-    ic_io *io;
-    if (!open_direct(&io, f->path, IC_IO_CREATE))
-        skip();
+    struct tu_dir *f = *state;
     struct lender l;
-    lender_init(&l);
-    const struct ic_io_lender cb = { l_hold, l_release, &l };
-    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
+    ic_io *io = open_lent(f->path, &l);
     const uint64_t n = 64;
     for (uint64_t i = 0; i < n; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)(i % NBUF), i), CHUNK, i * CHUNK), 0);
@@ -182,14 +178,9 @@ static void test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once(
 
 static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void **state)
 {
-    struct fixture *f = *state;
-    ic_io *io;
-    if (!open_direct(&io, f->path, IC_IO_CREATE))
-        skip();
+    struct tu_dir *f = *state;
     struct lender l;
-    lender_init(&l);
-    const struct ic_io_lender cb = { l_hold, l_release, &l };
-    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
+    ic_io *io = open_lent(f->path, &l);
     for (uint64_t i = 0; i < 3; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)i, i), CHUNK, i * CHUNK), 0);
     /* the size as written, while the file itself is longer */
@@ -223,14 +214,9 @@ static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void 
 
 static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_write(void **state)
 {
-    struct fixture *f = *state;
-    ic_io *io;
-    if (!open_direct(&io, f->path, IC_IO_CREATE))
-        skip();
+    struct tu_dir *f = *state;
     struct lender l;
-    lender_init(&l);
-    const struct ic_io_lender cb = { l_hold, l_release, &l };
-    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
+    ic_io *io = open_lent(f->path, &l);
     uint8_t *r, *want = malloc(CHUNK);
     assert_int_equal(posix_memalign((void **)&r, 4096, CHUNK), 0); /* reads need no bounce */
     for (uint64_t round = 0; round < 16; round++) {
@@ -269,15 +255,10 @@ static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_wri
 
 static void test_behind__a_buffer_the_lender_refuses_is_written_at_once(void **state)
 {
-    struct fixture *f = *state;
-    ic_io *io;
-    if (!open_direct(&io, f->path, IC_IO_CREATE))
-        skip();
+    struct tu_dir *f = *state;
     struct lender l;
-    lender_init(&l);
+    ic_io *io = open_lent(f->path, &l);
     l.refuse = true;
-    const struct ic_io_lender cb = { l_hold, l_release, &l };
-    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
     for (uint64_t i = 0; i < 4; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)i, i), CHUNK, i * CHUNK), 0);
     struct ic_io_aio_stats st;
@@ -291,19 +272,14 @@ static void test_behind__a_buffer_the_lender_refuses_is_written_at_once(void **s
 
 static void test_behind__a_failed_lent_write_reaches_the_next_call_and_detach(void **state)
 {
-    struct fixture *f = *state;
-    ic_io *io;
-    if (!open_direct(&io, f->path, IC_IO_CREATE))
-        skip();
+    struct tu_dir *f = *state;
     struct lender l;
-    lender_init(&l);
+    ic_io *io = open_lent(f->path, &l);
     /* a lent buffer the kernel cannot read: the worker's pwrite fails */
     uint8_t *bad = mmap(NULL, CHUNK, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(bad != MAP_FAILED);
     free(l.bufs[0]);
     l.bufs[0] = bad;
-    const struct ic_io_lender cb = { l_hold, l_release, &l };
-    assert_int_equal(ic_io_aio_lend(io, &cb), 0);
     assert_int_equal(ic_io_pwrite(io, bad, CHUNK, 0), 0); /* accepted: behind */
     assert_int_equal(ic_io_flush(io), -EFAULT);
     assert_int_equal(l.releases, 1); /* given back all the same */
@@ -321,7 +297,7 @@ static void test_behind__a_failed_lent_write_reaches_the_next_call_and_detach(vo
 
 static void test_behind__only_an_o_direct_aio_backend_takes_a_lender(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     struct lender l;
     lender_init(&l);
     const struct ic_io_lender cb = { l_hold, l_release, &l };
@@ -348,7 +324,7 @@ static void test_behind__only_an_o_direct_aio_backend_takes_a_lender(void **stat
  * exact, and the target is no longer than its data. */
 static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     char *src_path = tu_path(f->dir, "src.qcow2");
     char *dst_path = tu_path(f->dir, "dst.qcow2");
     ic_error *err = NULL;

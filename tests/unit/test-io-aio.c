@@ -12,27 +12,15 @@
 #define CHUNK 65536
 #define NREQ 64
 
-struct fixture {
-    char *dir;
-    char *path;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
-    f->path = tu_path(f->dir, "data.img");
-    *state = f;
+    *state = tu_dir_new("data.img");
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f->path);
-    free(f);
+    tu_dir_free(*state);
     return 0;
 }
 
@@ -84,7 +72,7 @@ static void batch_roundtrip(const char *path, unsigned flags, unsigned aio_flags
 
 static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     struct ic_io_aio_stats st;
     batch_roundtrip(f->path, 0, 0, &st);
     assert_true(st.async);
@@ -96,7 +84,7 @@ static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state
 
 static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     struct ic_io_aio_stats st;
     batch_roundtrip(f->path, IC_IO_DIRECT, 0, &st);
     assert_true(st.async);
@@ -106,7 +94,7 @@ static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void *
 
 static void test_io_aio__works_synchronously_without_an_aio_context(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     struct ic_io_aio_stats st;
     batch_roundtrip(f->path, IC_IO_DIRECT, IC_AIO_SYNC, &st);
     assert_false(st.async);
@@ -117,7 +105,7 @@ static void test_io_aio__works_synchronously_without_an_aio_context(void **state
 /* Random unaligned writes and reads with O_DIRECT against a memory model. */
 static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE | IC_IO_DIRECT, 0);
     assert_true(ic_io_aio_alignment(io) >= 512);
     enum { SPACE = 256 * 1024 };
@@ -162,7 +150,7 @@ static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
 
 static void test_io_aio__overlapping_requests_in_one_batch_take_effect_in_order(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     for (int direct = 0; direct < 2; direct++) {
         ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE | (direct ? IC_IO_DIRECT : 0), 0);
         enum { N = 48 };
@@ -190,7 +178,7 @@ static void test_io_aio__overlapping_requests_in_one_batch_take_effect_in_order(
 
 static void test_io_aio__reads_past_end_of_file_are_zero_filled_or_short(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     uint8_t data[1000];
     tu_fill_pattern(data, sizeof(data), 3);
     assert_int_equal(tu_write_file(f->path, data, sizeof(data)), 0);
@@ -215,7 +203,7 @@ static void test_io_aio__reads_past_end_of_file_are_zero_filled_or_short(void **
 
 static void test_io_aio__each_request_gets_its_own_result(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
     uint8_t a[512], b[512];
     memset(a, 1, sizeof(a));
@@ -261,7 +249,7 @@ static void test_io_aio__direct_on_a_file_system_without_o_direct_is_a_clear_err
 
 static void test_io_aio__missing_file_is_enoent_naming_it(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = NULL;
     ic_error *err = NULL;
     char *p = tu_path(f->dir, "nope.img");
@@ -273,7 +261,7 @@ static void test_io_aio__missing_file_is_enoent_naming_it(void **state)
 
 static void test_io_aio__takes_the_same_locks_as_the_posix_backend(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *w = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
     ic_io *other = NULL;
     ic_error *err = NULL;

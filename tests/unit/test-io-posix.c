@@ -7,27 +7,15 @@
 
 #include "testutil.h"
 
-struct fixture {
-    char *dir;
-    char *path;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
-    f->path = tu_path(f->dir, "f.img");
-    *state = f;
+    *state = tu_dir_new("f.img");
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f->path);
-    free(f);
+    tu_dir_free(*state);
     return 0;
 }
 
@@ -41,7 +29,7 @@ static ic_io *open_ok(const char *path, unsigned flags)
 
 static void test_io_posix__missing_file_is_enoent_naming_it(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = (ic_io *)1;
     ic_error *err = NULL;
     int ret = ic_io_open_file(&io, f->path, 0, &err);
@@ -55,7 +43,7 @@ static void test_io_posix__missing_file_is_enoent_naming_it(void **state)
 
 static void test_io_posix__directory_is_refused_with_eisdir(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io;
     ic_error *err = NULL;
     int ret = ic_io_open_file(&io, f->dir, 0, &err);
@@ -66,7 +54,7 @@ static void test_io_posix__directory_is_refused_with_eisdir(void **state)
 
 static void test_io_posix__create_writes_reads_and_sizes_a_file(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
     assert_string_equal(ic_io_name(io), f->path);
     assert_true(ic_io_posix_fd(io) >= 0);
@@ -89,7 +77,7 @@ static void test_io_posix__create_writes_reads_and_sizes_a_file(void **state)
 
 static void test_io_posix__create_never_truncates_and_excl_refuses_existing(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     assert_int_equal(tu_write_file(f->path, "hello", 5), 0);
     ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
     assert_int_equal(ic_io_get_size(io), 5);
@@ -102,7 +90,7 @@ static void test_io_posix__create_never_truncates_and_excl_refuses_existing(void
 
 static void test_io_posix__read_only_handle_refuses_writes(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     assert_int_equal(tu_write_file(f->path, "hello", 5), 0);
     ic_io *io = open_ok(f->path, 0);
     assert_int_equal(ic_io_pwrite(io, "x", 1, 0), -EBADF);
@@ -112,7 +100,7 @@ static void test_io_posix__read_only_handle_refuses_writes(void **state)
 
 static void test_io_posix__truncate_and_punch_hole_make_zeroes(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
     enum { SZ = 1 << 20 };
     uint8_t *w = malloc(SZ), *r = malloc(SZ);
@@ -147,7 +135,7 @@ static void test_io_posix__truncate_and_punch_hole_make_zeroes(void **state)
 
 static void test_io_posix__remove_deletes_and_reports_missing(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     assert_int_equal(tu_write_file(f->path, "x", 1), 0);
     assert_int_equal(ic_io_remove(f->path), 0);
     assert_false(ic_io_file_exists(f->path));
@@ -202,7 +190,7 @@ static size_t write_bulk_and_count_cached(const char *path, unsigned flags)
 
 static void test_io_posix__stream_output_leaves_no_page_cache_after_flush(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_dir *f = *state;
     size_t none;
     if (tu_cached_pages(f->dir, &none) == -ENOTSUP)
         skip(); /* tmpfs: the page cache is the file */

@@ -18,26 +18,15 @@
 
 #define DISK (4u << 20)
 
-struct fx {
-    char *dir, *path;
-};
-
 static int fx_setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
-    f->path = tu_path(f->dir, "a.qcow2");
-    *state = f;
+    *state = tu_dir_new("a.qcow2");
     return 0;
 }
 
 static int fx_teardown(void **state)
 {
-    struct fx *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f->path);
-    free(f);
+    tu_dir_free(*state);
     return 0;
 }
 
@@ -72,7 +61,7 @@ static void assert_clean(ic_image *img)
 
 static void test_qcow2_snapshot__create_lists_every_field(void **state)
 {
-    struct fx *f = *state;
+    struct tu_dir *f = *state;
     ic_error *err = NULL;
     ic_image *img = make(f->path, NULL);
     TU_ASSERT_OK(ic_snapshot_create(img, "first", &err), err);
@@ -93,7 +82,7 @@ static void test_qcow2_snapshot__create_lists_every_field(void **state)
 
 static void test_qcow2_snapshot__create_refuses_an_existing_name(void **state)
 {
-    struct fx *f = *state;
+    struct tu_dir *f = *state;
     ic_error *err = NULL;
     ic_image *img = make(f->path, NULL);
     TU_ASSERT_OK(ic_snapshot_create(img, "x", &err), err);
@@ -104,7 +93,7 @@ static void test_qcow2_snapshot__create_refuses_an_existing_name(void **state)
 
 static void test_qcow2_snapshot__apply_restores_data_and_delete_frees(void **state)
 {
-    struct fx *f = *state;
+    struct tu_dir *f = *state;
     ic_error *err = NULL;
     ic_image *img = make(f->path, NULL);
     uint8_t want[65536], got[65536], other[65536];
@@ -125,7 +114,7 @@ static void test_qcow2_snapshot__apply_restores_data_and_delete_frees(void **sta
 
 static void test_qcow2_snapshot__refcount_bits_1_refuses_before_writing(void **state)
 {
-    struct fx *f = *state;
+    struct tu_dir *f = *state;
     ic_error *err = NULL;
     ic_image *img = make(f->path, "refcount_bits=1");
     TU_ASSERT_OK(ic_image_flush(img, &err), err);
@@ -144,7 +133,7 @@ static void test_qcow2_snapshot__refcount_bits_1_refuses_before_writing(void **s
 
 static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_active_tree(void **state)
 {
-    struct fx *f = *state;
+    struct tu_dir *f = *state;
     ic_error *err = NULL;
     ic_image *img = make(f->path, NULL);
     char name[32];
