@@ -25,10 +25,26 @@
  *     one of its backing files (same real path), -c for a format without
  *     compression, backing_file in -o (convert flattens; see
  *     docs of qemu-img -B, not supported).
- *  6. -t none: the target is opened on the aio backend with IC_IO_DIRECT
+ *  6. The target is opened on the aio backend with IC_IO_DIRECT
  *     (ic_io_open_aio); data goes out from aligned buffers (posix_memalign,
  *     CONVERT_ALIGN) in granule-aligned lengths, and whatever is unaligned
- *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers.
+ *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers,
+ *     or the page cache while lending (6b).  -t none insists on it;
+ *     without -t none, a file system that refuses O_DIRECT, and -c (whose
+ *     clusters would all be bounced), get the page cache instead,
+ *     streamed out (IC_OPEN_STREAM).
+ *  6b. On the O_DIRECT target (not with -c), the engine lends the
+ *     backend its slot buffers (write-behind, io-aio.c invariants 6 to
+ *     8): a window goes to the device from the slot it was read into, up
+ *     to IC_AIO_BEHIND_DEPTH of them at once, and the slot is refilled
+ *     only when the device is done with it.  None of the target's data
+ *     passes through the page cache: on the bench VM, copying it there
+ *     (into pages the host has to fault in) was most of the writer's
+ *     time, 0.6 to 1.9 s of system time per 1 GiB convert
+ *     depending on the host; with write-behind the whole process uses
+ *     about 0.45 s, and 21 paired runs of convert -O qcow2 of the 1 GiB
+ *     chain were 1.07 times faster (median 1.83 s against 1.95 s; the
+ *     disk itself is the limit there).
  *  7. Progress is reported after every window written, and for skipped
  *     runs whenever the writer wakes (readers wake it at least every
  *     CONVERT_SKIP_WAKE skipped bytes), in guest bytes handled, from 0 to
@@ -36,20 +52,6 @@
  *  8. The target is flushed at the end: its data is durable when convert
  *     returns (qemu-img convert's default cache mode, unsafe, skips that;
  *     closing an image flushes it here anyway, see image.c).
- *  6b. Without -t none the target is opened the same way (O_DIRECT on the
- *     aio backend) when its file system allows O_DIRECT, and the engine
- *     lends the backend its slot buffers (write-behind, io-aio.c
- *     invariants 6 and 7): a window goes to the device from the slot it
- *     was read into, up to IC_AIO_BEHIND_DEPTH of them at once, and the
- *     slot is refilled only when the device is done with it.  Nothing of
- *     the target passes through the page cache: on the bench VM, copying
- *     it there (into pages the host has to fault in) was most of the
- *     writer's time, 0.6 to 1.9 s of system time per 1 GiB convert
- *     depending on the host; with write-behind the whole process uses
- *     about 0.45 s, and 21 paired runs of convert -O qcow2 of the 1 GiB
- *     chain were 1.07 times faster (median 1.83 s against 1.95 s; the
- *     disk itself is the limit there).  Where O_DIRECT is refused, the
- *     target is written through the page cache with IC_OPEN_STREAM.
  *  9. Reading and writing overlap, and several reads are in flight: up to
  *     CONVERT_READERS reader threads, each with its own handle on the
  *     source chain, fill CONVERT_SLOTS buffers; the caller's thread writes
@@ -161,8 +163,8 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * Slots (all under `lock`): FREE -> (a reader) FILLING -> READY -> (the
  * writer) WRITING -> FREE, or -> HELD -> FREE when the target's backend
  * kept parts of the buffer for write-behind (design note 6b): `holds`
- * counts them, and the backend's completion thread frees the slot when
- * the last one comes back.  A slot carries data; the writer takes READY
+ * counts them, and the backend's worker that writes the last one frees
+ * the slot.  A slot carries data; the writer takes READY
  * slots in any order: writes to different offsets commute.  A zero run
  * needs no slot: its reader adds it to `skipped`, which the writer turns
  * into progress when it wakes.  The writer ends when every reader has
@@ -1051,27 +1053,33 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     dop.format = out_fmt;
     dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
     /* The aio backend does O_DIRECT for every format: aligned data goes
-     * straight to the device (behind, design note 6b), unaligned metadata
-     * writes through its bounce buffers.  Without -t none, a file system
-     * that refuses O_DIRECT gets the page cache, streamed, and so does -c:
-     * its clusters are small unaligned writes, each a read-modify-write
-     * under O_DIRECT (30% slower: 25 s against 19 s for the 1 GiB chain).
+     * straight to the device (behind, design note 6b); small metadata
+     * writes go through the page cache while lending, through its bounce
+     * buffers otherwise.  Without -t none, a file system that refuses
+     * O_DIRECT gets the page cache, streamed, and so does -c: its
+     * clusters are small unaligned writes, each a read-modify-write under
+     * O_DIRECT (30% slower: 25 s against 19 s for the 1 GiB chain).
      * IC_IO_STREAM on the direct file too: its flush drops the pages that
      * creating the image left cached, so nothing of the target stays in
      * memory. */
+    bool direct = opts->direct || !opts->compress;
     ic_io *file = NULL;
     ic_error *derr = NULL;
-    ret = -EINVAL;
-    if (opts->direct || !opts->compress)
+    if (direct) {
         ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
-    if (ret == 0) {
+        if (ret == -EINVAL && !opts->direct && derr && derr->kind == IC_ERR_UNSUPPORTED) {
+            ic_error_free(derr); /* no O_DIRECT here: the page cache */
+            derr = NULL;
+            direct = false;
+        }
+    }
+    if (direct && ret == 0) {
         ret = ic_image_open_io(&dst, file, &dop, errp);
-    } else if (!opts->direct && ret == -EINVAL && (!derr || derr->kind == IC_ERR_UNSUPPORTED)) {
-        ic_error_free(derr);
+    } else if (direct) {
+        ic_error_propagate(errp, derr);
+    } else {
         dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
         ret = ic_image_open(&dst, dst_path, &dop, errp);
-    } else {
-        ic_error_propagate(errp, derr);
     }
     if (ret == 0) {
         /* more readers open their own handles (design note 9) */
