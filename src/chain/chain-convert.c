@@ -42,9 +42,9 @@
  *     (into pages the host has to fault in) was most of the writer's
  *     time, 0.6 to 1.9 s of system time per 1 GiB convert
  *     depending on the host; with write-behind the whole process uses
- *     about 0.45 s, and 21 paired runs of convert -O qcow2 of the 1 GiB
- *     chain were 1.07 times faster (median 1.83 s against 1.95 s; the
- *     disk itself is the limit there).
+ *     about 0.45 s.  Wall time is the disk's there: paired runs of
+ *     convert -O qcow2 of the 1 GiB chain came out between 0.95 and 1.14
+ *     times the page-cache path's, depending on the minute.
  *  7. Progress is reported after every window written, and for skipped
  *     runs whenever the writer wakes (readers wake it at least every
  *     CONVERT_SKIP_WAKE skipped bytes), in guest bytes handled, from 0 to
