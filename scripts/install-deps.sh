@@ -3,7 +3,8 @@
 # Idempotent, and silent when everything is already present.
 set -e
 PKGS="build-essential pkg-config libxml2-dev zlib1g-dev libzstd-dev libaio-dev
-libjson-c-dev libcmocka-dev qemu-utils libxml2-utils libvirt-clients libvirt0 valgrind time"
+libjson-c-dev libcmocka-dev qemu-utils libxml2-utils libvirt-clients libvirt0 valgrind time
+python3"
 missing=""
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
