@@ -320,6 +320,17 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
             break;
         }
         const struct ic_driver *actual = ic_driver_probe(probe, (size_t)pn);
+        if (!rec_fmt && pn > 0) {
+            /* probed: a format imgchain does not implement ends the walk */
+            const struct ic_driver *own = NULL;
+            const char *name = ic_probe_format(probe, (size_t)pn, cur, &own);
+            if (!own) {
+                add_finding(&c, IC_CHAIN_UNREADABLE, IC_CHAIN_ERROR, depth, cur,
+                            "%s: %s images are not supported", cur, name);
+                ic_io_close(io);
+                break;
+            }
+        }
         const struct ic_driver *drv = actual;
         if (rec_fmt) {
             drv = ic_driver_find(rec_fmt);

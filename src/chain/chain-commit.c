@@ -100,6 +100,7 @@ int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp)
     nl->backing = old->backing;
     nl->backing_path = old->backing_path;
     nl->depth = old->depth;
+    nl->probed = old->probed;
     old->backing = NULL;
     old->backing_path = NULL;
     parent->backing = nl;
@@ -190,6 +191,29 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
     if (ret < 0)
         return ret;
     return ic_image_flush(base, errp);
+}
+
+/* A base whose raw format was probed refuses a first sector that would probe
+ * as another format (src/image/raw.c note 4).  The commit checks the sector
+ * it will write before the journal exists, so the refusal changes nothing
+ * and leaves no interrupted operation behind. */
+static int check_probed_base(struct ic_image *top, struct ic_image *base, ic_error **errp)
+{
+    if (!base->probed || base->drv != &ic_driver_raw || top->size == 0)
+        return 0;
+    uint8_t sec[IC_PROBE_SECTOR] = { 0 };
+    size_t n = top->size < sizeof(sec) ? (size_t)top->size : sizeof(sec);
+    int ret = ic_image_pread(top, sec, n, 0, errp);
+    if (ret < 0)
+        return ret;
+    const struct ic_driver *drv = NULL;
+    const char *name = ic_probe_format(sec, sizeof(sec), NULL, &drv);
+    if (drv == &ic_driver_raw)
+        return 0;
+    return ic_error_set(errp, IC_ERR_INVALID, EPERM,
+                        "%s: commit refused: the data would make the first sector of this "
+                        "probed raw image probe as %s; record its format as raw "
+                        "(rebase -u -F raw) to commit", base->filename, name);
 }
 
 /* Empties FILE (qemu's blk_make_empty).  A format without make_empty keeps
@@ -293,6 +317,8 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
                            base->filename, path, base->drv->name);
         goto fail_close;
     }
+    if (!resuming && (ret = check_probed_base(top, base, errp)) < 0)
+        goto fail_close;
     ret = ic_chain_reopen_rw(parent, errp);
     if (ret < 0)
         goto fail_close;

@@ -98,7 +98,12 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
 static int write_batch(struct ic_image *base, struct ic_pipe_slot **ready, unsigned n,
                        struct ic_copy_stats *st, ic_error **errp)
 {
-    if (base->drv == &ic_driver_raw && n > 1) {
+    bool batch = base->drv == &ic_driver_raw && n > 1;
+    /* a probed raw base checks its first sector in pwrite (src/image/raw.c) */
+    for (unsigned i = 0; batch && base->probed && i < n; i++)
+        if (ready[i]->off < IC_PROBE_SECTOR)
+            batch = false;
+    if (batch) {
         struct ic_io_req reqs[COPY_SLOTS];
         for (unsigned i = 0; i < n; i++)
             reqs[i] = (struct ic_io_req){ .op = IC_IO_REQ_WRITE, .buf = ready[i]->buf[0],

@@ -5,7 +5,9 @@
  *  1. The top image's format is the caller's, or probed.  A backing image's
  *     format is the one its overlay records; only when none is recorded is
  *     it probed, so a raw backing file that happens to contain a qcow2
- *     header is never reinterpreted (qemu's probing hazard).
+ *     header is never reinterpreted (qemu's probing hazard).  A probed
+ *     format imgchain does not implement (vmdk, vdi, LUKS...) is refused,
+ *     top or backing, instead of being read or written as raw.
  *  2. Backing names are resolved against the directory of the overlay as it
  *     was named (qemu's rule), so relative chains work from any directory.
  *  3. Loops are detected by the (device, inode)-free method of comparing
@@ -25,13 +27,7 @@
 
 static int probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp)
 {
-    uint8_t buf[4096];
-    int64_t n = file->ops->pread(file, buf, sizeof(buf), 0);
-    if (n < 0)
-        return ic_error_set(errp, IC_ERR_IO, (int)-n, "%s: cannot read header: %s",
-                            ic_io_name(file), strerror((int)-n));
-    *drv = ic_driver_probe(buf, (size_t)n);
-    return 0;
+    return ic_image_probe_file(file, drv, errp);
 }
 
 static bool path_seen(struct ic_image *top, const char *path)
@@ -107,6 +103,7 @@ int ic_chain_open_backing(struct ic_image *top, unsigned depth_left, ic_error **
             return ret;
         }
         bk->depth = img->depth + 1;
+        bk->probed = !img->backing_fmt;
         img->backing = bk;
         img = bk;
         depth_left--;
@@ -139,6 +136,7 @@ static int open_common(ic_image **out, ic_io *file, const char *path,
                               errp);
     if (ret < 0)
         return ret;
+    img->probed = !opts->format;
     if (!(opts->flags & IC_OPEN_NO_BACKING)) {
         unsigned depth = opts->max_depth ? opts->max_depth : IC_CHAIN_DEFAULT_MAX_DEPTH;
         ret = ic_chain_open_backing(img, depth, errp);

@@ -156,6 +156,23 @@ const struct ic_driver *ic_driver_find(const char *name);
 /* Best probe match for the first bytes of a file; never NULL (raw). */
 const struct ic_driver *ic_driver_probe(const uint8_t *buf, size_t len);
 
+/* What qemu's probing reads: the first 512 bytes, zero-padded. */
+#define IC_PROBE_SECTOR 512
+
+/* The format qemu 7.2 would probe for the first @len bytes @buf of the file
+ * named @filename (NULL: the name plays no part): *drv is imgchain's driver
+ * for it, or NULL when it is a format imgchain does not implement (its name
+ * is returned, "vmdk"...).  Never NULL: raw when nothing matches. */
+const char *ic_probe_format(const uint8_t *buf, size_t len, const char *filename,
+                            const struct ic_driver **drv);
+/* Probes the format of @file (named by ic_io_name) as qemu does, and refuses
+ * a format imgchain does not implement ("FILE: vmdk images are not
+ * supported"), so a foreign container is never read or written as raw. */
+int ic_image_probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp);
+/* The best foreign probe (foreign.c) for 512 bytes @buf, with its score in
+ * *score (0 and NULL when none matches). */
+const char *ic_foreign_probe(const uint8_t *buf, size_t len, const char *filename, int *score);
+
 extern const struct ic_driver ic_driver_raw;
 extern const struct ic_driver ic_driver_qcow2;
 extern const struct ic_driver ic_driver_qed;

@@ -56,6 +56,51 @@ const struct ic_driver *ic_driver_probe(const uint8_t *buf, size_t len)
     return best;
 }
 
+const char *ic_probe_format(const uint8_t *buf, size_t len, const char *filename,
+                            const struct ic_driver **drv)
+{
+    const struct ic_driver *own = &ic_driver_raw;
+    int own_score = 0;
+    for (size_t i = 0; i < IC_ARRAY_SIZE(drivers); i++) {
+        int s = drivers[i]->probe ? drivers[i]->probe(buf, len) : 0;
+        if (s > own_score) {
+            own_score = s;
+            own = drivers[i];
+        }
+    }
+    /* The foreign probes see qemu's 512-byte, zero-padded buffer. */
+    uint8_t sec[IC_PROBE_SECTOR] = { 0 };
+    memcpy(sec, buf, len < sizeof(sec) ? len : sizeof(sec));
+    int foreign_score = 0;
+    const char *foreign = ic_foreign_probe(sec, sizeof(sec), filename, &foreign_score);
+    if (foreign && foreign_score > own_score) {
+        *drv = NULL;
+        return foreign;
+    }
+    *drv = own;
+    return own->name;
+}
+
+int ic_image_probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp)
+{
+    uint8_t buf[4096];
+    *drv = NULL;
+    int64_t n = file->ops->pread(file, buf, sizeof(buf), 0);
+    if (n < 0)
+        return ic_error_set(errp, IC_ERR_IO, (int)-n, "%s: cannot read header: %s",
+                            ic_io_name(file), strerror((int)-n));
+    if (n == 0) {
+        /* an empty file is raw, whatever its name (qemu's rule) */
+        *drv = &ic_driver_raw;
+        return 0;
+    }
+    const char *name = ic_probe_format(buf, (size_t)n, ic_io_name(file), drv);
+    if (!*drv)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: %s images are not supported", ic_io_name(file), name);
+    return 0;
+}
+
 /* ---- errors ------------------------------------------------------------ */
 
 static void set_last_error(struct ic_image *img, ic_error_kind kind, int err, const char *msg)

@@ -40,6 +40,7 @@ struct ic_image {
     char *filename;               /* as given by the caller or the overlay */
     unsigned flags;               /* IC_OPEN_* this layer was opened with */
     bool read_only;
+    bool probed;                  /* format probed, not named: raw guards sector 0 */
     enum ic_image_state state;
 
     uint64_t size;                /* virtual size (set by drv->open) */

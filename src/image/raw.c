@@ -8,6 +8,11 @@
  *     file never has a backing file.
  *  2. Writes go straight to the file; zero writes punch holes when allowed.
  *  3. Creating writes nothing but the length (a sparse file).
+ *  4. A raw image whose format was probed (not named with -f raw or a
+ *     recorded backing format) refuses a write, zero write or discard that
+ *     would make its first 512 bytes probe as another format, as qemu's raw
+ *     driver does: the next probing open would take the guest's data for an
+ *     image header (and follow its backing name, or refuse the file).
  */
 #include <errno.h>
 #include <string.h>
@@ -46,6 +51,29 @@ static int raw_create(ic_io *file, const struct ic_create_params *p, ic_error **
     return 0;
 }
 
+/* Note 4: @buf (NULL for zeroes) written at [off, off+len). */
+static int guard_first_sector(struct ic_image *img, const void *buf, uint64_t off, uint64_t len)
+{
+    if (!img->probed || off >= IC_PROBE_SECTOR)
+        return 0;
+    uint8_t sec[IC_PROBE_SECTOR];
+    int ret = ic_io_pread(img->file, sec, sizeof(sec), 0);
+    if (ret < 0)
+        return ret;
+    size_t n = len < sizeof(sec) - off ? (size_t)len : sizeof(sec) - (size_t)off;
+    if (buf)
+        memcpy(sec + off, buf, n);
+    else
+        memset(sec + off, 0, n);
+    const struct ic_driver *drv = NULL;
+    const char *name = ic_probe_format(sec, sizeof(sec), NULL, &drv);
+    if (drv == &ic_driver_raw)
+        return 0;
+    return ic_image_fail(img, -EPERM,
+                         "write refused: the data would make the first sector of this raw "
+                         "image probe as %s; name the format (-f raw) to write it", name);
+}
+
 static int raw_pread(struct ic_image *img, void *buf, size_t len, uint64_t off)
 {
     return ic_io_pread(img->file, buf, len, off);
@@ -53,11 +81,17 @@ static int raw_pread(struct ic_image *img, void *buf, size_t len, uint64_t off)
 
 static int raw_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
 {
+    int ret = guard_first_sector(img, buf, off, len);
+    if (ret < 0)
+        return ret;
     return ic_io_pwrite(img->file, buf, len, off);
 }
 
 static int raw_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
+    int ret = guard_first_sector(img, NULL, off, len);
+    if (ret < 0)
+        return ret;
     if ((flags & IC_ZERO_MAY_UNMAP) && ic_io_punch_hole(img->file, off, len) == 0)
         return 0;
     return ic_io_pwrite_zeroes(img->file, off, len);
@@ -65,7 +99,10 @@ static int raw_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, u
 
 static int raw_discard(struct ic_image *img, uint64_t off, uint64_t len)
 {
-    int ret = ic_io_punch_hole(img->file, off, len);
+    int ret = guard_first_sector(img, NULL, off, len);
+    if (ret < 0)
+        return ret;
+    ret = ic_io_punch_hole(img->file, off, len);
     return ret == -ENOTSUP || ret == -EOPNOTSUPP ? 0 : ret;
 }
 

@@ -80,6 +80,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qcow2-bitmap.h"
 #include "qcow2-check.h"
 #include "qcow2-snapshot.h"
 #include "util/endian.h"
@@ -585,7 +586,7 @@ static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active,
 static int walk_bitmaps(struct chk *c)
 {
     struct qcow2_state *s = c->s;
-    if (!s->has_bitmaps_ext)
+    if (!qcow2_bitmaps_present(s))
         return 0;
     set_where(c, false, "bitmap directory at 0x%" PRIx64, s->bitmap_dir_offset);
     int ret = inc(c, s->bitmap_dir_offset, s->bitmap_dir_size);

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "util/endian.h"
 #include "util/overflow.h"
 
@@ -756,7 +757,7 @@ static int imrt_walk_l1(struct ic_image *img, struct imrt *m, const uint64_t *l1
 static int imrt_bitmaps(struct ic_image *img, struct imrt *m)
 {
     struct qcow2_state *s = qcow2_state(img);
-    if (!s->has_bitmaps_ext)
+    if (!qcow2_bitmaps_present(s))
         return 0;
     int ret = imrt_add(img, m, s->bitmap_dir_offset, s->bitmap_dir_size);
     if (ret < 0)

@@ -24,9 +24,11 @@
  *  5. A corrupt image opens read-only only; corruption detected while
  *     writing sets the corrupt bit (best effort) and moves the image to
  *     the sticky ERROR state.
- *  6. Unknown autoclear bits (and the bitmaps bit: imgchain does not keep
- *     bitmaps up to date) are cleared on a read-write open, before any
- *     guest write.
+ *  6. Unknown autoclear bits are cleared on a read-write open, before any
+ *     guest write.  An image holding persistent dirty bitmaps is not
+ *     opened read-write at all (qcow2-bitmap.c design notes 1 and 2), so
+ *     the bitmaps bit is only ever cleared where no bitmaps extension
+ *     backs it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +38,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "qcow2-bitmap.h"
 #include "qcow2-check.h"
 #include "qcow2-snapshot.h"
 #include "util/endian.h"
@@ -239,6 +242,10 @@ static int read_extensions(struct ic_image *img, const uint8_t *c0, uint64_t sta
             s->nb_bitmaps = ic_load_be32(d);
             s->bitmap_dir_size = ic_load_be64(d + 8);
             s->bitmap_dir_offset = ic_load_be64(d + 16);
+            /* without autoclear bit 0 qemu ignores the rest of the
+             * extension (qcow2-bitmap.c design note 1) */
+            if (!(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
+                break;
             if (s->nb_bitmaps == 0 || s->nb_bitmaps > QCOW2_MAX_BITMAPS)
                 return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                                     "invalid number of bitmaps %" PRIu32, s->nb_bitmaps);
@@ -904,6 +911,9 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     s->reftable_size = (uint32_t)(((uint64_t)h->refcount_table_clusters << s->cluster_bits) / 8);
     img->size = h->size;
     img->cluster_size = cs;
+    /* before anything is written (qcow2-bitmap.c design note 2) */
+    if (!img->read_only && qcow2_bitmaps_present(s))
+        return qcow2_bitmaps_refuse_write(img, errp);
     /* L1 */
     s->l1_size = h->l1_size;
     s->l1_offset = h->l1_table_offset;
@@ -946,6 +956,12 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
         uint64_t clear = h->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN;
         if (h->version >= 3 && clear) {
             h->autoclear_features &= ~clear;
+            rewrite = true;
+        }
+        if (s->has_bitmaps_ext && !qcow2_bitmaps_present(s)) {
+            /* an extension qemu ignores: dropped, as qemu drops it */
+            s->has_bitmaps_ext = false;
+            s->nb_bitmaps = 0;
             rewrite = true;
         }
         if (s->dirty_on_disk && !(flags & IC_OPEN_CHECK)) {

@@ -88,8 +88,9 @@ enum {
 #define QCOW2_AUTOCLEAR_BITMAPS     (1ull << QCOW2_AUTOCLEAR_BITMAPS_BITNR)
 #define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << QCOW2_AUTOCLEAR_DATA_FILE_RAW_BITNR)
 /* Autoclear bits we keep on a read-write open.  The bitmaps bit is NOT
- * here: imgchain does not update dirty bitmaps, so a writer must clear it
- * (the spec's rule for writers that do not maintain a feature). */
+ * here: imgchain does not update dirty bitmaps, and an image holding them
+ * is refused for writing (qcow2-bitmap.c), so the bit is cleared only when
+ * set without a bitmaps extension. */
 #define QCOW2_AUTOCLEAR_KNOWN       QCOW2_AUTOCLEAR_DATA_FILE_RAW
 
 enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };

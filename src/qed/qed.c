@@ -36,6 +36,10 @@
  *      write, then flush); unknown compat bits are kept.
  *   6. QED records no backing format: "raw" when BACKING_FORMAT_NO_PROBE is
  *      set, otherwise none (the chain layer probes).
+ *   7. create refuses a geometry qemu 7.2 cannot size (its largest-image
+ *      computation wraps to 0: qed_geometry_qemu_sizes), as qemu-img
+ *      does, unless force_large_clusters=on; open reads such images all
+ *      the same.
  *  Reference: qcow2-qed.md sections 2.1-2.3 and 2.5; qemu block/qed.c.
  */
 #include <errno.h>
@@ -63,6 +67,20 @@ static uint64_t qed_max_image_size(uint32_t cluster_size, uint32_t table_size)
         ic_mul_overflow(l2_span, entries, &max) || max > QED_MAX_IMAGE_SIZE)
         return QED_MAX_IMAGE_SIZE;
     return max;
+}
+
+/* Whether qemu 7.2 can size a QED image of this geometry.  It computes the
+ * largest image (table entries squared times the cluster size) in 64 bits
+ * without an overflow check: where the product reaches 2^64 it wraps to 0,
+ * and qemu-img refuses to create, and qemu to open, any image of that
+ * geometry (2 MiB clusters with 16-cluster tables, 4 MiB with the default
+ * 4, 8 MiB with 2, everything from 16 MiB). */
+static bool qed_geometry_qemu_sizes(uint32_t cluster_size, uint32_t table_size)
+{
+    uint64_t entries = (uint64_t)table_size * cluster_size / sizeof(uint64_t);
+    uint64_t l2_span, max;
+    return !ic_mul_overflow(entries, (uint64_t)cluster_size, &l2_span) &&
+           !ic_mul_overflow(l2_span, entries, &max);
 }
 
 static bool qed_image_size_valid(uint64_t size, uint32_t cluster_size, uint32_t table_size)
@@ -374,6 +392,9 @@ static int qed_create(ic_io *file, const struct ic_create_params *p, ic_error **
                             errp);
     if (ret < 0)
         return ret;
+    bool force_large = false;
+    if ((ret = ic_opts_take_bool(p->opts, "force_large_clusters", &force_large, errp)) < 0)
+        return ret;
     const char *prealloc = NULL;
     if (ic_opts_take_str(p->opts, "preallocation", &prealloc) > 0 && strcmp(prealloc, "off"))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
@@ -393,6 +414,12 @@ static int qed_create(ic_io *file, const struct ic_create_params *p, ic_error **
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "QED tables of %u clusters of %u bytes exceed the supported %u bytes",
                             table_size, cluster_size, QED_MAX_TABLE_BYTES);
+    if (!force_large && !qed_geometry_qemu_sizes(cluster_size, table_size))
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "QED clusters of %u bytes with tables of %u clusters make an image "
+                            "qemu 7.2 cannot open; use smaller clusters or tables, or "
+                            "-o force_large_clusters=on to create it anyway",
+                            cluster_size, table_size);
     /* qemu-img rounds the size up to whole sectors. */
     uint64_t size;
     if (ic_add_overflow(p->size, UINT64_C(511), &size))

@@ -248,7 +248,7 @@ static void test_chain_convert__clusters_larger_than_a_stripe_are_copied_whole(v
     ic_error *err = NULL;
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
     o.out_format = "qed";
-    o.options = "cluster_size=16M";
+    o.options = "cluster_size=16M,force_large_clusters=on";
     struct progress_log log = { .monotonic = true };
     o.progress = on_progress;
     o.payload = &log;

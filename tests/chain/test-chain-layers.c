@@ -185,7 +185,10 @@ static void test_chain__raw_backing_file_holding_a_qcow2_header_is_not_probed(vo
     assert_int_equal(ic_image_pread(inner, hdr, sizeof(hdr), 0, &err), 0);
     ic_image_close(inner);
     assert_int_equal(memcmp(hdr, "QFI\xfb", 4), 0);
-    ic_image *guest = cf_open("guest.raw", IC_OPEN_RDWR);
+    /* (opened as raw by name: a probed raw image refuses this write) */
+    o.flags = IC_OPEN_RDWR;
+    ic_image *guest = NULL;
+    assert_int_equal(ic_image_open(&guest, cf_path("guest.raw"), &o, &err), 0);
     assert_int_equal(ic_image_pwrite(guest, hdr, sizeof(hdr), 0, &err), 0);
     ic_image_close(guest);
     cf_create("over.qcow2", "qcow2", 0, "guest.raw", "raw", NULL);

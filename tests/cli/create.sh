@@ -59,4 +59,27 @@ expect_rc "an unknown -o option is refused" 1 ic create -q -f qcow2 -o bogus=1 i
 expect "... and the file still survives" ic io -f raw -q -r i/keep.raw -c 'read -P 9 0 4k'
 expect_rc "creating over an existing image replaces it" 0 ic create -q -f qcow2 i/keep.raw 2M
 expect_out "... as a qcow2 image" "file format: qcow2" ic info i/keep.raw
+
+# QED geometries qemu 7.2 cannot open (its largest-image size wraps to 0) are
+# created only on request; those it opens are created as asked.
+for o in cluster_size=4M cluster_size=8M,table_size=2 cluster_size=16M,table_size=1 \
+         cluster_size=2M,table_size=16; do
+    expect_rc "qed $o is refused (qemu 7.2 cannot open it)" 1 ic create -q -f qed -o $o i/big.qed 64M
+    expect "... and nothing is created" test ! -e i/big.qed
+    expect_rc "qemu-img 7.2 refuses qed $o as well" 1 qimg create -q -f qed -o $o q/big.qed 64M
+    rm -f q/big.qed
+done
+expect_out "the refusal names the option that forces it" "force_large_clusters=on" \
+    ic create -q -f qed -o cluster_size=4M i/big.qed 64M
+for o in cluster_size=4M,table_size=2 cluster_size=2M,table_size=8; do
+    expect_rc "qed $o is created" 0 ic create -q -f qed -o $o i/ok.qed 64M
+    expect "qemu-img check accepts qed $o" qemu-img check -q i/ok.qed
+    rm -f i/ok.qed
+done
+expect_rc "force_large_clusters=on creates 4 MiB clusters" 0 \
+    ic create -q -f qed -o cluster_size=4M,force_large_clusters=on i/forced.qed 64M
+expect_out "imgchain reads the forced image" "cluster_size: 4194304" ic info i/forced.qed
+expect_rc "imgchain writes and reads it back" 0 \
+    ic io -q i/forced.qed -c 'write -P 7 5M 64k' -c 'read -P 7 5M 64k'
+expect_rc "imgchain checks it clean" 0 ic check -q i/forced.qed
 finish

@@ -1,0 +1,226 @@
+/*
+ * qcow2-bitmap.c - persistent dirty bitmaps: the bitmap directory.
+ *
+ * Design notes:
+ *  Owns the bitmap directory (the area the bitmaps header extension points
+ *  to) and, with it, the decision whether an image holds bitmaps.
+ *  1. An image holds bitmaps when autoclear bit 0 is set and the bitmaps
+ *     extension is present (v3 only: a v2 header has no autoclear field).
+ *     That is qemu's rule: with the bit clear, qemu ignores the extension
+ *     and its bitmaps are lost to every reader, so there is nothing left
+ *     to keep; the read-write open drops such an extension as qemu does
+ *     (its clusters are then leaks that check -r frees).
+ *  2. imgchain does not update bitmaps yet.  Writing guest data under a
+ *     consistent bitmap without marking it would make it silently wrong,
+ *     and clearing the autoclear bit (what the spec asks of a writer that
+ *     does not maintain them) would throw away what a backup tool relies
+ *     on.  So a read-write open of an image holding bitmaps is refused,
+ *     naming them, before anything is written; read-only opens are not
+ *     affected.  Bitmaps flagged in-use are included: they are kept until
+ *     a bitmap tool removes them, and the refusal keeps them too.
+ *  3. Parsing follows qemu's bitmap_list_load and check_dir_entry: the
+ *     entry count must match the extension, the entries must fill the
+ *     directory exactly, extra data is refused, and each entry must fit
+ *     qemu's limits (qcow2-bitmap.h).  Every size comes from the disk and
+ *     is checked before it is used; names are copied up to a NUL, as qemu
+ *     copies them.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qcow2-bitmap.h"
+#include "util/endian.h"
+#include "util/overflow.h"
+
+/* The refusal message names bitmaps up to this many bytes of names, then
+ * counts the rest: a directory may hold 65535 names of 1023 bytes. */
+#define BITMAP_NAMES_MSG_MAX 240
+
+bool qcow2_bitmaps_present(const struct qcow2_state *s)
+{
+    return s->h.version >= 3 && (s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
+           s->has_bitmaps_ext;
+}
+
+void qcow2_bitmap_dir_free(struct qcow2_bitmap_dir *d)
+{
+    for (uint32_t i = 0; i < d->nb; i++)
+        free(d->bm[i].name);
+    free(d->bm);
+    d->bm = NULL;
+    d->nb = 0;
+}
+
+/* qemu's check_dir_entry: true when the entry may be loaded. */
+static bool entry_ok(const struct qcow2_bitmap *b, uint8_t type, uint16_t name_size,
+                     uint32_t cluster_size, uint64_t virtual_size)
+{
+    if (b->table_size == 0 || b->table_offset == 0 || b->table_offset % cluster_size ||
+        b->table_size > QCOW2_BME_MAX_TABLE_SIZE ||
+        b->granularity_bits > QCOW2_BME_MAX_GRANULARITY ||
+        b->granularity_bits < QCOW2_BME_MIN_GRANULARITY || (b->flags & QCOW2_BME_RESERVED_FLAGS) ||
+        name_size > QCOW2_BME_MAX_NAME || type != QCOW2_BME_TYPE_DIRTY)
+        return false;
+    /* <= 2^27 entries x 2 MiB clusters: no overflow; then <= 2^29 bytes */
+    uint64_t phys = (uint64_t)b->table_size * cluster_size;
+    if (phys > QCOW2_BME_MAX_PHYS_SIZE)
+        return false;
+    /* A consistent bitmap must cover the disk; an in-use one may have a
+     * stale size (an unfinished resize).  2^32 bits << 31 fits in 64 bits. */
+    if (!(b->flags & QCOW2_BME_FLAG_IN_USE) &&
+        virtual_size > ((phys * 8) << b->granularity_bits))
+        return false;
+    return true;
+}
+
+int qcow2_bitmap_dir_parse(const uint8_t *dir, uint64_t size, uint32_t nb_bitmaps,
+                           uint32_t cluster_size, uint64_t virtual_size,
+                           struct qcow2_bitmap_dir *out, ic_error **errp)
+{
+    out->bm = NULL;
+    out->nb = 0;
+    if (size == 0)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "Requested bitmap directory size is zero");
+    if (size > QCOW2_MAX_BITMAP_DIR)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                            "Requested bitmap directory size is too big");
+    if (nb_bitmaps == 0 || nb_bitmaps > QCOW2_MAX_BITMAPS)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "invalid number of bitmaps %" PRIu32,
+                            nb_bitmaps);
+    /* each entry takes at least 24 bytes, so a directory bounded to 64 MiB
+     * bounds the count before the array is sized by it */
+    if ((uint64_t)nb_bitmaps * QCOW2_BME_HEADER_LEN > size)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                            "Less bitmaps found than specified in header extension");
+    out->bm = calloc(nb_bitmaps, sizeof(*out->bm));
+    if (!out->bm)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    uint64_t pos = 0;
+    int ret = 0;
+    while (pos < size) {
+        if (size - pos < QCOW2_BME_HEADER_LEN) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "Broken bitmap directory");
+            break;
+        }
+        if (out->nb == nb_bitmaps) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                               "More bitmaps found than specified in header extension");
+            break;
+        }
+        const uint8_t *e = dir + pos;
+        struct qcow2_bitmap b = {
+            .table_offset = ic_load_be64(e + QCOW2_BME_TABLE_OFFSET),
+            .table_size = ic_load_be32(e + QCOW2_BME_TABLE_SIZE),
+            .flags = ic_load_be32(e + QCOW2_BME_FLAGS),
+            .granularity_bits = e[QCOW2_BME_GRANULARITY],
+            .entry_pos = pos,
+        };
+        uint8_t type = e[QCOW2_BME_TYPE];
+        uint16_t name_size = ic_load_be16(e + QCOW2_BME_NAME_SIZE);
+        uint32_t extra = ic_load_be32(e + QCOW2_BME_EXTRA_SIZE);
+        /* 24 + 2^32 + 2^16 cannot wrap a uint64_t */
+        uint64_t elen = IC_ALIGN_UP((uint64_t)QCOW2_BME_HEADER_LEN + extra + name_size, 8);
+        if (elen > size - pos) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "Broken bitmap directory");
+            break;
+        }
+        const char *name = (const char *)e + QCOW2_BME_HEADER_LEN + extra;
+        if (extra != 0) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, ENOTSUP, "Bitmap extra data is not supported");
+            break;
+        }
+        if (!entry_ok(&b, type, name_size, cluster_size, virtual_size)) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                               "Bitmap '%.*s' doesn't satisfy the constraints",
+                               (int)IC_MIN(name_size, (uint16_t)QCOW2_BME_MAX_NAME), name);
+            break;
+        }
+        b.name = strndup(name, name_size);
+        if (!b.name) {
+            ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+            break;
+        }
+        out->bm[out->nb++] = b;
+        pos += elen;
+    }
+    if (ret == 0 && out->nb != nb_bitmaps)
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                           "Less bitmaps found than specified in header extension");
+    if (ret < 0)
+        qcow2_bitmap_dir_free(out);
+    return ret;
+}
+
+int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    out->bm = NULL;
+    out->nb = 0;
+    if (!s->has_bitmaps_ext)
+        return 0;
+    /* the extension's size was bounded to QCOW2_MAX_BITMAP_DIR at open */
+    if (s->bitmap_dir_size == 0 || s->bitmap_dir_size > QCOW2_MAX_BITMAP_DIR)
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
+                            "invalid bitmap directory size %" PRIu64, s->bitmap_dir_size);
+    uint8_t *dir = malloc((size_t)s->bitmap_dir_size);
+    if (!dir)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM,
+                            "Failed to allocate space for bitmap directory");
+    int ret = ic_io_pread(img->file, dir, (size_t)s->bitmap_dir_size, s->bitmap_dir_offset);
+    if (ret < 0) {
+        free(dir);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "Failed to read bitmap directory: %s", strerror(-ret));
+    }
+    ret = qcow2_bitmap_dir_parse(dir, s->bitmap_dir_size, s->nb_bitmaps, s->cluster_size,
+                                 img->size, out, errp);
+    free(dir);
+    return ret;
+}
+
+/* Appends @name to @buf, control bytes shown as '?' so the message stays
+ * one line. */
+static size_t put_name(char *buf, size_t cap, size_t n, const char *name)
+{
+    for (const char *p = name; *p && n + 1 < cap; p++)
+        buf[n++] = ((unsigned char)*p < 0x20 || *p == 0x7f) ? '?' : *p;
+    buf[n] = '\0';
+    return n;
+}
+
+int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_bitmap_dir d;
+    ic_error *derr = NULL;
+    if (qcow2_bitmap_dir_load(img, &d, &derr) < 0) {
+        int r = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                             "image has %" PRIu32 " persistent dirty bitmap(s) (bitmap directory "
+                             "unreadable: %s) that imgchain cannot keep up to date; refusing to "
+                             "write it", s->nb_bitmaps, ic_error_message(derr));
+        ic_error_free(derr);
+        return r;
+    }
+    char names[BITMAP_NAMES_MSG_MAX + 64];
+    size_t n = 0;
+    uint32_t shown = 0;
+    names[0] = '\0';
+    for (; shown < d.nb; shown++) {
+        size_t len = strlen(d.bm[shown].name);
+        if (shown && n + 2 + len > BITMAP_NAMES_MSG_MAX)
+            break;
+        if (shown)
+            n = put_name(names, BITMAP_NAMES_MSG_MAX + 1, n, ", ");
+        /* a first name longer than the limit is cut */
+        n = put_name(names, BITMAP_NAMES_MSG_MAX + 1, n, d.bm[shown].name);
+    }
+    if (shown < d.nb)
+        snprintf(names + n, sizeof(names) - n, ", and %" PRIu32 " more", d.nb - shown);
+    qcow2_bitmap_dir_free(&d);
+    return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                        "image has persistent dirty bitmaps (%s) that imgchain cannot keep up to "
+                        "date; refusing to write it", names);
+}

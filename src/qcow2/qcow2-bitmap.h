@@ -1,0 +1,94 @@
+/*
+ * qcow2-bitmap.h - persistent dirty bitmaps of the qcow2 driver: the
+ * bitmap directory and the bitmap tables (on-disk layout, qemu's limits,
+ * the parsed in-memory form).
+ */
+#ifndef IC_QCOW2_BITMAP_H
+#define IC_QCOW2_BITMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qcow2.h"
+
+/* ---- bitmap directory entry (docs/interop/qcow2.txt, "Bitmap directory") */
+
+enum {
+    QCOW2_BME_TABLE_OFFSET = 0,    /* u64, cluster aligned */
+    QCOW2_BME_TABLE_SIZE = 8,      /* u32, entries */
+    QCOW2_BME_FLAGS = 12,          /* u32 */
+    QCOW2_BME_TYPE = 16,           /* u8 */
+    QCOW2_BME_GRANULARITY = 17,    /* u8, log2 of the bytes per bit */
+    QCOW2_BME_NAME_SIZE = 18,      /* u16 */
+    QCOW2_BME_EXTRA_SIZE = 20,     /* u32 */
+    QCOW2_BME_HEADER_LEN = 24,     /* then extra data, name, padding to 8 */
+};
+
+#define QCOW2_BME_FLAG_IN_USE    (1u << 0)
+#define QCOW2_BME_FLAG_AUTO      (1u << 1)
+/* qemu knows no extra data, so it refuses the extra_data_compatible bit
+ * (bit 2) with the reserved ones. */
+#define QCOW2_BME_RESERVED_FLAGS 0xfffffffcu
+#define QCOW2_BME_TYPE_DIRTY     1u
+
+/* qemu's constraints on an entry (block/qcow2-bitmap.c BME_*): tables of
+ * at most 2^27 entries, at most 512 MiB of bitmap data, granularity 512 B
+ * to 2 GiB, names of at most 1023 bytes. */
+#define QCOW2_BME_MAX_TABLE_SIZE     0x8000000u
+#define QCOW2_BME_MAX_PHYS_SIZE      0x20000000ull
+#define QCOW2_BME_MIN_GRANULARITY    9u
+#define QCOW2_BME_MAX_GRANULARITY    31u
+#define QCOW2_BME_MAX_NAME           1023u
+
+/* ---- bitmap table entry ---------------------------------------------------- */
+
+#define QCOW2_BMT_RESERVED_MASK 0xff000000000001feull
+#define QCOW2_BMT_OFFSET_MASK   0x00fffffffffffe00ull
+#define QCOW2_BMT_ALL_ONES      1ull
+
+/* ---- in-memory form -------------------------------------------------------- */
+
+/* One directory entry as read (CPU-endian). */
+struct qcow2_bitmap {
+    char *name;                 /* up to the first NUL of the name field */
+    uint64_t table_offset;
+    uint32_t table_size;        /* entries */
+    uint32_t flags;             /* QCOW2_BME_FLAG_* */
+    uint8_t granularity_bits;
+    uint64_t entry_pos;         /* byte offset of the entry in the directory */
+};
+
+struct qcow2_bitmap_dir {
+    struct qcow2_bitmap *bm;
+    uint32_t nb;
+};
+
+/* True when the image holds bitmaps qemu loads: a v3 image with autoclear
+ * bit 0 set and a bitmaps extension.  An extension without the bit is
+ * what a program lacking bitmap support left behind: qemu ignores it
+ * (every bitmap in it is inconsistent) and drops it on its next
+ * read-write open. */
+bool qcow2_bitmaps_present(const struct qcow2_state *s);
+
+/* Parses the directory in @dir (@size bytes, as read from the image) as
+ * qemu's bitmap_list_load does: exactly @nb_bitmaps entries filling
+ * @size, no extra data, every entry within qemu's constraints for an image
+ * of @cluster_size and @virtual_size.  On success fills @out (free with
+ * qcow2_bitmap_dir_free); on failure sets @errp (IC_ERR_CORRUPT) with
+ * qemu's wording and leaves @out empty. */
+int qcow2_bitmap_dir_parse(const uint8_t *dir, uint64_t size, uint32_t nb_bitmaps,
+                           uint32_t cluster_size, uint64_t virtual_size,
+                           struct qcow2_bitmap_dir *out, ic_error **errp);
+
+/* Reads the directory the header extension points to and parses it. */
+int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp);
+
+void qcow2_bitmap_dir_free(struct qcow2_bitmap_dir *d);
+
+/* The refusal of a read-write open while bitmaps cannot be kept up to
+ * date: always sets @errp (IC_ERR_UNSUPPORTED, naming the bitmaps) and
+ * returns -ENOTSUP.  Reads the directory for the names; writes nothing. */
+int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
+
+#endif
