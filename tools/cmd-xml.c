@@ -1,8 +1,7 @@
 /*
  * cmd-xml.c - `imgchain xml`: libvirt snapshot documents from the shell.
  *
- * Design notes: a thin front end over imgchain/xml.h (see that header and
- * shared/reference/libvirt-snapshots.md section 1).
+ * Design notes: a thin front end over imgchain/xml.h (see that header).
  *
  *   xml format [--redefine] [--metadata] [--secure] [--validate] FILE
  *       parse FILE ("-" = stdin) and print it as imgchain (and libvirt)
@@ -92,12 +91,32 @@ struct xml_opts {
 
 /* Parses options shared by the subcommands; returns -1 when fine, else the
  * exit code. */
-static int parse_opts(struct xml_opts *o, const char *sub, int argc, char **argv,
-                      bool align_opts)
+#define XML_FORMAT_USAGE "xml format [--redefine] [--metadata] [--secure] [--validate] FILE"
+#define XML_VALIDATE_USAGE "xml validate FILE"
+#define XML_ALIGN_USAGE                                                                        \
+    "xml align [--domain DOMAIN.xml] [--redefine] [--secure] [--disk-only] [--offline]\n"     \
+    "            [--uniform-internal] [--default no|internal|external|manual] FILE"
+
+static bool is_help(const char *a)
+{
+    return !strcmp(a, "-h") || !strcmp(a, "--help");
+}
+
+/* Prints "usage: imgchain USAGE" on stdout: -h is a request, not an error. */
+static int print_usage(const char *usage)
+{
+    printf("usage: imgchain %s\n", usage);
+    return CLI_EXIT_OK;
+}
+
+static int parse_opts(struct xml_opts *o, const char *sub, const char *usage, int argc,
+                      char **argv, bool align_opts)
 {
     memset(o, 0, sizeof(*o));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (is_help(a))
+            return print_usage(usage);
         if (!strcmp(a, "--redefine"))
             o->redefine = true;
         else if (!strcmp(a, "--metadata") && !align_opts)
@@ -181,7 +200,7 @@ static int print_def(const ic_snapshot_def *def, const struct xml_opts *o)
 static int xml_format(int argc, char **argv)
 {
     struct xml_opts o;
-    int rc = parse_opts(&o, "xml format", argc, argv, false);
+    int rc = parse_opts(&o, "xml format", XML_FORMAT_USAGE, argc, argv, false);
     if (rc >= 0)
         return rc;
     ic_snapshot_def *def = NULL;
@@ -194,6 +213,8 @@ static int xml_format(int argc, char **argv)
 
 static int xml_validate(int argc, char **argv)
 {
+    if (argc == 2 && is_help(argv[1]))
+        return print_usage(XML_VALIDATE_USAGE);
     if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
         return cli_usage_error("xml validate", "expects exactly one FILE");
     char *xml = NULL;
@@ -230,7 +251,7 @@ static int parse_mode(ic_snapshot_location *out, const char *s)
 static int xml_align(int argc, char **argv)
 {
     struct xml_opts o;
-    int rc = parse_opts(&o, "xml align", argc, argv, true);
+    int rc = parse_opts(&o, "xml align", XML_ALIGN_USAGE, argc, argv, true);
     if (rc >= 0)
         return rc;
     ic_snapshot_align_options opts = IC_SNAPSHOT_ALIGN_OPTIONS_INIT;
@@ -276,6 +297,8 @@ static int cmd_xml(int argc, char **argv)
 {
     if (argc < 2)
         return cli_usage_error("xml", "missing subcommand (format, validate or align)");
+    if (is_help(argv[1]))
+        return print_usage(XML_FORMAT_USAGE "\n  " XML_VALIDATE_USAGE "\n  " XML_ALIGN_USAGE);
     if (!strcmp(argv[1], "format"))
         return xml_format(argc - 1, argv + 1);
     if (!strcmp(argv[1], "validate"))
@@ -286,7 +309,4 @@ static int cmd_xml(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_xml_def, "xml", cmd_xml,
-            "xml format [--redefine] [--metadata] [--secure] [--validate] FILE\n"
-            "  xml validate FILE\n"
-            "  xml align [--domain DOMAIN.xml] [--redefine] [--secure] [--disk-only] [--offline]\n"
-            "            [--uniform-internal] [--default no|internal|external|manual] FILE")
+            XML_FORMAT_USAGE "\n  " XML_VALIDATE_USAGE "\n  " XML_ALIGN_USAGE)
