@@ -26,6 +26,12 @@
  *     hints batched over 8 or 32 MiB (no gain).
  *     Only hints: flush still makes every write durable, and after it
  *     drops whatever of the file is still cached (all clean by then).
+ *  6. Only regular files and block devices are images.  Every open is
+ *     non-blocking and the kind is checked with fstat on the descriptor it
+ *     gave (no window between the check and the use; a symlink is judged by
+ *     its target): a FIFO named as a backing or data file would otherwise
+ *     block open() until a writer appears, and a FIFO, socket or character
+ *     device cannot be read at offsets anyway.  O_NONBLOCK is then cleared.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -256,7 +262,7 @@ int ic_io_posix_fd(ic_io *io)
 int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp)
 {
     *out = NULL;
-    int oflags = O_CLOEXEC;
+    int oflags = O_CLOEXEC | O_NONBLOCK; /* note 6 */
     oflags |= (flags & (IC_IO_RDWR | IC_IO_CREATE)) ? O_RDWR : O_RDONLY;
     if (flags & IC_IO_CREATE)
         oflags |= O_CREAT | ((flags & IC_IO_EXCL) ? O_EXCL : 0);
@@ -273,9 +279,29 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
                             e == ENOENT ? "No such file or directory" : strerror(e));
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
         close(fd);
         return ic_error_set(errp, IC_ERR_INVALID, EISDIR, "%s: is a directory", path);
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        close(fd);
+        const char *kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                         : S_ISSOCK(st.st_mode) ? "a socket"
+                         : S_ISCHR(st.st_mode)  ? "a character device"
+                                                : "a special file";
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: is %s, not a regular file or block device", path, kind);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s", path, strerror(e));
     }
     struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
     if (!p) {
