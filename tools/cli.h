@@ -10,7 +10,10 @@
  *   1   the operation failed (I/O error, corrupt or unsupported image,
  *       missing file, ...)
  *   64  usage error: unknown option, missing or malformed argument
- *   75  the image is locked by another process (qemu, qemu-img, imgchain)
+ *   75  the image is locked by another process (qemu, qemu-img, imgchain);
+ *       only this (IC_ERR_BUSY), so a script may retry on it
+ *   76  an interrupted operation's journal must be finished first
+ *       (IC_ERR_PENDING: commit/rebase --resume)
  * `check` and `compare` keep qemu-img's own codes (see their files), and use
  * 64 and 75 the same way.
  */
@@ -25,6 +28,7 @@
 #define CLI_EXIT_FAIL   1
 #define CLI_EXIT_USAGE  64
 #define CLI_EXIT_LOCKED 75
+#define CLI_EXIT_PENDING 76
 
 struct cli_command {
     const char *name;
@@ -45,7 +49,8 @@ void cli_register(struct cli_command *cmd);
 /* Prints "imgchain: <msg>" to stderr (one line). */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the error's message, frees it, and returns the exit code for it
- * (CLI_EXIT_LOCKED for IC_ERR_BUSY, else @fallback). */
+ * (CLI_EXIT_LOCKED for IC_ERR_BUSY, CLI_EXIT_PENDING for IC_ERR_PENDING,
+ * else @fallback). */
 int cli_fail(ic_error *err, int fallback);
 /* Prints a usage error for @cmd and returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -11,7 +11,8 @@
  *     recorded in FILE's journal; resuming is never automatic).
  *  2. Prints "Image committed." on success as qemu-img does (not with -q or
  *     --progress=json); warnings go to stderr as "imgchain: warning: ...".
- *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked.
+ *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked, 76 an
+ *     interrupted operation must be finished first (--resume).
  */
 #include <getopt.h>
 #include <stdio.h>

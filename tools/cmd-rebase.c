@@ -10,7 +10,8 @@
  *     a terminal, --progress=json (JSON lines on stdout), -q, and --resume
  *     (finish an interrupted rebase recorded in FILE's journal).
  *  2. Prints nothing on success, as qemu-img.
- *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked.
+ *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 an image is locked, 76 an
+ *     interrupted operation must be finished first (--resume).
  */
 #include <getopt.h>
 #include <stdio.h>

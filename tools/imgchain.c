@@ -45,6 +45,8 @@ int cli_fail(ic_error *err, int fallback)
         cli_errorf("%s", ic_error_message(err));
         if (ic_error_kind_of(err) == IC_ERR_BUSY)
             code = CLI_EXIT_LOCKED;
+        else if (ic_error_kind_of(err) == IC_ERR_PENDING)
+            code = CLI_EXIT_PENDING;
         ic_error_free(err);
     } else {
         cli_errorf("operation failed");
@@ -107,7 +109,8 @@ static void print_help(FILE *f)
     fprintf(f, "usage: imgchain COMMAND [options] ...\n\ncommands:\n");
     for (struct cli_command *c = commands; c; c = c->next)
         fprintf(f, "  %s\n", c->usage);
-    fprintf(f, "\nexit codes: 0 ok, 1 failed, 64 usage error, 75 image locked;\n"
+    fprintf(f, "\nexit codes: 0 ok, 1 failed, 64 usage error, 75 image locked,\n"
+               "76 an interrupted operation must be finished first (--resume);\n"
                "check and compare use qemu-img's codes (see README.md)\n");
 }
 

@@ -27,9 +27,10 @@ typedef enum ic_error_kind {
     IC_ERR_IO,          /* the OS reported an I/O error */
     IC_ERR_CORRUPT,     /* on-disk data violates the format */
     IC_ERR_UNSUPPORTED, /* valid but not supported (feature bit, encryption) */
-    IC_ERR_BUSY,        /* image locked by another process */
+    IC_ERR_BUSY,        /* image locked by another process (only this: retrying may help) */
     IC_ERR_NOMEM,       /* allocation failed or a limit was hit */
     IC_ERR_EXISTS,      /* name or file already exists */
+    IC_ERR_PENDING,     /* an interrupted operation's journal must be finished first */
 } ic_error_kind;
 
 typedef struct ic_error ic_error;

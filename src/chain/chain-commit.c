@@ -94,7 +94,7 @@ int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp)
     if ((nl->backing_name == NULL) != (old->backing_name == NULL) ||
         (nl->backing_name && strcmp(nl->backing_name, old->backing_name))) {
         ic_image_free_chain(nl);
-        return ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+        return ic_error_set(errp, IC_ERR_OTHER, ESTALE,
                             "%s: its backing file changed while it was open", old->filename);
     }
     nl->backing = old->backing;
@@ -269,7 +269,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
         o.format = rec.top_fmt;
         base_name = rec.base;
     } else if (ret == 1) {
-        ret = ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+        ret = ic_error_set(errp, IC_ERR_PENDING, EINPROGRESS,
                            "%s: an interrupted %s was found; finish it with --resume first",
                            path, ic_journal_op_name(rec.op));
         goto fail;

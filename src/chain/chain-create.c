@@ -11,6 +11,10 @@
  *     a refused create leaves nothing behind.
  *  3. The target is locked as a writer before it is truncated: an image a
  *     running VM uses is never clobbered.
+ *  4. An existing regular file is not rewritten: the new image is built in
+ *     a temporary file next to it and renamed over it (src/io/io-posix.c
+ *     note 7), so a create that fails late (an I/O error, a full disk)
+ *     leaves the old file byte for byte as it was.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -117,6 +121,12 @@ int ic_image_create(const char *path, const ic_create_options *opts, ic_error **
                              IC_IO_RDWR | IC_IO_CREATE, errp);
     if (ret < 0)
         goto out;
+    /* Note 4: an existing file is replaced whole, not rewritten. */
+    ic_io *tmp = NULL;
+    if (existed && !opts->open_file && (ret = ic_io_open_replacement(&tmp, path, errp)) < 0) {
+        ic_io_close(file);
+        goto out;
+    }
     struct ic_create_params p = {
         .filename = path,
         .size = size,
@@ -126,14 +136,20 @@ int ic_image_create(const char *path, const ic_create_options *opts, ic_error **
         .open_file = opts->open_file,
         .payload = opts->payload,
     };
-    ret = drv->create(file, &p, errp);
+    ret = drv->create(tmp ? tmp : file, &p, errp);
     if (ret == 0) {
-        ret = ic_io_flush(file);
+        ret = ic_io_flush(tmp ? tmp : file);
         if (ret < 0)
             ic_error_set(errp, IC_ERR_IO, -ret, "%s: flush failed: %s", path, strerror(-ret));
     } else {
         ic_error_prepend(errp, "%s", path);
     }
+    if (tmp && ret == 0)
+        ret = ic_io_commit_replacement(tmp, path, errp);
+    if (tmp && ret == 0)
+        ic_io_close(tmp);
+    else
+        ic_io_discard_replacement(tmp);
     ic_io_close(file);
     if (ret < 0 && !existed && !opts->open_file)
         ic_io_remove(path);

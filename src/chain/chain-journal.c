@@ -257,7 +257,7 @@ int ic_journal_create(struct ic_journal **out, const struct ic_journal_rec *rec,
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
     }
     if (ic_io_file_exists(j->path)) {
-        int ret = ic_error_set(errp, IC_ERR_BUSY, EEXIST,
+        int ret = ic_error_set(errp, IC_ERR_PENDING, EEXIST,
                                "%s: a journal of an unfinished operation exists", j->path);
         ic_journal_rec_clear(&j->rec);
         free(j->path);

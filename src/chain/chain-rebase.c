@@ -482,7 +482,7 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
         bool at_old = streq_null(top->backing_name, resume->base) &&
                       streq_null(top->backing_fmt, resume->base_fmt);
         if (!at_new && !at_old) {
-            ret = ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+            ret = ic_error_set(errp, IC_ERR_OTHER, ESTALE,
                                "%s: its backing file changed since the interrupted rebase", path);
             goto out;
         }
@@ -599,7 +599,7 @@ int ic_chain_rebase_stats(const char *path, const ic_rebase_options *opts,
         o.format = rec.top_fmt;
         o.unsafe = false;
     } else if (ret == 1) {
-        ret = ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+        ret = ic_error_set(errp, IC_ERR_PENDING, EINPROGRESS,
                            "%s: an interrupted %s was found; finish it with --resume first",
                            path, ic_journal_op_name(rec.op));
         goto fail;

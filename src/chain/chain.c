@@ -87,6 +87,10 @@ int ic_chain_open_backing(struct ic_image *top, unsigned depth_left, ic_error **
             drv = ic_driver_find(img->backing_fmt);
             if (!drv) {
                 ic_io_close(file);
+                if (ic_foreign_is_format(img->backing_fmt))
+                    return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                        "%s: backing file %s: %s images are not supported",
+                                        img->filename, path, img->backing_fmt);
                 return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                                     "%s: unknown backing format '%s'", img->filename,
                                     img->backing_fmt);
@@ -124,6 +128,9 @@ static int open_common(ic_image **out, ic_io *file, const char *path,
         drv = ic_driver_find(opts->format);
         if (!drv) {
             ic_io_close(file);
+            if (ic_foreign_is_format(opts->format))
+                return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                    "%s: %s images are not supported", path, opts->format);
             return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown format '%s'", path,
                                 opts->format);
         }

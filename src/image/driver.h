@@ -172,6 +172,10 @@ int ic_image_probe_file(ic_io *file, const struct ic_driver **drv, ic_error **er
 /* The best foreign probe (foreign.c) for 512 bytes @buf, with its score in
  * *score (0 and NULL when none matches). */
 const char *ic_foreign_probe(const uint8_t *buf, size_t len, const char *filename, int *score);
+/* True when @name is one of those formats ("vmdk"): a format named by the
+ * user or recorded as a backing format is then refused as "not supported"
+ * rather than as an unknown name. */
+bool ic_foreign_is_format(const char *name);
 
 extern const struct ic_driver ic_driver_raw;
 extern const struct ic_driver ic_driver_qcow2;

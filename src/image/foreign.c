@@ -163,6 +163,14 @@ static const struct {
     { "qcow", probe_qcow1 },
 };
 
+bool ic_foreign_is_format(const char *name)
+{
+    for (size_t i = 0; name && i < IC_ARRAY_SIZE(foreign); i++)
+        if (!strcmp(foreign[i].name, name))
+            return true;
+    return false;
+}
+
 const char *ic_foreign_probe(const uint8_t *buf, size_t len, const char *filename, int *score)
 {
     const char *best = NULL;

@@ -267,7 +267,9 @@ int ic_dir_read_file(char **out, size_t *len_out, const char *path, size_t max,
         *len_out = 0;
     int fd;
     do {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* non-blocking: a FIFO is refused below instead of waiting for a
+         * writer (reads of a regular file ignore the flag) */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return ic_error_set_errno(errp, -errno, "%s: cannot open", path);

@@ -26,9 +26,24 @@
  *     hints batched over 8 or 32 MiB (no gain).
  *     Only hints: flush still makes every write durable, and after it
  *     drops whatever of the file is still cached (all clean by then).
+ *  6. Only regular files and block devices are images.  Every open is
+ *     non-blocking and the kind is checked with fstat on the descriptor it
+ *     gave (no window between the check and the use; a symlink is judged by
+ *     its target): a FIFO named as a backing or data file would otherwise
+ *     block open() until a writer appears, and a FIFO, socket or character
+ *     device cannot be read at offsets anyway.  O_NONBLOCK is then cleared.
+ *  7. Replacement (create over an existing file): the new image is built in
+ *     ".NAME.imgchain-create-XXXXXX" in the file's own directory (the real
+ *     one, after symlinks, so the rename replaces the file and not a link
+ *     to it), with the old file's permission bits and owner; fsync, rename
+ *     over the file, fsync the directory.  Until the rename the old file is
+ *     untouched, so a create that fails late, or a crash, leaves it as it
+ *     was.  A file with other hard links, a block device, or an owner the
+ *     new file cannot take is rewritten in place, as before.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -256,7 +271,7 @@ int ic_io_posix_fd(ic_io *io)
 int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp)
 {
     *out = NULL;
-    int oflags = O_CLOEXEC;
+    int oflags = O_CLOEXEC | O_NONBLOCK; /* note 6 */
     oflags |= (flags & (IC_IO_RDWR | IC_IO_CREATE)) ? O_RDWR : O_RDONLY;
     if (flags & IC_IO_CREATE)
         oflags |= O_CREAT | ((flags & IC_IO_EXCL) ? O_EXCL : 0);
@@ -273,9 +288,29 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
                             e == ENOENT ? "No such file or directory" : strerror(e));
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
         close(fd);
         return ic_error_set(errp, IC_ERR_INVALID, EISDIR, "%s: is a directory", path);
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        close(fd);
+        const char *kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                         : S_ISSOCK(st.st_mode) ? "a socket"
+                         : S_ISCHR(st.st_mode)  ? "a character device"
+                                                : "a special file";
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: is %s, not a regular file or block device", path, kind);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s", path, strerror(e));
     }
     struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
     if (!p) {
@@ -298,6 +333,101 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
      * existing file untouched. */
     *out = &p->base;
     return 0;
+}
+
+int ic_io_open_replacement(ic_io **out, const char *path, ic_error **errp)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? 0 : ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
+                                                  "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+        return 0;
+    char *real = realpath(path, NULL);
+    if (!real)
+        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: %s", path,
+                            strerror(errno));
+    char *slash = strrchr(real, '/');
+    size_t dlen = (size_t)(slash - real);
+    size_t need = strlen(real) + sizeof("/..imgchain-create-XXXXXX");
+    char *tmp = malloc(need);
+    if (!tmp) {
+        free(real);
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", path);
+    }
+    snprintf(tmp, need, "%.*s/.%s.imgchain-create-XXXXXX", (int)dlen, real, slash + 1);
+    free(real);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        /* a directory we cannot create in: rewrite the file in place */
+        return e == EACCES || e == EROFS ? 0 : ic_error_set(errp, ic_error_kind_from_errno(e), e,
+                                                            "%s: cannot create a temporary file "
+                                                            "next to it: %s", path, strerror(e));
+    }
+    struct stat ts;
+    bool same = fstat(fd, &ts) == 0 && fchmod(fd, st.st_mode & 07777) == 0 &&
+                ((ts.st_uid == st.st_uid && ts.st_gid == st.st_gid) ||
+                 fchown(fd, st.st_uid, st.st_gid) == 0);
+    if (!same) {
+        unlink(tmp);
+        close(fd);
+        free(tmp);
+        return 0;
+    }
+    struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, tmp, IC_IO_RDWR | IC_IO_NOLOCK);
+    if (!p) {
+        unlink(tmp);
+        close(fd);
+        free(tmp);
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", path);
+    }
+    free(tmp);
+    p->fd = fd;
+    *out = &p->base;
+    return 1;
+}
+
+int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp)
+{
+    struct io_posix *p = to_posix(tmp);
+    if (fsync(p->fd) < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
+                            path, strerror(errno));
+    char *real = realpath(path, NULL);
+    if (!real)
+        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: %s", path,
+                            strerror(errno));
+    int ret = 0;
+    if (rename(tmp->name, real) < 0) {
+        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
+                           "%s: cannot replace it: %s", path, strerror(errno));
+        free(real);
+        return ret;
+    }
+    /* the temporary name is gone: closing must not remove the new image */
+    free(tmp->name);
+    tmp->name = real;
+    char *slash = strrchr(real, '/');
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%.*s", slash == real ? 1 : (int)(slash - real), real);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) < 0)
+        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
+                           "%s: cannot make the new image durable: %s", path, strerror(errno));
+    if (dfd >= 0)
+        close(dfd);
+    return ret;
+}
+
+void ic_io_discard_replacement(ic_io *tmp)
+{
+    if (!tmp)
+        return;
+    unlink(tmp->name);
+    posix_close(tmp);
 }
 
 bool ic_io_file_exists(const char *path)

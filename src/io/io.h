@@ -81,4 +81,18 @@ enum { IC_FILE_REGULAR = 1, IC_FILE_BLOCK, IC_FILE_DIR, IC_FILE_OTHER };
 /* One of IC_FILE_*, or -errno (-ENOENT when missing). */
 int ic_io_file_kind(const char *path);
 
+/* Replacing an existing image file as a whole (create over it), so that a
+ * create refused late leaves the old file as it was (io-posix.c note 7).
+ * ic_io_open_replacement: when @path (after symlinks) is a regular file
+ * with one link whose permission bits and owner a new file can take, opens
+ * a new empty temporary file next to it with them (read-write, unlocked)
+ * and returns 1; 0 when the file must be rewritten in place instead
+ * (missing, a block device, hard links, an owner we cannot give); -errno.
+ * ic_io_commit_replacement: makes @tmp durable, renames it over @path and
+ * makes the rename durable (fsync of the directory); @tmp stays open.
+ * ic_io_discard_replacement: closes @tmp and removes it. */
+int ic_io_open_replacement(ic_io **out, const char *path, ic_error **errp);
+int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp);
+void ic_io_discard_replacement(ic_io *tmp);
+
 #endif

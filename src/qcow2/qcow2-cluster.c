@@ -1873,7 +1873,7 @@ int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp)
     if (!t)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
     int ret = 0;
-    uint64_t file_end = 0, mb = max_batch(s);
+    uint64_t file_end = 0;
     for (uint64_t l1i = 0; l1i < tables && ret == 0; l1i++) {
         if (s->l1[l1i])
             continue;
@@ -1886,8 +1886,11 @@ int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp)
         }
         memset(t, 0, s->cluster_size);
         for (uint64_t j = 0; j < gc;) {
-            uint64_t k = s->data_file ? gc - j : IC_MIN(gc - j, mb);
-            int64_t host = alloc_data(img, (first + j) << s->cluster_bits, k);
+            /* one packed run per table: data runs then follow each other
+             * with their refblocks between them, as qemu lays them out */
+            uint64_t k = gc - j;
+            int64_t host = s->data_file ? alloc_data(img, (first + j) << s->cluster_bits, k)
+                                        : qcow2_alloc_clusters_packed(img, k);
             if (host < 0) {
                 ret = (int)host;
                 break;

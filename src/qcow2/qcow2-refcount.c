@@ -18,6 +18,13 @@
  *     covers, so it describes itself; it is written and flushed before
  *     the reftable entry that points to it.  Callers restart their search
  *     for free clusters after a refblock was allocated.
+ *  4b. A run of at least a refblock's worth of clusters (an L1 table of
+ *     small clusters) cannot be found that way: the self-describing block
+ *     of every range it spans would break it.  Such a run is allocated
+ *     with the blocks missing in its ranges right after it, as part of one
+ *     free run; they count the run and themselves (as qemu's allocator
+ *     places a new block after the clusters it is allocating).  Same
+ *     ordering: blocks written and flushed, then the reftable entries.
  *  5. The reftable grows by building a new table plus refblocks for the
  *     new area at the end of the file, covering themselves; flush; one
  *     12-byte header write switches to it; flush; then the old table is
@@ -503,6 +510,112 @@ static int find_free(struct ic_image *img, uint64_t n, uint64_t *out, uint64_t *
     }
 }
 
+/* Writes refblocks for the ranges @missing[0..m) at clusters [first, first
+ * + m), counting every cluster of [c, first + m) that lies in those ranges,
+ * and points the reftable to them (design note 4b). */
+static int place_trailing_blocks(struct ic_image *img, const uint64_t *missing, uint64_t m,
+                                 uint64_t c, uint64_t first)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t cs = s->cluster_size, end = first + m;
+    uint8_t *buf = calloc((size_t)m, (size_t)cs);
+    if (!buf)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < m; i++) {
+        uint64_t lo = IC_MAX(c, missing[i] << s->refblock_bits);
+        uint64_t hi = IC_MIN(end, (missing[i] + 1) << s->refblock_bits);
+        for (uint64_t x = lo; x < hi; x++)
+            qcow2_refblock_set(s, buf + i * cs, (uint32_t)(x & (s->refblock_entries - 1)), 1);
+    }
+    for (uint64_t i = 0; i < m; i++) {
+        qcow2_cache_discard(&s->l2_cache, (first + i) << s->cluster_bits);
+        qcow2_cache_discard(&s->refblock_cache, (first + i) << s->cluster_bits);
+    }
+    ic_io_event(img->file, IC_EV_REFBLOCK_ALLOC_WRITE);
+    int ret = ic_io_pwrite(img->file, buf, (size_t)(m * cs), first << s->cluster_bits);
+    free(buf);
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    for (uint64_t i = 0; ret == 0 && i < m; i++) {
+        s->reftable[missing[i]] = (first + i) << s->cluster_bits;
+        ret = write_reftable_entry(img, missing[i]);
+        if (ret < 0)
+            s->reftable[missing[i]] = 0;
+    }
+    return ret;
+}
+
+/* Design note 4b: for @n >= refblock entries, and packed allocations. */
+static int64_t alloc_large_run(struct ic_image *img, uint64_t n)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t k = 0;
+    uint64_t *missing = NULL;
+    int64_t ret = -EIO;
+    for (int tries = 0; tries < QCOW2_ALLOC_MAX_RETRIES; tries++) {
+        uint64_t c = 0, first_free = 0;
+        if ((ret = find_free(img, n + k, &c, &first_free)) < 0)
+            goto out;
+        uint64_t end = c + n + k;
+        if ((end << s->cluster_bits) > QCOW2_MAX_HOST_OFFSET ||
+            (end << s->cluster_bits) >> s->cluster_bits != end) {
+            ret = ic_image_fail(img, -EFBIG, "image file would exceed the maximum host offset");
+            goto out;
+        }
+        uint64_t rt_first = c >> s->refblock_bits, rt_last = (end - 1) >> s->refblock_bits;
+        if (rt_last >= s->reftable_size) {
+            if ((ret = grow_reftable(img, rt_last)) < 0)
+                goto out;
+            continue;
+        }
+        free(missing);
+        missing = calloc((size_t)(rt_last - rt_first + 1), sizeof(*missing));
+        if (!missing) {
+            ret = -ENOMEM;
+            goto out;
+        }
+        uint64_t m = 0;
+        for (uint64_t rt = rt_first; rt <= rt_last; rt++) {
+            uint64_t boff;
+            if ((ret = refblock_offset(img, rt, &boff)) < 0)
+                goto out;
+            if (!boff)
+                missing[m++] = rt;
+        }
+        if (m > k) {
+            k = m;
+            continue;
+        }
+        /* [c, c + n + m) lies inside the free run and spans no range
+         * without a block outside @missing (a shorter run spans fewer). */
+        end = c + n + m;
+        if ((ret = qcow2_check_overlap(img, c << s->cluster_bits, (n + m) << s->cluster_bits)) < 0)
+            goto out;
+        ic_io_event(img->file, IC_EV_CLUSTER_ALLOC);
+        if (m && (ret = place_trailing_blocks(img, missing, m, c, c + n)) < 0)
+            goto out;
+        /* the clusters in ranges that had a block are counted there */
+        for (uint64_t rt = rt_first, i = 0; rt <= rt_last; rt++) {
+            if (i < m && missing[i] == rt) {
+                i++;
+                continue;
+            }
+            uint64_t lo = IC_MAX(c, rt << s->refblock_bits);
+            uint64_t hi = IC_MIN(end, (rt + 1) << s->refblock_bits);
+            if (lo < hi && (ret = qcow2_update_refcount(img, lo << s->cluster_bits,
+                                                        (hi - lo) << s->cluster_bits, 1)) < 0)
+                goto out;
+        }
+        s->free_cluster_index = end;
+        ret = (int64_t)(c << s->cluster_bits);
+        goto out;
+    }
+    ret = ic_image_fail(img, -EIO, "cluster allocation did not converge");
+out:
+    free(missing);
+    return ret;
+}
+
 int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -511,6 +624,8 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
         return ret;
     if (n == 0)
         return -EINVAL;
+    if (n >= s->refblock_entries)
+        return alloc_large_run(img, n);
     for (int tries = 0; tries < QCOW2_ALLOC_MAX_RETRIES + (int)(n >> s->refblock_bits); tries++) {
         uint64_t c = 0, first_free = 0;
         if ((ret = find_free(img, n, &c, &first_free)) < 0)
@@ -543,6 +658,16 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
         return (int64_t)(c << s->cluster_bits);
     }
     return ic_image_fail(img, -EIO, "cluster allocation did not converge");
+}
+
+int64_t qcow2_alloc_clusters_packed(struct ic_image *img, uint64_t n)
+{
+    int ret = qcow2_refcount_load(img);
+    if (ret < 0)
+        return ret;
+    if (n == 0)
+        return -EINVAL;
+    return alloc_large_run(img, n);
 }
 
 int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n)

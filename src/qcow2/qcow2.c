@@ -190,12 +190,14 @@ static int read_extensions(struct ic_image *img, const uint8_t *c0, uint64_t sta
         uint32_t magic = ic_load_be32(c0 + pos);
         uint32_t len = ic_load_be32(c0 + pos + 4);
         pos += 8;
-        if (magic == QCOW2_EXT_END)
-            return 0;
+        /* the length is checked before the end marker, as qemu does: an
+         * end marker with a length past the header area is refused */
         if (len > end - pos)
             return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                                 "header extension %#" PRIx32 " (length %" PRIu32
                                 ") runs past the end of the header area", magic, len);
+        if (magic == QCOW2_EXT_END)
+            return 0;
         const uint8_t *d = c0 + pos;
         bool dup = false;
         switch (magic) {
@@ -769,10 +771,9 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
                                 " bytes)", h->header_length);
         if (h->header_length > cs)
             return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "qcow2 header exceeds cluster size");
-        if (h->header_length % 8)
-            return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
-                                "qcow2 header length %" PRIu32 " is not a multiple of 8",
-                                h->header_length);
+        /* The specification asks for a multiple of 8; qemu 7.2 does not
+         * check it and reads the extensions from header_length on, so an
+         * odd length opens wherever the extensions it points to parse. */
     }
     if (h->refcount_order > 6)
         return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
@@ -806,20 +807,13 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
                                 "size (offset %" PRIu64 ", size %" PRIu32 ")",
                                 h->backing_file_offset, h->backing_file_size);
         }
-        uint32_t hlen = ic_load_be32(c0 + QCOW2_HDR_HEADER_LENGTH);
-        if (h->version == 3 && h->backing_file_offset < hlen) {
-            free(c0);
-            return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
-                                "backing file name overlaps the header");
-        }
+        /* A name inside the header (or its unknown fields) is read where it
+         * is, as qemu reads it; a header update moves it after the
+         * extensions. */
     }
     uint64_t ext_start = h->version == 3 ? ic_load_be32(c0 + QCOW2_HDR_HEADER_LENGTH)
                                          : QCOW2_HDR_V2_LEN;
     uint64_t ext_end = h->backing_file_offset ? h->backing_file_offset : cs;
-    if (h->version == 2 && h->backing_file_offset && h->backing_file_offset < QCOW2_HDR_V2_LEN) {
-        free(c0);
-        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "backing file name overlaps the header");
-    }
     ret = 0;
     if (ext_start < ext_end)
         ret = read_extensions(img, c0, ext_start, ext_end, errp);
@@ -909,7 +903,10 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     s->reftable_offset = h->refcount_table_offset;
     s->reftable_clusters = h->refcount_table_clusters;
     s->reftable_size = (uint32_t)(((uint64_t)h->refcount_table_clusters << s->cluster_bits) / 8);
-    img->size = h->size;
+    /* qemu keeps the size in whole 512-byte sectors, rounded down, and
+     * writes that back on its next header update: a header size that is
+     * not a multiple of 512 is a disk that many bytes shorter. */
+    img->size = h->size & ~UINT64_C(511);
     img->cluster_size = cs;
     /* before anything is written (qcow2-bitmap.c design note 2) */
     if (!img->read_only && qcow2_bitmaps_present(s))

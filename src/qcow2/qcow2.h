@@ -461,6 +461,11 @@ int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length
                           int64_t delta) IC_WARN_UNUSED;
 /* Allocates @n contiguous clusters (refcount 1); returns the host offset. */
 int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
+/* The same, always placing the refblocks the run needs right after it
+ * (qcow2-refcount.c design note 4b), so consecutive runs pack without the
+ * holes self-describing blocks at range starts would leave: for laying out
+ * large areas (preallocation). */
+int64_t qcow2_alloc_clusters_packed(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
 /* Allocates @n contiguous clusters at or after @min_offset... the first
  * free run at or past the end of everything used (for big batches). */
 int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;

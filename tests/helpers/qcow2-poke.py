@@ -23,6 +23,8 @@ reading the header to find the structure:
   snapshot-extra-big first snapshot entry rewritten with 1100 bytes of extra data (> 1024)
   snapshot-incomplete first snapshot entry rewritten with 8 bytes of extra data (v3: < 16)
   snapshot-too-many  a table of 65537 disk-only snapshots without L1 (> 65536)
+  size-plus=N        the header's virtual size grows by N bytes
+  header-length=N    header_length (v3) set to N
   snapshot-table-big a table of 512 entries with 64 KiB ids and names: 64 MiB + 32 KiB
                      (> 64 MiB; the last entry overhangs)
 New snapshot tables are written at the end of the file with refcount 1 per
@@ -228,6 +230,11 @@ def main():
             h = bytes(12) + struct.pack(">HH", big, big) + bytes(20) + struct.pack(">I", 24)
             parts.append((i * elen, h + extra + str(i + 1).encode()))
         img.replace_snapshot_table(parts, n, n * elen)
+    elif d.startswith("size-plus="):
+        # the header's virtual size grows by N bytes (not a multiple of 512)
+        img.put64(24, img.u64(24) + int(d.split("=", 1)[1]))
+    elif d.startswith("header-length="):
+        img.write(100, struct.pack(">I", int(d.split("=", 1)[1])))
     else:
         sys.exit("unknown defect " + d)
     img.f.close()

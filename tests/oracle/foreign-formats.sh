@@ -75,6 +75,8 @@ for spec in sparse.vmdk:vmdk desc.vmdk:vmdk x.vdi:vdi x.vhdx:vdi x.vpc:vpc x.par
     expect_rc "convert -O qcow2 from $f exits 1" 1 ic convert -O qcow2 "$f" out.qcow2
     expect "convert from $f leaves no target" test ! -e out.qcow2
     expect_rc "map of $f exits 1" 1 ic map "$f"
+    expect_rc "check of $f exits 1" 1 ic check "$f"
+    expect_rc "compare with $f exits 2 (cannot open), as qemu-img's" 2 ic compare "$f" "$f"
 
     # an overlay that records the backing file but not its format
     rm -f ov.qcow2
@@ -92,6 +94,14 @@ for spec in sparse.vmdk:vmdk desc.vmdk:vmdk x.vdi:vdi x.vhdx:vdi x.vpc:vpc x.par
     after=$(sha256sum "$f" desc-flat.vmdk | sha256sum)
     expect "$f is byte for byte unchanged" test "$before" = "$after"
 done
+
+# Named rather than probed, the formats get the same answer.
+expect_out "-f vmdk is refused as not supported" \
+    "^imgchain: sparse.vmdk: vmdk images are not supported\$" ic info -f vmdk sparse.vmdk
+qimg create -q -f qcow2 -u -b sparse.vmdk -F vmdk named.qcow2 1M
+expect_out "a recorded vmdk backing format is refused as not supported" \
+    "^imgchain: named.qcow2: backing file .*sparse.vmdk: vmdk images are not supported\$" \
+    ic info --backing-chain named.qcow2
 
 # A fixed VHD keeps its footer only at its end: qemu probes it as raw, and so
 # does imgchain.
