@@ -181,6 +181,40 @@ int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic
     return ret;
 }
 
+int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = qcow2_bitmap_dir_load(img, out, errp);
+    for (uint32_t i = 0; ret == 0 && i < out->nb; i++) {
+        const struct qcow2_bitmap *bm = &out->bm[i];
+        bool in_use = bm->flags & QCOW2_BME_FLAG_IN_USE;
+        bool dup = false;
+        for (uint32_t j = 0; j < i && !dup; j++)
+            dup = !strcmp(out->bm[j].name, bm->name);
+        /* qemu skips an in-use bitmap whose name it already loaded */
+        if (dup && !in_use) {
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EEXIST, "Bitmap already exists: %s",
+                               bm->name);
+            break;
+        }
+        if (in_use)
+            continue; /* its data is not used, so qemu does not read it */
+        uint64_t *table = NULL;
+        ret = qcow2_bitmap_table_load(img, bm, &table, errp);
+        free(table);
+        if (ret == 0 && qcow2_bitmap_table_clusters(img->size, bm->granularity_bits,
+                                                    s->cluster_size) != bm->table_size)
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "Could not read bitmap '%s' from "
+                               "image: its table has %" PRIu32 " entries, the disk needs %"
+                               PRIu64, bm->name, bm->table_size,
+                               qcow2_bitmap_table_clusters(img->size, bm->granularity_bits,
+                                                           s->cluster_size));
+    }
+    if (ret < 0)
+        qcow2_bitmap_dir_free(out);
+    return ret;
+}
+
 /* Appends @name to @buf, control bytes shown as '?' so the message stays
  * one line. */
 static size_t put_name(char *buf, size_t cap, size_t n, const char *name)

@@ -86,9 +86,32 @@ int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic
 
 void qcow2_bitmap_dir_free(struct qcow2_bitmap_dir *d);
 
+/* qemu's qcow2_load_dirty_bitmaps without loading any data: the
+ * directory (qcow2_bitmap_dir_load), unique names, and for every bitmap
+ * not in use a table whose entries are valid and whose size is what the
+ * disk needs.  An image failing this is one qemu refuses to open; its
+ * error names the bitmap in qemu's words. */
+int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp);
+
 /* The refusal of a read-write open while bitmaps cannot be kept up to
  * date: always sets @errp (IC_ERR_UNSUPPORTED, naming the bitmaps) and
  * returns -ENOTSUP.  Reads the directory for the names; writes nothing. */
 int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
+
+/* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
+
+/* qemu's check_table_entry: true when @entry may appear in a bitmap table
+ * of an image with @cluster_size. */
+bool qcow2_bitmap_table_entry_ok(uint64_t entry, uint32_t cluster_size);
+/* Clusters of bitmap data a bitmap of 2^@granularity_bits bytes per bit
+ * needs for @virtual_size bytes (qemu's serialization size rounded up to
+ * clusters). */
+uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint8_t granularity_bits,
+                                     uint32_t cluster_size);
+/* qemu's bitmap_table_load: reads @bm's table into a new CPU-endian array
+ * of bm->table_size entries; -EINVAL (with @errp naming the entry) when an
+ * entry is invalid. */
+int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
+                            uint64_t **table, ic_error **errp);
 
 #endif

@@ -1070,6 +1070,35 @@ static int qcow2_snapshot_list(struct ic_image *img, ic_snapshot_info **out, ic_
     return ret;
 }
 
+/* The "bitmaps" list of qemu-img info.  A set of bitmaps qemu cannot load
+ * is an error, as it is for qemu-img, which cannot open such an image. */
+static int bitmap_infos(struct ic_image *img, ic_image_info *info, ic_error **errp)
+{
+    struct qcow2_bitmap_dir d;
+    int ret = qcow2_bitmaps_load(img, &d, errp);
+    if (ret < 0)
+        return ret;
+    ic_bitmap_info *v = calloc(d.nb, sizeof(*v));
+    if (!v) {
+        qcow2_bitmap_dir_free(&d);
+        return nomem(errp);
+    }
+    for (uint32_t i = 0; i < d.nb; i++) {
+        v[i] = (ic_bitmap_info){
+            .name = d.bm[i].name,
+            .granularity = 1ull << d.bm[i].granularity_bits,
+            .in_use = !!(d.bm[i].flags & QCOW2_BME_FLAG_IN_USE),
+            .enabled = !!(d.bm[i].flags & QCOW2_BME_FLAG_AUTO),
+        };
+        d.bm[i].name = NULL; /* moved */
+    }
+    uint32_t n = d.nb;
+    qcow2_bitmap_dir_free(&d);
+    if (ic_info_add_bitmaps(info, "bitmaps", v, n) < 0)
+        return nomem(errp);
+    return 0;
+}
+
 static int qcow2_get_info(struct ic_image *img, ic_image_info *info, ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -1087,6 +1116,11 @@ static int qcow2_get_info(struct ic_image *img, ic_image_info *info, ic_error **
                               s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
     if (ret == 0 && v3)
         ret = ic_info_add_bool(info, "lazy-refcounts", s->lazy_refcounts);
+    if (ret == 0 && qcow2_bitmaps_present(s)) {
+        int r = bitmap_infos(img, info, errp);
+        if (r < 0)
+            return r;
+    }
     if (ret == 0)
         ret = ic_info_add_int(info, "refcount-bits", s->refcount_bits);
     if (ret == 0 && v3)

@@ -14,6 +14,10 @@ of a qcow2 image made by qemu-img, in place, for the bitmap tests.
   data-unaligned NAME  moves the first data cluster of NAME's table by 512
   data-over-l1 NAME    points the first data entry of NAME's table at the
                    active L1 table (an overlap: the cluster is referenced twice)
+  data-past-eof NAME   points the first data entry of NAME's table 1 TiB
+                   past the end of the file
+  rename NAME NEW  renames bitmap NAME to NEW (same length: a duplicate
+                   name when NEW exists)
   leak-data NAME   clears the first data entry of NAME's table (that cluster
                    keeps refcount 1 with no reference: a leak)
   list             prints "name flags granularity table_offset table_size"
@@ -114,6 +118,15 @@ def main():
     elif edit == "data-over-l1":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", img.l1_off))
+    elif edit == "data-past-eof":
+        pos, v = img.first_data(arg)
+        img.f.seek(0, 2)
+        img.write(pos, struct.pack(">Q", (img.f.tell() + (1 << 40)) & ~(img.cs - 1)))
+    elif edit == "rename":
+        new = sys.argv[4].encode()
+        e = img.entry(arg)
+        assert len(new) == len(arg.encode())
+        img.write(e[0] + 24, new)
     elif edit == "leak-data":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", 0))

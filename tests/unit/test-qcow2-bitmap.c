@@ -167,6 +167,35 @@ static void test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in
                   "constraints");
 }
 
+static void test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them(void **state)
+{
+    (void)state;
+    assert_true(qcow2_bitmap_table_entry_ok(0, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(QCOW2_BMT_ALL_ONES, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(0x70000, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(0x70000 | QCOW2_BMT_ALL_ONES, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(0x70200, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(0x70200, 512));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 1, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 8, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 56, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 63, CS));
+}
+
+static void test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity(void **state)
+{
+    (void)state;
+    /* 64 MiB at 64 KiB per bit: 1024 bits = 128 bytes, one cluster */
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 16, CS), 1);
+    /* at 512 B per bit: 131072 bits = 16 KiB: one 64 KiB cluster, 32 of 512 B */
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 9, CS), 1);
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 9, 512), 32);
+    /* one bit past a cluster's worth needs a second cluster */
+    assert_int_equal(qcow2_bitmap_table_clusters(512ull * 4096 + 1, 9, 512), 2);
+    assert_int_equal(qcow2_bitmap_table_clusters(512ull * 4096, 9, 512), 1);
+    assert_int_equal(qcow2_bitmap_table_clusters(0, 16, CS), 0);
+}
+
 /* ---- images made by qemu-img ------------------------------------------------ */
 
 /* a.qcow2: bm0 enabled with 1 MiB written under it, bm1 disabled (512 B). */
@@ -323,6 +352,8 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap__entries_must_fill_the_directory_exactly),
         cmocka_unit_test(test_qcow2_bitmap__entries_outside_qemu_constraints_are_refused),
         cmocka_unit_test(test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in_use),
+        cmocka_unit_test(test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them),
+        cmocka_unit_test(test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity),
         cmocka_unit_test(test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused),
         cmocka_unit_test(test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing),
         cmocka_unit_test(test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out),
