@@ -24,6 +24,13 @@
  *     qemu's limits (qcow2-bitmap.h).  Every size comes from the disk and
  *     is checked before it is used; names are copied up to a NUL, as qemu
  *     copies them.
+ *  4. The one exception is check and repair (an IC_OPEN_CHECK read-write
+ *     open): its repairs change refcounts, COPIED flags, the snapshot
+ *     table and the dirty and corrupt bits, never what the guest reads, so
+ *     every bitmap stays true and is kept with its autoclear bit.  Such an
+ *     open needs bitmaps qemu can load (the refcount rebuild must count
+ *     their clusters) and sets bitmaps_guard: every driver op that would
+ *     change guest data or snapshots is refused with the same message.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -257,4 +264,19 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp)
     return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                         "image has persistent dirty bitmaps (%s) that imgchain cannot keep up to "
                         "date; refusing to write it", names);
+}
+
+int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp)
+{
+    if (!qcow2_state(img)->bitmaps_guard)
+        return 0;
+    ic_error *err = NULL;
+    int ret = qcow2_bitmaps_refuse_write(img, &err);
+    if (errp)
+        ic_error_propagate(errp, err);
+    else {
+        ic_image_fail(img, ret, "%s", ic_error_message(err));
+        ic_error_free(err);
+    }
+    return ret;
 }

@@ -98,6 +98,11 @@ int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_er
  * returns -ENOTSUP.  Reads the directory for the names; writes nothing. */
 int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
 
+/* For an image opened with bitmaps_guard set: 0 otherwise; else the
+ * refusal of an op that would change guest data, set in @errp when given
+ * and recorded as the data-path error (ic_image_fail) when not. */
+int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp);
+
 /* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
 
 /* qemu's check_table_entry: true when @entry may appear in a bitmap table

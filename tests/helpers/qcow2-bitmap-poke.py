@@ -22,7 +22,12 @@ of a qcow2 image made by qemu-img, in place, for the bitmap tests.
                    keeps refcount 1 with no reference: a leak)
   list             prints "name flags granularity table_offset table_size"
                    per bitmap
+  digest           prints "name flags granularity sha256" per bitmap, the
+                   hash over its bitmap data as a reader sees it (zero and
+                   all-ones entries expanded): equal digests, equal bitmaps
+                   wherever their clusters live
 """
+import hashlib
 import struct
 import sys
 
@@ -130,6 +135,17 @@ def main():
     elif edit == "leak-data":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", 0))
+    elif edit == "digest":
+        for e in img.entries():
+            h = hashlib.sha256()
+            for i in range(e[3]):
+                v = struct.unpack(">Q", img.read(e[2] + 8 * i, 8))[0]
+                off = v & 0x00fffffffffffe00
+                if off:
+                    h.update(img.read(off, img.cs).ljust(img.cs, b"\0"))
+                else:
+                    h.update((b"\xff" if v & 1 else b"\0") * img.cs)
+            print("%s %d %d %s" % (e[1], e[4], 1 << e[5], h.hexdigest()))
     elif edit == "list":
         for e in img.entries():
             print("%s %d %d %d %d" % (e[1], e[4], 1 << e[5], e[2], e[3]))

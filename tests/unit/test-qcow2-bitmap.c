@@ -17,6 +17,7 @@
 
 #include "testutil.h"
 #include "chain-fixture.h"
+#include "imgchain/snapshot.h"
 #include "qcow2/qcow2.h"
 #include "qcow2/qcow2-bitmap.h"
 #include "util/endian.h"
@@ -231,7 +232,7 @@ static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refus
     uint8_t *before, *after;
     size_t blen, alen;
     assert_int_equal(tu_read_file(cf_path("a.qcow2"), &before, &blen), 0);
-    const unsigned modes[] = { IC_OPEN_RDWR, IC_OPEN_RDWR | IC_OPEN_CHECK };
+    const unsigned modes[] = { IC_OPEN_RDWR, IC_OPEN_RDWR | IC_OPEN_DIRECT };
     for (size_t i = 0; i < 2; i++) {
         ic_error *err = NULL;
         assert_null(try_open("a.qcow2", modes[i], &err));
@@ -250,6 +251,40 @@ static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refus
     free(before);
     cf_assert_qemu_clean("a.qcow2");
     assert_int_equal(tu_sh("qemu-img info '%s' | grep -q 'name: bm1'", cf_path("a.qcow2")), 0);
+}
+
+static void test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data(void **state)
+{
+    (void)state;
+    if (!make_bitmap_image("rep.qcow2", NULL))
+        skip();
+    assert_int_equal(tu_sh("qemu-img snapshot -c s0 '%s'", cf_path("rep.qcow2")), 0);
+    uint8_t *before, *after;
+    size_t blen, alen;
+    assert_int_equal(tu_read_file(cf_path("rep.qcow2"), &before, &blen), 0);
+    ic_error *err = NULL;
+    ic_image *img = try_open("rep.qcow2", IC_OPEN_RDWR | IC_OPEN_CHECK, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    const char *why = "image has persistent dirty bitmaps (bm0, bm1) that imgchain cannot "
+                      "keep up to date";
+    uint8_t buf[512] = { 1 };
+    TU_ASSERT_ERR(ic_image_pwrite(img, buf, sizeof(buf), 0, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_pwrite_zeroes(img, 0, 65536, 0, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_discard(img, 0, 65536, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_truncate(img, 128u << 20, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_create(img, "s1", &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_apply(img, "s0", &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_delete(img, "s0", &err), err, ENOTSUP, why);
+    /* the repair itself is allowed: a clean image needs none, writes none */
+    ic_check_result r;
+    TU_ASSERT_OK(ic_image_check(img, IC_FIX_LEAKS | IC_FIX_ERRORS, NULL, NULL, &r, &err), err);
+    assert_int_equal(r.corruptions + r.leaks + r.check_errors + r.leaks_fixed, 0);
+    TU_ASSERT_OK(ic_image_close(img), err);
+    assert_int_equal(tu_read_file(cf_path("rep.qcow2"), &after, &alen), 0);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(after, before, blen);
+    free(after);
+    free(before);
 }
 
 static void test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing(void **state)
@@ -355,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them),
         cmocka_unit_test(test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity),
         cmocka_unit_test(test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused),
+        cmocka_unit_test(test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data),
         cmocka_unit_test(test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing),
         cmocka_unit_test(test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out),
         cmocka_unit_test(test_qcow2_bitmap__an_unreadable_directory_still_blocks_writes),
