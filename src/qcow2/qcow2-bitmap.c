@@ -156,6 +156,13 @@ int qcow2_bitmap_dir_parse(const uint8_t *dir, uint64_t size, uint32_t nb_bitmap
     if (ret == 0 && out->nb != nb_bitmaps)
         ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                            "Less bitmaps found than specified in header extension");
+    uint64_t tables = 0;
+    for (uint32_t i = 0; ret == 0 && i < out->nb; i++)
+        tables += (uint64_t)out->bm[i].table_size * 8; /* <= 2^16 * 2^30: no overflow */
+    if (ret == 0 && tables > QCOW2_BME_MAX_TABLES_BYTES)
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "the bitmap tables take %" PRIu64
+                           " bytes together, more than imgchain reads (%llu)", tables,
+                           (unsigned long long)QCOW2_BME_MAX_TABLES_BYTES);
     if (ret < 0)
         qcow2_bitmap_dir_free(out);
     return ret;
@@ -188,23 +195,51 @@ int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic
     return ret;
 }
 
+/* A bitmap's name with its directory position, for sorting. */
+struct named {
+    const char *name;
+    uint32_t pos;
+    bool in_use;
+};
+
+static int by_name(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* qemu loads bitmaps in directory order: an in-use bitmap whose name was
+ * loaded before is skipped, any other repeated name is an error.  Sorting
+ * keeps this linearithmic for 65535 names. */
+static int check_names(const struct qcow2_bitmap_dir *d, ic_error **errp)
+{
+    if (d->nb < 2)
+        return 0;
+    struct named *v = malloc(d->nb * sizeof(*v));
+    if (!v)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < d->nb; i++)
+        v[i] = (struct named){ d->bm[i].name, i, !!(d->bm[i].flags & QCOW2_BME_FLAG_IN_USE) };
+    qsort(v, d->nb, sizeof(*v), by_name);
+    int ret = 0;
+    for (uint32_t i = 1; i < d->nb && ret == 0; i++)
+        if (!strcmp(v[i - 1].name, v[i].name) && !v[i].in_use)
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EEXIST, "Bitmap already exists: %s",
+                               v[i].name);
+    free(v);
+    return ret;
+}
+
 int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
     int ret = qcow2_bitmap_dir_load(img, out, errp);
+    if (ret == 0)
+        ret = check_names(out, errp);
     for (uint32_t i = 0; ret == 0 && i < out->nb; i++) {
         const struct qcow2_bitmap *bm = &out->bm[i];
-        bool in_use = bm->flags & QCOW2_BME_FLAG_IN_USE;
-        bool dup = false;
-        for (uint32_t j = 0; j < i && !dup; j++)
-            dup = !strcmp(out->bm[j].name, bm->name);
-        /* qemu skips an in-use bitmap whose name it already loaded */
-        if (dup && !in_use) {
-            ret = ic_error_set(errp, IC_ERR_CORRUPT, EEXIST, "Bitmap already exists: %s",
-                               bm->name);
-            break;
-        }
-        if (in_use)
+        if (bm->flags & QCOW2_BME_FLAG_IN_USE)
             continue; /* its data is not used, so qemu does not read it */
         uint64_t *table = NULL;
         ret = qcow2_bitmap_table_load(img, bm, &table, errp);

@@ -40,6 +40,11 @@ enum {
 #define QCOW2_BME_MIN_GRANULARITY    9u
 #define QCOW2_BME_MAX_GRANULARITY    31u
 #define QCOW2_BME_MAX_NAME           1023u
+/* imgchain's bound on the tables of all bitmaps together, so that a
+ * directory of 65535 entries with 8 MiB tables each cannot make a check
+ * read 512 GiB: 1 GiB of tables describes 128 bitmaps of qemu's largest
+ * size even with 512-byte clusters. */
+#define QCOW2_BME_MAX_TABLES_BYTES   (1ull << 30)
 
 /* ---- bitmap table entry ---------------------------------------------------- */
 

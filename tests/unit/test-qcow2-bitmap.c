@@ -148,6 +148,29 @@ static void test_qcow2_bitmap__entries_outside_qemu_constraints_are_refused(void
     TU_ASSERT_OK(parse_one(1, 0, 1, 9, 0, &err), err);
 }
 
+static void test_qcow2_bitmap__tables_past_one_gib_together_are_refused(void **state)
+{
+    (void)state;
+    /* 129 bitmaps with 8 MiB tables each (qemu's largest at 512-byte
+     * clusters): 1 GiB + 8 MiB of tables */
+    static uint8_t dir[129 * 32];
+    size_t n = 0;
+    char name[16];
+    for (int i = 0; i < 129; i++) {
+        snprintf(name, sizeof(name), "b%03d", i);
+        put_entry(dir, &n, 0x50000, 1u << 20, 0, 1, 9, name, 0);
+    }
+    struct qcow2_bitmap_dir d;
+    ic_error *err = NULL;
+    TU_ASSERT_ERR(qcow2_bitmap_dir_parse(dir, n, 129, 512, VSIZE, &d, &err), err, EFBIG,
+                  "more than imgchain reads");
+    assert_null(d.bm);
+    /* 128 of them are exactly 1 GiB: accepted */
+    TU_ASSERT_OK(qcow2_bitmap_dir_parse(dir, n - 32, 128, 512, VSIZE, &d, &err), err);
+    assert_int_equal(d.nb, 128);
+    qcow2_bitmap_dir_free(&d);
+}
+
 static void test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in_use(void **state)
 {
     (void)state;
@@ -387,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap__entries_must_fill_the_directory_exactly),
         cmocka_unit_test(test_qcow2_bitmap__entries_outside_qemu_constraints_are_refused),
         cmocka_unit_test(test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in_use),
+        cmocka_unit_test(test_qcow2_bitmap__tables_past_one_gib_together_are_refused),
         cmocka_unit_test(test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them),
         cmocka_unit_test(test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity),
         cmocka_unit_test(test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused),
