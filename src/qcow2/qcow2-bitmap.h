@@ -124,4 +124,29 @@ uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint8_t granularity_
 int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
                             uint64_t **table, ic_error **errp);
 
+/* ---- qcow2-bitmap-data.c ----------------------------------------------------- */
+
+/* One bitmap in memory: bit n (of nbits) covers guest bytes
+ * [n << granularity_bits, (n + 1) << granularity_bits). */
+struct qcow2_bitmap_bits {
+    uint64_t *w;                /* bit n is bit n % 64 of w[n / 64] */
+    uint64_t nbits;
+    uint8_t granularity_bits;
+};
+
+/* All bits clear, sized for @virtual_size; -ENOMEM. */
+int qcow2_bitmap_bits_init(struct qcow2_bitmap_bits *b, uint64_t virtual_size,
+                           uint8_t granularity_bits);
+void qcow2_bitmap_bits_free(struct qcow2_bitmap_bits *b);
+bool qcow2_bitmap_bits_get(const struct qcow2_bitmap_bits *b, uint64_t n);
+/* Marks guest bytes [off, off + len) dirty: every granule they touch. */
+void qcow2_bitmap_bits_mark(struct qcow2_bitmap_bits *b, uint64_t off, uint64_t len);
+/* Reads consistent bitmap @bm's data (qemu's load_bitmap_data). */
+int qcow2_bitmap_data_load(struct ic_image *img, const struct qcow2_bitmap *bm,
+                           struct qcow2_bitmap_bits *out, ic_error **errp);
+/* The first dirty extent at or after guest byte @from, clipped to
+ * @virtual_size: false when there is none. */
+bool qcow2_bitmap_next_extent(const struct qcow2_bitmap_bits *b, uint64_t virtual_size,
+                              uint64_t from, uint64_t *start, uint64_t *len);
+
 #endif

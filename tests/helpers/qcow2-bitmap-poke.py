@@ -18,6 +18,8 @@ of a qcow2 image made by qemu-img, in place, for the bitmap tests.
                    past the end of the file
   rename NAME NEW  renames bitmap NAME to NEW (same length: a duplicate
                    name when NEW exists)
+  all-ones NAME    turns the last table entry of NAME without a data
+                   cluster into an all-ones entry (value 1)
   leak-data NAME   clears the first data entry of NAME's table (that cluster
                    keeps refcount 1 with no reference: a leak)
   list             prints "name flags granularity table_offset table_size"
@@ -132,6 +134,15 @@ def main():
         e = img.entry(arg)
         assert len(new) == len(arg.encode())
         img.write(e[0] + 24, new)
+    elif edit == "all-ones":
+        e = img.entry(arg)
+        for i in reversed(range(e[3])):
+            pos = e[2] + 8 * i
+            if struct.unpack(">Q", img.read(pos, 8))[0] == 0:
+                img.write(pos, struct.pack(">Q", 1))
+                break
+        else:
+            sys.exit("bitmap %s has no empty entry" % arg)
     elif edit == "leak-data":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", 0))
