@@ -22,11 +22,6 @@
  *  6. --chain checks every image of the chain and the links between them
  *     (ic_chain_check): findings are printed one per line; exit 2 when any
  *     is an error, else 0.
- *  7. -r on an image that opens read-only but whose read-write open is
- *     refused as unsupported (a qcow2 image holding persistent dirty
- *     bitmaps): a clean image has nothing to repair, so it is checked
- *     read-only and reported clean, untouched; an image that needs a
- *     repair gets the refusal (exit 1) and is not written.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -125,47 +120,6 @@ static int check_chain(const char *path, const char *fmt, bool quiet)
     return errors ? CHECK_EXIT_CORRUPT : CLI_EXIT_OK;
 }
 
-/* True when the format-specific field @key is a true boolean. */
-static bool info_flag(const ic_image_info *in, const char *key)
-{
-    for (size_t i = 0; i < in->nb_specific; i++)
-        if (!strcmp(in->specific[i].key, key))
-            return in->specific[i].type == IC_INFO_BOOL && in->specific[i].b;
-    return false;
-}
-
-/* -r on an image the driver refuses to open read-write although it can
- * read it (design note 7): a read-only check decides.  With nothing to
- * repair (no finding, neither the dirty nor the corrupt bit) the result is
- * reported as clean and nothing was written; otherwise the refusal stands
- * (exit 1), naming what blocks the repair. */
-static int check_unwritable(const char *path, const char *fmt, bool json, bool quiet,
-                            ic_error *rw_err)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.format = fmt;
-    o.flags = IC_OPEN_NO_BACKING | IC_OPEN_CHECK;
-    ic_image *img = NULL;
-    ic_image_info *info = NULL;
-    ic_check_result r;
-    bool clean = ic_image_open(&img, path, &o, NULL) == 0 &&
-                 ic_image_check(img, 0, report_line, &quiet, &r, NULL) == 0 &&
-                 ic_image_get_info(img, &info, NULL) == 0 && !r.corruptions && !r.leaks &&
-                 !r.check_errors && !info->dirty && !info_flag(info, "corrupt");
-    if (clean && !quiet) {
-        if (json)
-            dump_json(path, ic_image_format(img), &r);
-        else
-            dump_human(&r);
-    }
-    ic_image_info_free(info);
-    int cret = ic_image_close(img);
-    if (!clean || cret < 0)
-        return cli_fail(rw_err, CLI_EXIT_FAIL);
-    ic_error_free(rw_err);
-    return CLI_EXIT_OK;
-}
-
 enum { OPT_DRY_RUN = 0x200, OPT_CHAIN };
 
 static int run_check(int argc, char **argv)
@@ -245,21 +199,9 @@ static int run_check(int argc, char **argv)
     if (share)
         flags |= IC_OPEN_FORCE_SHARE;
     ic_image *img = NULL;
-    if (flags & IC_OPEN_RDWR) {
-        ic_open_options o = IC_OPEN_OPTIONS_INIT;
-        o.format = fmt;
-        o.flags = flags;
-        ic_error *oerr = NULL;
-        if (ic_image_open(&img, path, &o, &oerr) < 0) {
-            if (ic_error_kind_of(oerr) == IC_ERR_UNSUPPORTED)
-                return check_unwritable(path, fmt, json, quiet, oerr);
-            return cli_fail(oerr, CLI_EXIT_FAIL);
-        }
-    } else {
-        int rc = cli_open_image(&img, path, fmt, flags);
-        if (rc)
-            return rc;
-    }
+    int rc = cli_open_image(&img, path, fmt, flags);
+    if (rc)
+        return rc;
     ic_check_result r;
     ic_error *err = NULL;
     unsigned mode = fix | (dry ? IC_CHECK_DRY_RUN : 0);

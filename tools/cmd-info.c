@@ -25,9 +25,30 @@
 
 #include "cli-util.h"
 
-static json_object *field_json(const ic_info_field *f)
+/* qemu's Qcow2BitmapInfo: flags (in-use before auto), name, granularity. */
+static json_object *bitmaps_json(const ic_image_info *in)
+{
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < in->nb_bitmaps; i++) {
+        const ic_bitmap_info *b = &in->bitmaps[i];
+        json_object *o = json_object_new_object(), *flags = json_object_new_array();
+        if (b->in_use)
+            json_object_array_add(flags, json_object_new_string("in-use"));
+        if (b->enabled)
+            json_object_array_add(flags, json_object_new_string("auto"));
+        json_object_object_add(o, "flags", flags);
+        json_object_object_add(o, "name", json_object_new_string(b->name));
+        json_object_object_add(o, "granularity", json_object_new_int64((int64_t)b->granularity));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+static json_object *field_json(const ic_image_info *in, const ic_info_field *f)
 {
     switch (f->type) {
+    case IC_INFO_BITMAPS:
+        return bitmaps_json(in);
     case IC_INFO_BOOL:
         return json_object_new_boolean(f->b);
     case IC_INFO_INT:
@@ -60,7 +81,7 @@ static json_object *info_json(const ic_image_info *in)
         json_object *fs = json_object_new_object(), *data = json_object_new_object();
         json_object_object_add(fs, "type", json_object_new_string(in->format));
         for (size_t i = 0; i < in->nb_specific; i++)
-            json_object_object_add(data, in->specific[i].key, field_json(&in->specific[i]));
+            json_object_object_add(data, in->specific[i].key, field_json(in, &in->specific[i]));
         json_object_object_add(fs, "data", data);
         json_object_object_add(o, "format-specific", fs);
     }
@@ -74,6 +95,23 @@ static json_object *info_json(const ic_image_info *in)
                                json_object_new_string(in->backing_format));
     json_object_object_add(o, "dirty-flag", json_object_new_boolean(in->dirty));
     return o;
+}
+
+/* qemu's nested list layout: "[i]:" per bitmap, its flags as a list. */
+static void bitmaps_human(const char *key, const ic_image_info *in)
+{
+    printf("    %s:\n", key);
+    for (size_t i = 0; i < in->nb_bitmaps; i++) {
+        const ic_bitmap_info *b = &in->bitmaps[i];
+        int nf = 0;
+        printf("        [%zu]:\n            flags:\n", i);
+        if (b->in_use)
+            printf("                [%d]: in-use\n", nf++);
+        if (b->enabled)
+            printf("                [%d]: auto\n", nf++);
+        printf("            name: %s\n            granularity: %" PRIu64 "\n", b->name,
+               b->granularity);
+    }
 }
 
 static void info_human(const ic_image_info *in)
@@ -126,6 +164,9 @@ static void info_human(const ic_image_info *in)
                 break;
             case IC_INFO_STRING:
                 printf("    %s: %s\n", key, f->s ? f->s : "");
+                break;
+            case IC_INFO_BITMAPS:
+                bitmaps_human(key, in);
                 break;
             }
         }

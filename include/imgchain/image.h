@@ -176,7 +176,20 @@ IC_EXTERN int ic_image_create(const char *path, const ic_create_options *opts,
 
 /* ---- info ------------------------------------------------------------- */
 
-typedef enum ic_info_type { IC_INFO_BOOL, IC_INFO_INT, IC_INFO_STRING } ic_info_type;
+typedef enum ic_info_type {
+    IC_INFO_BOOL,
+    IC_INFO_INT,
+    IC_INFO_STRING,
+    IC_INFO_BITMAPS,    /* the place of ic_image_info.bitmaps in the field order */
+} ic_info_type;
+
+/** One persistent dirty bitmap (qcow2), as qemu-img info lists it. */
+typedef struct ic_bitmap_info {
+    char *name;
+    uint64_t granularity;  /* bytes per bit */
+    bool in_use;           /* flag "in-use": inconsistent, kept as it is */
+    bool enabled;          /* flag "auto": every write is recorded in it */
+} ic_bitmap_info;
 
 /** One format-specific field, named as qemu-img's JSON names it. */
 typedef struct ic_info_field {
@@ -213,6 +226,8 @@ typedef struct ic_image_info {
     ic_snapshot_info *snapshots;
     size_t nb_specific;             /* format-specific fields, in order */
     ic_info_field *specific;
+    size_t nb_bitmaps;              /* persistent dirty bitmaps, directory order */
+    ic_bitmap_info *bitmaps;
 } ic_image_info;
 
 /** Describes this layer (not its backing files). Free with ic_image_info_free(). */

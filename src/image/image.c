@@ -580,6 +580,21 @@ int ic_info_add_str(ic_image_info *info, const char *key, const char *v)
     return ret;
 }
 
+static void free_bitmap_infos(ic_bitmap_info *bm, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(bm[i].name);
+    free(bm);
+}
+
+int ic_info_add_bitmaps(ic_image_info *info, const char *key, ic_bitmap_info *bm, size_t n)
+{
+    free_bitmap_infos(info->bitmaps, info->nb_bitmaps);
+    info->bitmaps = bm;
+    info->nb_bitmaps = n;
+    return add_field(info, key, (ic_info_field){ .type = IC_INFO_BITMAPS });
+}
+
 void ic_image_info_free(ic_image_info *info)
 {
     if (!info)
@@ -597,6 +612,7 @@ void ic_image_info_free(ic_image_info *info)
         free(info->specific[i].s);
     }
     free(info->specific);
+    free_bitmap_infos(info->bitmaps, info->nb_bitmaps);
     free(info);
 }
 

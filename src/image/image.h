@@ -96,6 +96,9 @@ void ic_snapshot_info_clear(ic_snapshot_info *sn);
 int ic_info_add_bool(ic_image_info *info, const char *key, bool v);
 int ic_info_add_int(ic_image_info *info, const char *key, int64_t v);
 int ic_info_add_str(ic_image_info *info, const char *key, const char *v);
+/* Adds the IC_INFO_BITMAPS field @key and takes @bm (@n entries, malloc'd,
+ * names malloc'd) as info->bitmaps, also on failure. */
+int ic_info_add_bitmaps(ic_image_info *info, const char *key, ic_bitmap_info *bm, size_t n);
 
 /* Opens a file with the image's opener (open_file or POSIX). */
 int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,

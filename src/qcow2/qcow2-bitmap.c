@@ -24,6 +24,13 @@
  *     qemu's limits (qcow2-bitmap.h).  Every size comes from the disk and
  *     is checked before it is used; names are copied up to a NUL, as qemu
  *     copies them.
+ *  4. The one exception is check and repair (an IC_OPEN_CHECK read-write
+ *     open): its repairs change refcounts, COPIED flags, the snapshot
+ *     table and the dirty and corrupt bits, never what the guest reads, so
+ *     every bitmap stays true and is kept with its autoclear bit.  Such an
+ *     open needs bitmaps qemu can load (the refcount rebuild must count
+ *     their clusters) and sets bitmaps_guard: every driver op that would
+ *     change guest data or snapshots is refused with the same message.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -149,6 +156,13 @@ int qcow2_bitmap_dir_parse(const uint8_t *dir, uint64_t size, uint32_t nb_bitmap
     if (ret == 0 && out->nb != nb_bitmaps)
         ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                            "Less bitmaps found than specified in header extension");
+    uint64_t tables = 0;
+    for (uint32_t i = 0; ret == 0 && i < out->nb; i++)
+        tables += (uint64_t)out->bm[i].table_size * 8; /* <= 2^16 * 2^30: no overflow */
+    if (ret == 0 && tables > QCOW2_BME_MAX_TABLES_BYTES)
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EFBIG, "the bitmap tables take %" PRIu64
+                           " bytes together, more than imgchain reads (%llu)", tables,
+                           (unsigned long long)QCOW2_BME_MAX_TABLES_BYTES);
     if (ret < 0)
         qcow2_bitmap_dir_free(out);
     return ret;
@@ -178,6 +192,68 @@ int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic
     ret = qcow2_bitmap_dir_parse(dir, s->bitmap_dir_size, s->nb_bitmaps, s->cluster_size,
                                  img->size, out, errp);
     free(dir);
+    return ret;
+}
+
+/* A bitmap's name with its directory position, for sorting. */
+struct named {
+    const char *name;
+    uint32_t pos;
+    bool in_use;
+};
+
+static int by_name(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* qemu loads bitmaps in directory order: an in-use bitmap whose name was
+ * loaded before is skipped, any other repeated name is an error.  Sorting
+ * keeps this linearithmic for 65535 names. */
+static int check_names(const struct qcow2_bitmap_dir *d, ic_error **errp)
+{
+    if (d->nb < 2)
+        return 0;
+    struct named *v = malloc(d->nb * sizeof(*v));
+    if (!v)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < d->nb; i++)
+        v[i] = (struct named){ d->bm[i].name, i, !!(d->bm[i].flags & QCOW2_BME_FLAG_IN_USE) };
+    qsort(v, d->nb, sizeof(*v), by_name);
+    int ret = 0;
+    for (uint32_t i = 1; i < d->nb && ret == 0; i++)
+        if (!strcmp(v[i - 1].name, v[i].name) && !v[i].in_use)
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EEXIST, "Bitmap already exists: %s",
+                               v[i].name);
+    free(v);
+    return ret;
+}
+
+int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = qcow2_bitmap_dir_load(img, out, errp);
+    if (ret == 0)
+        ret = check_names(out, errp);
+    for (uint32_t i = 0; ret == 0 && i < out->nb; i++) {
+        const struct qcow2_bitmap *bm = &out->bm[i];
+        if (bm->flags & QCOW2_BME_FLAG_IN_USE)
+            continue; /* its data is not used, so qemu does not read it */
+        uint64_t *table = NULL;
+        ret = qcow2_bitmap_table_load(img, bm, &table, errp);
+        free(table);
+        if (ret == 0 && qcow2_bitmap_table_clusters(img->size, bm->granularity_bits,
+                                                    s->cluster_size) != bm->table_size)
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "Could not read bitmap '%s' from "
+                               "image: its table has %" PRIu32 " entries, the disk needs %"
+                               PRIu64, bm->name, bm->table_size,
+                               qcow2_bitmap_table_clusters(img->size, bm->granularity_bits,
+                                                           s->cluster_size));
+    }
+    if (ret < 0)
+        qcow2_bitmap_dir_free(out);
     return ret;
 }
 
@@ -223,4 +299,19 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp)
     return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                         "image has persistent dirty bitmaps (%s) that imgchain cannot keep up to "
                         "date; refusing to write it", names);
+}
+
+int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp)
+{
+    if (!qcow2_state(img)->bitmaps_guard)
+        return 0;
+    ic_error *err = NULL;
+    int ret = qcow2_bitmaps_refuse_write(img, &err);
+    if (errp)
+        ic_error_propagate(errp, err);
+    else {
+        ic_image_fail(img, ret, "%s", ic_error_message(err));
+        ic_error_free(err);
+    }
+    return ret;
 }

@@ -40,6 +40,11 @@ enum {
 #define QCOW2_BME_MIN_GRANULARITY    9u
 #define QCOW2_BME_MAX_GRANULARITY    31u
 #define QCOW2_BME_MAX_NAME           1023u
+/* imgchain's bound on the tables of all bitmaps together, so that a
+ * directory of 65535 entries with 8 MiB tables each cannot make a check
+ * read 512 GiB: 1 GiB of tables describes 128 bitmaps of qemu's largest
+ * size even with 512-byte clusters. */
+#define QCOW2_BME_MAX_TABLES_BYTES   (1ull << 30)
 
 /* ---- bitmap table entry ---------------------------------------------------- */
 
@@ -86,9 +91,62 @@ int qcow2_bitmap_dir_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic
 
 void qcow2_bitmap_dir_free(struct qcow2_bitmap_dir *d);
 
+/* qemu's qcow2_load_dirty_bitmaps without loading any data: the
+ * directory (qcow2_bitmap_dir_load), unique names, and for every bitmap
+ * not in use a table whose entries are valid and whose size is what the
+ * disk needs.  An image failing this is one qemu refuses to open; its
+ * error names the bitmap in qemu's words. */
+int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp);
+
 /* The refusal of a read-write open while bitmaps cannot be kept up to
  * date: always sets @errp (IC_ERR_UNSUPPORTED, naming the bitmaps) and
  * returns -ENOTSUP.  Reads the directory for the names; writes nothing. */
 int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
+
+/* For an image opened with bitmaps_guard set: 0 otherwise; else the
+ * refusal of an op that would change guest data, set in @errp when given
+ * and recorded as the data-path error (ic_image_fail) when not. */
+int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp);
+
+/* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
+
+/* qemu's check_table_entry: true when @entry may appear in a bitmap table
+ * of an image with @cluster_size. */
+bool qcow2_bitmap_table_entry_ok(uint64_t entry, uint32_t cluster_size);
+/* Clusters of bitmap data a bitmap of 2^@granularity_bits bytes per bit
+ * needs for @virtual_size bytes (qemu's serialization size rounded up to
+ * clusters). */
+uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint8_t granularity_bits,
+                                     uint32_t cluster_size);
+/* qemu's bitmap_table_load: reads @bm's table into a new CPU-endian array
+ * of bm->table_size entries; -EINVAL (with @errp naming the entry) when an
+ * entry is invalid. */
+int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
+                            uint64_t **table, ic_error **errp);
+
+/* ---- qcow2-bitmap-data.c ----------------------------------------------------- */
+
+/* One bitmap in memory: bit n (of nbits) covers guest bytes
+ * [n << granularity_bits, (n + 1) << granularity_bits). */
+struct qcow2_bitmap_bits {
+    uint64_t *w;                /* bit n is bit n % 64 of w[n / 64] */
+    uint64_t nbits;
+    uint8_t granularity_bits;
+};
+
+/* All bits clear, sized for @virtual_size; -ENOMEM. */
+int qcow2_bitmap_bits_init(struct qcow2_bitmap_bits *b, uint64_t virtual_size,
+                           uint8_t granularity_bits);
+void qcow2_bitmap_bits_free(struct qcow2_bitmap_bits *b);
+bool qcow2_bitmap_bits_get(const struct qcow2_bitmap_bits *b, uint64_t n);
+/* Marks guest bytes [off, off + len) dirty: every granule they touch. */
+void qcow2_bitmap_bits_mark(struct qcow2_bitmap_bits *b, uint64_t off, uint64_t len);
+/* Reads consistent bitmap @bm's data (qemu's load_bitmap_data). */
+int qcow2_bitmap_data_load(struct ic_image *img, const struct qcow2_bitmap *bm,
+                           struct qcow2_bitmap_bits *out, ic_error **errp);
+/* The first dirty extent at or after guest byte @from, clipped to
+ * @virtual_size: false when there is none. */
+bool qcow2_bitmap_next_extent(const struct qcow2_bitmap_bits *b, uint64_t virtual_size,
+                              uint64_t from, uint64_t *start, uint64_t *len);
 
 #endif

@@ -67,6 +67,16 @@
  *     and the refcount repair frees them), and entries with cut extra
  *     data are rewritten with the rest of the table at the end.
  *
+ * 10. Persistent dirty bitmaps are counted when qemu loads them (autoclear
+ *     bit 0 and the extension; without the bit their clusters are leaks, as
+ *     for qemu): the directory, every table and every data cluster.  A set
+ *     of bitmaps qemu refuses (qcow2_bitmaps_load: broken directory,
+ *     duplicate names, a bad table or a table of the wrong size for a
+ *     bitmap not in use) or a bad table entry of an in-use bitmap makes
+ *     qemu-img check fail (exit 1) without counts; the check then fails the
+ *     same way, before any repair, naming the bitmap.  Repairs never drop
+ *     a bitmap.
+ *
  *  Every finding's message keeps qemu's wording and adds, in parentheses,
  *  the offset and the structure it lives in ("L2 table at 0x40000 entry
  *  3", "refcount block at 0x20000 entry 5", "snapshot table entry 0 at
@@ -147,6 +157,7 @@ struct chk {
     uint64_t grow_end;          /* file size that covers every growable reference */
     int64_t grow_refs;          /* corruptions that growing to grow_end repairs */
     bool grow_rebuild;          /* a grown cluster has no refcount: rebuild follows */
+    ic_error *bitmap_err;       /* bitmaps qemu cannot load (design note 10) */
 };
 
 static void say(struct chk *c, const char *fmt, ...) IC_PRINTF(2, 3);
@@ -583,6 +594,9 @@ static int walk_l1(struct chk *c, uint64_t l1off, uint32_t l1_size, bool active,
     return ret;
 }
 
+/* qcow2_check_bitmaps_refcounts: the directory, each bitmap's table
+ * (in-use ones included) and each data cluster.  Bitmaps qemu cannot load
+ * (design note 10) end the check with an error instead of counts. */
 static int walk_bitmaps(struct chk *c)
 {
     struct qcow2_state *s = c->s;
@@ -592,51 +606,50 @@ static int walk_bitmaps(struct chk *c)
     int ret = inc(c, s->bitmap_dir_offset, s->bitmap_dir_size);
     if (ret < 0)
         return ret;
-    uint8_t *dir = malloc((size_t)s->bitmap_dir_size);
-    if (!dir) {
-        c->res->check_errors++;
-        return -ENOMEM;
+    struct qcow2_bitmap_dir d;
+    ic_error *err = NULL;
+    if (qcow2_bitmaps_load(c->img, &d, &err) < 0) {
+        c->res->corruptions++;
+        if (ic_error_kind_of(err) == IC_ERR_NOMEM) {
+            ic_error_free(err);
+            return -ENOMEM;
+        }
+        if (!c->bitmap_err)
+            c->bitmap_err = err;
+        else
+            ic_error_free(err);
+        return 0;
     }
-    if ((ret = read_raw(c, dir, s->bitmap_dir_size, s->bitmap_dir_offset, "bitmap directory")) < 0) {
-        free(dir);
-        return ret;
-    }
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < s->nb_bitmaps && ret == 0; i++) {
-        if (s->bitmap_dir_size - pos < 24)
+    for (uint32_t i = 0; i < d.nb && ret == 0; i++) {
+        const struct qcow2_bitmap *bm = &d.bm[i];
+        set_where(c, false, "table of bitmap '%.64s' (bitmap directory entry at 0x%" PRIx64 ")",
+                  bm->name, s->bitmap_dir_offset + bm->entry_pos);
+        if ((ret = inc(c, bm->table_offset, (uint64_t)bm->table_size * 8)) < 0)
             break;
-        const uint8_t *e = dir + pos;
-        uint64_t toff = ic_load_be64(e);
-        uint32_t tsize = ic_load_be32(e + 8);
-        uint64_t elen = IC_ALIGN_UP(24ull + ic_load_be32(e + 20) + ic_load_be16(e + 18), 8);
-        if (elen > s->bitmap_dir_size - pos || (uint64_t)tsize * 8 > QCOW2_MAX_L1_BYTES) {
-            say(c, "ERROR bitmap directory entry %" PRIu32 " is invalid (bitmap directory at 0x%"
-                PRIx64 ", entry at 0x%" PRIx64 ")", i, s->bitmap_dir_offset,
-                s->bitmap_dir_offset + pos);
+        uint64_t *t = NULL;
+        if (qcow2_bitmap_table_load(c->img, bm, &t, &err) < 0) {
             c->res->corruptions++;
+            if (ic_error_kind_of(err) == IC_ERR_NOMEM) {
+                ic_error_free(err);
+                ret = -ENOMEM;
+            } else if (!c->bitmap_err) {
+                c->bitmap_err = err;
+            } else {
+                ic_error_free(err);
+            }
             break;
         }
-        set_where(c, false, "table of bitmap %" PRIu32 " (bitmap directory entry at 0x%" PRIx64
-                  ")", i, s->bitmap_dir_offset + pos);
-        pos += elen;
-        if ((ret = inc(c, toff, (uint64_t)tsize * 8)) < 0 || !tsize)
-            continue;
-        uint8_t *t = malloc((size_t)tsize * 8);
-        if (!t) {
-            ret = -ENOMEM;
-            break;
-        }
-        ret = read_raw(c, t, (uint64_t)tsize * 8, toff, "bitmap table");
-        for (uint32_t j = 0; ret == 0 && j < tsize; j++) {
-            uint64_t d = ic_load_be64(t + 8 * (size_t)j) & QCOW2_L2E_OFFSET_MASK;
-            set_where(c, false, "bitmap data of bitmap table at 0x%" PRIx64 " entry %" PRIu32,
-                      toff, j);
-            if (d)
-                ret = inc(c, d, s->cluster_size);
+        for (uint32_t j = 0; ret == 0 && j < bm->table_size; j++) {
+            uint64_t off = t[j] & QCOW2_BMT_OFFSET_MASK;
+            if (!off)
+                continue;
+            set_where(c, false, "data of bitmap '%.64s', bitmap table at 0x%" PRIx64
+                      " entry %" PRIu32, bm->name, bm->table_offset, j);
+            ret = inc(c, off, s->cluster_size);
         }
         free(t);
     }
-    free(dir);
+    qcow2_bitmap_dir_free(&d);
     return ret;
 }
 
@@ -1139,6 +1152,8 @@ static void chk_free(struct chk *c)
     free(c->rb);
     free(c->drop);
     free(c->refs);
+    ic_error_free(c->bitmap_err);
+    c->bitmap_err = NULL;
 }
 
 static int chk_init(struct chk *c, struct ic_image *img, unsigned fix, ic_check_report_fn report,
@@ -1325,6 +1340,12 @@ int qcow2_check(struct ic_image *img, unsigned fix, ic_check_report_fn report, v
     ret = scan(&c);
     if (ret < 0)
         goto out;
+    if (c.bitmap_err) {
+        /* qemu cannot open such an image: no counts, nothing repaired */
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s", ic_error_message(c.bitmap_err));
+        chk_free(&c);
+        return ret;
+    }
     ic_check_result first;
     bool grown = false;
     if ((c.fix & IC_FIX_ERRORS) && c.grow_end > (uint64_t)c.file_len) {

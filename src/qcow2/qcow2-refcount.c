@@ -879,6 +879,9 @@ static int imrt_walk_l1(struct ic_image *img, struct imrt *m, const uint64_t *l1
     return 0;
 }
 
+/* The bitmap directory, tables and data clusters.  Bitmaps that cannot be
+ * counted (qemu would not load them) stop the computation: a refcount
+ * structure built without them would free clusters the bitmaps use. */
 static int imrt_bitmaps(struct ic_image *img, struct imrt *m)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -887,50 +890,32 @@ static int imrt_bitmaps(struct ic_image *img, struct imrt *m)
     int ret = imrt_add(img, m, s->bitmap_dir_offset, s->bitmap_dir_size);
     if (ret < 0)
         return ret;
-    uint8_t *dir = malloc((size_t)s->bitmap_dir_size);
-    if (!dir)
-        return -ENOMEM;
-    if ((ret = ic_io_pread(img->file, dir, (size_t)s->bitmap_dir_size, s->bitmap_dir_offset)) < 0)
-        goto out;
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
-        if (s->bitmap_dir_size - pos < 24) {
-            ret = qcow2_signal_corruption(img, false, s->bitmap_dir_offset, "bitmap directory "
-                                          "is truncated");
-            goto out;
+    struct qcow2_bitmap_dir d;
+    ic_error *err = NULL;
+    if (qcow2_bitmaps_load(img, &d, &err) < 0) {
+        ret = qcow2_signal_corruption(img, false, s->bitmap_dir_offset, "cannot count the "
+                                      "persistent dirty bitmaps: %s", ic_error_message(err));
+        ic_error_free(err);
+        return ret;
+    }
+    for (uint32_t i = 0; i < d.nb && ret == 0; i++) {
+        const struct qcow2_bitmap *bm = &d.bm[i];
+        uint64_t *t = NULL;
+        ret = imrt_add(img, m, bm->table_offset, (uint64_t)bm->table_size * 8);
+        if (ret == 0 && qcow2_bitmap_table_load(img, bm, &t, &err) < 0) {
+            ret = qcow2_signal_corruption(img, false, bm->table_offset, "cannot count the "
+                                          "persistent dirty bitmaps: %s", ic_error_message(err));
+            ic_error_free(err);
+            err = NULL;
         }
-        const uint8_t *e = dir + pos;
-        uint64_t toff = ic_load_be64(e);
-        uint32_t tsize = ic_load_be32(e + 8);
-        uint16_t name_size = ic_load_be16(e + 18);
-        uint32_t extra = ic_load_be32(e + 20);
-        uint64_t elen = IC_ALIGN_UP(24ull + extra + name_size, 8);
-        if (elen > s->bitmap_dir_size - pos || (toff & s->cluster_offset_mask) ||
-            (uint64_t)tsize * 8 > QCOW2_MAX_L1_BYTES) {
-            ret = qcow2_signal_corruption(img, false, s->bitmap_dir_offset, "bitmap directory "
-                                          "entry %" PRIu32 " is invalid", i);
-            goto out;
-        }
-        if ((ret = imrt_add(img, m, toff, (uint64_t)tsize * 8)) < 0)
-            goto out;
-        uint8_t *t = malloc((size_t)tsize * 8 + 1);
-        if (!t) {
-            ret = -ENOMEM;
-            goto out;
-        }
-        ret = ic_io_pread(img->file, t, (size_t)tsize * 8, toff);
-        for (uint32_t j = 0; j < tsize && ret == 0; j++) {
-            uint64_t d = ic_load_be64(t + 8 * j) & QCOW2_L2E_OFFSET_MASK;
-            if (d)
-                ret = imrt_add(img, m, d, s->cluster_size);
+        for (uint32_t j = 0; ret == 0 && j < bm->table_size; j++) {
+            uint64_t off = t[j] & QCOW2_BMT_OFFSET_MASK;
+            if (off)
+                ret = imrt_add(img, m, off, s->cluster_size);
         }
         free(t);
-        if (ret < 0)
-            goto out;
-        pos += elen;
     }
-out:
-    free(dir);
+    qcow2_bitmap_dir_free(&d);
     return ret;
 }
 

@@ -908,9 +908,19 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
      * not a multiple of 512 is a disk that many bytes shorter. */
     img->size = h->size & ~UINT64_C(511);
     img->cluster_size = cs;
-    /* before anything is written (qcow2-bitmap.c design note 2) */
-    if (!img->read_only && qcow2_bitmaps_present(s))
-        return qcow2_bitmaps_refuse_write(img, errp);
+    /* before anything is written (qcow2-bitmap.c design notes 2 and 4) */
+    if (!img->read_only && qcow2_bitmaps_present(s)) {
+        if (!(flags & IC_OPEN_CHECK))
+            return qcow2_bitmaps_refuse_write(img, errp);
+        struct qcow2_bitmap_dir d;
+        ic_error *berr = NULL;
+        if (qcow2_bitmaps_load(img, &d, &berr) < 0) {
+            ic_error_free(berr);
+            return qcow2_bitmaps_refuse_write(img, errp);
+        }
+        qcow2_bitmap_dir_free(&d);
+        s->bitmaps_guard = true;
+    }
     /* L1 */
     s->l1_size = h->l1_size;
     s->l1_offset = h->l1_table_offset;
@@ -951,6 +961,8 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     if (!img->read_only) {
         bool rewrite = false;
         uint64_t clear = h->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN;
+        if (s->bitmaps_guard)
+            clear &= ~QCOW2_AUTOCLEAR_BITMAPS; /* kept: the repair keeps them true */
         if (h->version >= 3 && clear) {
             h->autoclear_features &= ~clear;
             rewrite = true;
@@ -1067,6 +1079,35 @@ static int qcow2_snapshot_list(struct ic_image *img, ic_snapshot_info **out, ic_
     return ret;
 }
 
+/* The "bitmaps" list of qemu-img info.  A set of bitmaps qemu cannot load
+ * is an error, as it is for qemu-img, which cannot open such an image. */
+static int bitmap_infos(struct ic_image *img, ic_image_info *info, ic_error **errp)
+{
+    struct qcow2_bitmap_dir d;
+    int ret = qcow2_bitmaps_load(img, &d, errp);
+    if (ret < 0)
+        return ret;
+    ic_bitmap_info *v = calloc(d.nb, sizeof(*v));
+    if (!v) {
+        qcow2_bitmap_dir_free(&d);
+        return nomem(errp);
+    }
+    for (uint32_t i = 0; i < d.nb; i++) {
+        v[i] = (ic_bitmap_info){
+            .name = d.bm[i].name,
+            .granularity = 1ull << d.bm[i].granularity_bits,
+            .in_use = !!(d.bm[i].flags & QCOW2_BME_FLAG_IN_USE),
+            .enabled = !!(d.bm[i].flags & QCOW2_BME_FLAG_AUTO),
+        };
+        d.bm[i].name = NULL; /* moved */
+    }
+    uint32_t n = d.nb;
+    qcow2_bitmap_dir_free(&d);
+    if (ic_info_add_bitmaps(info, "bitmaps", v, n) < 0)
+        return nomem(errp);
+    return 0;
+}
+
 static int qcow2_get_info(struct ic_image *img, ic_image_info *info, ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -1084,6 +1125,11 @@ static int qcow2_get_info(struct ic_image *img, ic_image_info *info, ic_error **
                               s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib");
     if (ret == 0 && v3)
         ret = ic_info_add_bool(info, "lazy-refcounts", s->lazy_refcounts);
+    if (ret == 0 && qcow2_bitmaps_present(s)) {
+        int r = bitmap_infos(img, info, errp);
+        if (r < 0)
+            return r;
+    }
     if (ret == 0)
         ret = ic_info_add_int(info, "refcount-bits", s->refcount_bits);
     if (ret == 0 && v3)
@@ -1538,6 +1584,79 @@ static int qcow2_create(ic_io *file, const struct ic_create_params *p, ic_error 
     return 0;
 }
 
+/* ---- ops refused while bitmaps_guard is set (qcow2-bitmap.c note 4) ----- */
+
+static int guarded_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
+{
+    int ret = qcow2_bitmaps_guard(img, NULL);
+    return ret < 0 ? ret : qcow2_cluster_pwrite(img, buf, len, off);
+}
+
+static int guarded_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    int ret = qcow2_bitmaps_guard(img, NULL);
+    return ret < 0 ? ret : qcow2_cluster_pwrite_zeroes(img, off, len, flags);
+}
+
+static int guarded_discard(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    int ret = qcow2_bitmaps_guard(img, NULL);
+    return ret < 0 ? ret : qcow2_cluster_discard(img, off, len);
+}
+
+static int guarded_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
+                                     uint64_t off)
+{
+    int ret = qcow2_bitmaps_guard(img, NULL);
+    return ret < 0 ? ret : qcow2_cluster_pwrite_compressed(img, buf, len, off);
+}
+
+static int guarded_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
+                                        uint64_t off)
+{
+    int ret = qcow2_bitmaps_guard(img, NULL);
+    return ret < 0 ? ret : qcow2_cluster_pwrite_precompressed(img, cbuf, clen, off);
+}
+
+static int guarded_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_truncate(img, size, errp);
+}
+
+static int guarded_snapshot_create(struct ic_image *img, const ic_snapshot_info *info,
+                                   ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_snapshot_create(img, info, errp);
+}
+
+static int guarded_snapshot_goto(struct ic_image *img, const char *id_or_name, ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_snapshot_goto(img, id_or_name, errp);
+}
+
+static int guarded_snapshot_delete(struct ic_image *img, const char *id, const char *name,
+                                   ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_snapshot_delete(img, id, name, errp);
+}
+
+static int guarded_change_backing(struct ic_image *img, const char *name, const char *fmt,
+                                  ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_change_backing(img, name, fmt, errp);
+}
+
+static int guarded_make_empty(struct ic_image *img, ic_error **errp)
+{
+    int ret = qcow2_bitmaps_guard(img, errp);
+    return ret < 0 ? ret : qcow2_driver_make_empty(img, errp);
+}
+
 const struct ic_driver ic_driver_qcow2 = {
     .name = "qcow2",
     .instance_size = sizeof(struct qcow2_state),
@@ -1546,22 +1665,22 @@ const struct ic_driver ic_driver_qcow2 = {
     .close = qcow2_close,
     .create = qcow2_create,
     .pread = qcow2_cluster_pread,
-    .pwrite = qcow2_cluster_pwrite,
-    .pwrite_zeroes = qcow2_cluster_pwrite_zeroes,
-    .discard = qcow2_cluster_discard,
-    .pwrite_compressed = qcow2_cluster_pwrite_compressed,
+    .pwrite = guarded_pwrite,
+    .pwrite_zeroes = guarded_pwrite_zeroes,
+    .discard = guarded_discard,
+    .pwrite_compressed = guarded_pwrite_compressed,
     .compress = qcow2_cluster_compress,
-    .pwrite_precompressed = qcow2_cluster_pwrite_precompressed,
+    .pwrite_precompressed = guarded_pwrite_precompressed,
     .flush = qcow2_flush,
     .block_status = qcow2_cluster_block_status,
-    .truncate = qcow2_truncate,
+    .truncate = guarded_truncate,
     .check = qcow2_check,
-    .snapshot_create = qcow2_snapshot_create,
-    .snapshot_goto = qcow2_snapshot_goto,
-    .snapshot_delete = qcow2_snapshot_delete,
+    .snapshot_create = guarded_snapshot_create,
+    .snapshot_goto = guarded_snapshot_goto,
+    .snapshot_delete = guarded_snapshot_delete,
     .snapshot_list = qcow2_snapshot_list,
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
-    .change_backing = qcow2_change_backing,
-    .make_empty = qcow2_driver_make_empty,
+    .change_backing = guarded_change_backing,
+    .make_empty = guarded_make_empty,
     .get_info = qcow2_get_info,
 };

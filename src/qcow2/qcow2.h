@@ -284,6 +284,10 @@ struct qcow2_state {
     struct qcow2_feature_name *feature_names;
     size_t nb_feature_names;
     bool has_bitmaps_ext;
+    /* opened read-write for check and repair while holding bitmaps: every
+     * op that changes guest data or snapshots is refused (qcow2-bitmap.c
+     * design note 4) */
+    bool bitmaps_guard;
     uint8_t bitmaps_ext[QCOW2_BITMAPS_EXT_LEN];
     uint32_t nb_bitmaps;
     uint64_t bitmap_dir_size;

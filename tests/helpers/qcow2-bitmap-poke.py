@@ -14,11 +14,22 @@ of a qcow2 image made by qemu-img, in place, for the bitmap tests.
   data-unaligned NAME  moves the first data cluster of NAME's table by 512
   data-over-l1 NAME    points the first data entry of NAME's table at the
                    active L1 table (an overlap: the cluster is referenced twice)
+  data-past-eof NAME   points the first data entry of NAME's table 1 TiB
+                   past the end of the file
+  rename NAME NEW  renames bitmap NAME to NEW (same length: a duplicate
+                   name when NEW exists)
+  all-ones NAME    turns the last table entry of NAME without a data
+                   cluster into an all-ones entry (value 1)
   leak-data NAME   clears the first data entry of NAME's table (that cluster
                    keeps refcount 1 with no reference: a leak)
   list             prints "name flags granularity table_offset table_size"
                    per bitmap
+  digest           prints "name flags granularity sha256" per bitmap, the
+                   hash over its bitmap data as a reader sees it (zero and
+                   all-ones entries expanded): equal digests, equal bitmaps
+                   wherever their clusters live
 """
+import hashlib
 import struct
 import sys
 
@@ -114,9 +125,38 @@ def main():
     elif edit == "data-over-l1":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", img.l1_off))
+    elif edit == "data-past-eof":
+        pos, v = img.first_data(arg)
+        img.f.seek(0, 2)
+        img.write(pos, struct.pack(">Q", (img.f.tell() + (1 << 40)) & ~(img.cs - 1)))
+    elif edit == "rename":
+        new = sys.argv[4].encode()
+        e = img.entry(arg)
+        assert len(new) == len(arg.encode())
+        img.write(e[0] + 24, new)
+    elif edit == "all-ones":
+        e = img.entry(arg)
+        for i in reversed(range(e[3])):
+            pos = e[2] + 8 * i
+            if struct.unpack(">Q", img.read(pos, 8))[0] == 0:
+                img.write(pos, struct.pack(">Q", 1))
+                break
+        else:
+            sys.exit("bitmap %s has no empty entry" % arg)
     elif edit == "leak-data":
         pos, v = img.first_data(arg)
         img.write(pos, struct.pack(">Q", 0))
+    elif edit == "digest":
+        for e in img.entries():
+            h = hashlib.sha256()
+            for i in range(e[3]):
+                v = struct.unpack(">Q", img.read(e[2] + 8 * i, 8))[0]
+                off = v & 0x00fffffffffffe00
+                if off:
+                    h.update(img.read(off, img.cs).ljust(img.cs, b"\0"))
+                else:
+                    h.update((b"\xff" if v & 1 else b"\0") * img.cs)
+            print("%s %d %d %s" % (e[1], e[4], 1 << e[5], h.hexdigest()))
     elif edit == "list":
         for e in img.entries():
             print("%s %d %d %d %d" % (e[1], e[4], 1 << e[5], e[2], e[3]))

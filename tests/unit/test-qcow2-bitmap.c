@@ -17,6 +17,7 @@
 
 #include "testutil.h"
 #include "chain-fixture.h"
+#include "imgchain/snapshot.h"
 #include "qcow2/qcow2.h"
 #include "qcow2/qcow2-bitmap.h"
 #include "util/endian.h"
@@ -147,6 +148,29 @@ static void test_qcow2_bitmap__entries_outside_qemu_constraints_are_refused(void
     TU_ASSERT_OK(parse_one(1, 0, 1, 9, 0, &err), err);
 }
 
+static void test_qcow2_bitmap__tables_past_one_gib_together_are_refused(void **state)
+{
+    (void)state;
+    /* 129 bitmaps with 8 MiB tables each (qemu's largest at 512-byte
+     * clusters): 1 GiB + 8 MiB of tables */
+    static uint8_t dir[129 * 32];
+    size_t n = 0;
+    char name[16];
+    for (int i = 0; i < 129; i++) {
+        snprintf(name, sizeof(name), "b%03d", i);
+        put_entry(dir, &n, 0x50000, 1u << 20, 0, 1, 9, name, 0);
+    }
+    struct qcow2_bitmap_dir d;
+    ic_error *err = NULL;
+    TU_ASSERT_ERR(qcow2_bitmap_dir_parse(dir, n, 129, 512, VSIZE, &d, &err), err, EFBIG,
+                  "more than imgchain reads");
+    assert_null(d.bm);
+    /* 128 of them are exactly 1 GiB: accepted */
+    TU_ASSERT_OK(qcow2_bitmap_dir_parse(dir, n - 32, 128, 512, VSIZE, &d, &err), err);
+    assert_int_equal(d.nb, 128);
+    qcow2_bitmap_dir_free(&d);
+}
+
 static void test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in_use(void **state)
 {
     (void)state;
@@ -165,6 +189,35 @@ static void test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in
     ic_store_be64(dir, 0x50200);
     TU_ASSERT_ERR(qcow2_bitmap_dir_parse(dir, n, 1, CS, VSIZE, &d, &err), err, EINVAL,
                   "constraints");
+}
+
+static void test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them(void **state)
+{
+    (void)state;
+    assert_true(qcow2_bitmap_table_entry_ok(0, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(QCOW2_BMT_ALL_ONES, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(0x70000, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(0x70000 | QCOW2_BMT_ALL_ONES, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(0x70200, CS));
+    assert_true(qcow2_bitmap_table_entry_ok(0x70200, 512));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 1, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 8, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 56, CS));
+    assert_false(qcow2_bitmap_table_entry_ok(1ull << 63, CS));
+}
+
+static void test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity(void **state)
+{
+    (void)state;
+    /* 64 MiB at 64 KiB per bit: 1024 bits = 128 bytes, one cluster */
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 16, CS), 1);
+    /* at 512 B per bit: 131072 bits = 16 KiB: one 64 KiB cluster, 32 of 512 B */
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 9, CS), 1);
+    assert_int_equal(qcow2_bitmap_table_clusters(VSIZE, 9, 512), 32);
+    /* one bit past a cluster's worth needs a second cluster */
+    assert_int_equal(qcow2_bitmap_table_clusters(512ull * 4096 + 1, 9, 512), 2);
+    assert_int_equal(qcow2_bitmap_table_clusters(512ull * 4096, 9, 512), 1);
+    assert_int_equal(qcow2_bitmap_table_clusters(0, 16, CS), 0);
 }
 
 /* ---- images made by qemu-img ------------------------------------------------ */
@@ -202,7 +255,7 @@ static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refus
     uint8_t *before, *after;
     size_t blen, alen;
     assert_int_equal(tu_read_file(cf_path("a.qcow2"), &before, &blen), 0);
-    const unsigned modes[] = { IC_OPEN_RDWR, IC_OPEN_RDWR | IC_OPEN_CHECK };
+    const unsigned modes[] = { IC_OPEN_RDWR, IC_OPEN_RDWR | IC_OPEN_DIRECT };
     for (size_t i = 0; i < 2; i++) {
         ic_error *err = NULL;
         assert_null(try_open("a.qcow2", modes[i], &err));
@@ -221,6 +274,40 @@ static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refus
     free(before);
     cf_assert_qemu_clean("a.qcow2");
     assert_int_equal(tu_sh("qemu-img info '%s' | grep -q 'name: bm1'", cf_path("a.qcow2")), 0);
+}
+
+static void test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data(void **state)
+{
+    (void)state;
+    if (!make_bitmap_image("rep.qcow2", NULL))
+        skip();
+    assert_int_equal(tu_sh("qemu-img snapshot -c s0 '%s'", cf_path("rep.qcow2")), 0);
+    uint8_t *before, *after;
+    size_t blen, alen;
+    assert_int_equal(tu_read_file(cf_path("rep.qcow2"), &before, &blen), 0);
+    ic_error *err = NULL;
+    ic_image *img = try_open("rep.qcow2", IC_OPEN_RDWR | IC_OPEN_CHECK, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    const char *why = "image has persistent dirty bitmaps (bm0, bm1) that imgchain cannot "
+                      "keep up to date";
+    uint8_t buf[512] = { 1 };
+    TU_ASSERT_ERR(ic_image_pwrite(img, buf, sizeof(buf), 0, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_pwrite_zeroes(img, 0, 65536, 0, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_discard(img, 0, 65536, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_image_truncate(img, 128u << 20, &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_create(img, "s1", &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_apply(img, "s0", &err), err, ENOTSUP, why);
+    TU_ASSERT_ERR(ic_snapshot_delete(img, "s0", &err), err, ENOTSUP, why);
+    /* the repair itself is allowed: a clean image needs none, writes none */
+    ic_check_result r;
+    TU_ASSERT_OK(ic_image_check(img, IC_FIX_LEAKS | IC_FIX_ERRORS, NULL, NULL, &r, &err), err);
+    assert_int_equal(r.corruptions + r.leaks + r.check_errors + r.leaks_fixed, 0);
+    TU_ASSERT_OK(ic_image_close(img), err);
+    assert_int_equal(tu_read_file(cf_path("rep.qcow2"), &after, &alen), 0);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(after, before, blen);
+    free(after);
+    free(before);
 }
 
 static void test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing(void **state)
@@ -323,7 +410,11 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap__entries_must_fill_the_directory_exactly),
         cmocka_unit_test(test_qcow2_bitmap__entries_outside_qemu_constraints_are_refused),
         cmocka_unit_test(test_qcow2_bitmap__a_table_too_small_for_the_disk_is_allowed_only_in_use),
+        cmocka_unit_test(test_qcow2_bitmap__tables_past_one_gib_together_are_refused),
+        cmocka_unit_test(test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them),
+        cmocka_unit_test(test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity),
         cmocka_unit_test(test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused),
+        cmocka_unit_test(test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data),
         cmocka_unit_test(test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing),
         cmocka_unit_test(test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out),
         cmocka_unit_test(test_qcow2_bitmap__an_unreadable_directory_still_blocks_writes),
