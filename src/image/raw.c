@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "image.h"
+#include "resize.h"
 
 static int raw_open(struct ic_image *img, unsigned flags, ic_error **errp)
 {
@@ -90,6 +91,29 @@ static int raw_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
     return 0;
 }
 
+/* qemu's raw-format/file-posix truncate: any size (no alignment), shrink
+ * by truncating, falloc/full for the new area, no metadata mode. */
+static int raw_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
+                      ic_error **errp)
+{
+    if (prealloc == IC_PREALLOC_METADATA)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "Unsupported preallocation mode: metadata");
+    uint64_t old = img->size;
+    int ret = 0;
+    if (size > old && prealloc != IC_PREALLOC_OFF)
+        ret = ic_resize_fill(img->file, old, size - old, prealloc);
+    if (ret == 0)
+        ret = ic_io_truncate(img->file, size);
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "cannot resize: %s",
+                            strerror(-ret));
+    img->size = size;
+    return 0;
+}
+
 const struct ic_driver ic_driver_raw = {
     .name = "raw",
     .instance_size = 0,
@@ -103,4 +127,5 @@ const struct ic_driver ic_driver_raw = {
     .discard = raw_discard,
     .block_status = raw_block_status,
     .truncate = raw_truncate,
+    .resize = raw_resize,
 };
