@@ -150,6 +150,27 @@ IC_EXTERN int ic_prealloc_parse(const char *s, ic_prealloc *out);
 IC_EXTERN int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc,
                               ic_error **errp);
 
+/* ---- measure ------------------------------------------------------------ */
+
+/** What `qemu-img measure` reports (bytes). */
+typedef struct ic_measure_info {
+    uint64_t required;         /* file size needed for the data to convert */
+    uint64_t fully_allocated;  /* file size with every cluster allocated */
+    bool has_bitmaps;          /* both source and target keep persistent bitmaps */
+    uint64_t bitmaps;          /* room the source's persistent bitmaps would take */
+} ic_measure_info;
+
+/**
+ * Measures a new image of @p format created with the -o string @p options
+ * (qemu-img measure): holding the guest view of @p src (its whole chain, or
+ * the internal snapshot loaded on it), or, when @p src is NULL, empty with
+ * @p size bytes.  Figures are qemu's, byte for byte.
+ * @return 0; -EINVAL unknown format or bad options; -ENOTSUP a format that
+ *   cannot be measured (qemu-img's message), encryption; -EFBIG too large.
+ */
+IC_EXTERN int ic_image_measure(const char *format, const char *options, ic_image *src,
+                               uint64_t size, ic_measure_info *out, ic_error **errp);
+
 /* ---- block status ----------------------------------------------------- */
 
 #define IC_BS_DATA         (1u << 0) /* reads stored data (not known to be zero) */

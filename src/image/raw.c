@@ -114,6 +114,37 @@ static int raw_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
     return 0;
 }
 
+/* qemu's raw_measure: the source's virtual size, or the requested size
+ * rounded up to a sector; unallocated bytes count too.  Takes raw's create
+ * options (qemu's raw and file-posix ones). */
+static int raw_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure_info *out,
+                       ic_error **errp)
+{
+    const char *str;
+    uint64_t v;
+    bool b;
+    int ret;
+    if ((ret = ic_opts_take_size(opts, "size", &v, errp)) < 0)
+        return ret;
+    if (ic_opts_take_str(opts, "preallocation", &str) > 0) {
+        ic_prealloc m;
+        if (ic_prealloc_parse(str, &m) < 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid parameter value: %s", str);
+    }
+    if ((ret = ic_opts_take_bool(opts, "nocow", &b, errp)) < 0)
+        return ret;
+    if ((ret = ic_opts_take_size(opts, "extent_size_hint", &v, errp)) < 0)
+        return ret;
+    uint64_t req = src ? ic_image_size(src) : size;
+    if (!src && req > UINT64_MAX - 511)
+        return ic_error_set(errp, IC_ERR_INVALID, EFBIG, "image size is too large");
+    if (!src)
+        req = (req + 511) & ~(uint64_t)511;
+    out->required = req;
+    out->fully_allocated = req;
+    return 0;
+}
+
 const struct ic_driver ic_driver_raw = {
     .name = "raw",
     .instance_size = 0,
@@ -128,4 +159,5 @@ const struct ic_driver ic_driver_raw = {
     .block_status = raw_block_status,
     .truncate = raw_truncate,
     .resize = raw_resize,
+    .measure = raw_measure,
 };

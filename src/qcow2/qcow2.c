@@ -1543,6 +1543,7 @@ const struct ic_driver ic_driver_qcow2 = {
     .block_status = qcow2_cluster_block_status,
     .truncate = qcow2_truncate,
     .resize = qcow2_resize,
+    .measure = qcow2_measure,
     .check = qcow2_check,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_goto = qcow2_snapshot_goto,

@@ -459,6 +459,12 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
 /* The driver's resize op (qemu-img resize). */
 int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp);
 
+/* ---- qcow2-measure.c ---------------------------------------------------- */
+
+/* The driver's measure op (qemu-img measure -O qcow2). */
+int qcow2_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure_info *out,
+                  ic_error **errp);
+
 /* ---- qcow2-refcount.c --------------------------------------------------- */
 
 /* Loads the reftable (validated) if not loaded yet. */
