@@ -36,12 +36,33 @@ static int raw_create(ic_io *file, const struct ic_create_params *p, ic_error **
 {
     if (p->backing_file)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "format raw does not support backing files");
+    const char *str;
+    ic_prealloc prealloc = IC_PREALLOC_OFF;
+    if (ic_opts_take_str(p->opts, "preallocation", &str) > 0) {
+        if (ic_prealloc_parse(str, &prealloc) < 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid parameter value: %s", str);
+        if (prealloc == IC_PREALLOC_METADATA)
+            return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                "Unsupported preallocation mode: metadata");
+    }
     int ret = ic_opts_check_unused(p->opts, "raw", errp);
     if (ret < 0)
         return ret;
+    /* qemu's file driver rounds the size up to a sector */
+    if (p->size > UINT64_MAX - 511)
+        return ic_error_set(errp, IC_ERR_INVALID, EFBIG, "image size is too large");
+    uint64_t size = IC_ALIGN_UP(p->size, 512);
     ret = ic_io_truncate(file, 0);
     if (ret == 0)
-        ret = ic_io_truncate(file, p->size);
+        ret = ic_resize_fill(file, 0, size, prealloc);
+    if (ret == 0 && prealloc == IC_PREALLOC_FALLOC && size) {
+        /* qemu writes the first block after fallocate (its alignment probe
+         * needs an allocated block); the same file for the same options */
+        static const uint8_t zero[4096];
+        ret = ic_io_pwrite(file, zero, size < sizeof(zero) ? (size_t)size : sizeof(zero), 0);
+    }
+    if (ret == 0)
+        ret = ic_io_truncate(file, size);
     if (ret < 0)
         return ic_error_set(errp, IC_ERR_IO, -ret, "cannot set file size: %s", strerror(-ret));
     return 0;

@@ -1995,6 +1995,18 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
         }
         for (uint32_t j = 0; j < n && ret == 0;) {
             uint64_t k = IC_MIN((uint64_t)(n - j), mb);
+            /* A run ends where the next refblock range begins (that range
+             * starts with its own refblock), so no gap is left behind. */
+            int64_t fc = qcow2_file_clusters(img);
+            if (fc < 0) {
+                ret = (int)fc;
+                break;
+            }
+            uint64_t next = IC_MAX(s->free_cluster_index, (uint64_t)fc);
+            uint64_t in_range = next & (s->refblock_entries - 1);
+            uint64_t left = s->refblock_entries - in_range - (in_range == 0);
+            if (left && left < k)
+                k = left;
             /* Fresh clusters past everything in use read as zeroes, so an
              * entry pointing at them reads as before (zero, or an extended
              * L2 bitmap that still says unallocated/zero). */

@@ -376,10 +376,12 @@ static int qed_create(ic_io *file, const struct ic_create_params *p, ic_error **
     if (ret < 0)
         return ret;
     const char *prealloc = NULL;
-    if (ic_opts_take_str(p->opts, "preallocation", &prealloc) > 0 && strcmp(prealloc, "off"))
+    /* As qemu: falloc and full concern only the file qemu creates (the
+     * header and L1 table, which are written anyway); metadata is refused. */
+    if (ic_opts_take_str(p->opts, "preallocation", &prealloc) > 0 && strcmp(prealloc, "off") &&
+        strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                            "preallocation mode '%s' is not supported by format qed (only 'off')",
-                            prealloc);
+                            "Unsupported preallocation mode: %s", prealloc);
     if ((ret = ic_opts_check_unused(p->opts, "qed", errp)) < 0)
         return ret;
     if (!is_pow2_in(cluster_size, QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE))
