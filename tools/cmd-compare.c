@@ -16,6 +16,8 @@
  *     zeroes past the shorter one's end ("Warning: Image size mismatch!");
  *     -s (strict) makes a size difference, or a difference in allocation
  *     status, a mismatch.
+ *  5. -p shows progress on stderr when it is a terminal (not with -q), as
+ *     the other commands' -p; stdout carries only qemu-img's result lines.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -37,7 +39,15 @@
 struct cmp {
     bool quiet, strict;
     uint8_t *b1, *b2;
+    struct cli_progress ui;  /* -p: ui.tty set when stderr is a terminal */
+    uint64_t total;          /* the longer image's size, for progress */
 };
+
+static void progress(struct cmp *c, uint64_t done)
+{
+    if (c->ui.tty)
+        cli_progress_cb(done, c->total, &c->ui);
+}
 
 /* Offset (sector granular) of the first difference, or len when equal. */
 static size_t first_diff(const uint8_t *a, const uint8_t *b, size_t len)
@@ -108,6 +118,8 @@ static int compare_images(struct cmp *c, ic_image *a, ic_image *b)
     uint64_t common = s1 < s2 ? s1 : s2;
     uint64_t off = 0;
     ic_error *err = NULL;
+    c->total = s1 > s2 ? s1 : s2;
+    progress(c, 0);
     while (off < common) {
         ic_block_status st1, st2;
         if (ic_image_block_status(a, NULL, off, common - off, &st1, &err) < 0 ||
@@ -143,6 +155,7 @@ static int compare_images(struct cmp *c, ic_image *a, ic_image *b)
         if (r)
             return r;
         off += n;
+        progress(c, off);
     }
     if (s1 != s2) {
         if (c->strict) {
@@ -155,6 +168,7 @@ static int compare_images(struct cmp *c, ic_image *a, ic_image *b)
         int r = check_zero(c, s1 > s2 ? a : b, common, (s1 > s2 ? s1 : s2) - common);
         if (r)
             return r;
+        progress(c, c->total);
     }
     if (!c->quiet)
         printf("Images are identical.\n");
@@ -174,7 +188,10 @@ static int run_compare(int argc, char **argv)
     int ch;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":f:F:sqUh", longopts, NULL)) != -1) {
+    bool want_progress = false;
+    c.ui.operation = "compare";
+    c.ui.last = -1;
+    while ((ch = getopt_long(argc, argv, ":f:F:spqUh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
             fmt1 = optarg;
@@ -185,6 +202,9 @@ static int run_compare(int argc, char **argv)
         case 's':
             c.strict = true;
             break;
+        case 'p':
+            want_progress = true;
+            break;
         case 'q':
             c.quiet = true;
             break;
@@ -192,7 +212,7 @@ static int run_compare(int argc, char **argv)
             share = true;
             break;
         case 'h':
-            printf("usage: imgchain compare [-f FMT] [-F FMT] [-s] [-q] [-U] A B\n");
+            printf("usage: imgchain compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-U] A B\n");
             return CLI_EXIT_OK;
         case ':':
             return cli_usage_error("compare", "option '%s' needs an argument", argv[optind - 1]);
@@ -221,7 +241,11 @@ static int run_compare(int argc, char **argv)
         cli_errorf("out of memory");
         rc = CMP_EXIT_READ;
     } else {
+        /* -p as in qemu-img (not with -q); shown only on a terminal */
+        c.ui.tty = want_progress && !c.quiet && cli_isatty_stderr();
         rc = compare_images(&c, a, b);
+        if (c.ui.tty && c.ui.last >= 0)
+            fputc('\n', stderr);
     }
     free(c.b1);
     free(c.b2);
@@ -234,4 +258,4 @@ static int run_compare(int argc, char **argv)
     return rc;
 }
 
-CLI_COMMAND(cmd_compare, "compare", run_compare, "compare [-f FMT] [-F FMT] [-s] [-q] [-U] A B")
+CLI_COMMAND(cmd_compare, "compare", run_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-U] A B")

@@ -40,8 +40,10 @@ typedef void (*ic_chain_warn_fn)(const char *line, void *payload);
 typedef struct ic_commit_options {
     unsigned version;
     const char *format;        /* FILE's format; NULL = probe */
-    const char *base;          /* -b: the base image (path as the chain names it, or
-                                * any path to the same file); NULL = the immediate
+    const char *base;          /* -b: the base image: a backing name as the chain records
+                                * it, relative to the folder of the image naming it
+                                * (qemu-img's rule, tried first), or a path from the
+                                * current folder (imgchain's extension); NULL = the immediate
                                 * backing file.  Giving it implies drop (as qemu-img). */
     bool drop;                 /* -d: leave FILE as it is (else it is emptied) */
     bool resume;               /* finish the interrupted commit recorded in FILE's journal */

@@ -119,6 +119,58 @@ IC_EXTERN int ic_image_flush(ic_image *img, ic_error **errp);
  * where data would be lost). */
 IC_EXTERN int ic_image_truncate(ic_image *img, uint64_t size, ic_error **errp);
 
+/** How the new area of a growing resize is allocated (qemu's
+ * PreallocMode): off, L2 tables and data clusters reserved (metadata),
+ * reserved and fallocated in the file (falloc), or written with zeroes
+ * (full). */
+typedef enum ic_prealloc {
+    IC_PREALLOC_OFF,
+    IC_PREALLOC_METADATA,
+    IC_PREALLOC_FALLOC,
+    IC_PREALLOC_FULL,
+} ic_prealloc;
+
+/** Name of a mode as qemu-img spells it ("off", "metadata", ...). */
+IC_EXTERN const char *ic_prealloc_name(ic_prealloc mode);
+/** Parses "off", "metadata", "falloc" or "full"; -EINVAL otherwise. */
+IC_EXTERN int ic_prealloc_parse(const char *s, ic_prealloc *out);
+
+/**
+ * Resizes the top image to @p size, as qemu-img resize does (shrinking is
+ * the caller's decision: this drops everything past @p size).  When the
+ * backing file holds data past the old size, the new area is made to read
+ * as zeroes (qcow2 v3), or the resize is refused as qemu refuses it (qcow2
+ * v2, QED).  Metadata is ordered so that a crash leaves the old or the new
+ * size and at worst leaked clusters.  Refusals (qemu-img's messages) write
+ * nothing.
+ * @return 0; -EINVAL a size the format cannot hold, or preallocation while
+ *   shrinking; -ENOTSUP a mode or shrink the format does not support, a
+ *   qcow2 v2 image with snapshots; -EROFS read-only; -EIO, -ENOSPC.
+ */
+IC_EXTERN int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc,
+                              ic_error **errp);
+
+/* ---- measure ------------------------------------------------------------ */
+
+/** What `qemu-img measure` reports (bytes). */
+typedef struct ic_measure_info {
+    uint64_t required;         /* file size needed for the data to convert */
+    uint64_t fully_allocated;  /* file size with every cluster allocated */
+    bool has_bitmaps;          /* both source and target keep persistent bitmaps */
+    uint64_t bitmaps;          /* room the source's persistent bitmaps would take */
+} ic_measure_info;
+
+/**
+ * Measures a new image of @p format created with the -o string @p options
+ * (qemu-img measure): holding the guest view of @p src (its whole chain, or
+ * the internal snapshot loaded on it), or, when @p src is NULL, empty with
+ * @p size bytes.  Figures are qemu's, byte for byte.
+ * @return 0; -EINVAL unknown format or bad options; -ENOTSUP a format that
+ *   cannot be measured (qemu-img's message), encryption; -EFBIG too large.
+ */
+IC_EXTERN int ic_image_measure(const char *format, const char *options, ic_image *src,
+                               uint64_t size, ic_measure_info *out, ic_error **errp);
+
 /* ---- block status ----------------------------------------------------- */
 
 #define IC_BS_DATA         (1u << 0) /* reads stored data (not known to be zero) */

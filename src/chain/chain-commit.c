@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "chain-copy.h"
+#include "chain-find.h"
 #include "chain-journal.h"
 #include "util/path.h"
 
@@ -295,11 +296,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
     }
     struct ic_image *parent = top, *base = top->backing;
     if (base_name) {
-        while (base && strcmp(base->filename, base_name) &&
-               !ic_chain_same_file(base->filename, base_name)) {
-            parent = base;
-            base = base->backing;
-        }
+        base = ic_chain_find_backing(top, base_name, &parent);
         if (!base) {
             ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                                "did not find '%s' in the backing chain of '%s'", base_name, path);

@@ -120,6 +120,20 @@ struct ic_driver {
     /* Grows (or shrinks, where safe) the virtual size.  NULL: -ENOTSUP. */
     int (*truncate)(struct ic_image *img, uint64_t size, ic_error **errp);
 
+    /* qemu-img resize: sets the virtual size to @size (smaller drops the
+     * tail) with @prealloc for the new area; refuses what the format
+     * cannot do with qemu's message before writing anything.  NULL:
+     * truncate() for a growing resize without preallocation, else
+     * -ENOTSUP. */
+    int (*resize)(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp);
+
+    /* qemu-img measure for a new image of this format made with @opts
+     * (take what you understand; the caller refuses the rest): of the guest
+     * view of @src, or of an empty image of @size bytes when @src is NULL.
+     * NULL: the format cannot be measured. */
+    int (*measure)(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure_info *out,
+                   ic_error **errp);
+
     /* Checks the layer's metadata; with IC_FIX_* repairs.  Returns 0 when
      * the scan completed (what it found is in @res).  NULL: -ENOTSUP
      * (qemu-img check's exit code 63). */

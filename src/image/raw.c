@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "image.h"
+#include "resize.h"
 
 static int raw_open(struct ic_image *img, unsigned flags, ic_error **errp)
 {
@@ -40,12 +41,33 @@ static int raw_create(ic_io *file, const struct ic_create_params *p, ic_error **
 {
     if (p->backing_file)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "format raw does not support backing files");
+    const char *str;
+    ic_prealloc prealloc = IC_PREALLOC_OFF;
+    if (ic_opts_take_str(p->opts, "preallocation", &str) > 0) {
+        if (ic_prealloc_parse(str, &prealloc) < 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid parameter value: %s", str);
+        if (prealloc == IC_PREALLOC_METADATA)
+            return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                "Unsupported preallocation mode: metadata");
+    }
     int ret = ic_opts_check_unused(p->opts, "raw", errp);
     if (ret < 0)
         return ret;
+    /* qemu's file driver rounds the size up to a sector */
+    if (p->size > UINT64_MAX - 511)
+        return ic_error_set(errp, IC_ERR_INVALID, EFBIG, "image size is too large");
+    uint64_t size = IC_ALIGN_UP(p->size, 512);
     ret = ic_io_truncate(file, 0);
     if (ret == 0)
-        ret = ic_io_truncate(file, p->size);
+        ret = ic_resize_fill(file, 0, size, prealloc);
+    if (ret == 0 && prealloc == IC_PREALLOC_FALLOC && size) {
+        /* qemu writes the first block after fallocate (its alignment probe
+         * needs an allocated block); the same file for the same options */
+        static const uint8_t zero[4096];
+        ret = ic_io_pwrite(file, zero, size < sizeof(zero) ? (size_t)size : sizeof(zero), 0);
+    }
+    if (ret == 0)
+        ret = ic_io_truncate(file, size);
     if (ret < 0)
         return ic_error_set(errp, IC_ERR_IO, -ret, "cannot set file size: %s", strerror(-ret));
     return 0;
@@ -127,6 +149,60 @@ static int raw_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
     return 0;
 }
 
+/* qemu's raw-format/file-posix truncate: any size (no alignment), shrink
+ * by truncating, falloc/full for the new area, no metadata mode. */
+static int raw_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
+                      ic_error **errp)
+{
+    if (prealloc == IC_PREALLOC_METADATA)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "Unsupported preallocation mode: metadata");
+    uint64_t old = img->size;
+    int ret = 0;
+    if (size > old && prealloc != IC_PREALLOC_OFF)
+        ret = ic_resize_fill(img->file, old, size - old, prealloc);
+    if (ret == 0)
+        ret = ic_io_truncate(img->file, size);
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "cannot resize: %s",
+                            strerror(-ret));
+    img->size = size;
+    return 0;
+}
+
+/* qemu's raw_measure: the source's virtual size, or the requested size
+ * rounded up to a sector; unallocated bytes count too.  Takes raw's create
+ * options (qemu's raw and file-posix ones). */
+static int raw_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure_info *out,
+                       ic_error **errp)
+{
+    const char *str;
+    uint64_t v;
+    bool b;
+    int ret;
+    if ((ret = ic_opts_take_size(opts, "size", &v, errp)) < 0)
+        return ret;
+    if (ic_opts_take_str(opts, "preallocation", &str) > 0) {
+        ic_prealloc m;
+        if (ic_prealloc_parse(str, &m) < 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid parameter value: %s", str);
+    }
+    if ((ret = ic_opts_take_bool(opts, "nocow", &b, errp)) < 0)
+        return ret;
+    if ((ret = ic_opts_take_size(opts, "extent_size_hint", &v, errp)) < 0)
+        return ret;
+    uint64_t req = src ? ic_image_size(src) : size;
+    if (!src && req > UINT64_MAX - 511)
+        return ic_error_set(errp, IC_ERR_INVALID, EFBIG, "image size is too large");
+    if (!src)
+        req = (req + 511) & ~(uint64_t)511;
+    out->required = req;
+    out->fully_allocated = req;
+    return 0;
+}
+
 const struct ic_driver ic_driver_raw = {
     .name = "raw",
     .instance_size = 0,
@@ -140,4 +216,6 @@ const struct ic_driver ic_driver_raw = {
     .discard = raw_discard,
     .block_status = raw_block_status,
     .truncate = raw_truncate,
+    .resize = raw_resize,
+    .measure = raw_measure,
 };

@@ -89,6 +89,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image/resize.h"
 #include "qcow2.h"
 #include "util/endian.h"
 #include "util/overflow.h"
@@ -1932,4 +1933,116 @@ int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp)
                             "metadata preallocation failed: %s",
                             img->last_error ? img->last_error->msg : strerror(-ret));
     return 0;
+}
+
+/* ---- resize (qcow2-resize.c) --------------------------------------------------------- */
+
+int qcow2_cluster_drop_tail(struct ic_image *img, uint64_t from)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    uint64_t reach = (uint64_t)s->l1_size << tbits;
+    from = IC_ALIGN_UP(from, (uint64_t)s->cluster_size);
+    struct punch_list pl = { NULL, 0, 0 };
+    if (from < reach && !s->data_file_raw)
+        ret = zero_clusters(img, from, reach - from, ZM_FULL, s->ext_l2 ? &pl : NULL);
+    /* Tables wholly past @from hold nothing now: unhook them.  Their
+     * cached copies go first, so no later flush writes into a cluster
+     * that may be reused; until the L1 update is on disk the old tables
+     * still describe the old (invisible) tail, and the queued decrements
+     * come only after it. */
+    for (uint64_t i = (from + (1ull << tbits) - 1) >> tbits; ret == 0 && i < s->l1_size; i++) {
+        uint64_t t = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (!t)
+            continue;
+        qcow2_cache_discard(&s->l2_cache, t);
+        s->l1[i] = 0;
+        l1_mark_dirty(s, (uint32_t)i);
+        ret = qcow2_queue_free(img, t, s->cluster_size);
+    }
+    if (ret == 0)
+        ret = qcow2_flush_metadata(img);
+    if (ret == 0)
+        ret = qcow2_flush_pending_frees(img);
+    return punch_apply(img, &pl, ret);
+}
+
+int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
+                              ic_prealloc mode)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    int ret = prepare_write(img);
+    if (ret < 0)
+        return ret;
+    uint64_t cs = s->cluster_size, mb = max_batch(s), file_end = 0;
+    uint32_t tbits = s->cluster_bits + s->l2_bits;
+    uint32_t *idx = malloc((size_t)s->l2_entries * sizeof(*idx));
+    if (!idx)
+        return -ENOMEM;
+    from = IC_ALIGN_UP(from, cs);
+    for (uint64_t pos = from; pos < end && ret == 0;) {
+        uint64_t l1i = pos >> tbits;
+        uint64_t tend = IC_MIN(end, (l1i + 1) << tbits);
+        uint8_t *l2;
+        if ((ret = l2_for_write_at(img, pos, &l2)) < 0)
+            break;
+        uint32_t n = 0;
+        for (uint64_t p = pos; p < tend; p += cs) {
+            uint32_t ci = (uint32_t)((p >> s->cluster_bits) & (s->l2_entries - 1));
+            enum qcow2_ctype t = qcow2_cluster_type(s, qcow2_l2_get(s, l2, ci));
+            if (t == QCOW2_CT_UNALLOCATED || t == QCOW2_CT_ZERO_PLAIN)
+                idx[n++] = ci;
+        }
+        for (uint32_t j = 0; j < n && ret == 0;) {
+            uint64_t k = IC_MIN((uint64_t)(n - j), mb);
+            /* A run ends where the next refblock range begins (that range
+             * starts with its own refblock), so no gap is left behind. */
+            int64_t fc = qcow2_file_clusters(img);
+            if (fc < 0) {
+                ret = (int)fc;
+                break;
+            }
+            uint64_t next = IC_MAX(s->free_cluster_index, (uint64_t)fc);
+            uint64_t in_range = next & (s->refblock_entries - 1);
+            uint64_t left = s->refblock_entries - in_range - (in_range == 0);
+            if (left && left < k)
+                k = left;
+            /* Fresh clusters past everything in use read as zeroes, so an
+             * entry pointing at them reads as before (zero, or an extended
+             * L2 bitmap that still says unallocated/zero). */
+            int64_t host = qcow2_alloc_clusters_at_end(img, k);
+            if (host < 0) {
+                ret = (int)host;
+                break;
+            }
+            ret = ic_resize_fill(img->file, (uint64_t)host, k * cs, mode);
+            for (uint64_t x = 0; x < k && ret == 0; x++) {
+                uint32_t ci = idx[j + x];
+                uint64_t e = qcow2_l2_get(s, l2, ci);
+                uint64_t keep = s->ext_l2 ? 0 : (e & QCOW2_OFLAG_ZERO);
+                ic_io_event(img->file, IC_EV_L2_UPDATE);
+                qcow2_l2_set(s, l2, ci, ((uint64_t)host + x * cs) | QCOW2_OFLAG_COPIED | keep);
+            }
+            qcow2_cache_mark_dirty(&s->l2_cache, l2);
+            file_end = IC_MAX(file_end, (uint64_t)host + k * cs);
+            j += (uint32_t)k;
+        }
+        qcow2_cache_put(&s->l2_cache, &l2);
+        pos = tend;
+    }
+    free(idx);
+    if (ret == 0) {
+        /* the data clusters exist in the file before any table names them */
+        int64_t fsz = ic_io_get_size(img->file);
+        if (fsz < 0)
+            ret = (int)fsz;
+        else if ((uint64_t)fsz < file_end)
+            ret = ic_io_truncate(img->file, file_end);
+    }
+    if (ret == 0)
+        ret = qcow2_flush_metadata(img);
+    return ret;
 }

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image/resize.h"
 #include "qcow2.h"
 #include "qcow2-bitmap.h"
 #include "qcow2-check.h"
@@ -1287,6 +1288,7 @@ struct create_opts {
     bool ext_l2;
     uint8_t compression_type;
     bool prealloc_metadata;
+    ic_prealloc prealloc_alloc;  /* IC_PREALLOC_FALLOC or FULL; else OFF */
     const char *data_file;
     bool data_file_raw;
 };
@@ -1353,12 +1355,12 @@ static int take_create_opts(const struct ic_create_params *p, struct create_opts
         ct_set = o->compression_type != QCOW2_COMPRESSION_ZLIB;
     }
     if (ic_opts_take_str(opts, "preallocation", &str) > 0) {
-        if (!strcmp(str, "metadata"))
-            o->prealloc_metadata = true;
-        else if (strcmp(str, "off"))
-            return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                                "preallocation mode '%s' is not supported (use off or metadata)",
-                                str);
+        ic_prealloc m;
+        if (ic_prealloc_parse(str, &m) < 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid parameter value: %s", str);
+        o->prealloc_metadata = m == IC_PREALLOC_METADATA;
+        if (m == IC_PREALLOC_FALLOC || m == IC_PREALLOC_FULL)
+            o->prealloc_alloc = m;
     }
     if (ic_opts_take_str(opts, "data_file", &str) > 0 && *str)
         o->data_file = str;
@@ -1401,7 +1403,12 @@ static int take_create_opts(const struct ic_create_params *p, struct create_opts
     if (o->data_file_raw && p->backing_file)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "Backing file and data-file-raw cannot be used at the same time");
-    if (o->prealloc_metadata && p->backing_file && !o->ext_l2)
+    if (o->prealloc_alloc != IC_PREALLOC_OFF && o->data_file)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "preallocation=%s with an "
+                            "external data file is not supported by imgchain",
+                            ic_prealloc_name(o->prealloc_alloc));
+    if ((o->prealloc_metadata || o->prealloc_alloc != IC_PREALLOC_OFF) && p->backing_file &&
+        !o->ext_l2)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "Backing file and preallocation can "
                             "only be used at the same time if extended_l2 is on");
     if (o->data_file_raw)
@@ -1570,6 +1577,12 @@ static int qcow2_create(ic_io *file, const struct ic_create_params *p, ic_error 
         ret = qcow2_grow_l1(img, need);
     if (ret == 0 && o.prealloc_metadata && size)
         ret = qcow2_preallocate_metadata(img, errp);
+    if (ret == 0 && o.prealloc_alloc != IC_PREALLOC_OFF && size) {
+        /* every cluster allocated in the file (fallocated or written) */
+        ret = qcow2_cluster_preallocate(img, 0, size, o.prealloc_alloc);
+        if (ret == 0 && s->dirty_on_disk)
+            ret = qcow2_mark_clean(img);
+    }
     if (ret == 0)
         ret = qcow2_flush_metadata(img);
     if (ret < 0) {
@@ -1674,6 +1687,8 @@ const struct ic_driver ic_driver_qcow2 = {
     .flush = qcow2_flush,
     .block_status = qcow2_cluster_block_status,
     .truncate = guarded_truncate,
+    .resize = qcow2_resize,
+    .measure = qcow2_measure,
     .check = qcow2_check,
     .snapshot_create = guarded_snapshot_create,
     .snapshot_goto = guarded_snapshot_goto,

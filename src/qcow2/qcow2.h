@@ -448,6 +448,27 @@ int qcow2_preallocate_metadata(struct ic_image *img, ic_error **errp);
 /* Grows the active L1 to at least @min_size entries (new table, flush,
  * header switch, free the old one). */
 int qcow2_grow_l1(struct ic_image *img, uint64_t min_size) IC_WARN_UNUSED;
+/* Resize: deallocates every cluster from @from (rounded up to a cluster)
+ * to the L1's reach, unhooks the L2 tables wholly past it, and writes
+ * tables, L1 and then the decrements in crash-safe order. */
+int qcow2_cluster_drop_tail(struct ic_image *img, uint64_t from) IC_WARN_UNUSED;
+/* Resize: gives every unallocated (or plain zero) cluster of [from, end)
+ * (from rounded up to a cluster) a fresh host cluster past the end of the
+ * file, reading as before; @mode IC_PREALLOC_FALLOC/FULL also allocates
+ * the space (ic_resize_fill).  Ends with qcow2_flush_metadata. */
+int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
+                              ic_prealloc mode) IC_WARN_UNUSED;
+
+/* ---- qcow2-resize.c ----------------------------------------------------- */
+
+/* The driver's resize op (qemu-img resize). */
+int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp);
+
+/* ---- qcow2-measure.c ---------------------------------------------------- */
+
+/* The driver's measure op (qemu-img measure -O qcow2). */
+int qcow2_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure_info *out,
+                  ic_error **errp);
 
 /* ---- qcow2-refcount.c --------------------------------------------------- */
 

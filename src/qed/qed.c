@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image/resize.h"
 #include "qed.h"
 #include "util/endian.h"
 #include "util/overflow.h"
@@ -396,10 +397,12 @@ static int qed_create(ic_io *file, const struct ic_create_params *p, ic_error **
     if ((ret = ic_opts_take_bool(p->opts, "force_large_clusters", &force_large, errp)) < 0)
         return ret;
     const char *prealloc = NULL;
-    if (ic_opts_take_str(p->opts, "preallocation", &prealloc) > 0 && strcmp(prealloc, "off"))
+    /* As qemu: falloc and full concern only the file qemu creates (the
+     * header and L1 table, which are written anyway); metadata is refused. */
+    if (ic_opts_take_str(p->opts, "preallocation", &prealloc) > 0 && strcmp(prealloc, "off") &&
+        strcmp(prealloc, "falloc") && strcmp(prealloc, "full"))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                            "preallocation mode '%s' is not supported by format qed (only 'off')",
-                            prealloc);
+                            "Unsupported preallocation mode: %s", prealloc);
     if ((ret = ic_opts_check_unused(p->opts, "qed", errp)) < 0)
         return ret;
     if (!is_pow2_in(cluster_size, QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE))
@@ -495,6 +498,30 @@ static int qed_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
     }
     img->size = size;
     return 0;
+}
+
+/* qemu-img resize on QED (bdrv_qed_co_truncate behind bdrv_co_truncate):
+ * only growing, without preallocation, and never where the backing file
+ * would show through (qemu asks for zeroed new clusters there, which QED's
+ * truncate does not offer).  qemu's messages and order. */
+static int qed_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
+                      ic_error **errp)
+{
+    struct qed_state *s = qed_state_of(img);
+    if (size > img->size && ic_resize_backing_shows(img, img->size))
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "Block driver does not support requested flags");
+    if (prealloc != IC_PREALLOC_OFF)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "Unsupported preallocation mode '%s'", ic_prealloc_name(prealloc));
+    if (!qed_image_size_valid(size, s->header.cluster_size, s->header.table_size))
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "Invalid image size specified");
+    if (size < s->header.image_size)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "Shrinking images is currently not supported");
+    if (size == s->header.image_size)
+        return 0;
+    return qed_truncate(img, size, errp);
 }
 
 static int qed_get_info(struct ic_image *img, ic_image_info *info, ic_error **errp)
@@ -613,6 +640,7 @@ const struct ic_driver ic_driver_qed = {
     .flush = qed_flush,
     .block_status = qed_co_block_status,
     .truncate = qed_truncate,
+    .resize = qed_resize,
     .check = qed_check_op,
     .change_backing = qed_change_backing,
     .get_info = qed_get_info,
