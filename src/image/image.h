@@ -89,6 +89,12 @@ int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename
 /* Closes one layer and its backing chain. */
 void ic_image_free_chain(struct ic_image *img);
 
+#define IC_CHAIN_DEFAULT_MAX_DEPTH 256
+
+/* Opens the backing chain below @img (which is open), following recorded
+ * names and formats.  @depth_left limits the chain's length. */
+int ic_chain_open_backing(struct ic_image *img, unsigned depth_left, ic_error **errp);
+
 /* Frees the strings inside one snapshot info. */
 void ic_snapshot_info_clear(ic_snapshot_info *sn);
 /* Appends a format-specific field to @info. */

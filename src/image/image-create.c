@@ -1,5 +1,5 @@
 /*
- * chain-create.c - ic_image_create(): validate, open the backing chain for
+ * image-create.c - ic_image_create(): validate, open the backing chain for
  * its size, create the file, let the format driver lay it out.
  *
  * Design notes:
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain.h"
+#include "image.h"
 #include "util/path.h"
 
 int ic_image_create(const char *path, const ic_create_options *opts, ic_error **errp)

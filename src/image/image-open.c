@@ -1,5 +1,5 @@
 /*
- * chain.c - opening an image with its backing chain.
+ * image-open.c - opening an image with its backing chain.
  *
  * Design notes:
  *  1. The top image's format is the caller's, or probed.  A backing image's
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain.h"
+#include "image.h"
 #include "util/path.h"
 
 static int probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp)

@@ -1,5 +1,5 @@
 /*
- * snap-internal.c - the public internal-snapshot API (imgchain/snapshot.h):
+ * image-snapshot.c - the public internal-snapshot API (imgchain/snapshot.h):
  * argument checks, name-or-id resolution and error context, dispatched to
  * the format driver's snapshot ops.
  *
@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "imgchain/snapshot.h"
-#include "image/image.h"
+#include "image.h"
 #include "util/error.h"
 
 static int need_rw(ic_image *img, const char *fn, ic_error **errp)
