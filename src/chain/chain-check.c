@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,14 +247,18 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                    const ic_chain_check_options *opts, ic_error **errp)
 {
     static const ic_chain_check_options defaults = IC_CHAIN_CHECK_OPTIONS_INIT;
-    if (!opts)
-        opts = &defaults;
+    ic_chain_check_options ocur = defaults;
     *out = NULL;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_check: no file name given");
-    if (opts->version != IC_CHAIN_CHECK_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_CHAIN_CHECK_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_chain_check: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache field */
+    if (opts)
+        memcpy(&ocur, opts,
+               opts->version >= 2 ? sizeof(ocur) : offsetof(ic_chain_check_options, cache));
+    opts = &ocur;
     if (opts->format && !ic_driver_find(opts->format))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_check: %s: unknown format '%s'",
                             path, opts->format);
@@ -298,7 +303,8 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         seen[depth] = real;
         ic_io *io = NULL;
         ic_error *err = NULL;
-        ret = ic_image_open_file(opts->open_file, opts->payload, &io, cur, io_flags(opts), &err);
+        ret = ic_image_open_file_cache(opts->open_file, opts->payload, &io, cur, io_flags(opts),
+                                       opts->cache, &err);
         if (ret < 0) {
             if (depth == 0) {
                 ic_error_propagate(errp, err);

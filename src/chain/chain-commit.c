@@ -32,12 +32,15 @@
  *     d. Re-running COPY is idempotent (the same ranges of the same view are
  *        written again), so resuming simply repeats the interrupted phase.
  *  4. The base is reopened read-write with a write lock for the duration
- *     (qemu does the same); other overlays of the base or of the images
+ *     (qemu does the same), in the -t cache mode (the default writes it
+ *     O_DIRECT where the file system allows, src/image/image-open.c
+ *     note 6); other overlays of the base or of the images
  *     between, found by scanning FILE's folder, are named in a warning,
  *     because the commit changes what they read.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,66 +49,6 @@
 #include "util/path.h"
 
 /* ---- commit ----------------------------------------------------------------- */
-
-/* Reopens @parent->backing read-write with a write lock, keeping the chain
- * below it.  Our own shared lock is dropped first, because OFD locks of two
- * descriptions of one file conflict even within one process. */
-int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp)
-{
-    struct ic_image *old = parent->backing;
-    if (!old->read_only)
-        return 0;
-    unsigned ioflags = IC_IO_RDWR;
-    if (old->flags & IC_OPEN_NO_LOCK)
-        ioflags |= IC_IO_NOLOCK;
-    if (old->flags & IC_OPEN_DIRECT)
-        ioflags |= IC_IO_DIRECT;
-    ic_io_lock(old->file, IC_LOCK_NONE, NULL);
-    ic_io *file = NULL;
-    int ret;
-    if (!old->open_file) {
-        /* The base receives the bulk of the data: the aio backend with
-         * O_DIRECT moves it without copying it through the page cache (the
-         * copy dominates a buffered commit).  A file system without
-         * O_DIRECT falls back to the POSIX backend. */
-        ic_error *derr = NULL;
-        ret = ic_io_open_aio(&file, old->filename, ioflags | IC_IO_DIRECT, &derr);
-        if (ret == -EINVAL) {
-            ic_error_free(derr);
-            ret = ic_io_open_file(&file, old->filename, ioflags, errp);
-        } else {
-            ic_error_propagate(errp, derr);
-        }
-    } else {
-        ret = ic_image_open_file(old->open_file, old->payload, &file, old->filename, ioflags, errp);
-    }
-    struct ic_image *nl = NULL;
-    if (ret == 0)
-        ret = ic_image_open_layer(&nl, file, old->filename, old->drv,
-                                  (old->flags | IC_OPEN_RDWR) & ~IC_OPEN_FORCE_SHARE,
-                                  old->open_file, old->payload, errp);
-    if (ret < 0) {
-        if (!(old->flags & IC_OPEN_NO_LOCK))
-            ic_io_lock(old->file, (old->flags & IC_OPEN_FORCE_SHARE) ? IC_LOCK_FORCE_SHARE
-                                                                     : IC_LOCK_SHARED, NULL);
-        ic_error_prepend(errp, "%s: cannot reopen read-write", old->filename);
-        return ret;
-    }
-    if ((nl->backing_name == NULL) != (old->backing_name == NULL) ||
-        (nl->backing_name && strcmp(nl->backing_name, old->backing_name))) {
-        ic_image_free_chain(nl);
-        return ic_error_set(errp, IC_ERR_BUSY, EBUSY,
-                            "%s: its backing file changed while it was open", old->filename);
-    }
-    nl->backing = old->backing;
-    nl->backing_path = old->backing_path;
-    nl->depth = old->depth;
-    old->backing = NULL;
-    old->backing_path = NULL;
-    parent->backing = nl;
-    ic_image_free_chain(old);
-    return 0;
-}
 
 /* Warns about images outside this chain that use the base or an image
  * between FILE and the base without going through FILE. */
@@ -214,12 +157,15 @@ static int commit_empty_top(struct ic_image *top, const ic_commit_options *o, ic
 int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **errp)
 {
     static const ic_commit_options defaults = IC_COMMIT_OPTIONS_INIT;
-    ic_commit_options o = opts ? *opts : defaults;
+    ic_commit_options o = defaults;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_commit: no file name given");
-    if (o.version != IC_COMMIT_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_COMMIT_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "ic_chain_commit: unknown options version %u", o.version);
+                            "ic_chain_commit: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache field */
+    if (opts)
+        memcpy(&o, opts, opts->version >= 2 ? sizeof(o) : offsetof(ic_commit_options, cache));
     struct ic_journal_rec rec;
     bool stale = false;
     int ret = ic_journal_load(&rec, &stale, path, o.open_file, o.payload, errp);
@@ -257,9 +203,10 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
 
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = o.format;
-    oo.flags = IC_OPEN_RDWR | (o.flags & (IC_OPEN_DIRECT | IC_OPEN_NO_LOCK));
+    oo.flags = IC_OPEN_RDWR | (o.flags & IC_OPEN_NO_LOCK);
     oo.open_file = o.open_file;
     oo.payload = o.payload;
+    oo.cache = o.cache;
     ic_image *top = NULL;
     ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
@@ -293,7 +240,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
                            base->filename, path, base->drv->name);
         goto fail_close;
     }
-    ret = ic_chain_reopen_rw(parent, errp);
+    ret = ic_image_reopen_backing_rw(parent, o.cache, errp);
     if (ret < 0)
         goto fail_close;
     base = parent->backing;

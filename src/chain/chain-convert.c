@@ -25,14 +25,16 @@
  *     one of its backing files (same real path), -c for a format without
  *     compression, backing_file in -o (convert flattens; see
  *     docs of qemu-img -B, not supported).
- *  6. The target is opened on the aio backend with IC_IO_DIRECT
- *     (ic_io_open_aio); data goes out from aligned buffers (posix_memalign,
+ *  6. The target is opened by ic_image_open() as bulk output
+ *     (IC_OPEN_STREAM) in the -t cache mode, which picks its backend
+ *     (src/image/image-open.c note 6): by default O_DIRECT where the file
+ *     system has it.  Data goes out from aligned buffers (posix_memalign,
  *     CONVERT_ALIGN) in granule-aligned lengths, and whatever is unaligned
- *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers,
- *     or the page cache while lending (6b).  -t none insists on it;
- *     without -t none, a file system that refuses O_DIRECT, and -c (whose
- *     clusters would all be bounced), get the page cache instead,
- *     streamed out (IC_OPEN_STREAM).
+ *     (qcow2/QED metadata, a disk tail) goes through the backend's bounce
+ *     buffers, or the page cache while lending (6b).  With -c and the
+ *     default mode the target is written through the streamed page cache
+ *     (writeback), since compressed clusters are small unaligned writes
+ *     that O_DIRECT would turn into read-modify-writes.
  *  6b. On the O_DIRECT target (not with -c), the engine lends the
  *     backend its slot buffers (write-behind, io-aio.c invariants 6 to
  *     8): a window goes to the device from the slot it was read into, up
@@ -49,9 +51,9 @@
  *     runs whenever the writer wakes (readers wake it at least every
  *     CONVERT_SKIP_WAKE skipped bytes), in guest bytes handled, from 0 to
  *     the virtual size.
- *  8. The target is flushed at the end: its data is durable when convert
- *     returns (qemu-img convert's default cache mode, unsafe, skips that;
- *     closing an image flushes it here anyway, see image.c).
+ *  8. The target is flushed at the end (ic_image_flush_final): its data is
+ *     durable when convert returns, except with -t unsafe, which skips that
+ *     final flush only (qemu-img convert's default mode).
  *  9. Reading and writing overlap, and several reads are in flight: up to
  *     CONVERT_READERS reader threads, each with its own handle on the
  *     source chain, fill CONVERT_SLOTS buffers; the caller's thread writes
@@ -74,6 +76,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -870,7 +873,7 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
     }
     ic_error_free(s.read_err);
     if (ret == 0)
-        ret = ic_image_flush(dst, errp);
+        ret = ic_image_flush_final(dst, errp);
     pool_destroy(s.pool);
 out_free:
     if (s.lent) {
@@ -977,6 +980,7 @@ static int open_source(ic_image **out, const char *path, const ic_convert_option
     ic_open_options so = IC_OPEN_OPTIONS_INIT;
     so.format = opts->src_format;
     so.flags = opts->force_share ? IC_OPEN_FORCE_SHARE : 0;
+    so.cache = opts->src_cache;
     int ret = ic_image_open(out, path, &so, errp);
     if (ret < 0)
         return ret;
@@ -1019,12 +1023,32 @@ static bool format_compresses(const char *fmt)
     return drv && drv->pwrite_compressed;
 }
 
-int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *opts,
-                     ic_error **errp)
+/* The options of any version as the current struct (a version 1 struct
+ * ends before the cache fields; its `direct` meant -t none). */
+static int convert_options(ic_convert_options *o, const ic_convert_options *opts, ic_error **errp)
 {
     static const ic_convert_options defaults = IC_CONVERT_OPTIONS_INIT;
+    *o = defaults;
     if (!opts)
-        opts = &defaults;
+        return 0;
+    if (opts->version < 1 || opts->version > IC_CONVERT_OPTIONS_VERSION)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "ic_image_convert: unknown options version %u", opts->version);
+    memcpy(o, opts, opts->version >= 2 ? sizeof(*o) : offsetof(ic_convert_options, cache));
+    if (opts->version < 2 && opts->direct)
+        o->cache = IC_CACHE_NONE;
+    o->version = IC_CONVERT_OPTIONS_VERSION;
+    return 0;
+}
+
+int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *vopts,
+                     ic_error **errp)
+{
+    ic_convert_options ocur;
+    int ret = convert_options(&ocur, vopts, errp);
+    if (ret < 0)
+        return ret;
+    const ic_convert_options *opts = &ocur;
     if (!src_path || !*src_path || !dst_path || !*dst_path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_image_convert: no file name given");
     const char *out_fmt = opts->out_format ? opts->out_format : "raw";
@@ -1034,7 +1058,7 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->compress && !format_compresses(out_fmt))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s does not support compression (-c)", dst_path, out_fmt);
-    int ret = refuse_backing_option(opts->options, dst_path, errp);
+    ret = refuse_backing_option(opts->options, dst_path, errp);
     if (ret < 0)
         return ret;
 
@@ -1058,36 +1082,11 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
-    /* The aio backend does O_DIRECT for every format: aligned data goes
-     * straight to the device (behind, design note 6b); small metadata
-     * writes go through the page cache while lending, through its bounce
-     * buffers otherwise.  Without -t none, a file system that refuses
-     * O_DIRECT gets the page cache, streamed, and so does -c: its
-     * clusters are small unaligned writes, each a read-modify-write under
-     * O_DIRECT (30% slower: 25 s against 19 s for the 1 GiB chain).
-     * IC_IO_STREAM on the direct file too: its flush drops the pages that
-     * creating the image left cached, so nothing of the target stays in
-     * memory. */
-    bool direct = opts->direct || !opts->compress;
-    ic_io *file = NULL;
-    ic_error *derr = NULL;
-    if (direct) {
-        ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
-        if (ret == -EINVAL && !opts->direct && derr && derr->kind == IC_ERR_UNSUPPORTED) {
-            ic_error_free(derr); /* no O_DIRECT here: the page cache */
-            derr = NULL;
-            direct = false;
-        }
-    }
-    if (direct && ret == 0) {
-        ret = ic_image_open_io(&dst, file, &dop, errp);
-    } else if (direct) {
-        ic_error_propagate(errp, derr);
-    } else {
-        dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
-        ret = ic_image_open(&dst, dst_path, &dop, errp);
-    }
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
+    /* design note 6: -c keeps the default target in the page cache */
+    dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
+                                                                  : opts->cache;
+    ret = ic_image_open(&dst, dst_path, &dop, errp);
     if (ret == 0) {
         /* more readers open their own handles (design note 9) */
         struct more_sources ms = { src_path, opts, ic_image_size(src) };

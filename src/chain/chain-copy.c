@@ -77,7 +77,9 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
     for (; n < COPY_READERS; n++) {
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
         oo.format = top->drv->name;
-        oo.flags = IC_OPEN_NO_LOCK | (top->flags & IC_OPEN_DIRECT);
+        oo.flags = IC_OPEN_NO_LOCK;
+        oo.cache = top->cache;
+        oo.backing_cache = top->backing_cache;
         ic_image *img = NULL;
         ic_error *err = NULL;
         if (ic_image_open(&img, top->filename, &oo, &err) < 0) {

@@ -51,6 +51,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -314,6 +315,7 @@ static bool open_reader_views(struct rebase_views *v, const struct rebase *rb)
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
         oo.format = src[i]->drv->name;
         oo.flags = IC_OPEN_NO_LOCK;
+        oo.cache = rb->o->src_cache;
         ic_error *err = NULL;
         if (ic_image_open(&dst[i], src[i]->filename, &oo, &err) < 0 ||
             dst[i]->size != src[i]->size) {
@@ -374,6 +376,7 @@ static int open_new_chain(struct ic_image **out, const char *path, const char *n
     ic_open_options no = IC_OPEN_OPTIONS_INIT;
     no.format = o->backing_format;
     no.flags = o->flags & IC_OPEN_NO_LOCK;
+    no.cache = o->src_cache;
     no.open_file = o->open_file;
     no.payload = o->payload;
     ic_image *nimg = NULL;
@@ -402,6 +405,7 @@ static int rebase_unsafe(const char *path, const ic_rebase_options *o, const cha
     oo.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | (o->flags & IC_OPEN_NO_LOCK);
     oo.open_file = o->open_file;
     oo.payload = o->payload;
+    oo.cache = o->cache;
     ic_image *top = NULL;
     int ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
@@ -446,28 +450,14 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
     }
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = o->format;
-    oo.flags = IC_OPEN_RDWR | (o->flags & (IC_OPEN_DIRECT | IC_OPEN_NO_LOCK));
+    /* FILE receives the bulk of the data (IC_OPEN_STREAM: with the
+     * default cache mode, O_DIRECT where the file system has it). */
+    oo.flags = IC_OPEN_RDWR | IC_OPEN_STREAM | (o->flags & IC_OPEN_NO_LOCK);
     oo.open_file = o->open_file;
     oo.payload = o->payload;
-    if (!o->open_file) {
-        /* FILE receives the bulk of the data: the aio backend with O_DIRECT
-         * skips the page-cache copy.  Without O_DIRECT support (tmpfs) the
-         * POSIX backend is used. */
-        ic_io *file = NULL;
-        ic_error *derr = NULL;
-        unsigned ioflags = IC_IO_RDWR | IC_IO_DIRECT | ((o->flags & IC_OPEN_NO_LOCK) ? IC_IO_NOLOCK : 0);
-        ret = ic_io_open_aio(&file, path, ioflags, &derr);
-        if (ret == 0) {
-            ret = ic_image_open_io(&top, file, &oo, errp);
-        } else if (ret == -EINVAL) {
-            ic_error_free(derr);
-            ret = ic_image_open(&top, path, &oo, errp);
-        } else {
-            ic_error_propagate(errp, derr);
-        }
-    } else {
-        ret = ic_image_open(&top, path, &oo, errp);
-    }
+    oo.cache = o->cache;
+    oo.backing_cache = o->src_cache;
+    ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
         goto out;
     if (!top->drv->change_backing) {
@@ -568,13 +558,16 @@ int ic_chain_rebase_stats(const char *path, const ic_rebase_options *opts,
     if (stats)
         memset(stats, 0, sizeof(*stats));
     static const ic_rebase_options defaults = IC_REBASE_OPTIONS_INIT;
-    ic_rebase_options o = opts ? *opts : defaults;
+    ic_rebase_options o = defaults;
     int ret;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_rebase: no file name given");
-    if (o.version != IC_REBASE_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_REBASE_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "ic_chain_rebase: unknown options version %u", o.version);
+                            "ic_chain_rebase: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache fields */
+    if (opts)
+        memcpy(&o, opts, opts->version >= 2 ? sizeof(o) : offsetof(ic_rebase_options, cache));
     struct ic_journal_rec rec;
     bool stale = false;
     ret = ic_journal_load(&rec, &stale, path, o.open_file, o.payload, errp);

@@ -116,9 +116,7 @@ static int report(struct ic_image *img, int ret, ic_error **errp, const char *wh
 int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
                        unsigned io_flags, ic_error **errp)
 {
-    if (fn)
-        return fn(out, path, io_flags, payload, errp);
-    return ic_io_open_file(out, path, io_flags, errp);
+    return ic_image_open_file_cache(fn, payload, out, path, io_flags, IC_CACHE_DEFAULT, errp);
 }
 
 int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
@@ -178,6 +176,13 @@ void ic_image_free_chain(struct ic_image *img)
     }
 }
 
+/* Writes the layer's metadata and flushes its file; in the unsafe cache
+ * mode the trailing flush of the file is deferred (ic_image_set_cache). */
+static int flush_layer(struct ic_image *img)
+{
+    return img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+}
+
 int ic_image_close(ic_image *img)
 {
     if (!img)
@@ -187,7 +192,7 @@ int ic_image_close(ic_image *img)
      * as QED's need-check bit or qcow2's dirty bit that a clean close clears
      * only after everything before it is durable. */
     if (!img->read_only && img->state != IC_IMAGE_ERROR)
-        ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+        ret = flush_layer(img);
     ic_image_free_chain(img);
     return ret;
 }
@@ -396,7 +401,25 @@ int ic_image_flush(ic_image *img, ic_error **errp)
 {
     if (img->read_only)
         return 0;
-    int ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+    int ret = flush_layer(img);
+    /* An explicit flush is an ordering point against other files (a
+     * journal, another image): durable now in every cache mode. */
+    if (ret == 0)
+        ret = ic_io_flush_pending(img->file);
+    if (ret < 0) {
+        img->state = IC_IMAGE_ERROR;
+        return report(img, ret, errp, "flush", 0);
+    }
+    if (img->state == IC_IMAGE_DIRTY)
+        img->state = IC_IMAGE_OPEN;
+    return 0;
+}
+
+int ic_image_flush_final(ic_image *img, ic_error **errp)
+{
+    if (img->read_only || img->cache != IC_CACHE_UNSAFE)
+        return ic_image_flush(img, errp);
+    int ret = flush_layer(img);
     if (ret < 0) {
         img->state = IC_IMAGE_ERROR;
         return report(img, ret, errp, "flush", 0);

@@ -53,6 +53,8 @@ struct ic_image {
     ic_error *last_error;         /* detail of the last data-path failure */
     ic_open_file_fn open_file;
     void *payload;
+    ic_cache_mode cache;          /* this layer's cache mode */
+    ic_cache_mode backing_cache;  /* the mode its backing chain is opened with */
 };
 
 /* Reads [off, off+len) of the backing chain as seen from @img: zeroes
@@ -102,8 +104,26 @@ int ic_info_add_bool(ic_image_info *info, const char *key, bool v);
 int ic_info_add_int(ic_image_info *info, const char *key, int64_t v);
 int ic_info_add_str(ic_image_info *info, const char *key, const char *v);
 
-/* Opens a file with the image's opener (open_file or POSIX). */
+/* Opens a file with the image's opener (open_file, or the backend the
+ * default cache mode picks). */
 int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
                        unsigned io_flags, ic_error **errp);
+/* The one place a cache mode becomes an I/O backend and IC_IO_* flags
+ * (image-open.c design note 6): @fn when given (with IC_IO_DIRECT and
+ * IC_IO_DSYNC as the mode asks), else the libaio backend for O_DIRECT and
+ * the POSIX backend otherwise. */
+int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
+                             unsigned io_flags, ic_cache_mode cache, ic_error **errp);
+/* Sets a freshly opened layer's cache mode (an unsafe layer's file defers
+ * its flushes, see ic_io_defer_flush). */
+void ic_image_set_cache(struct ic_image *img, ic_cache_mode cache);
+/* The final flush of an operation that wrote @img: ic_image_flush(), except
+ * in the unsafe cache mode, where the metadata is written (with its
+ * ordering flushes) and the trailing flush is left out. */
+int ic_image_flush_final(ic_image *img, ic_error **errp) IC_WARN_UNUSED;
+/* Reopens @parent->backing read-write with a write lock, keeping the chain
+ * below it, in cache mode @cache (bulk output: O_DIRECT where it can with
+ * the default mode). */
+int ic_image_reopen_backing_rw(struct ic_image *parent, ic_cache_mode cache, ic_error **errp);
 
 #endif

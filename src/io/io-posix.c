@@ -26,9 +26,14 @@
  *     hints batched over 8 or 32 MiB (no gain).
  *     Only hints: flush still makes every write durable, and after it
  *     drops whatever of the file is still cached (all clean by then).
+ *  6. IC_IO_DSYNC opens O_DSYNC (writethrough, directsync).  With
+ *     IMGCHAIN_TRACE=open in the environment every open prints the status
+ *     flags the kernel reports for the new descriptor (F_GETFL) to stderr,
+ *     so a test can see that a cache mode reached the descriptor.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -253,6 +258,21 @@ int ic_io_posix_fd(ic_io *io)
     return to_posix(io)->fd;
 }
 
+/* Design note 6: "imgchain: trace: open PATH: O_RDWR|O_DIRECT|O_DSYNC". */
+static void trace_open(const char *path, int fd)
+{
+    const char *t = getenv("IMGCHAIN_TRACE");
+    if (!t || !strstr(t, "open"))
+        return;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return;
+    fprintf(stderr, "imgchain: trace: open %s: %s%s%s\n", path,
+            (fl & O_ACCMODE) == O_RDWR ? "O_RDWR" : (fl & O_ACCMODE) == O_WRONLY ? "O_WRONLY"
+                                                                                 : "O_RDONLY",
+            (fl & O_DIRECT) ? "|O_DIRECT" : "", (fl & O_DSYNC) == O_DSYNC ? "|O_DSYNC" : "");
+}
+
 int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp)
 {
     *out = NULL;
@@ -262,6 +282,8 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         oflags |= O_CREAT | ((flags & IC_IO_EXCL) ? O_EXCL : 0);
     if (flags & IC_IO_DIRECT)
         oflags |= O_DIRECT;
+    if (flags & IC_IO_DSYNC)
+        oflags |= O_DSYNC;
     int fd = open(path, oflags, 0644);
     if (fd < 0 && (flags & IC_IO_DIRECT) && errno == EINVAL) {
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, EINVAL,
@@ -277,6 +299,7 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         close(fd);
         return ic_error_set(errp, IC_ERR_INVALID, EISDIR, "%s: is a directory", path);
     }
+    trace_open(path, fd);
     struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
     if (!p) {
         close(fd);

@@ -33,7 +33,17 @@ int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UN
 int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 /* Writes len zero bytes (using punch_hole where it is safe to). */
 int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len) IC_WARN_UNUSED;
+/* Makes completed writes durable.  On a handle in deferred-flush mode
+ * (ic_io_defer_flush) it only records the request: the flush runs before
+ * the next write that reaches the handle, and not at all when none does. */
 int ic_io_flush(ic_io *io) IC_WARN_UNUSED;
+/* Deferred-flush mode, for the unsafe cache mode: every flush that is
+ * followed by a write still runs before that write (so the crash-ordering
+ * of metadata holds), only the trailing one is dropped at close. */
+void ic_io_defer_flush(ic_io *io, bool on);
+/* Runs a deferred flush now, if one waits (an ordering point against
+ * another file); 0 when none waits. */
+int ic_io_flush_pending(ic_io *io) IC_WARN_UNUSED;
 int ic_io_truncate(ic_io *io, uint64_t size) IC_WARN_UNUSED;
 int64_t ic_io_get_size(ic_io *io);
 int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len);

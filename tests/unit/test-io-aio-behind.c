@@ -351,7 +351,8 @@ static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **st
     ic_image *dst;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = "qcow2";
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING;
+    dop.cache = IC_CACHE_NONE;
     TU_ASSERT_OK(ic_image_open_io(&dst, file, &dop, &err), err);
     TU_ASSERT_OK(ic_image_copy(dst, src, NULL, &err), err);
     struct ic_io_aio_stats st;

@@ -103,6 +103,7 @@ struct ic_io {
     const struct ic_io_ops *ops;
     char *name;          /* file name for messages (owned by the backend) */
     unsigned open_flags; /* IC_IO_* flags it was opened with */
+    unsigned wrap_state; /* owned by the library's wrappers; backends start it at 0 */
 };
 
 /* Open flags for ic_io_open_file(). */
@@ -114,6 +115,8 @@ struct ic_io {
 #define IC_IO_SHARE   (1u << 5)  /* force-share (-U): lock byte 100 only */
 #define IC_IO_STREAM  (1u << 6)  /* bulk output: push writes to the disk at once and keep
                                   * them out of the page cache (a hint; flush still syncs) */
+#define IC_IO_DSYNC   (1u << 7)  /* O_DSYNC: every write durable when it completes
+                                  * (the writethrough and directsync cache modes) */
 
 /**
  * Opens a host file with the production (POSIX) backend and takes the
