@@ -21,9 +21,10 @@
  *     journal); INFO for a relative name that does not resolve from the
  *     current folder at all, and an unrecorded format that probes as an
  *     image format (QED can record only "raw").
- *  4. Loops are found by comparing real paths of every image reached, and
- *     the walk ends at max_depth in any case (qemu-img 7.2 recurses without
- *     bound on a loop: reference section 7).
+ *  4. Loops and the depth limit are the shared walker's
+ *     (src/image/image-walk.c): real paths of every image reached, and
+ *     max_depth in any case (qemu-img 7.2 recurses without bound on a
+ *     loop).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -266,41 +267,37 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
     c.res = calloc(1, sizeof(*c.res));
     if (!c.res)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "ic_chain_check: out of memory");
-    unsigned max_depth = opts->max_depth ? opts->max_depth : IC_CHAIN_DEFAULT_MAX_DEPTH;
+    struct ic_walk w;
+    ic_walk_init(&w, opts->max_depth);
     char *cur = strdup(path);
     char *rec_fmt = opts->format ? strdup(opts->format) : NULL;
     char *parent = NULL, *parent_name = NULL;
     uint64_t parent_size = 0;
-    char **seen = calloc(max_depth + 2, sizeof(*seen));
     int ret = 0;
-    if (!cur || (opts->format && !rec_fmt) || !seen)
+    if (!cur || (opts->format && !rec_fmt))
         c.oom = true;
     for (unsigned depth = 0; !c.oom; depth++) {
-        if (depth > max_depth) {
-            add_finding(&c, IC_CHAIN_TOO_DEEP, IC_CHAIN_ERROR, depth - 1, parent,
-                        "%s: the backing chain is deeper than %u images", path, max_depth);
-            break;
-        }
         if (depth > 0 && !ic_io_file_exists(cur)) {
             add_finding(&c, IC_CHAIN_MISSING_BACKING, IC_CHAIN_ERROR, depth - 1, parent,
                         "%s: backing file '%s' (%s) does not exist", parent, parent_name, cur);
             break;
         }
-        char *real = ic_chain_realpath(cur);
-        if (!real) {
-            c.oom = true;
+        /* the walk every chain walker shares (src/image/image-walk.c) */
+        int wr = ic_walk_visit(&w, cur);
+        if (wr == IC_WALK_TOO_DEEP) {
+            add_finding(&c, IC_CHAIN_TOO_DEEP, IC_CHAIN_ERROR, depth - 1, parent,
+                        "%s: the backing chain is deeper than %u images", path, w.max_depth);
             break;
         }
-        bool loop = false;
-        for (unsigned k = 0; k < depth && !loop; k++)
-            loop = !strcmp(seen[k], real);
-        if (loop) {
-            free(real);
+        if (wr == IC_WALK_LOOP) {
             add_finding(&c, IC_CHAIN_LOOP, IC_CHAIN_ERROR, depth - 1, parent,
                         "%s: backing file '%s' creates an infinite loop", parent, cur);
             break;
         }
-        seen[depth] = real;
+        if (wr < 0) {
+            c.oom = true;
+            break;
+        }
         ic_io *io = NULL;
         ic_error *err = NULL;
         ret = ic_image_open_file_cache(opts->open_file, opts->payload, &io, cur, io_flags(opts),
@@ -318,7 +315,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
             break;
         }
         uint8_t probe[IC_CHECK_PROBE_BYTES];
-        int64_t pn = io->ops->pread(io, probe, sizeof(probe), 0);
+        int64_t pn = ic_io_pread_upto(io, probe, sizeof(probe), 0);
         if (pn < 0) {
             add_finding(&c, IC_CHAIN_UNREADABLE, IC_CHAIN_ERROR, depth, cur,
                         "%s: cannot read the header: %s", cur, strerror((int)-pn));
@@ -379,13 +376,16 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                         "(%" PRIu64 " bytes)", cur, l->size, parent, parent_size);
         check_journal(&c, depth, cur);
         check_image(&c, depth, l, ir);
-        bool next = l->backing_name && strcmp(l->drv->name, "raw");
+        bool np_oom = false;
+        char *np = ic_walk_next(l, &np_oom);
+        bool next = np != NULL;
+        if (np_oom)
+            c.oom = true;
         if (next) {
             check_relative(&c, depth, cur, l->backing_name);
-            char *np = ic_path_resolve_backing(cur, l->backing_name);
             char *nn = strdup(l->backing_name);
             char *nf = l->backing_fmt ? strdup(l->backing_fmt) : NULL;
-            if (!np || !nn || (l->backing_fmt && !nf))
+            if (!nn || (l->backing_fmt && !nf))
                 c.oom = true;
             parent_size = l->size;
             free(parent);
@@ -400,9 +400,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         if (!next)
             break;
     }
-    for (unsigned k = 0; seen && k <= max_depth + 1; k++)
-        free(seen[k]);
-    free(seen);
+    ic_walk_fini(&w);
     free(cur);
     free(rec_fmt);
     free(parent);

@@ -8,10 +8,10 @@
  *     header is never reinterpreted (qemu's probing hazard).
  *  2. Backing names are resolved against the directory of the overlay as it
  *     was named (qemu's rule), so relative chains work from any directory.
- *  3. Loops are detected by the (device, inode)-free method of comparing
- *     resolved paths plus a depth limit (default 256): a loop through
- *     different spellings of one path still ends at the limit with a clear
- *     error instead of recursing without bound as qemu-img 7.2 does.
+ *  3. Loops are found by real path with a depth limit (default 256), by
+ *     the walker every chain walk shares (image-walk.c): a loop through
+ *     any spelling of one file is reported as a loop before the file is
+ *     opened twice, where qemu-img 7.2 recurses without bound.
  *  4. Backing files are opened read-only with shared locks; only the top
  *     image may be writable.
  *  5. A raw file cannot have a backing file; it ends the chain.
@@ -36,20 +36,12 @@
 static int probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp)
 {
     uint8_t buf[4096];
-    int64_t n = file->ops->pread(file, buf, sizeof(buf), 0);
+    int64_t n = ic_io_pread_upto(file, buf, sizeof(buf), 0);
     if (n < 0)
         return ic_error_set(errp, IC_ERR_IO, (int)-n, "%s: cannot read header: %s",
                             ic_io_name(file), strerror((int)-n));
     *drv = ic_driver_probe(buf, (size_t)n);
     return 0;
-}
-
-static bool path_seen(struct ic_image *top, const char *path)
-{
-    for (struct ic_image *l = top; l; l = l->backing)
-        if (!strcmp(l->filename, path))
-            return true;
-    return false;
 }
 
 int ic_cache_mode_parse(const char *name, ic_cache_mode *out)
@@ -134,66 +126,78 @@ static unsigned io_flags_for(unsigned open_flags, bool top)
     return f;
 }
 
-int ic_chain_open_backing(struct ic_image *top, unsigned depth_left, ic_error **errp)
+int ic_chain_open_backing(struct ic_image *top, unsigned max_depth, ic_error **errp)
 {
+    struct ic_walk w;
+    ic_walk_init(&w, max_depth);
+    int ret = ic_walk_visit(&w, top->filename);
     struct ic_image *img = top;
-    unsigned depth = 0;
-    while (img->backing_name) {
-        if (!strcmp(img->drv->name, "raw"))
+    while (ret == IC_WALK_OK) {
+        bool oom;
+        char *path = ic_walk_next(img, &oom);
+        if (!path) {
+            if (oom)
+                ret = -ENOMEM;
             break;
-        if (depth_left == 0)
-            return ic_error_set(errp, IC_ERR_INVALID, ELOOP,
-                                "%s: backing chain is deeper than the limit (a loop?)",
-                                top->filename);
-        char *path = ic_path_resolve_backing(img->filename, img->backing_name);
-        if (!path)
-            return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
-        if (path_seen(top, path)) {
-            int ret = ic_error_set(errp, IC_ERR_INVALID, ELOOP,
-                                   "%s: backing file '%s' creates an infinite loop",
-                                   img->filename, path);
+        }
+        ret = ic_walk_visit(&w, path);
+        if (ret == IC_WALK_LOOP || ret == IC_WALK_TOO_DEEP) {
+            if (ret == IC_WALK_LOOP)
+                ic_error_set(errp, IC_ERR_INVALID, ELOOP,
+                             "%s: backing file '%s' creates an infinite loop", img->filename,
+                             path);
+            else
+                ic_error_set(errp, IC_ERR_INVALID, ELOOP,
+                             "%s: backing chain is deeper than the limit of %u images",
+                             top->filename, w.max_depth);
             free(path);
-            return ret;
+            ret = -ELOOP;
+            break;
+        }
+        if (ret < 0) {
+            free(path);
+            break;
         }
         free(img->backing_path);
         img->backing_path = path;
         ic_io *file = NULL;
-        int ret = ic_image_open_file_cache(top->open_file, top->payload, &file, path,
-                                           io_flags_for(top->flags, false), top->backing_cache,
-                                           errp);
+        ret = ic_image_open_file_cache(top->open_file, top->payload, &file, path,
+                                       io_flags_for(top->flags, false), top->backing_cache, errp);
         if (ret < 0) {
             ic_error_prepend(errp, "%s: could not open backing file", img->filename);
-            return ret;
+            break;
         }
         const struct ic_driver *drv = NULL;
         if (img->backing_fmt) {
             drv = ic_driver_find(img->backing_fmt);
             if (!drv) {
                 ic_io_close(file);
-                return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                                    "%s: unknown backing format '%s'", img->filename,
-                                    img->backing_fmt);
+                ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                   "%s: unknown backing format '%s'", img->filename,
+                                   img->backing_fmt);
+                break;
             }
         } else if ((ret = probe_file(file, &drv, errp)) < 0) {
             ic_io_close(file);
-            return ret;
+            break;
         }
         struct ic_image *bk = NULL;
         unsigned bflags = top->flags & ~(IC_OPEN_RDWR | IC_OPEN_CHECK);
         ret = ic_image_open_layer(&bk, file, path, drv, bflags, top->open_file, top->payload, errp);
         if (ret < 0) {
             ic_error_prepend(errp, "%s: could not open backing file", img->filename);
-            return ret;
+            break;
         }
         bk->depth = img->depth + 1;
         ic_image_set_cache(bk, top->backing_cache);
         bk->backing_cache = top->backing_cache;
         img->backing = bk;
         img = bk;
-        depth_left--;
-        depth++;
     }
-    return 0;
+    ic_walk_fini(&w);
+    if (ret == -ENOMEM)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    return ret < 0 ? ret : 0;
 }
 
 /* The cache modes of @opts (version 1 has none). */
@@ -248,8 +252,7 @@ static int open_common(ic_image **out, ic_io *file, const char *path,
     ic_image_set_cache(img, top_cache(opts));
     img->backing_cache = chain_cache(opts);
     if (!(opts->flags & IC_OPEN_NO_BACKING)) {
-        unsigned depth = opts->max_depth ? opts->max_depth : IC_CHAIN_DEFAULT_MAX_DEPTH;
-        ret = ic_chain_open_backing(img, depth, errp);
+        ret = ic_chain_open_backing(img, opts->max_depth, errp);
         if (ret < 0) {
             ic_image_free_chain(img);
             return ret;

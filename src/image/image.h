@@ -93,9 +93,29 @@ void ic_image_free_chain(struct ic_image *img);
 
 #define IC_CHAIN_DEFAULT_MAX_DEPTH 256
 
+/* One walk down a backing chain (image-walk.c): loops by real path and a
+ * depth limit, shared by every walker. */
+struct ic_walk {
+    unsigned max_depth;  /* backing links allowed below the top */
+    size_t n, cap;
+    char **seen;         /* real paths of the layers visited, top first */
+};
+enum { IC_WALK_OK = 0, IC_WALK_LOOP = 1, IC_WALK_TOO_DEEP = 2 };
+/* @max_depth 0 = IC_CHAIN_DEFAULT_MAX_DEPTH. */
+void ic_walk_init(struct ic_walk *w, unsigned max_depth);
+/* Visits the next layer (the top first): IC_WALK_OK, IC_WALK_LOOP when its
+ * real path was visited already, IC_WALK_TOO_DEEP when it would be layer
+ * max_depth + 1, or -ENOMEM. */
+int ic_walk_visit(struct ic_walk *w, const char *path);
+void ic_walk_fini(struct ic_walk *w);
+/* The path of @layer's backing file (resolved against @layer's name), or
+ * NULL when it has none or its format ends the chain (*oom set when the
+ * NULL is an allocation failure). */
+char *ic_walk_next(const struct ic_image *layer, bool *oom);
+
 /* Opens the backing chain below @img (which is open), following recorded
- * names and formats.  @depth_left limits the chain's length. */
-int ic_chain_open_backing(struct ic_image *img, unsigned depth_left, ic_error **errp);
+ * names and formats, at most @max_depth layers below it (0: the default). */
+int ic_chain_open_backing(struct ic_image *img, unsigned max_depth, ic_error **errp);
 
 /* Frees the strings inside one snapshot info. */
 void ic_snapshot_info_clear(ic_snapshot_info *sn);

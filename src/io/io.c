@@ -79,6 +79,21 @@ int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+int64_t ic_io_pread_upto(ic_io *io, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        int64_t n = io->ops->pread(io, p + done, len - done, off + done);
+        if (n < 0)
+            return n;
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (int64_t)done;
+}
+
 int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off)
 {
     uint8_t *p = buf;

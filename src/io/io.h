@@ -28,6 +28,9 @@ int ic_event_from_name(const char *name);
 
 /* Reads exactly len bytes; bytes past end of file read as zeroes. */
 int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
+/* Reads up to len bytes (fewer only at end of file); returns the count or
+ * -errno.  For probing the head of a file of unknown length. */
+int64_t ic_io_pread_upto(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 /* Reads exactly len bytes; -EIO if the file ends first. */
 int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
