@@ -203,7 +203,7 @@ static void check_journal(struct cc *c, unsigned depth, const char *cur)
 
 static void check_image(struct cc *c, unsigned depth, struct ic_image *l, ic_chain_image_report *ir)
 {
-    if (c->o->skip_image_checks || !l->drv->check)
+    if (c->o->skip_image_checks)
         return;
     ic_error *err = NULL;
     ic_check_result cr;
@@ -327,13 +327,13 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         if (rec_fmt) {
             drv = ic_driver_find(rec_fmt);
             if (depth > 0 && (!drv || drv != actual)) {
-                bool raw_rec = drv && !strcmp(drv->name, "raw");
+                bool raw_rec = drv && ic_driver_headerless(drv);
                 add_finding(&c, IC_CHAIN_FORMAT_MISMATCH,
                             raw_rec ? IC_CHAIN_WARNING : IC_CHAIN_ERROR, depth - 1, parent,
                             raw_rec ? "%s: backing file %s is recorded as %s but its content "
                                       "looks like %s (the guest wrote an image header?)"
                                     : "%s: backing file %s is recorded as %s but is %s",
-                            parent, cur, rec_fmt, actual->name);
+                            parent, cur, rec_fmt, ic_driver_name(actual));
             }
             if (!drv) {
                 ic_io_close(io);
@@ -344,13 +344,13 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
              * header into it); a file that probes as an image format stays
              * that format.  QED cannot record a non-raw backing format at
              * all, so that case is only worth knowing. */
-            bool raw = !strcmp(actual->name, "raw");
+            bool raw = ic_driver_headerless(actual);
             add_finding(&c, IC_CHAIN_FORMAT_UNRECORDED, raw ? IC_CHAIN_WARNING : IC_CHAIN_INFO,
                         depth - 1, parent,
                         raw ? "%s: no backing format recorded: %s is probed (as %s), which is "
                               "unsafe for raw files"
                             : "%s: no backing format recorded: %s is probed (as %s)",
-                        parent, cur, actual->name);
+                        parent, cur, ic_driver_name(actual));
         }
         ic_chain_image_report *ir = add_image(&c, cur);
         struct ic_image *l = NULL;
@@ -365,7 +365,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
             break;
         }
         if (ir) {
-            ir->format = strdup(drv->name);
+            ir->format = strdup(ic_driver_name(drv));
             ir->virtual_size = l->size;
             if (!ir->format)
                 c.oom = true;

@@ -135,22 +135,12 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
     return ic_image_flush(base, errp);
 }
 
-/* Empties FILE (qemu's blk_make_empty).  A format without make_empty keeps
- * its data, as qemu-img leaves a QED top as it is. */
-static int commit_empty_top(struct ic_image *top, const ic_commit_options *o, ic_error **errp)
+/* Empties FILE (qemu's blk_make_empty) and flushes it. */
+static int commit_empty_top(struct ic_image *top, ic_error **errp)
 {
-    if (!top->drv->make_empty) {
-        ic_chain_warnf(o->warn, o->payload,
-                       "%s: format %s cannot be emptied; it keeps its data (as qemu-img)",
-                       top->filename, top->drv->name);
-        return 0;
-    }
-    top->state = IC_IMAGE_DIRTY;
-    int ret = top->drv->make_empty(top, errp);
-    if (ret < 0) {
-        ic_error_prepend(errp, "%s: cannot empty the image", top->filename);
+    int ret = ic_image_make_empty(top, errp);
+    if (ret < 0)
         return ret;
-    }
     return ic_image_flush(top, errp);
 }
 
@@ -229,15 +219,15 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
             goto fail_close;
         }
     }
-    if (!base->drv->pwrite) {
+    if (!ic_image_can_write(base)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: format %s cannot be written",
-                           base->filename, base->drv->name);
+                           base->filename, ic_image_format(base));
         goto fail_close;
     }
-    if (base->size < top->size && !base->drv->truncate) {
+    if (base->size < top->size && !ic_image_can_resize(base)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                            "%s: the base is smaller than %s and format %s cannot grow",
-                           base->filename, path, base->drv->name);
+                           base->filename, path, ic_image_format(base));
         goto fail_close;
     }
     ret = ic_image_reopen_backing_rw(parent, o.cache, errp);
@@ -256,7 +246,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
             .phase = IC_JOURNAL_COPY,
             .flags = drop ? IC_JOURNAL_F_DROP : 0,
             .top = (char *)(uintptr_t)path,
-            .top_fmt = (char *)(uintptr_t)top->drv->name,
+            .top_fmt = (char *)(uintptr_t)ic_image_format(top),
             .base = ic_chain_realpath(base->filename),
         };
         if (!nr.base)
@@ -278,7 +268,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
         if (!resuming || rec.phase == IC_JOURNAL_COPY)
             ret = ic_journal_set_phase(j, IC_JOURNAL_EMPTY, errp);
         if (ret == 0)
-            ret = commit_empty_top(top, &o, errp);
+            ret = commit_empty_top(top, errp);
     }
     if (ret == 0)
         ret = ic_image_flush(top, errp);

@@ -800,10 +800,10 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
                             " bytes)", dst->filename, ic_image_size(dst), src->filename, s.size);
     uint64_t cs = ic_image_cluster_size(dst);
     if (s.compress) {
-        if (!dst->drv->pwrite_compressed || cs == 0)
+        if (!ic_driver_can_compress(dst->drv) || cs == 0)
             return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                                 "%s: format %s does not support compression", dst->filename,
-                                dst->drv->name);
+                                ic_image_format(dst));
         s.granule = cs;
     } else {
         s.granule = IC_MAX(CONVERT_MIN_GRANULE, cs);
@@ -897,42 +897,6 @@ int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, 
     return copy_image(dst, src, NULL, NULL, opts, errp);
 }
 
-/* ---- snapshot views ----------------------------------------------------- */
-
-int ic_image_snapshot_load_tmp(ic_image *img, const char *id, const char *name, bool either,
-                               ic_error **errp)
-{
-    if (!img->read_only)
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "%s: a snapshot can only be loaded into a read-only image",
-                            img->filename);
-    if (!id && !name)
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: no snapshot id or name given",
-                            img->filename);
-    if (!img->drv->snapshot_load_tmp)
-        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                            "%s: format %s does not support internal snapshots", img->filename,
-                            img->drv->name);
-    int ret;
-    if (either) {
-        /* qemu-img's -l ID_OR_NAME: the id first, then the name. */
-        const char *key = id ? id : name;
-        ic_error *local = NULL;
-        ret = img->drv->snapshot_load_tmp(img, key, NULL, &local);
-        if (ret == -ENOENT || ret == -EINVAL) {
-            ic_error_free(local);
-            ret = img->drv->snapshot_load_tmp(img, NULL, key, errp);
-        } else if (ret < 0) {
-            ic_error_propagate(errp, local);
-        }
-    } else {
-        ret = img->drv->snapshot_load_tmp(img, id, name, errp);
-    }
-    if (ret < 0)
-        ic_error_prepend(errp, "%s", img->filename);
-    return ret;
-}
-
 /* ---- convert -------------------------------------------------------------- */
 
 /* Refuses a target that is the source or one of its backing files. */
@@ -1020,7 +984,7 @@ static int open_more_source(ic_image **out, void *payload, ic_error **errp)
 static bool format_compresses(const char *fmt)
 {
     const struct ic_driver *drv = ic_driver_find(fmt);
-    return drv && drv->pwrite_compressed;
+    return drv && ic_driver_can_compress(drv);
 }
 
 /* The options of any version as the current struct (a version 1 struct

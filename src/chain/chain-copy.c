@@ -28,9 +28,9 @@
  *        current read and exit; nothing is written after a failure is seen.
  *     e. Memory is bounded: COPY_SLOTS buffers of COPY_SLOT_SIZE plus the
  *        readers' handles, whatever the image size.
- *  4. A raw base gets its ready slots as one ic_io_submit() batch on its
- *     file (raw's pwrite is ic_io_pwrite at the same offset); a qcow2 or
- *     QED base gets them through ic_image_pwrite() one after the other.
+ *  4. The ready slots go to the base as one batch (ic_image_pwrite_batch):
+ *     a driver with a batch op (raw: one ic_io_submit on its file) keeps
+ *     them in flight together, the others write them one after the other.
  *  5. With a custom opener (fault, crash and memory backends in tests) no
  *     extra handle is opened, and when no reader handle or thread can be
  *     had the copy does without: the caller reads the slots itself, in
@@ -76,7 +76,7 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
     unsigned n = 0;
     for (; n < COPY_READERS; n++) {
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-        oo.format = top->drv->name;
+        oo.format = ic_image_format(top);
         oo.flags = IC_OPEN_NO_LOCK;
         oo.cache = top->cache;
         oo.backing_cache = top->backing_cache;
@@ -100,30 +100,13 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
 static int write_batch(struct ic_image *base, struct ic_pipe_slot **ready, unsigned n,
                        struct ic_copy_stats *st, ic_error **errp)
 {
-    if (base->drv == &ic_driver_raw && n > 1) {
-        struct ic_io_req reqs[COPY_SLOTS];
-        for (unsigned i = 0; i < n; i++)
-            reqs[i] = (struct ic_io_req){ .op = IC_IO_REQ_WRITE, .buf = ready[i]->buf[0],
-                                          .len = ready[i]->len, .off = ready[i]->off };
-        base->state = IC_IMAGE_DIRTY;
-        int ret = ic_io_submit(base->file, reqs, n);
-        if (ret < 0) {
-            for (unsigned i = 0; i < n; i++)
-                if (reqs[i].ret < 0)
-                    return ic_error_set(errp, ic_error_kind_from_errno(-reqs[i].ret),
-                                        -reqs[i].ret, "%s: write at %" PRIu64 " failed: %s",
-                                        base->filename, reqs[i].off, strerror(-reqs[i].ret));
-            return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
-                                "%s: write failed: %s", base->filename, strerror(-ret));
-        }
-    } else {
-        for (unsigned i = 0; i < n; i++) {
-            int ret = ic_image_pwrite(base, ready[i]->buf[0], ready[i]->len, ready[i]->off,
-                                      errp);
-            if (ret < 0)
-                return ret;
-        }
-    }
+    struct ic_io_req reqs[COPY_SLOTS];
+    for (unsigned i = 0; i < n; i++)
+        reqs[i] = (struct ic_io_req){ .op = IC_IO_REQ_WRITE, .buf = ready[i]->buf[0],
+                                      .len = ready[i]->len, .off = ready[i]->off };
+    int ret = ic_image_pwrite_batch(base, reqs, n, errp);
+    if (ret < 0)
+        return ret;
     if (n > st->max_batch)
         st->max_batch = n;
     for (unsigned i = 0; i < n; i++)

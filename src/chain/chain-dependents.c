@@ -81,7 +81,7 @@ static int open_header(struct scan *sc, const char *path, const char *fmt, struc
         }
         drv = ic_driver_probe(buf, (size_t)n);
     }
-    if (!strcmp(drv->name, "raw")) {
+    if (ic_driver_headerless(drv)) {
         ic_io_close(io);
         return 0;
     }

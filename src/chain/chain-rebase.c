@@ -17,7 +17,7 @@
  *     validate -> JOURNALED          open_new_chain, ic_image_open, ic_journal_create
  *     JOURNALED -> COPY              rebase_copy
  *     COPY -> SWITCH                 ic_journal_set_phase after flushing FILE
- *     SWITCH -> DONE                 drv->change_backing, flush, ic_journal_finish
+ *     SWITCH -> DONE                 ic_image_change_backing, flush, ic_journal_finish
  *  3. Invariants:
  *     a. Refusals (missing -F, missing or looping new backing, locked
  *        image, a format that records no backing, an unfinished journal)
@@ -279,7 +279,7 @@ static int rebase_copy(struct rebase *rb, ic_error **errp)
         uint64_t pnum = 0, map = 0;
         unsigned flags = 0;
         ic_io *file = NULL;
-        ret = top->drv->block_status(top, off, n, &pnum, &flags, &map, &file);
+        ret = ic_image_layer_block_status(top, off, n, &pnum, &flags, &map, &file);
         if (ret < 0)
             return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
                                 "%s: block status at %" PRIu64 " failed: %s", top->filename, off,
@@ -313,7 +313,7 @@ static bool open_reader_views(struct rebase_views *v, const struct rebase *rb)
         if (!src[i])
             continue;
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-        oo.format = src[i]->drv->name;
+        oo.format = ic_image_format(src[i]);
         oo.flags = IC_OPEN_NO_LOCK;
         oo.cache = rb->o->src_cache;
         ic_error *err = NULL;
@@ -410,16 +410,7 @@ static int rebase_unsafe(const char *path, const ic_rebase_options *o, const cha
     int ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
         return ret;
-    if (!top->drv->change_backing) {
-        ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                           "%s: format %s does not record a backing file", path, top->drv->name);
-        ic_image_close(top);
-        return ret;
-    }
-    top->state = IC_IMAGE_DIRTY;
-    ret = top->drv->change_backing(top, backing, backing ? o->backing_format : NULL, errp);
-    if (ret < 0)
-        ic_error_prepend(errp, "%s: could not change the backing file", path);
+    ret = ic_image_change_backing(top, backing, backing ? o->backing_format : NULL, errp);
     if (ret == 0)
         ret = ic_image_flush(top, errp);
     int cret = ic_image_close(top);
@@ -460,9 +451,10 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
     ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
         goto out;
-    if (!top->drv->change_backing) {
+    if (ic_image_headerless(top)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                           "%s: format %s does not record a backing file", path, top->drv->name);
+                           "%s: format %s does not record a backing file", path,
+                           ic_image_format(top));
         goto out;
     }
     bool switched = false;
@@ -483,7 +475,7 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
             .op = IC_JOURNAL_REBASE,
             .phase = IC_JOURNAL_COPY,
             .top = (char *)(uintptr_t)path,
-            .top_fmt = (char *)(uintptr_t)top->drv->name,
+            .top_fmt = (char *)(uintptr_t)ic_image_format(top),
             .base = top->backing_name,
             .base_fmt = top->backing_fmt,
             .new_backing = (char *)(uintptr_t)(backing ? backing : ""),
@@ -503,7 +495,8 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
                        ? top->cluster_size
                        : IC_REBASE_DEFAULT_GRAIN;
         for (struct ic_image *l = rb.old; l && nimg; l = l->backing)
-            if (!strcmp(l->drv->name, nimg->drv->name) && ic_chain_same_file(l->filename, newpath)) {
+            if (!strcmp(ic_image_format(l), ic_image_format(nimg)) &&
+                ic_chain_same_file(l->filename, newpath)) {
                 rb.new_in_old = l;
                 break;
             }
@@ -518,11 +511,9 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
         if (ret == 0)
             ret = ic_journal_set_phase(j, IC_JOURNAL_SWITCH, errp);
         if (ret == 0) {
-            top->state = IC_IMAGE_DIRTY;
             ic_io_event(top->file, IC_EV_CHAIN_SWITCH);
-            ret = top->drv->change_backing(top, backing, backing ? o->backing_format : NULL, errp);
-            if (ret < 0)
-                ic_error_prepend(errp, "%s: could not change the backing file", path);
+            ret = ic_image_change_backing(top, backing, backing ? o->backing_format : NULL,
+                                          errp);
         }
         if (ret == 0)
             ret = ic_image_flush(top, errp);

@@ -43,6 +43,14 @@ struct ic_driver {
     const char *name;           /* "qcow2", "qed", "raw" */
     size_t instance_size;       /* private state, zeroed, at img->opaque */
 
+    /* Capability: the file has no header, it is the guest disk itself
+     * (raw).  Such a file records no backing file (it ends a chain), its
+     * content may carry any format's magic (probing it as a backing file
+     * is unsafe), and its block status reports zeroes only from holes in
+     * the host file, which qemu treats as data unless asked for zeroes.
+     * Callers ask ic_driver_headerless() / ic_image_headerless(). */
+    bool headerless;
+
     /* Score 0..100 for @buf (the first bytes of the file, len >= 512 unless
      * the file is shorter).  NULL: never probed. */
     int (*probe)(const uint8_t *buf, size_t len);
@@ -104,6 +112,13 @@ struct ic_driver {
     int (*pwrite_precompressed)(struct ic_image *img, const void *cbuf, size_t clen,
                                 uint64_t off);
 
+    /* Writes @n guest ranges (every reqs[i].op is IC_IO_REQ_WRITE; the
+     * ranges lie within the virtual size and do not overlap), possibly
+     * several at once; sets every reqs[i].ret and returns 0 or the first
+     * failed request's -errno.  NULL: the generic layer writes them one
+     * after the other through pwrite. */
+    int (*pwrite_batch)(struct ic_image *img, struct ic_io_req *reqs, size_t n);
+
     /* Writes cached metadata in dependency order, then flushes img->file
      * (and a data file).  NULL: ic_io_flush(img->file). */
     int (*flush)(struct ic_image *img);
@@ -147,7 +162,9 @@ struct ic_driver {
      * fields, snapshots).  The generic fields are already filled.  NULL: none. */
     int (*get_info)(struct ic_image *img, ic_image_info *info, ic_error **errp);
 
-    /* Empties the layer (commit without -d).  NULL: discard everything. */
+    /* Empties the layer (commit without -d): afterwards every range reads
+     * through to the backing file.  NULL: the generic layer discards the
+     * whole virtual disk (ic_image_discard). */
     int (*make_empty)(struct ic_image *img, ic_error **errp);
 };
 

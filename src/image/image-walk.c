@@ -74,7 +74,7 @@ void ic_walk_fini(struct ic_walk *w)
 char *ic_walk_next(const struct ic_image *layer, bool *oom)
 {
     *oom = false;
-    if (!layer->backing_name || !strcmp(layer->drv->name, "raw"))
+    if (!layer->backing_name || layer->drv->headerless)
         return NULL;
     char *path = ic_path_resolve_backing(layer->filename, layer->backing_name);
     if (!path)

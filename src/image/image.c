@@ -443,7 +443,84 @@ int ic_image_truncate(ic_image *img, uint64_t size, ic_error **errp)
     return ret;
 }
 
+int ic_image_pwrite_batch(struct ic_image *img, struct ic_io_req *reqs, size_t n,
+                          ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].op != IC_IO_REQ_WRITE)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                                "%s: a write batch holds a request that is not a write",
+                                img->filename);
+        if ((ret = check_range(img, reqs[i].off, reqs[i].len, errp)) < 0)
+            return ret;
+    }
+    if (!img->drv->pwrite_batch) {
+        for (size_t i = 0; i < n; i++)
+            if ((ret = ic_image_pwrite(img, reqs[i].buf, reqs[i].len, reqs[i].off, errp)) < 0)
+                return ret;
+        return 0;
+    }
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->pwrite_batch(img, reqs, n);
+    if (ret < 0) {
+        for (size_t i = 0; i < n; i++)
+            if (reqs[i].ret < 0)
+                return report(img, reqs[i].ret, errp, "write", reqs[i].off);
+        return report(img, ret, errp, "write", reqs[0].off);
+    }
+    return 0;
+}
+
+int ic_image_change_backing(struct ic_image *img, const char *name, const char *fmt,
+                            ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    if (!img->drv->change_backing)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not record a backing file", img->filename,
+                            img->drv->name);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->change_backing(img, name, fmt, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s: could not change the backing file", img->filename);
+    return ret;
+}
+
+int ic_image_make_empty(struct ic_image *img, ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    if (!img->drv->make_empty)
+        return ic_image_discard(img, 0, img->size, errp);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->make_empty(img, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s: cannot empty the image", img->filename);
+    return ret;
+}
+
+/* ---- capabilities -------------------------------------------------------- */
+
+const char *ic_driver_name(const struct ic_driver *drv) { return drv->name; }
+bool ic_driver_headerless(const struct ic_driver *drv) { return drv->headerless; }
+bool ic_driver_can_compress(const struct ic_driver *drv) { return drv->pwrite_compressed != NULL; }
+bool ic_image_headerless(const struct ic_image *img) { return img->drv->headerless; }
+bool ic_image_can_write(const struct ic_image *img) { return img->drv->pwrite != NULL; }
+bool ic_image_can_resize(const struct ic_image *img) { return img->drv->truncate != NULL; }
+
 /* ---- block status ------------------------------------------------------- */
+
+int ic_image_layer_block_status(struct ic_image *img, uint64_t off, uint64_t len,
+                                uint64_t *pnum, unsigned *flags, uint64_t *map, ic_io **file)
+{
+    return img->drv->block_status(img, off, len, pnum, flags, map, file);
+}
 
 int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
                           ic_block_status *out, ic_error **errp)

@@ -84,6 +84,36 @@ int64_t ic_image_compress_cluster(const struct ic_image *img, void *dst, size_t 
 int ic_image_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
                                   uint64_t off, ic_error **errp) IC_WARN_UNUSED;
 
+/* ---- what callers outside src/image may know of a driver -------------- */
+const char *ic_driver_name(const struct ic_driver *drv);
+/* The driver's headerless capability (driver.h). */
+bool ic_driver_headerless(const struct ic_driver *drv);
+/* The format can write compressed clusters. */
+bool ic_driver_can_compress(const struct ic_driver *drv);
+bool ic_image_headerless(const struct ic_image *img);
+/* The format can write guest data / change the virtual size. */
+bool ic_image_can_write(const struct ic_image *img);
+bool ic_image_can_resize(const struct ic_image *img);
+
+/* ---- wrappers of the driver ops callers outside src/image need ---------
+ * Each tests its op once and applies the default driver.h documents. */
+
+/* Rewrites the recorded backing name and format (NULL name: none).
+ * -ENOTSUP when the format records no backing file. */
+int ic_image_change_backing(struct ic_image *img, const char *name, const char *fmt,
+                            ic_error **errp) IC_WARN_UNUSED;
+/* Empties the layer: every range reads through to the backing file. */
+int ic_image_make_empty(struct ic_image *img, ic_error **errp) IC_WARN_UNUSED;
+/* Block status of THIS layer only (the driver op's contract, driver.h):
+ * data path, -errno only. */
+int ic_image_layer_block_status(struct ic_image *img, uint64_t off, uint64_t len,
+                                uint64_t *pnum, unsigned *flags, uint64_t *map, ic_io **file)
+    IC_WARN_UNUSED;
+/* Writes a batch of non-overlapping guest ranges (all IC_IO_REQ_WRITE),
+ * several at once where the driver can (pwrite_batch). */
+int ic_image_pwrite_batch(struct ic_image *img, struct ic_io_req *reqs, size_t n,
+                          ic_error **errp) IC_WARN_UNUSED;
+
 /* Opens one layer (no backing chain) on @file (ownership taken). */
 int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
                         const struct ic_driver *drv, unsigned flags,

@@ -941,11 +941,11 @@ static bool chain_zero_fast(struct ic_image *img, uint64_t off, uint64_t len)
         uint64_t pnum = 0, map = 0;
         unsigned flags = 0;
         ic_io *file = NULL;
-        if (l->drv->block_status(l, off, len, &pnum, &flags, &map, &file) < 0 || pnum < len)
+        if (ic_image_layer_block_status(l, off, len, &pnum, &flags, &map, &file) < 0 ||
+            pnum < len)
             return false;
         if (flags & IC_BS_ALLOCATED)
-            return (flags & IC_BS_ZERO) && !(flags & IC_BS_DATA) &&
-                   strcmp(l->drv->name, "raw") != 0;
+            return (flags & IC_BS_ZERO) && !(flags & IC_BS_DATA) && !ic_image_headerless(l);
     }
     return true;
 }
