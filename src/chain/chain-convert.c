@@ -38,7 +38,7 @@
  *  6b. On the O_DIRECT target (not with -c), the engine lends the
  *     backend its slot buffers (write-behind, io-aio.c invariants 6 to
  *     8): a window goes to the device from the slot it was read into, up
- *     to IC_AIO_BEHIND_DEPTH of them at once, and the slot is refilled
+ *     to the backend's lend depth of them at once, and the slot is refilled
  *     only when the device is done with it.  None of the target's data
  *     passes through the page cache: on the bench VM, copying it there
  *     (into pages the host has to fault in) was most of the writer's
@@ -83,7 +83,6 @@
 
 #include "imgchain/chain.h"
 #include "chain.h"
-#include "io/io-aio.h"
 #include "util/overflow.h"
 
 /* Bytes read per ic_image_pread() call (one slot buffer): large enough
@@ -184,11 +183,12 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * slot-sized output buffer). */
 #define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
 #define CONVERT_SLOTS_COMPRESS 2
-/* With write-behind, up to IC_AIO_BEHIND_DEPTH slots wait for the device
- * besides those the readers fill and the one being written: 8 x 2 MiB,
- * a peak RSS of about 21 MiB against qemu-img's 25 for the same convert. */
-#define CONVERT_SLOTS_BEHIND (CONVERT_READERS + IC_AIO_BEHIND_DEPTH + 1)
-#define CONVERT_SLOTS_MAX CONVERT_SLOTS_BEHIND
+/* With write-behind, as many slots as the backend keeps lent writes in
+ * flight (ic_io_lend, at most CONVERT_BEHIND_MAX) wait for the device
+ * besides those the readers fill and the one being written; memory stays
+ * within qemu-img's for the same convert. */
+#define CONVERT_BEHIND_MAX 4
+#define CONVERT_SLOTS_MAX (CONVERT_READERS + CONVERT_BEHIND_MAX + 1)
 /* Guest bytes a reader claims at once.  Small, so that the readers work
  * close to each other: on the bench VM, three readers 64 MiB apart made
  * the disk serve three distant streams.  Medians of paired runs of the
@@ -820,9 +820,10 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
      * plain copies: -c writes from the compression buffers) */
     if (!s.compress) {
         const struct ic_io_lender lender = { lend_hold, lend_release, &s };
-        if (ic_io_aio_lend(dst->file, &lender) == 0) {
+        int depth = ic_io_lend(dst->file, &lender);
+        if (depth > 0) {
             s.lent = true;
-            s.nslots = CONVERT_SLOTS_BEHIND;
+            s.nslots = CONVERT_READERS + (unsigned)IC_MIN(depth, CONVERT_BEHIND_MAX) + 1;
         }
     }
     int ret = 0;
@@ -879,7 +880,7 @@ out_free:
     if (s.lent) {
         /* every lent buffer back before they are freed; a write error the
          * flush did not see (there was none on a failure path) is kept */
-        int lret = ic_io_aio_lend(dst->file, NULL);
+        int lret = ic_io_lend(dst->file, NULL);
         if (ret == 0 && lret < 0)
             ret = ic_error_set(errp, ic_error_kind_from_errno(-lret), -lret,
                                "%s: writing the target failed: %s", dst->filename,

@@ -43,7 +43,6 @@
 
 #include "chain-copy.h"
 #include "chain-pipe.h"
-#include "io/io-aio.h"
 
 /* Bytes per slot: 1 MiB measured faster and smaller than 2 MiB (bench
  * commit row: 0.69 s / 13.5 MiB against 0.77 s / 21 MiB). */
@@ -185,8 +184,8 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
     }
     if (ret == 0 && progress)
         progress(size, size, payload);
-    struct ic_io_aio_stats as;
-    if (ic_io_aio_get_stats(base->file, &as))
+    struct ic_io_stats as;
+    if (ic_io_get_stats(base->file, &as))
         st->max_in_flight = as.max_in_flight;
     ic_pipe_fini(&pipe);
     for (unsigned i = 0; i < nimg; i++)

@@ -225,6 +225,29 @@ void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len)
         io->ops->prefetch(io, off, len);
 }
 
+uint32_t ic_io_alignment(ic_io *io)
+{
+    if (io->ops->version < 3 || !io->ops->alignment)
+        return 1;
+    return io->ops->alignment(io);
+}
+
+int ic_io_lend(ic_io *io, const struct ic_io_lender *lender)
+{
+    if (io->ops->version < 3 || !io->ops->lend)
+        return lender ? -ENOTSUP : 0;
+    return io->ops->lend(io, lender);
+}
+
+bool ic_io_get_stats(ic_io *io, struct ic_io_stats *out)
+{
+    if (io->ops->version < 3 || !io->ops->get_stats)
+        return false;
+    memset(out, 0, sizeof(*out));
+    io->ops->get_stats(io, out);
+    return true;
+}
+
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp)
 {
     if (!io->ops->lock)

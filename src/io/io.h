@@ -59,6 +59,12 @@ int64_t ic_io_allocated_size(ic_io *io);
 /* The backend's prefetch hint (read [off, off+len) soon); a no-op for
  * backends without one or built against version 1 of the ops table. */
 void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len);
+/* Capabilities (ops of version 3 tables, imgchain/sys/io.h): the O_DIRECT
+ * alignment (1 without one), write-behind (the lent writes in flight, or
+ * -ENOTSUP), statistics (false for a backend that keeps none). */
+uint32_t ic_io_alignment(ic_io *io);
+int ic_io_lend(ic_io *io, const struct ic_io_lender *lender);
+bool ic_io_get_stats(ic_io *io, struct ic_io_stats *out);
 /* Runs a batch of reads/writes (struct ic_io_req, imgchain/sys/io.h):
  * through the backend's submit op when it has one (aio: many in flight),
  * else one by one in array order.  Either way the result is as if run in

@@ -25,6 +25,8 @@
  *   lock      optional: takes qemu-compatible locks (IC_LOCK_*). -EBUSY with
  *             the file's name when another process holds a conflicting one.
  *   submit    optional: a batch of reads and writes (see struct ic_io_req).
+ *   alignment, lend, get_stats  optional (version >= 3): what a backend can
+ *             tell or do beyond plain I/O; see their fields below.
  *   close     releases the backend (and its locks); the pointer is invalid
  *             afterwards.
  */
@@ -56,7 +58,37 @@ struct ic_io_req {
     int ret;
 };
 
-#define IC_IO_OPS_VERSION 2
+#define IC_IO_OPS_VERSION 3
+
+/*
+ * A lender of write buffers (the `lend` op: write-behind).  hold() is
+ * called in pwrite, on the caller's thread, for a large aligned write:
+ * true means @buf belongs to the lender and stays valid (unchanged) until
+ * release(@buf) is called, from the backend's own thread; pwrite then
+ * returns before the data is written.  false: the write runs synchronously
+ * as without a lender.  release() is called exactly once per hold() that
+ * returned true, also when the write failed (the error is kept and
+ * returned by the next operation on the backend).
+ */
+struct ic_io_lender {
+    bool (*hold)(void *payload, const void *buf, size_t len);
+    void (*release)(void *payload, const void *buf);
+    void *payload;
+};
+
+/* Statistics of a backend that keeps them (the `get_stats` op). */
+struct ic_io_stats {
+    uint64_t io_submit_calls;  /* batches handed to the kernel */
+    uint64_t aio_requests;     /* requests that went through the aio context */
+    uint64_t sync_requests;    /* requests done with pread/pwrite */
+    uint64_t bounced;          /* O_DIRECT requests copied through a bounce buffer */
+    unsigned max_in_flight;    /* highest number of requests in flight at once */
+    uint64_t behind_writes;    /* writes that went behind (lent buffers) */
+    unsigned behind_max_in_flight; /* most lent writes in flight at once */
+    uint64_t reserve_steps;    /* times the file grew ahead of lent writes */
+    uint64_t cached_writes;    /* small writes sent through the page cache while lending */
+    bool async;                /* an aio context exists (from the first batch) */
+};
 
 /* Lock modes (qemu's permission bytes, see src/io/io-lock.c). */
 enum ic_lock_mode {
@@ -96,6 +128,17 @@ struct ic_io_ops {
      * (posix_fadvise WILLNEED: the kernel starts reading it in the
      * background).  Never fails; NULL: nothing. */
     void (*prefetch)(ic_io *io, uint64_t off, uint64_t len);
+    /* Optional, version >= 3: the alignment of offsets, lengths and buffer
+     * addresses the backend's descriptor needs (O_DIRECT); NULL: 1. */
+    uint32_t (*alignment)(ic_io *io);
+    /* Optional, version >= 3: attaches @lender (write-behind, see struct
+     * ic_io_lender) and returns how many lent writes it keeps in flight at
+     * most (>= 1); NULL @lender detaches: waits for every lent write and
+     * returns 0 or the first lent write's -errno.  -EBUSY: one is attached
+     * already.  NULL op, or -ENOTSUP: writes stay synchronous. */
+    int (*lend)(ic_io *io, const struct ic_io_lender *lender);
+    /* Optional, version >= 3: fills @out; NULL: the backend keeps none. */
+    void (*get_stats)(ic_io *io, struct ic_io_stats *out);
 };
 
 /* The base struct every backend embeds first. */
