@@ -144,7 +144,7 @@ headertest:
 	    $(CC) -std=c99 -pedantic -Wall -Wextra -Werror -Iinclude -x c -fsyntax-only - || exit 1; \
 	done; echo "headertest: ok"
 
-# Dependencies point one way; see CONVENTIONS.md "Layering".
+# Dependencies point one way; see docs/architecture.md.
 lint-layers:
 	@sh scripts/lint-layers.sh
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Enforces the layering of CONVENTIONS.md: dependencies point one way.
+# Enforces the layering of docs/architecture.md: dependencies point one way.
 #   util <- io <- image <- {qcow2, qed} <- chain <- snap -> {xml, qmp}
 # tools/ uses only include/imgchain; only src/xml includes libxml2; only
 # src/io/io-posix.c (and the aio backend) call the OS file API.

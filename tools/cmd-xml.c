@@ -1,8 +1,7 @@
 /*
  * cmd-xml.c - `imgchain xml`: libvirt snapshot documents from the shell.
  *
- * Design notes: a thin front end over imgchain/xml.h (see that header and
- * shared/reference/libvirt-snapshots.md section 1).
+ * Design notes: a thin front end over imgchain/xml.h (see that header).
  *
  *   xml format [--redefine] [--metadata] [--secure] [--validate] FILE
  *       parse FILE ("-" = stdin) and print it as imgchain (and libvirt)

@@ -2,7 +2,7 @@
  * imgchain/xml.h - libvirt <domainsnapshot> and <domain> XML as plain structs.
  *
  * The library reads and writes libvirt's snapshot metadata documents
- * (reference: shared/reference/libvirt-snapshots.md section 1) without
+ * (libvirt's <domainsnapshot> format) without
  * exposing libxml2: every type here is our own.  What it offers:
  *
  *   ic_snapshot_def_parse()       document -> ic_snapshot_def, with libvirt's

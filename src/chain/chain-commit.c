@@ -2,7 +2,7 @@
  * chain-commit.c - ic_chain_commit(): write the data of an overlay (and of
  * every image between it and the base) into the base.
  *
- * Design notes (reference: qcow2-qed.md section 3.6, qemu-img's img_commit):
+ * Design notes (qemu-img's img_commit is the behaviour followed):
  *  1. What it owns: the order of writes across the images of one chain
  *     during a commit, and the journal phases of a commit.
  *  2. State machine (sticky ERROR: the journal stays, --resume finishes):

@@ -70,7 +70,7 @@
  *     while the writer's image is idle; memory stays bounded: one output
  *     buffer of a slot's size, whatever the number of threads.
  *
- * Reference: qcow2-qed.md section 5 (convert), qemu-img.c img_convert.
+ * The behaviour followed is qemu-img.c's img_convert.
  */
 #include <errno.h>
 #include <inttypes.h>

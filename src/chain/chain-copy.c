@@ -2,8 +2,7 @@
  * chain-copy.c - ic_copy_above_base(): commit's bulk copy, with parallel
  * reads and batches of writes in flight.
  *
- * Design notes (reference: qcow2-qed.md section 3.6; the pipeline follows
- * chain-convert.c note 9):
+ * Design notes (the pipeline follows chain-convert.c note 9):
  *  1. What it owns: moving the ranges allocated above the base from the
  *     top's view into the base.  Ordering against the journal and the base
  *     flush stays with chain-commit.c.

@@ -2,7 +2,7 @@
  * chain-rebase.c - ic_chain_rebase(): change an image's backing file,
  * keeping its guest content (safe mode) or only its header (unsafe mode).
  *
- * Design notes (reference: qcow2-qed.md section 3.7, qemu-img's img_rebase):
+ * Design notes (qemu-img's img_rebase is the behaviour followed):
  *  1. What it owns: the copy of differing ranges into FILE and the order of
  *     that copy against the header switch, and the journal phases of a
  *     rebase.

@@ -5,7 +5,7 @@
  *
  * Design notes:
  *  Owns no on-disk structure; the qcow2 driver does the work
- *  (src/qcow2/qcow2-snapshot.c, reference 3.1-3.4).
+ *  (src/qcow2/qcow2-snapshot.c).
  *  1. Every public entry point prefixes its errors with its own name and
  *     the image's file name, once (libnbd context).
  *  2. Names are resolved here against the driver's list, so the driver is

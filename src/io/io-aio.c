@@ -57,7 +57,7 @@
  *      both views coherent (an O_DIRECT read or write first writes back
  *      and drops the cached pages of its range), and flush's fdatasync
  *      covers the inode's pages whichever description wrote them.
- *  Reference: CONVENTIONS.md section 1 (I/O vtable); qemu block/linux-aio.c.
+ *  The I/O vtable is described in docs/architecture.md; qemu block/linux-aio.c.
  */
 #include <errno.h>
 #include <fcntl.h>

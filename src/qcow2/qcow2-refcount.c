@@ -3,12 +3,12 @@
  * table growth and the refcount rebuild (QEMU's block/qcow2-refcount.c).
  *
  * Design notes:
- *  Owns the reftable and the refblocks (reference 1.6, 1.13).
+ *  Owns the reftable and the refblocks.
  *  1. The reftable is loaded lazily, on the first refcount query: opening
  *     an image for reading never touches it.
  *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set: sub-byte
  *     widths pack LSB first, widths >= 8 are big-endian.
- *  3. Ordering (reference 1.13 rule 3): increments are made before any
+ *  3. Ordering (docs/architecture.md, crash ordering): increments are made before any
  *     reference reaches disk (the L2 cache depends on the refblock cache
  *     and flushes in between, qcow2-cache.c); decrements are queued and
  *     applied only after the metadata that dropped the reference is

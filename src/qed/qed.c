@@ -36,7 +36,7 @@
  *      write, then flush); unknown compat bits are kept.
  *   6. QED records no backing format: "raw" when BACKING_FORMAT_NO_PROBE is
  *      set, otherwise none (the chain layer probes).
- *  Reference: qcow2-qed.md sections 2.1-2.3 and 2.5; qemu block/qed.c.
+ *  Follows qemu block/qed.c.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /*
  * xml.h - what the files of src/xml share (private to src/xml).
  *
- * src/xml is the only module that sees libxml2 (CONVENTIONS.md, 12); this
+ * src/xml is the only module that sees libxml2 (docs/architecture.md); this
  * header therefore may use libxml2 types, and nothing outside src/xml may
  * include it.  Other modules use include/imgchain/xml.h.
  *

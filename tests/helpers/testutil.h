@@ -13,8 +13,8 @@
  *   5. Borrowed io          tu_io_borrow: hand an io to code that closes it
  *   6. Reference model      struct tu_model: a flat raw copy that receives
  *                           the same writes; compare any image against it
- *   7. Fault loop           tu_fault_loop_run: CONVENTIONS.md section 3
- *   8. Crash loop           tu_crash_loop_run: CONVENTIONS.md section 4
+ *   7. Fault loop           tu_fault_loop_run: docs/architecture.md
+ *   8. Crash loop           tu_crash_loop_run: docs/architecture.md
  *
  * Failures inside helpers fail the running cmocka test with a message that
  * names the helper's caller (file:line) or the loop iteration.
@@ -176,7 +176,7 @@ struct tu_loop_ctx {
 };
 
 /*
- * The fault loop (CONVENTIONS.md section 3, qemu-iotests 026): for every
+ * The fault loop (docs/architecture.md, qemu-iotests 026): for every
  * named event x {EIO, ENOSPC} x {once, persistent} (x nth = 1..max_nth):
  *   setup -> wrap the target with one rule -> run -> the run must either
  *   succeed or fail cleanly (ret < 0 with an error message; and if a fault
@@ -222,7 +222,7 @@ struct tu_fault_summary {
 void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary *out);
 
 /*
- * The crash loop (CONVENTIONS.md section 4, SQLite crash tests): for
+ * The crash loop (docs/architecture.md, SQLite crash tests): for
  * N = 1, 2, ...: setup -> wrap the target with ic_io_crash_wrap(N, seed)
  * -> run -> release the inner backend, write it back -> verify.  Stops
  * after the first N at which the run completes without crashing (it must
