@@ -27,9 +27,9 @@
 extern "C" {
 #endif
 
-/** Progress of a bulk copy: @p done of @p total bytes of the virtual disk
- * have been processed.  Called at least once at the start and at the end. */
-typedef void (*ic_chain_progress_fn)(uint64_t done, uint64_t total, void *payload);
+/** The progress callback of imgchain/image.h under the name the chain
+ * editing options have always used. */
+typedef ic_progress_fn ic_chain_progress_fn;
 /** A warning for the user (one line, no newline), e.g. an image that other
  * overlays still use. */
 typedef void (*ic_chain_warn_fn)(const char *line, void *payload);

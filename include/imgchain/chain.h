@@ -17,13 +17,6 @@
 extern "C" {
 #endif
 
-/**
- * Progress callback: @p done of @p total guest bytes have been handled
- * (copied or skipped as unallocated/zero).  Called with done == 0 before
- * the copy starts and with done == total at the end.
- */
-typedef void (*ic_progress_fn)(uint64_t done, uint64_t total, void *payload);
-
 #define IC_CONVERT_OPTIONS_VERSION 2
 typedef struct ic_convert_options {
     unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields */

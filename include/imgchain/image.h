@@ -23,6 +23,14 @@ extern "C" {
 
 typedef struct ic_image ic_image;
 
+/**
+ * Progress of a long operation (convert, commit, rebase): @p done of
+ * @p total guest bytes have been handled (copied, or skipped as
+ * unallocated or zero).  Called with done == 0 before the work starts and
+ * with done == total at the end.
+ */
+typedef void (*ic_progress_fn)(uint64_t done, uint64_t total, void *payload);
+
 /* ---- opening ---------------------------------------------------------- */
 
 #define IC_OPEN_RDWR        (1u << 0) /* writable top image (backing files stay read-only) */

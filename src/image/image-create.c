@@ -25,6 +25,9 @@ int ic_image_create(const char *path, const ic_create_options *opts, ic_error **
     static const ic_create_options defaults = IC_CREATE_OPTIONS_INIT;
     if (!opts)
         opts = &defaults;
+    if (opts->version != IC_CREATE_OPTIONS_VERSION)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown create options version %u",
+                            path, opts->version);
     const char *fmt = opts->format ? opts->format : "qcow2";
     const struct ic_driver *drv = ic_driver_find(fmt);
     if (!drv)
