@@ -126,13 +126,6 @@ int qcow2_refcount_load(struct ic_image *img)
     return 0;
 }
 
-void qcow2_refcount_close(struct ic_image *img)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    free(s->reftable);
-    s->reftable = NULL;
-}
-
 int64_t qcow2_file_clusters(struct ic_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -435,21 +428,6 @@ int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length
     return 0;
 }
 
-int qcow2_set_refcount(struct ic_image *img, uint64_t cluster, uint64_t refcount)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t cur;
-    int ret = qcow2_get_refcount(img, cluster, &cur);
-    if (ret < 0)
-        return ret;
-    if (refcount > s->refcount_max)
-        return -ERANGE;
-    if (cur == refcount)
-        return 0;
-    int64_t delta = refcount > cur ? (int64_t)(refcount - cur) : -(int64_t)(cur - refcount);
-    return qcow2_update_refcount(img, cluster << s->cluster_bits, s->cluster_size, delta);
-}
-
 /* First run of @n free clusters at or after free_cluster_index (never
  * cluster 0).  *first_free receives the first free cluster seen. */
 static int find_free(struct ic_image *img, uint64_t n, uint64_t *out, uint64_t *first_free)
@@ -542,17 +520,6 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
         return (int64_t)(c << s->cluster_bits);
     }
     return ic_image_fail(img, -EIO, "cluster allocation did not converge");
-}
-
-int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    int64_t fc = qcow2_file_clusters(img);
-    if (fc < 0)
-        return fc;
-    if ((uint64_t)fc > s->free_cluster_index)
-        s->free_cluster_index = (uint64_t)fc;
-    return qcow2_alloc_clusters(img, n);
 }
 
 int64_t qcow2_alloc_bytes(struct ic_image *img, uint64_t size)

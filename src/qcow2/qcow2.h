@@ -448,21 +448,14 @@ int qcow2_grow_l1(struct ic_image *img, uint64_t min_size) IC_WARN_UNUSED;
 
 /* Loads the reftable (validated) if not loaded yet. */
 int qcow2_refcount_load(struct ic_image *img) IC_WARN_UNUSED;
-void qcow2_refcount_close(struct ic_image *img);
 /* Refcount of the cluster with index @cluster (0 when no refblock). */
 int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcount)
-    IC_WARN_UNUSED;
-/* Sets the refcount of one cluster (allocating a refblock if needed). */
-int qcow2_set_refcount(struct ic_image *img, uint64_t cluster, uint64_t refcount)
     IC_WARN_UNUSED;
 /* Adds @delta to every cluster touched by [offset, offset+length). */
 int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length,
                           int64_t delta) IC_WARN_UNUSED;
 /* Allocates @n contiguous clusters (refcount 1); returns the host offset. */
 int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
-/* Allocates @n contiguous clusters at or after @min_offset... the first
- * free run at or past the end of everything used (for big batches). */
-int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
 /* Allocates @size bytes (<= cluster_size) for compressed data, packing
  * into the current partly used cluster; returns the byte offset. */
 int64_t qcow2_alloc_bytes(struct ic_image *img, uint64_t size) IC_WARN_UNUSED;
@@ -512,8 +505,6 @@ void qcow2_cache_put(struct qcow2_cache *c, uint8_t **table);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, const uint8_t *table);
 /* Writes every dirty entry (after its dependency) without flushing the file. */
 int qcow2_cache_write(struct ic_image *img, struct qcow2_cache *c) IC_WARN_UNUSED;
-/* qcow2_cache_write + flush of the file. */
-int qcow2_cache_flush(struct ic_image *img, struct qcow2_cache *c) IC_WARN_UNUSED;
 /* Forgets a table (the cluster was freed); drops unwritten changes. */
 void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset);
 /* Empties the cache (all entries must be clean or are lost). */

@@ -125,11 +125,6 @@ const char *ic_disk_format_name(ic_disk_format fmt)
     return (unsigned)fmt < IC_ARRAY_SIZE(format_names) ? format_names[fmt] : NULL;
 }
 
-char *ic_xml_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 /* ---- frees -------------------------------------------------------------- */
 
 void ic_xml_node_free(ic_xml_node *node)

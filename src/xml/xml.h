@@ -55,8 +55,6 @@ int ic_storage_type_from_name(const char *s);
 int ic_disk_format_from_name(const char *s);
 int ic_snapshot_location_from_name(const char *s);
 int ic_snapshot_state_from_name(const char *s);
-/* strdup that returns NULL for NULL. */
-char *ic_xml_strdup(const char *s);
 
 /* ---- xml-domain.c ------------------------------------------------------ */
 
