@@ -15,6 +15,7 @@
  *                           the same writes; compare any image against it
  *   7. Fault loop           tu_fault_loop_run: docs/architecture.md
  *   8. Crash loop           tu_crash_loop_run: docs/architecture.md
+ *   9. Failing child test   tu_assert_child_test_fails: a test that must fail
  *
  * Failures inside helpers fail the running cmocka test with a message that
  * names the helper's caller (file:line) or the loop iteration.
@@ -253,5 +254,14 @@ struct tu_crash_summary {
     unsigned completed_at;   /* the N at which the run completed */
 };
 void tu_crash_loop_run(const struct tu_crash_loop *cfg, struct tu_crash_summary *out);
+
+/*
+ * Runs @fn as a cmocka test in a forked child (its output discarded unless
+ * IC_TEST_VERBOSE_CHILD is set, TMPDIR a private folder removed afterwards)
+ * and asserts that the child's test FAILED: for checking that a loop
+ * helper fails the test it runs in.  Under valgrind the child's failure
+ * path may also exit 99 (it longjmps out of the loop and leaks by design).
+ */
+void tu_assert_child_test_fails(void (*fn)(void **state));
 
 #endif
