@@ -19,9 +19,10 @@
  *   zero_range optional: makes [off, off+len) read as zeroes with the space
  *             allocated (fallocate FALLOC_FL_ZERO_RANGE, extending the file
  *             like a write); NULL or -ENOTSUP: callers write zeroes.
- *   event     optional: called before each named metadata write (see
- *             IC_EV_* in the library's src/io/events.def); filters such as
- *             the fault injector use it.  May be NULL.
+ *   event     optional: called before each named metadata write with the
+ *             library's number for it (internal to the library and not a
+ *             stable interface: its own fault-injection filter is the one
+ *             user); backends that are not such filters leave it NULL.
  *   lock      optional: takes qemu-compatible locks (IC_LOCK_*). -EBUSY with
  *             the file's name when another process holds a conflicting one.
  *   submit    optional: a batch of reads and writes (see struct ic_io_req).
@@ -90,7 +91,7 @@ struct ic_io_stats {
     bool async;                /* an aio context exists (from the first batch) */
 };
 
-/* Lock modes (qemu's permission bytes, see src/io/io-lock.c). */
+/* Lock modes (qemu's permission bytes: OFD locks on bytes 100 and up). */
 enum ic_lock_mode {
     IC_LOCK_NONE = 0,   /* release all locks */
     IC_LOCK_SHARED,     /* reader: hold CONSISTENT_READ, refuse writers */
