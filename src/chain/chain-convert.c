@@ -27,7 +27,7 @@
  *     docs of qemu-img -B, not supported).
  *  6. The target is opened by ic_image_open() as bulk output
  *     (IC_OPEN_STREAM) in the -t cache mode, which picks its backend
- *     (src/image/image-open.c note 6): by default O_DIRECT where the file
+ *     (src/image/image-cache.c note 1): by default O_DIRECT where the file
  *     system has it.  Data goes out from aligned buffers (posix_memalign,
  *     CONVERT_ALIGN) in granule-aligned lengths, and whatever is unaligned
  *     (qcow2/QED metadata, a disk tail) goes through the backend's bounce

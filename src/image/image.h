@@ -158,8 +158,10 @@ int ic_info_add_str(ic_image_info *info, const char *key, const char *v);
  * default cache mode picks). */
 int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
                        unsigned io_flags, ic_error **errp);
+/* A known ic_cache_mode value. */
+bool ic_cache_mode_valid(ic_cache_mode mode);
 /* The one place a cache mode becomes an I/O backend and IC_IO_* flags
- * (image-open.c design note 6): @fn when given (with IC_IO_DIRECT and
+ * (image-cache.c design note 1): @fn when given (with IC_IO_DIRECT and
  * IC_IO_DSYNC as the mode asks), else the libaio backend for O_DIRECT and
  * the POSIX backend otherwise. */
 int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
