@@ -87,7 +87,7 @@ $(BUILD)/libimgchain.a: $(LIBOBJ)
 	$(Q)ar rcs $@ $^
 
 $(BUILD)/libimgchain.so: $(LIBOBJ) src/libimgchain.syms
-	$(CC) -shared -Wl,--version-script=src/libimgchain.syms -Wl,-soname,libimgchain.so.0 \
+	$(CC) -shared -Wl,--version-script=src/libimgchain.syms -Wl,-soname,libimgchain.so.1 \
 	    $(LDFLAGS) -o $@ $(LIBOBJ) $(LIBS)
 
 $(BUILD)/imgchain: $(TOOLOBJ) $(BUILD)/libimgchain.a
@@ -156,7 +156,7 @@ headertest:
 	    $(CC) -std=c99 -pedantic -Wall -Wextra -Werror -Iinclude -x c -fsyntax-only - || exit 1; \
 	done; echo "headertest: ok"
 
-# Dependencies point one way; see CONVENTIONS.md "Layering".
+# Dependencies point one way; see docs/architecture.md.
 lint-layers:
 	@sh scripts/lint-layers.sh
 
@@ -175,8 +175,8 @@ install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)/imgchain/sys $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 755 $(BUILD)/imgchain $(DESTDIR)$(BINDIR)/
 	install -m 644 $(BUILD)/libimgchain.a $(DESTDIR)$(LIBDIR)/
-	install -m 755 $(BUILD)/libimgchain.so $(DESTDIR)$(LIBDIR)/libimgchain.so.0
-	ln -sf libimgchain.so.0 $(DESTDIR)$(LIBDIR)/libimgchain.so
+	install -m 755 $(BUILD)/libimgchain.so $(DESTDIR)$(LIBDIR)/libimgchain.so.1
+	ln -sf libimgchain.so.1 $(DESTDIR)$(LIBDIR)/libimgchain.so
 	install -m 644 include/imgchain/*.h $(DESTDIR)$(INCDIR)/imgchain/
 	install -m 644 include/imgchain/sys/*.h $(DESTDIR)$(INCDIR)/imgchain/sys/
 	install -m 644 $(BUILD)/imgchain.pc $(DESTDIR)$(LIBDIR)/pkgconfig/

@@ -3,7 +3,7 @@
 #   N passed, N failed
 # Test programs are cmocka binaries (build/tests/**/test-*); their own
 # "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)" lines are summed.
-# Test scripts (tests/oracle/*.sh, tests/cli/*.sh, ...) source tests/lib.sh
+# Test scripts (tests/*/*.sh: cli, oracle, lint) source tests/lib.sh
 # and print "PASS: ..." / "FAIL: ..." per check and a "N passed, N failed"
 # line of their own, which is summed too.
 #
@@ -47,7 +47,7 @@ for t in $(find "$BUILD/tests" -type f -name 'test-*' -perm -u+x 2>/dev/null | s
     (cd "$top" && $VG "$t") >"$log" 2>&1
     account "$name" $? "$log"
 done
-for s in $(ls tests/cli/*.sh tests/oracle/*.sh tests/crash/*.sh tests/fault/*.sh 2>/dev/null | sort); do
+for s in $(ls tests/*/*.sh 2>/dev/null | sort); do
     name=${s#tests/}
     case "$name" in *${TESTS:-}*) ;; *) continue ;; esac
     log="$logdir/$(echo "$name" | tr / _).log"

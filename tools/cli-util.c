@@ -118,9 +118,16 @@ void cli_snapshot_arg_free(struct cli_snapshot_arg *s)
 
 int cli_open_image(ic_image **out, const char *path, const char *fmt, unsigned flags)
 {
+    return cli_open_image_cache(out, path, fmt, flags, IC_CACHE_DEFAULT);
+}
+
+int cli_open_image_cache(ic_image **out, const char *path, const char *fmt, unsigned flags,
+                         ic_cache_mode cache)
+{
     ic_open_options o = IC_OPEN_OPTIONS_INIT;
     o.format = fmt;
     o.flags = flags;
+    o.cache = cache;
     ic_error *err = NULL;
     if (ic_image_open(out, path, &o, &err) < 0)
         return cli_fail(err, CLI_EXIT_FAIL);
@@ -209,13 +216,10 @@ int cli_parse_progress(const char *cmd, const char *arg, bool *progress, struct 
     return 0;
 }
 
-int cli_parse_cache(const char *cmd, const char *arg, unsigned *flags)
+int cli_parse_cache(const char *cmd, const char *arg, ic_cache_mode *out)
 {
-    if (!strcmp(arg, "none") || !strcmp(arg, "directsync")) {
-        if (flags)
-            *flags |= IC_OPEN_DIRECT;
-    } else if (strcmp(arg, "writeback") && strcmp(arg, "writethrough") && strcmp(arg, "unsafe")) {
-        return cli_usage_error(cmd, "invalid cache mode '%s'", arg);
-    }
+    if (ic_cache_mode_parse(arg, out) < 0)
+        return cli_usage_error(cmd, "invalid cache mode '%s' (none, directsync, writeback, "
+                                    "writethrough or unsafe)", arg);
     return 0;
 }

@@ -43,6 +43,9 @@ void cli_snapshot_arg_free(struct cli_snapshot_arg *s);
  * and returns the exit code (1, or 75 when locked) on failure, 0 on
  * success. */
 int cli_open_image(ic_image **out, const char *path, const char *fmt, unsigned flags);
+/* The same in cache mode @cache (-t/-T), for the image and its chain. */
+int cli_open_image_cache(ic_image **out, const char *path, const char *fmt, unsigned flags,
+                         ic_cache_mode cache);
 
 /* One snapshot as qemu-img's SnapshotInfo JSON object (new reference). */
 json_object *cli_snapshot_json(const ic_snapshot_info *sn);
@@ -64,10 +67,9 @@ void cli_progress_cb(uint64_t done, uint64_t total, void *payload);
 /* --progress[=human|json]: sets *progress (human) or ui->json; a usage
  * error (64) for anything else. */
 int cli_parse_progress(const char *cmd, const char *arg, bool *progress, struct cli_progress *ui);
-/* -t CACHE for commands that write in place: none/directsync add
- * IC_OPEN_DIRECT to *flags (when flags is not NULL), writeback,
- * writethrough and unsafe keep the default; else a usage error (64). */
-int cli_parse_cache(const char *cmd, const char *arg, unsigned *flags);
+/* -t/-T CACHE: one of qemu-img's cache modes (ic_cache_mode_parse) into
+ * *out; else a usage error (64). */
+int cli_parse_cache(const char *cmd, const char *arg, ic_cache_mode *out);
 /* Prints "imgchain: warning: LINE" (a library warning callback). */
 void cli_warn_cb(const char *line, void *payload);
 

@@ -102,10 +102,11 @@ static void chain_finding(const ic_chain_finding *f, void *payload)
     printf("%s: %s: %s\n", sev[f->severity], ic_chain_problem_name(f->kind), f->message);
 }
 
-static int check_chain(const char *path, const char *fmt, bool quiet)
+static int check_chain(const char *path, const char *fmt, bool quiet, ic_cache_mode cache)
 {
     ic_chain_check_options o = IC_CHAIN_CHECK_OPTIONS_INIT;
     o.format = fmt;
+    o.cache = cache;
     o.report = chain_finding;
     o.image_report = report_line;
     o.payload = &quiet;
@@ -133,6 +134,7 @@ static int run_check(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *fmt = NULL;
+    ic_cache_mode cache = IC_CACHE_DEFAULT;
     unsigned fix = 0;
     bool json = false, quiet = false, dry = false, chain = false, share = false;
     int c;
@@ -153,7 +155,9 @@ static int run_check(int argc, char **argv)
                                        "'leaks' or 'all'): %s", optarg);
             break;
         case 'T':
-            break; /* cache mode: the check reads through the page cache */
+            if (cli_parse_cache("check", optarg, &cache) != 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'q':
             quiet = true;
             break;
@@ -171,7 +175,7 @@ static int run_check(int argc, char **argv)
             chain = true;
             break;
         case 'h':
-            printf("usage: imgchain check [-f FMT] [-q] [-U] [-r leaks|all [--dry-run]] "
+            printf("usage: imgchain check [-f FMT] [-T CACHE] [-q] [-U] [-r leaks|all [--dry-run]] "
                    "[--output=human|json] [--chain] FILE\n");
             return CLI_EXIT_OK;
         case ':':
@@ -191,7 +195,7 @@ static int run_check(int argc, char **argv)
     if (chain) {
         if (fix || json)
             return cli_usage_error("check", "--chain takes neither -r nor --output=json");
-        return check_chain(path, fmt, quiet);
+        return check_chain(path, fmt, quiet, cache);
     }
     unsigned flags = IC_OPEN_NO_BACKING | IC_OPEN_CHECK;
     if (fix && !dry)
@@ -199,7 +203,7 @@ static int run_check(int argc, char **argv)
     if (share)
         flags |= IC_OPEN_FORCE_SHARE;
     ic_image *img = NULL;
-    int rc = cli_open_image(&img, path, fmt, flags);
+    int rc = cli_open_image_cache(&img, path, fmt, flags, cache);
     if (rc)
         return rc;
     ic_check_result r;
@@ -246,5 +250,5 @@ static int run_check(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_check, "check", run_check,
-            "check [-f FMT] [-q] [-U] [-r leaks|all [--dry-run]] [--output=human|json] [--chain] "
+            "check [-f FMT] [-T CACHE] [-q] [-U] [-r leaks|all [--dry-run]] [--output=human|json] [--chain] "
             "FILE")

@@ -5,8 +5,9 @@
  * Design notes:
  *  1. All the work is ic_chain_commit() (src/chain/chain-commit.c); this
  *     file maps options: -f FMT, -b BASE (implies -d, as qemu-img), -d,
- *     -t CACHE (none/directsync: O_DIRECT; writeback/writethrough/unsafe:
- *     page cache), -p progress on a terminal, --progress=json (JSON lines on
+ *     -t CACHE (qemu-img's cache modes, ic_cache_mode: the default writes
+ *     the base O_DIRECT where it can; unsafe skips only the final flush),
+ *     -p progress on a terminal, --progress=json (JSON lines on
  *     stdout, for programs), -q, and --resume (finish an interrupted commit
  *     recorded in FILE's journal; resuming is never automatic).
  *  2. Prints "Image committed." on success as qemu-img does (not with -q or
@@ -53,7 +54,7 @@ static int run_commit(int argc, char **argv)
             o.drop = true;
             break;
         case 't':
-            if (cli_parse_cache("commit", optarg, &o.flags) != 0)
+            if (cli_parse_cache("commit", optarg, &o.cache) != 0)
                 return CLI_EXIT_USAGE;
             break;
         case 'p':

@@ -183,6 +183,7 @@ static int run_compare(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *fmt1 = NULL, *fmt2 = NULL;
+    ic_cache_mode cache = IC_CACHE_DEFAULT;
     bool share = false;
     struct cmp c = { 0 };
     int ch;
@@ -191,7 +192,7 @@ static int run_compare(int argc, char **argv)
     bool want_progress = false;
     c.ui.operation = "compare";
     c.ui.last = -1;
-    while ((ch = getopt_long(argc, argv, ":f:F:spqUh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":f:F:T:spqUh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
             fmt1 = optarg;
@@ -205,6 +206,10 @@ static int run_compare(int argc, char **argv)
         case 'p':
             want_progress = true;
             break;
+        case 'T':
+            if (cli_parse_cache("compare", optarg, &cache) != 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'q':
             c.quiet = true;
             break;
@@ -212,7 +217,7 @@ static int run_compare(int argc, char **argv)
             share = true;
             break;
         case 'h':
-            printf("usage: imgchain compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-U] A B\n");
+            printf("usage: imgchain compare [-f FMT] [-F FMT] [-T CACHE] [-s] [-p] [-q] [-U] A B\n");
             return CLI_EXIT_OK;
         case ':':
             return cli_usage_error("compare", "option '%s' needs an argument", argv[optind - 1]);
@@ -227,10 +232,10 @@ static int run_compare(int argc, char **argv)
      * image without one is probed. */
     unsigned flags = share ? IC_OPEN_FORCE_SHARE : 0;
     ic_image *a = NULL, *b = NULL;
-    int rc = cli_open_image(&a, argv[optind], fmt1, flags);
+    int rc = cli_open_image_cache(&a, argv[optind], fmt1, flags, cache);
     if (rc)
         return rc == CLI_EXIT_LOCKED ? rc : CMP_EXIT_OPEN;
-    rc = cli_open_image(&b, argv[optind + 1], fmt2, flags);
+    rc = cli_open_image_cache(&b, argv[optind + 1], fmt2, flags, cache);
     if (rc) {
         ic_image_close(a);
         return rc == CLI_EXIT_LOCKED ? rc : CMP_EXIT_OPEN;
@@ -258,4 +263,5 @@ static int run_compare(int argc, char **argv)
     return rc;
 }
 
-CLI_COMMAND(cmd_compare, "compare", run_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-U] A B")
+CLI_COMMAND(cmd_compare, "compare", run_compare,
+            "compare [-f FMT] [-F FMT] [-T CACHE] [-s] [-p] [-q] [-U] A B")

@@ -6,10 +6,11 @@
  *  1. All the work is ic_image_convert() (src/chain/chain-convert.c); this
  *     file maps options: -f source format, -O target format (raw by
  *     default, as qemu-img), -o target options, -c compress, -t cache
- *     mode of the target: writeback (the default) or none (O_DIRECT); the
- *     target is always flushed before exit, so qemu-img's "unsafe" is
- *     accepted and means writeback; -l snapshot, -U force-share source, -p
- *     progress, -q quiet.
+ *     mode of the target and -T of the source (qemu-img's cache modes,
+ *     ic_cache_mode; by default the target is written O_DIRECT where the
+ *     file system allows and flushed before exit, and -t unsafe skips only
+ *     that final flush), -l snapshot, -U force-share source, -p progress,
+ *     -q quiet.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -38,7 +39,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:ct:l:pqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:pqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -57,14 +58,10 @@ static int run_convert(int argc, char **argv)
             o.compress = true;
             break;
         case 't':
-            if (!strcmp(optarg, "none")) {
-                o.direct = true;
-            } else if (!strcmp(optarg, "writeback") || !strcmp(optarg, "unsafe")) {
-                o.direct = false;
-            } else {
+        case 'T':
+            if (cli_parse_cache("convert", optarg, c == 't' ? &o.cache : &o.src_cache) != 0) {
                 cli_snapshot_arg_free(&snap);
-                return cli_usage_error("convert", "invalid cache mode '%s' (writeback or none)",
-                                       optarg);
+                return CLI_EXIT_USAGE;
             }
             break;
         case 'l':
@@ -84,7 +81,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-t writeback|none] [-l SNAPSHOT] [-U] SRC DST\n");
+                   "[-q] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -119,5 +116,5 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t writeback|none] "
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t CACHE] [-T CACHE] "
             "[-l SNAPSHOT] [-U] SRC DST")

@@ -2,7 +2,7 @@
  * cmd-io.c - `imgchain io`: qemu-io's read/write/discard/flush commands on
  * an image chain, for tests and quick pokes.
  *
- *   imgchain io [-f FMT] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]
+ *   imgchain io [-f FMT] [-t CACHE] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]
  *   read    [-P PATTERN] OFF LEN     reads; with -P verifies every byte
  *   write   [-P PATTERN] [-z [-u]] [-c] OFF LEN
  *                                    writes PATTERN (default 0xcd), zeroes
@@ -247,6 +247,7 @@ static int run_io(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *fmt = NULL;
+    ic_cache_mode cache = IC_CACHE_DEFAULT;
     bool ro = false, share = false, quiet = false;
     const char **texts = calloc((size_t)argc, sizeof(*texts));
     if (!texts) {
@@ -257,7 +258,7 @@ static int run_io(int argc, char **argv)
     int ch, rc = CLI_EXIT_OK;
     optind = 1;
     opterr = 0;
-    while ((ch = getopt_long(argc, argv, ":f:c:rUqh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":f:c:t:rUqh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'f':
             fmt = optarg;
@@ -268,6 +269,12 @@ static int run_io(int argc, char **argv)
         case 'r':
             ro = true;
             break;
+        case 't':
+            if (cli_parse_cache("io", optarg, &cache) != 0) {
+                free(texts);
+                return CLI_EXIT_USAGE;
+            }
+            break;
         case 'U':
             share = true;
             break;
@@ -276,7 +283,7 @@ static int run_io(int argc, char **argv)
             break;
         case 'h':
             free(texts);
-            printf("usage: imgchain io [-f FMT] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]\n");
+            printf("usage: imgchain io [-f FMT] [-t CACHE] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]\n");
             return CLI_EXIT_OK;
         case ':':
             free(texts);
@@ -313,7 +320,7 @@ static int run_io(int argc, char **argv)
     }
     ic_image *img = NULL;
     unsigned flags = (ro ? 0 : IC_OPEN_RDWR) | (share ? IC_OPEN_FORCE_SHARE : 0);
-    rc = cli_open_image(&img, argv[optind], fmt, flags);
+    rc = cli_open_image_cache(&img, argv[optind], fmt, flags, cache);
     if (rc) {
         free(cmds);
         return rc;
@@ -339,4 +346,4 @@ static int run_io(int argc, char **argv)
     return rc;
 }
 
-CLI_COMMAND(cmd_io, "io", run_io, "io [-f FMT] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]")
+CLI_COMMAND(cmd_io, "io", run_io, "io [-f FMT] [-t CACHE] [-r] [-U] [-q] FILE -c CMD [-c CMD ...]")

@@ -6,7 +6,8 @@
  *  1. All the work is ic_chain_rebase() (src/chain/chain-rebase.c); this
  *     file maps options: -f FMT, -b BACKING ("" = none: flatten in place),
  *     -F FMT (required with a backing file, as qemu-img 7.2), -u unsafe,
- *     -t/-T cache modes (none/directsync: O_DIRECT for FILE), -p progress on
+ *     -t CACHE for FILE and -T CACHE for the backing chains (qemu-img's
+ *     cache modes, ic_cache_mode), -p progress on
  *     a terminal, --progress=json (JSON lines on stdout), -q, and --resume
  *     (finish an interrupted rebase recorded in FILE's journal).
  *  2. Prints nothing on success, as qemu-img.
@@ -55,10 +56,11 @@ static int run_rebase(int argc, char **argv)
             o.unsafe = true;
             break;
         case 't':
+            if (cli_parse_cache("rebase", optarg, &o.cache) != 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'T':
-            /* -T (the source's cache) is accepted; only -t changes how
-             * FILE is written */
-            if (cli_parse_cache("rebase", optarg, c == 't' ? &o.flags : NULL) != 0)
+            if (cli_parse_cache("rebase", optarg, &o.src_cache) != 0)
                 return CLI_EXIT_USAGE;
             break;
         case 'p':
@@ -77,7 +79,7 @@ static int run_rebase(int argc, char **argv)
             o.resume = true;
             break;
         case 'h':
-            printf("usage: imgchain rebase [-q] [-f FMT] [-t CACHE] [-p] [--progress=json] [-u] "
+            printf("usage: imgchain rebase [-q] [-f FMT] [-t CACHE] [-T CACHE] [-p] [--progress=json] [-u] "
                    "-b BACKING [-F FMT] FILE | rebase --resume FILE\n");
             return CLI_EXIT_OK;
         case ':':
@@ -110,5 +112,5 @@ static int run_rebase(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_rebase, "rebase", run_rebase,
-            "rebase [-q] [-f FMT] [-t CACHE] [-p] [--progress=json] [-u] -b BACKING [-F FMT] FILE"
+            "rebase [-q] [-f FMT] [-t CACHE] [-T CACHE] [-p] [--progress=json] [-u] -b BACKING [-F FMT] FILE"
             " | rebase --resume FILE")

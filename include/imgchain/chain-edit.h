@@ -27,18 +27,18 @@
 extern "C" {
 #endif
 
-/** Progress of a bulk copy: @p done of @p total bytes of the virtual disk
- * have been processed.  Called at least once at the start and at the end. */
-typedef void (*ic_chain_progress_fn)(uint64_t done, uint64_t total, void *payload);
+/** The progress callback of imgchain/image.h under the name the chain
+ * editing options have always used. */
+typedef ic_progress_fn ic_chain_progress_fn;
 /** A warning for the user (one line, no newline), e.g. an image that other
  * overlays still use. */
 typedef void (*ic_chain_warn_fn)(const char *line, void *payload);
 
 /* ---- commit ----------------------------------------------------------- */
 
-#define IC_COMMIT_OPTIONS_VERSION 1
+#define IC_COMMIT_OPTIONS_VERSION 2
 typedef struct ic_commit_options {
-    unsigned version;
+    unsigned version;          /* IC_COMMIT_OPTIONS_VERSION; 1 has no cache field */
     const char *format;        /* FILE's format; NULL = probe */
     const char *base;          /* -b: the base image: a backing name as the chain records
                                 * it, relative to the folder of the image naming it
@@ -48,14 +48,17 @@ typedef struct ic_commit_options {
     bool drop;                 /* -d: leave FILE as it is (else it is emptied) */
     bool resume;               /* finish the interrupted commit recorded in FILE's journal */
     bool no_dependents_scan;   /* skip the scan of FILE's directory for other users */
-    unsigned flags;            /* extra IC_OPEN_* (IC_OPEN_DIRECT, IC_OPEN_NO_LOCK) */
+    unsigned flags;            /* extra IC_OPEN_* (IC_OPEN_NO_LOCK) */
     ic_chain_progress_fn progress; /* NULL: none */
     ic_chain_warn_fn warn;     /* NULL: warnings are dropped */
-    ic_open_file_fn open_file; /* NULL: POSIX backend; used for every file opened */
+    ic_open_file_fn open_file; /* NULL: the cache mode picks the backend */
     void *payload;             /* passed to progress, warn and open_file */
+    ic_cache_mode cache;       /* -t, for every image of the chain; the default
+                                * writes the base O_DIRECT where it can */
 } ic_commit_options;
 #define IC_COMMIT_OPTIONS_INIT \
-    { IC_COMMIT_OPTIONS_VERSION, NULL, NULL, false, false, false, 0, NULL, NULL, NULL, NULL }
+    { IC_COMMIT_OPTIONS_VERSION, NULL, NULL, false, false, false, 0, NULL, NULL, NULL, NULL, \
+      IC_CACHE_DEFAULT }
 
 /**
  * Writes the data of @p path (and of every image between it and the base)
@@ -75,23 +78,26 @@ IC_EXTERN int ic_chain_commit(const char *path, const ic_commit_options *opts, i
 
 /* ---- rebase ----------------------------------------------------------- */
 
-#define IC_REBASE_OPTIONS_VERSION 1
+#define IC_REBASE_OPTIONS_VERSION 2
 typedef struct ic_rebase_options {
-    unsigned version;
+    unsigned version;           /* IC_REBASE_OPTIONS_VERSION; 1 has no cache fields */
     const char *format;         /* FILE's format; NULL = probe */
     const char *backing;        /* -b: new backing name, recorded as given (relative
                                  * to FILE's directory); NULL or "" = none */
     const char *backing_format; /* -F: required with a backing file (as qemu-img 7.2) */
     bool unsafe;                /* -u: only rewrite the recorded name and format */
     bool resume;                /* finish the interrupted rebase recorded in FILE's journal */
-    unsigned flags;             /* extra IC_OPEN_* (IC_OPEN_DIRECT, IC_OPEN_NO_LOCK) */
+    unsigned flags;             /* extra IC_OPEN_* (IC_OPEN_NO_LOCK) */
     ic_chain_progress_fn progress;
     ic_chain_warn_fn warn;
     ic_open_file_fn open_file;
     void *payload;
+    ic_cache_mode cache;        /* -t: FILE's; the default writes it O_DIRECT where it can */
+    ic_cache_mode src_cache;    /* -T: the old and new backing chains' */
 } ic_rebase_options;
 #define IC_REBASE_OPTIONS_INIT \
-    { IC_REBASE_OPTIONS_VERSION, NULL, NULL, NULL, false, false, 0, NULL, NULL, NULL, NULL }
+    { IC_REBASE_OPTIONS_VERSION, NULL, NULL, NULL, false, false, 0, NULL, NULL, NULL, NULL, \
+      IC_CACHE_DEFAULT, IC_CACHE_DEFAULT }
 
 /**
  * Changes FILE's backing file.  Safe mode (default) first copies into FILE
@@ -155,9 +161,9 @@ typedef struct ic_chain_check_result {
 /** Called once per finding, as it is found (before ic_chain_check returns). */
 typedef void (*ic_chain_report_fn)(const ic_chain_finding *finding, void *payload);
 
-#define IC_CHAIN_CHECK_OPTIONS_VERSION 1
+#define IC_CHAIN_CHECK_OPTIONS_VERSION 2
 typedef struct ic_chain_check_options {
-    unsigned version;
+    unsigned version;            /* IC_CHAIN_CHECK_OPTIONS_VERSION; 1 has no cache */
     const char *format;          /* top image's format; NULL = probe */
     unsigned flags;              /* IC_OPEN_FORCE_SHARE, IC_OPEN_NO_LOCK */
     unsigned max_depth;          /* 0 = 256 */
@@ -166,9 +172,11 @@ typedef struct ic_chain_check_options {
     ic_check_report_fn image_report; /* per-image check lines; NULL: none */
     ic_open_file_fn open_file;
     void *payload;               /* passed to report, image_report and open_file */
+    ic_cache_mode cache;         /* -T: how every image is read */
 } ic_chain_check_options;
 #define IC_CHAIN_CHECK_OPTIONS_INIT \
-    { IC_CHAIN_CHECK_OPTIONS_VERSION, NULL, 0, 0, false, NULL, NULL, NULL, NULL }
+    { IC_CHAIN_CHECK_OPTIONS_VERSION, NULL, 0, 0, false, NULL, NULL, NULL, NULL, \
+      IC_CACHE_DEFAULT }
 
 /**
  * Checks every image of @p path's chain and the links between them without

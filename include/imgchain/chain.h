@@ -17,31 +17,27 @@
 extern "C" {
 #endif
 
-/**
- * Progress callback: @p done of @p total guest bytes have been handled
- * (copied or skipped as unallocated/zero).  Called with done == 0 before
- * the copy starts and with done == total at the end.
- */
-typedef void (*ic_progress_fn)(uint64_t done, uint64_t total, void *payload);
-
-#define IC_CONVERT_OPTIONS_VERSION 1
+#define IC_CONVERT_OPTIONS_VERSION 2
 typedef struct ic_convert_options {
-    unsigned version;
+    unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields */
     const char *src_format;    /* format of the source's top image; NULL = probe */
     const char *out_format;    /* "raw" (default, as qemu-img), "qcow2", "qed" */
     const char *options;       /* -o string for the new image (no backing_file) */
     bool compress;             /* -c: write each cluster compressed (qcow2) */
-    bool direct;               /* -t none: O_DIRECT on the target */
+    bool direct;               /* version 1 only: -t none (version 2 reads cache) */
     bool force_share;          /* -U: open the source with force-share locks */
     const char *snapshot_id;   /* -l snapshot.id=: export an internal snapshot */
     const char *snapshot_name; /* -l snapshot.name= (either or both) */
     const char *snapshot;      /* -l ID_OR_NAME: tried as an id, then as a name */
     ic_progress_fn progress;   /* NULL: no progress reports */
     void *payload;             /* passed to progress */
+    ic_cache_mode cache;       /* -t: the target's; the default writes it O_DIRECT
+                                * where it can (the page cache with compress) */
+    ic_cache_mode src_cache;   /* -T: the source chain's */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL }
+      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into
@@ -49,7 +45,8 @@ typedef struct ic_convert_options {
  * every layer, or read as zeroes, are not written: the new image reads them
  * as zeroes already.  Data blocks that turn out to be all zero are skipped
  * too (as qemu-img convert's default -S 4k).  The target is flushed before
- * this returns (qemu-img's default cache mode, unsafe, does not flush).  A
+ * this returns, except with opts->cache IC_CACHE_UNSAFE (qemu-img's default
+ * for convert), which skips that final flush only.  A
  * target that did not exist before is removed when the conversion fails.
  * @return 0; -ENOENT source (or a backing file) missing; -EINVAL bad
  *   options, or @p dst is the source or one of its backing files;
@@ -63,7 +60,8 @@ IC_EXTERN int ic_image_convert(const char *src, const char *dst,
  * Copies every guest byte of @p src into @p dst (opened writable, at least
  * as large, and reading as zeroes where it was not written), skipping
  * unallocated and zero ranges.  The engine behind ic_image_convert(), for
- * callers that open the images themselves.  Flushes @p dst at the end.
+ * callers that open the images themselves.  Flushes @p dst at the end
+ * unless it was opened with IC_CACHE_UNSAFE.
  */
 IC_EXTERN int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts,
                             ic_error **errp);

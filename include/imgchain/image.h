@@ -23,38 +23,81 @@ extern "C" {
 
 typedef struct ic_image ic_image;
 
+/**
+ * Progress of a long operation (convert, commit, rebase): @p done of
+ * @p total guest bytes have been handled (copied, or skipped as
+ * unallocated or zero).  Called with done == 0 before the work starts and
+ * with done == total at the end.
+ */
+typedef void (*ic_progress_fn)(uint64_t done, uint64_t total, void *payload);
+
 /* ---- opening ---------------------------------------------------------- */
 
 #define IC_OPEN_RDWR        (1u << 0) /* writable top image (backing files stay read-only) */
 #define IC_OPEN_NO_BACKING  (1u << 1) /* do not open the backing chain */
-#define IC_OPEN_DIRECT      (1u << 2) /* O_DIRECT for guest data (-t none) */
+/* bit 2 is reserved: O_DIRECT is chosen by the cache mode (ic_cache_mode) */
 #define IC_OPEN_FORCE_SHARE (1u << 3) /* -U: share every permission; read-only only */
 #define IC_OPEN_CHECK       (1u << 4) /* for check/repair: tolerate corrupt and dirty images */
 #define IC_OPEN_NO_LOCK     (1u << 5) /* take no qemu-compatible locks */
 #define IC_OPEN_STREAM      (1u << 6) /* bulk output into the top image: its writes go to the
-                                       * disk at once and leave the page cache (IC_IO_STREAM) */
+                                       * disk at once and leave the page cache (IC_IO_STREAM);
+                                       * with IC_CACHE_DEFAULT, O_DIRECT where the file
+                                       * system has it */
+
+/**
+ * Cache modes, named as qemu-img's -t/-T values.  Every mode but unsafe is
+ * durable: what an operation wrote is flushed to the disk before it
+ * returns (and ic_image_close() flushes).  The flushes that order metadata
+ * for crash safety (new structures durable before the pointer to them is
+ * written) run in every mode, unsafe included.
+ */
+typedef enum ic_cache_mode {
+    IC_CACHE_DEFAULT = 0,  /* the operation's choice: the page cache, or for bulk
+                            * output (IC_OPEN_STREAM) O_DIRECT where the file system
+                            * has it and the page cache where it has not; durable */
+    IC_CACHE_WRITEBACK,    /* "writeback": the page cache; durable at the end */
+    IC_CACHE_WRITETHROUGH, /* "writethrough": the page cache, every write durable
+                            * when it completes (O_DSYNC) */
+    IC_CACHE_NONE,         /* "none": O_DIRECT (refused where the file system has
+                            * none); durable at the end */
+    IC_CACHE_DIRECTSYNC,   /* "directsync": O_DIRECT and O_DSYNC */
+    IC_CACHE_UNSAFE        /* "unsafe": the page cache; the final flush of each
+                            * written image is skipped, ordering flushes stay */
+} ic_cache_mode;
+
+/** Parses a qemu-img cache mode name ("none", "directsync", "writeback",
+ * "writethrough", "unsafe") into @p out.  @return 0, or -EINVAL. */
+IC_EXTERN int ic_cache_mode_parse(const char *name, ic_cache_mode *out);
+/** The qemu-img name of @p mode ("default" for IC_CACHE_DEFAULT). */
+IC_EXTERN const char *ic_cache_mode_name(ic_cache_mode mode);
 
 /** Opens the file at @p path for the library; used for every image of a
  * chain.  @p io_flags are IC_IO_* (imgchain/sys/io.h). */
 typedef int (*ic_open_file_fn)(ic_io **out, const char *path, unsigned io_flags,
                                void *payload, ic_error **errp);
 
-#define IC_OPEN_OPTIONS_VERSION 1
+#define IC_OPEN_OPTIONS_VERSION 2
 typedef struct ic_open_options {
-    unsigned version;
+    unsigned version;          /* IC_OPEN_OPTIONS_VERSION; 1 has no cache fields */
     const char *format;        /* format of the top image; NULL = probe */
     unsigned flags;            /* IC_OPEN_* */
     unsigned max_depth;        /* backing chain limit; 0 = 256 */
-    ic_open_file_fn open_file; /* NULL = the POSIX backend */
+    ic_open_file_fn open_file; /* NULL = the library picks the backend (cache) */
     void *payload;             /* passed to open_file */
+    ic_cache_mode cache;       /* the top image's cache mode (qemu-img -t) */
+    ic_cache_mode backing_cache; /* the backing chain's (-T); DEFAULT = as cache */
 } ic_open_options;
-#define IC_OPEN_OPTIONS_INIT { IC_OPEN_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL }
+#define IC_OPEN_OPTIONS_INIT \
+    { IC_OPEN_OPTIONS_VERSION, NULL, 0, 0, NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT }
 
 /**
  * Opens an image and its backing chain.
  * Backing names are resolved relative to the directory of the image that
  * records them; the recorded backing format is used, and only an image
  * whose overlay records no format is probed (never one recorded as raw).
+ * Without opts->open_file, the cache mode picks the I/O backend of every
+ * file: O_DIRECT modes the libaio backend, the others the POSIX backend
+ * (see ic_cache_mode).  Backing files are opened read-only.
  * @param opts NULL for defaults (read-only, probe, depth 256)
  * @return 0; -ENOENT missing file (or backing file); -EINVAL bad options;
  *   -ELOOP backing loop or chain deeper than max_depth; -EIO corrupt image;

@@ -1,7 +1,7 @@
 /*
  * imgchain/snapmeta.h - the snapshot metadata store of one domain.
  *
- * Layout (libvirt's qemu driver, reference libvirt-snapshots.md 1.5):
+ * Layout (that of libvirt's qemu driver):
  * ROOT/DOMAIN/NAME.xml, one file per snapshot, each holding libvirt's
  * on-disk form (warning comment, SECURE output, <active>1</active> on the
  * current snapshot and <active>0</active> on the others).  libvirt can read

@@ -4,7 +4,7 @@
  *
  * The image must be opened with IC_OPEN_RDWR for create, apply and delete.
  * Each operation is crash-safe: after a crash the image is either before or
- * after the operation, never in between (see src/qcow2/qcow2-snapshot.c).
+ * after the operation, never in between (one header write switches it).
  * All functions return 0 (or a count) on success and -errno on failure with
  * *errp set (see imgchain/error.h).
  */

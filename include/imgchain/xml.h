@@ -2,7 +2,7 @@
  * imgchain/xml.h - libvirt <domainsnapshot> and <domain> XML as plain structs.
  *
  * The library reads and writes libvirt's snapshot metadata documents
- * (reference: shared/reference/libvirt-snapshots.md section 1) without
+ * (libvirt's <domainsnapshot> format) without
  * exposing libxml2: every type here is our own.  What it offers:
  *
  *   ic_snapshot_def_parse()       document -> ic_snapshot_def, with libvirt's
@@ -14,8 +14,8 @@
  *   ic_domain_def_parse()         the disks of a <domain> document
  *   ic_snapshot_def_align_disks() libvirt's disk alignment + default names
  *
- * Files are read by the caller (the CLI, or the metadata store through
- * src/io): this module never touches the file system, except that the
+ * Files are read by the caller (the CLI, or the library's metadata store):
+ * this module never touches the file system, except that the
  * schema is loaded by libxml2 for validation.
  *
  * Messages: the rules are libvirt's and so are the messages (without

@@ -21,13 +21,15 @@
  *     journal); INFO for a relative name that does not resolve from the
  *     current folder at all, and an unrecorded format that probes as an
  *     image format (QED can record only "raw").
- *  4. Loops are found by comparing real paths of every image reached, and
- *     the walk ends at max_depth in any case (qemu-img 7.2 recurses without
- *     bound on a loop: reference section 7).
+ *  4. Loops and the depth limit are the shared walker's
+ *     (src/image/image-walk.c): real paths of every image reached, and
+ *     max_depth in any case (qemu-img 7.2 recurses without bound on a
+ *     loop).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,7 +203,7 @@ static void check_journal(struct cc *c, unsigned depth, const char *cur)
 
 static void check_image(struct cc *c, unsigned depth, struct ic_image *l, ic_chain_image_report *ir)
 {
-    if (c->o->skip_image_checks || !l->drv->check)
+    if (c->o->skip_image_checks)
         return;
     ic_error *err = NULL;
     ic_check_result cr;
@@ -246,14 +248,18 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                    const ic_chain_check_options *opts, ic_error **errp)
 {
     static const ic_chain_check_options defaults = IC_CHAIN_CHECK_OPTIONS_INIT;
-    if (!opts)
-        opts = &defaults;
+    ic_chain_check_options ocur = defaults;
     *out = NULL;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_check: no file name given");
-    if (opts->version != IC_CHAIN_CHECK_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_CHAIN_CHECK_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_chain_check: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache field */
+    if (opts)
+        memcpy(&ocur, opts,
+               opts->version >= 2 ? sizeof(ocur) : offsetof(ic_chain_check_options, cache));
+    opts = &ocur;
     if (opts->format && !ic_driver_find(opts->format))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_check: %s: unknown format '%s'",
                             path, opts->format);
@@ -261,44 +267,41 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
     c.res = calloc(1, sizeof(*c.res));
     if (!c.res)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "ic_chain_check: out of memory");
-    unsigned max_depth = opts->max_depth ? opts->max_depth : IC_CHAIN_DEFAULT_MAX_DEPTH;
+    struct ic_walk w;
+    ic_walk_init(&w, opts->max_depth);
     char *cur = strdup(path);
     char *rec_fmt = opts->format ? strdup(opts->format) : NULL;
     char *parent = NULL, *parent_name = NULL;
     uint64_t parent_size = 0;
-    char **seen = calloc(max_depth + 2, sizeof(*seen));
     int ret = 0;
-    if (!cur || (opts->format && !rec_fmt) || !seen)
+    if (!cur || (opts->format && !rec_fmt))
         c.oom = true;
     for (unsigned depth = 0; !c.oom; depth++) {
-        if (depth > max_depth) {
-            add_finding(&c, IC_CHAIN_TOO_DEEP, IC_CHAIN_ERROR, depth - 1, parent,
-                        "%s: the backing chain is deeper than %u images", path, max_depth);
-            break;
-        }
         if (depth > 0 && !ic_io_file_exists(cur)) {
             add_finding(&c, IC_CHAIN_MISSING_BACKING, IC_CHAIN_ERROR, depth - 1, parent,
                         "%s: backing file '%s' (%s) does not exist", parent, parent_name, cur);
             break;
         }
-        char *real = ic_chain_realpath(cur);
-        if (!real) {
-            c.oom = true;
+        /* the walk every chain walker shares (src/image/image-walk.c) */
+        int wr = ic_walk_visit(&w, cur);
+        if (wr == IC_WALK_TOO_DEEP) {
+            add_finding(&c, IC_CHAIN_TOO_DEEP, IC_CHAIN_ERROR, depth - 1, parent,
+                        "%s: the backing chain is deeper than %u images", path, w.max_depth);
             break;
         }
-        bool loop = false;
-        for (unsigned k = 0; k < depth && !loop; k++)
-            loop = !strcmp(seen[k], real);
-        if (loop) {
-            free(real);
+        if (wr == IC_WALK_LOOP) {
             add_finding(&c, IC_CHAIN_LOOP, IC_CHAIN_ERROR, depth - 1, parent,
                         "%s: backing file '%s' creates an infinite loop", parent, cur);
             break;
         }
-        seen[depth] = real;
+        if (wr < 0) {
+            c.oom = true;
+            break;
+        }
         ic_io *io = NULL;
         ic_error *err = NULL;
-        ret = ic_image_open_file(opts->open_file, opts->payload, &io, cur, io_flags(opts), &err);
+        ret = ic_image_open_file_cache(opts->open_file, opts->payload, &io, cur, io_flags(opts),
+                                       opts->cache, &err);
         if (ret < 0) {
             if (depth == 0) {
                 ic_error_propagate(errp, err);
@@ -312,7 +315,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
             break;
         }
         uint8_t probe[IC_CHECK_PROBE_BYTES];
-        int64_t pn = io->ops->pread(io, probe, sizeof(probe), 0);
+        int64_t pn = ic_io_pread_upto(io, probe, sizeof(probe), 0);
         if (pn < 0) {
             add_finding(&c, IC_CHAIN_UNREADABLE, IC_CHAIN_ERROR, depth, cur,
                         "%s: cannot read the header: %s", cur, strerror((int)-pn));
@@ -335,13 +338,13 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         if (rec_fmt) {
             drv = ic_driver_find(rec_fmt);
             if (depth > 0 && (!drv || drv != actual)) {
-                bool raw_rec = drv && !strcmp(drv->name, "raw");
+                bool raw_rec = drv && ic_driver_headerless(drv);
                 add_finding(&c, IC_CHAIN_FORMAT_MISMATCH,
                             raw_rec ? IC_CHAIN_WARNING : IC_CHAIN_ERROR, depth - 1, parent,
                             raw_rec ? "%s: backing file %s is recorded as %s but its content "
                                       "looks like %s (the guest wrote an image header?)"
                                     : "%s: backing file %s is recorded as %s but is %s",
-                            parent, cur, rec_fmt, actual->name);
+                            parent, cur, rec_fmt, ic_driver_name(actual));
             }
             if (!drv) {
                 ic_io_close(io);
@@ -352,13 +355,13 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
              * header into it); a file that probes as an image format stays
              * that format.  QED cannot record a non-raw backing format at
              * all, so that case is only worth knowing. */
-            bool raw = !strcmp(actual->name, "raw");
+            bool raw = ic_driver_headerless(actual);
             add_finding(&c, IC_CHAIN_FORMAT_UNRECORDED, raw ? IC_CHAIN_WARNING : IC_CHAIN_INFO,
                         depth - 1, parent,
                         raw ? "%s: no backing format recorded: %s is probed (as %s), which is "
                               "unsafe for raw files"
                             : "%s: no backing format recorded: %s is probed (as %s)",
-                        parent, cur, actual->name);
+                        parent, cur, ic_driver_name(actual));
         }
         ic_chain_image_report *ir = add_image(&c, cur);
         struct ic_image *l = NULL;
@@ -373,7 +376,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
             break;
         }
         if (ir) {
-            ir->format = strdup(drv->name);
+            ir->format = strdup(ic_driver_name(drv));
             ir->virtual_size = l->size;
             if (!ir->format)
                 c.oom = true;
@@ -384,13 +387,16 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                         "(%" PRIu64 " bytes)", cur, l->size, parent, parent_size);
         check_journal(&c, depth, cur);
         check_image(&c, depth, l, ir);
-        bool next = l->backing_name && strcmp(l->drv->name, "raw");
+        bool np_oom = false;
+        char *np = ic_walk_next(l, &np_oom);
+        bool next = np != NULL;
+        if (np_oom)
+            c.oom = true;
         if (next) {
             check_relative(&c, depth, cur, l->backing_name);
-            char *np = ic_path_resolve_backing(cur, l->backing_name);
             char *nn = strdup(l->backing_name);
             char *nf = l->backing_fmt ? strdup(l->backing_fmt) : NULL;
-            if (!np || !nn || (l->backing_fmt && !nf))
+            if (!nn || (l->backing_fmt && !nf))
                 c.oom = true;
             parent_size = l->size;
             free(parent);
@@ -405,9 +411,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         if (!next)
             break;
     }
-    for (unsigned k = 0; seen && k <= max_depth + 1; k++)
-        free(seen[k]);
-    free(seen);
+    ic_walk_fini(&w);
     free(cur);
     free(rec_fmt);
     free(parent);

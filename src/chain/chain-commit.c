@@ -2,7 +2,7 @@
  * chain-commit.c - ic_chain_commit(): write the data of an overlay (and of
  * every image between it and the base) into the base.
  *
- * Design notes (reference: qcow2-qed.md section 3.6, qemu-img's img_commit):
+ * Design notes (qemu-img's img_commit is the behaviour followed):
  *  1. What it owns: the order of writes across the images of one chain
  *     during a commit, and the journal phases of a commit.
  *  2. State machine (sticky ERROR: the journal stays, --resume finishes):
@@ -32,12 +32,15 @@
  *     d. Re-running COPY is idempotent (the same ranges of the same view are
  *        written again), so resuming simply repeats the interrupted phase.
  *  4. The base is reopened read-write with a write lock for the duration
- *     (qemu does the same); other overlays of the base or of the images
+ *     (qemu does the same), in the -t cache mode (the default writes it
+ *     O_DIRECT where the file system allows, src/image/image-open.c
+ *     note 6); other overlays of the base or of the images
  *     between, found by scanning FILE's folder, are named in a warning,
  *     because the commit changes what they read.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,67 +50,6 @@
 #include "util/path.h"
 
 /* ---- commit ----------------------------------------------------------------- */
-
-/* Reopens @parent->backing read-write with a write lock, keeping the chain
- * below it.  Our own shared lock is dropped first, because OFD locks of two
- * descriptions of one file conflict even within one process. */
-int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp)
-{
-    struct ic_image *old = parent->backing;
-    if (!old->read_only)
-        return 0;
-    unsigned ioflags = IC_IO_RDWR;
-    if (old->flags & IC_OPEN_NO_LOCK)
-        ioflags |= IC_IO_NOLOCK;
-    if (old->flags & IC_OPEN_DIRECT)
-        ioflags |= IC_IO_DIRECT;
-    ic_io_lock(old->file, IC_LOCK_NONE, NULL);
-    ic_io *file = NULL;
-    int ret;
-    if (!old->open_file) {
-        /* The base receives the bulk of the data: the aio backend with
-         * O_DIRECT moves it without copying it through the page cache (the
-         * copy dominates a buffered commit).  A file system without
-         * O_DIRECT falls back to the POSIX backend. */
-        ic_error *derr = NULL;
-        ret = ic_io_open_aio(&file, old->filename, ioflags | IC_IO_DIRECT, &derr);
-        if (ret == -EINVAL) {
-            ic_error_free(derr);
-            ret = ic_io_open_file(&file, old->filename, ioflags, errp);
-        } else {
-            ic_error_propagate(errp, derr);
-        }
-    } else {
-        ret = ic_image_open_file(old->open_file, old->payload, &file, old->filename, ioflags, errp);
-    }
-    struct ic_image *nl = NULL;
-    if (ret == 0)
-        ret = ic_image_open_layer(&nl, file, old->filename, old->drv,
-                                  (old->flags | IC_OPEN_RDWR) & ~IC_OPEN_FORCE_SHARE,
-                                  old->open_file, old->payload, errp);
-    if (ret < 0) {
-        if (!(old->flags & IC_OPEN_NO_LOCK))
-            ic_io_lock(old->file, (old->flags & IC_OPEN_FORCE_SHARE) ? IC_LOCK_FORCE_SHARE
-                                                                     : IC_LOCK_SHARED, NULL);
-        ic_error_prepend(errp, "%s: cannot reopen read-write", old->filename);
-        return ret;
-    }
-    if ((nl->backing_name == NULL) != (old->backing_name == NULL) ||
-        (nl->backing_name && strcmp(nl->backing_name, old->backing_name))) {
-        ic_image_free_chain(nl);
-        return ic_error_set(errp, IC_ERR_OTHER, ESTALE,
-                            "%s: its backing file changed while it was open", old->filename);
-    }
-    nl->backing = old->backing;
-    nl->backing_path = old->backing_path;
-    nl->depth = old->depth;
-    nl->probed = old->probed;
-    old->backing = NULL;
-    old->backing_path = NULL;
-    parent->backing = nl;
-    ic_image_free_chain(old);
-    return 0;
-}
 
 /* Warns about images outside this chain that use the base or an image
  * between FILE and the base without going through FILE. */
@@ -217,34 +159,27 @@ static int check_probed_base(struct ic_image *top, struct ic_image *base, ic_err
                         "(rebase -u -F raw) to commit", base->filename, name);
 }
 
-/* Empties FILE (qemu's blk_make_empty).  A format without make_empty keeps
- * its data, as qemu-img leaves a QED top as it is. */
-static int commit_empty_top(struct ic_image *top, const ic_commit_options *o, ic_error **errp)
+/* Empties FILE (qemu's blk_make_empty) and flushes it. */
+static int commit_empty_top(struct ic_image *top, ic_error **errp)
 {
-    if (!top->drv->make_empty) {
-        ic_chain_warnf(o->warn, o->payload,
-                       "%s: format %s cannot be emptied; it keeps its data (as qemu-img)",
-                       top->filename, top->drv->name);
-        return 0;
-    }
-    top->state = IC_IMAGE_DIRTY;
-    int ret = top->drv->make_empty(top, errp);
-    if (ret < 0) {
-        ic_error_prepend(errp, "%s: cannot empty the image", top->filename);
+    int ret = ic_image_make_empty(top, errp);
+    if (ret < 0)
         return ret;
-    }
     return ic_image_flush(top, errp);
 }
 
 int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **errp)
 {
     static const ic_commit_options defaults = IC_COMMIT_OPTIONS_INIT;
-    ic_commit_options o = opts ? *opts : defaults;
+    ic_commit_options o = defaults;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_commit: no file name given");
-    if (o.version != IC_COMMIT_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_COMMIT_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "ic_chain_commit: unknown options version %u", o.version);
+                            "ic_chain_commit: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache field */
+    if (opts)
+        memcpy(&o, opts, opts->version >= 2 ? sizeof(o) : offsetof(ic_commit_options, cache));
     struct ic_journal_rec rec;
     bool stale = false;
     int ret = ic_journal_load(&rec, &stale, path, o.open_file, o.payload, errp);
@@ -282,9 +217,10 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
 
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = o.format;
-    oo.flags = IC_OPEN_RDWR | (o.flags & (IC_OPEN_DIRECT | IC_OPEN_NO_LOCK));
+    oo.flags = IC_OPEN_RDWR | (o.flags & IC_OPEN_NO_LOCK);
     oo.open_file = o.open_file;
     oo.payload = o.payload;
+    oo.cache = o.cache;
     ic_image *top = NULL;
     ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
@@ -303,20 +239,20 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
             goto fail_close;
         }
     }
-    if (!base->drv->pwrite) {
+    if (!ic_image_can_write(base)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: format %s cannot be written",
-                           base->filename, base->drv->name);
+                           base->filename, ic_image_format(base));
         goto fail_close;
     }
-    if (base->size < top->size && !base->drv->truncate) {
+    if (base->size < top->size && !ic_image_can_resize(base)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                            "%s: the base is smaller than %s and format %s cannot grow",
-                           base->filename, path, base->drv->name);
+                           base->filename, path, ic_image_format(base));
         goto fail_close;
     }
     if (!resuming && (ret = check_probed_base(top, base, errp)) < 0)
         goto fail_close;
-    ret = ic_chain_reopen_rw(parent, errp);
+    ret = ic_image_reopen_backing_rw(parent, o.cache, errp);
     if (ret < 0)
         goto fail_close;
     base = parent->backing;
@@ -332,7 +268,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
             .phase = IC_JOURNAL_COPY,
             .flags = drop ? IC_JOURNAL_F_DROP : 0,
             .top = (char *)(uintptr_t)path,
-            .top_fmt = (char *)(uintptr_t)top->drv->name,
+            .top_fmt = (char *)(uintptr_t)ic_image_format(top),
             .base = ic_chain_realpath(base->filename),
         };
         if (!nr.base)
@@ -354,7 +290,7 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
         if (!resuming || rec.phase == IC_JOURNAL_COPY)
             ret = ic_journal_set_phase(j, IC_JOURNAL_EMPTY, errp);
         if (ret == 0)
-            ret = commit_empty_top(top, &o, errp);
+            ret = commit_empty_top(top, errp);
     }
     if (ret == 0)
         ret = ic_image_flush(top, errp);

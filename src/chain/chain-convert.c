@@ -25,18 +25,20 @@
  *     one of its backing files (same real path), -c for a format without
  *     compression, backing_file in -o (convert flattens; see
  *     docs of qemu-img -B, not supported).
- *  6. The target is opened on the aio backend with IC_IO_DIRECT
- *     (ic_io_open_aio); data goes out from aligned buffers (posix_memalign,
+ *  6. The target is opened by ic_image_open() as bulk output
+ *     (IC_OPEN_STREAM) in the -t cache mode, which picks its backend
+ *     (src/image/image-cache.c note 1): by default O_DIRECT where the file
+ *     system has it.  Data goes out from aligned buffers (posix_memalign,
  *     CONVERT_ALIGN) in granule-aligned lengths, and whatever is unaligned
- *     (qcow2/QED metadata, a disk tail) goes through its bounce buffers,
- *     or the page cache while lending (6b).  -t none insists on it;
- *     without -t none, a file system that refuses O_DIRECT, and -c (whose
- *     clusters would all be bounced), get the page cache instead,
- *     streamed out (IC_OPEN_STREAM).
+ *     (qcow2/QED metadata, a disk tail) goes through the backend's bounce
+ *     buffers, or the page cache while lending (6b).  With -c and the
+ *     default mode the target is written through the streamed page cache
+ *     (writeback), since compressed clusters are small unaligned writes
+ *     that O_DIRECT would turn into read-modify-writes.
  *  6b. On the O_DIRECT target (not with -c), the engine lends the
  *     backend its slot buffers (write-behind, io-aio.c invariants 6 to
  *     8): a window goes to the device from the slot it was read into, up
- *     to IC_AIO_BEHIND_DEPTH of them at once, and the slot is refilled
+ *     to the backend's lend depth of them at once, and the slot is refilled
  *     only when the device is done with it.  None of the target's data
  *     passes through the page cache: on the bench VM, copying it there
  *     (into pages the host has to fault in) was most of the writer's
@@ -49,9 +51,9 @@
  *     runs whenever the writer wakes (readers wake it at least every
  *     CONVERT_SKIP_WAKE skipped bytes), in guest bytes handled, from 0 to
  *     the virtual size.
- *  8. The target is flushed at the end: its data is durable when convert
- *     returns (qemu-img convert's default cache mode, unsafe, skips that;
- *     closing an image flushes it here anyway, see image.c).
+ *  8. The target is flushed at the end (ic_image_flush_final): its data is
+ *     durable when convert returns, except with -t unsafe, which skips that
+ *     final flush only (qemu-img convert's default mode).
  *  9. Reading and writing overlap, and several reads are in flight: up to
  *     CONVERT_READERS reader threads, each with its own handle on the
  *     source chain, fill CONVERT_SLOTS buffers; the caller's thread writes
@@ -68,19 +70,19 @@
  *     while the writer's image is idle; memory stays bounded: one output
  *     buffer of a slot's size, whatever the number of threads.
  *
- * Reference: qcow2-qed.md section 5 (convert), qemu-img.c img_convert.
+ * The behaviour followed is qemu-img.c's img_convert.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "imgchain/chain.h"
 #include "chain.h"
-#include "io/io-aio.h"
 #include "util/overflow.h"
 
 /* Bytes read per ic_image_pread() call (one slot buffer): large enough
@@ -181,11 +183,12 @@ static bool host_hole(struct ic_image *src, const ic_block_status *st, uint64_t 
  * slot-sized output buffer). */
 #define CONVERT_SLOTS (2 * CONVERT_READERS + 1)
 #define CONVERT_SLOTS_COMPRESS 2
-/* With write-behind, up to IC_AIO_BEHIND_DEPTH slots wait for the device
- * besides those the readers fill and the one being written: 8 x 2 MiB,
- * a peak RSS of about 21 MiB against qemu-img's 25 for the same convert. */
-#define CONVERT_SLOTS_BEHIND (CONVERT_READERS + IC_AIO_BEHIND_DEPTH + 1)
-#define CONVERT_SLOTS_MAX CONVERT_SLOTS_BEHIND
+/* With write-behind, as many slots as the backend keeps lent writes in
+ * flight (ic_io_lend, at most CONVERT_BEHIND_MAX) wait for the device
+ * besides those the readers fill and the one being written; memory stays
+ * within qemu-img's for the same convert. */
+#define CONVERT_BEHIND_MAX 4
+#define CONVERT_SLOTS_MAX (CONVERT_READERS + CONVERT_BEHIND_MAX + 1)
 /* Guest bytes a reader claims at once.  Small, so that the readers work
  * close to each other: on the bench VM, three readers 64 MiB apart made
  * the disk serve three distant streams.  Medians of paired runs of the
@@ -797,10 +800,10 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
                             " bytes)", dst->filename, ic_image_size(dst), src->filename, s.size);
     uint64_t cs = ic_image_cluster_size(dst);
     if (s.compress) {
-        if (!dst->drv->pwrite_compressed || cs == 0)
+        if (!ic_driver_can_compress(dst->drv) || cs == 0)
             return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                                 "%s: format %s does not support compression", dst->filename,
-                                dst->drv->name);
+                                ic_image_format(dst));
         s.granule = cs;
     } else {
         s.granule = IC_MAX(CONVERT_MIN_GRANULE, cs);
@@ -817,9 +820,10 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
      * plain copies: -c writes from the compression buffers) */
     if (!s.compress) {
         const struct ic_io_lender lender = { lend_hold, lend_release, &s };
-        if (ic_io_aio_lend(dst->file, &lender) == 0) {
+        int depth = ic_io_lend(dst->file, &lender);
+        if (depth > 0) {
             s.lent = true;
-            s.nslots = CONVERT_SLOTS_BEHIND;
+            s.nslots = CONVERT_READERS + (unsigned)IC_MIN(depth, CONVERT_BEHIND_MAX) + 1;
         }
     }
     int ret = 0;
@@ -870,13 +874,13 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
     }
     ic_error_free(s.read_err);
     if (ret == 0)
-        ret = ic_image_flush(dst, errp);
+        ret = ic_image_flush_final(dst, errp);
     pool_destroy(s.pool);
 out_free:
     if (s.lent) {
         /* every lent buffer back before they are freed; a write error the
          * flush did not see (there was none on a failure path) is kept */
-        int lret = ic_io_aio_lend(dst->file, NULL);
+        int lret = ic_io_lend(dst->file, NULL);
         if (ret == 0 && lret < 0)
             ret = ic_error_set(errp, ic_error_kind_from_errno(-lret), -lret,
                                "%s: writing the target failed: %s", dst->filename,
@@ -892,42 +896,6 @@ out_free:
 int ic_image_copy(ic_image *dst, ic_image *src, const ic_convert_options *opts, ic_error **errp)
 {
     return copy_image(dst, src, NULL, NULL, opts, errp);
-}
-
-/* ---- snapshot views ----------------------------------------------------- */
-
-int ic_image_snapshot_load_tmp(ic_image *img, const char *id, const char *name, bool either,
-                               ic_error **errp)
-{
-    if (!img->read_only)
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "%s: a snapshot can only be loaded into a read-only image",
-                            img->filename);
-    if (!id && !name)
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: no snapshot id or name given",
-                            img->filename);
-    if (!img->drv->snapshot_load_tmp)
-        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                            "%s: format %s does not support internal snapshots", img->filename,
-                            img->drv->name);
-    int ret;
-    if (either) {
-        /* qemu-img's -l ID_OR_NAME: the id first, then the name. */
-        const char *key = id ? id : name;
-        ic_error *local = NULL;
-        ret = img->drv->snapshot_load_tmp(img, key, NULL, &local);
-        if (ret == -ENOENT || ret == -EINVAL) {
-            ic_error_free(local);
-            ret = img->drv->snapshot_load_tmp(img, NULL, key, errp);
-        } else if (ret < 0) {
-            ic_error_propagate(errp, local);
-        }
-    } else {
-        ret = img->drv->snapshot_load_tmp(img, id, name, errp);
-    }
-    if (ret < 0)
-        ic_error_prepend(errp, "%s", img->filename);
-    return ret;
 }
 
 /* ---- convert -------------------------------------------------------------- */
@@ -977,6 +945,7 @@ static int open_source(ic_image **out, const char *path, const ic_convert_option
     ic_open_options so = IC_OPEN_OPTIONS_INIT;
     so.format = opts->src_format;
     so.flags = opts->force_share ? IC_OPEN_FORCE_SHARE : 0;
+    so.cache = opts->src_cache;
     int ret = ic_image_open(out, path, &so, errp);
     if (ret < 0)
         return ret;
@@ -1016,15 +985,35 @@ static int open_more_source(ic_image **out, void *payload, ic_error **errp)
 static bool format_compresses(const char *fmt)
 {
     const struct ic_driver *drv = ic_driver_find(fmt);
-    return drv && drv->pwrite_compressed;
+    return drv && ic_driver_can_compress(drv);
 }
 
-int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *opts,
-                     ic_error **errp)
+/* The options of any version as the current struct (a version 1 struct
+ * ends before the cache fields; its `direct` meant -t none). */
+static int convert_options(ic_convert_options *o, const ic_convert_options *opts, ic_error **errp)
 {
     static const ic_convert_options defaults = IC_CONVERT_OPTIONS_INIT;
+    *o = defaults;
     if (!opts)
-        opts = &defaults;
+        return 0;
+    if (opts->version < 1 || opts->version > IC_CONVERT_OPTIONS_VERSION)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "ic_image_convert: unknown options version %u", opts->version);
+    memcpy(o, opts, opts->version >= 2 ? sizeof(*o) : offsetof(ic_convert_options, cache));
+    if (opts->version < 2 && opts->direct)
+        o->cache = IC_CACHE_NONE;
+    o->version = IC_CONVERT_OPTIONS_VERSION;
+    return 0;
+}
+
+int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *vopts,
+                     ic_error **errp)
+{
+    ic_convert_options ocur;
+    int ret = convert_options(&ocur, vopts, errp);
+    if (ret < 0)
+        return ret;
+    const ic_convert_options *opts = &ocur;
     if (!src_path || !*src_path || !dst_path || !*dst_path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_image_convert: no file name given");
     const char *out_fmt = opts->out_format ? opts->out_format : "raw";
@@ -1034,7 +1023,7 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->compress && !format_compresses(out_fmt))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s does not support compression (-c)", dst_path, out_fmt);
-    int ret = refuse_backing_option(opts->options, dst_path, errp);
+    ret = refuse_backing_option(opts->options, dst_path, errp);
     if (ret < 0)
         return ret;
 
@@ -1058,36 +1047,11 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
-    /* The aio backend does O_DIRECT for every format: aligned data goes
-     * straight to the device (behind, design note 6b); small metadata
-     * writes go through the page cache while lending, through its bounce
-     * buffers otherwise.  Without -t none, a file system that refuses
-     * O_DIRECT gets the page cache, streamed, and so does -c: its
-     * clusters are small unaligned writes, each a read-modify-write under
-     * O_DIRECT (30% slower: 25 s against 19 s for the 1 GiB chain).
-     * IC_IO_STREAM on the direct file too: its flush drops the pages that
-     * creating the image left cached, so nothing of the target stays in
-     * memory. */
-    bool direct = opts->direct || !opts->compress;
-    ic_io *file = NULL;
-    ic_error *derr = NULL;
-    if (direct) {
-        ret = ic_io_open_aio(&file, dst_path, IC_IO_RDWR | IC_IO_DIRECT | IC_IO_STREAM, &derr);
-        if (ret == -EINVAL && !opts->direct && derr && derr->kind == IC_ERR_UNSUPPORTED) {
-            ic_error_free(derr); /* no O_DIRECT here: the page cache */
-            derr = NULL;
-            direct = false;
-        }
-    }
-    if (direct && ret == 0) {
-        ret = ic_image_open_io(&dst, file, &dop, errp);
-    } else if (direct) {
-        ic_error_propagate(errp, derr);
-    } else {
-        dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
-        ret = ic_image_open(&dst, dst_path, &dop, errp);
-    }
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
+    /* design note 6: -c keeps the default target in the page cache */
+    dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
+                                                                  : opts->cache;
+    ret = ic_image_open(&dst, dst_path, &dop, errp);
     if (ret == 0) {
         /* more readers open their own handles (design note 9) */
         struct more_sources ms = { src_path, opts, ic_image_size(src) };

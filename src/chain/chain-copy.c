@@ -2,8 +2,7 @@
  * chain-copy.c - ic_copy_above_base(): commit's bulk copy, with parallel
  * reads and batches of writes in flight.
  *
- * Design notes (reference: qcow2-qed.md section 3.6; the pipeline follows
- * chain-convert.c note 9):
+ * Design notes (the pipeline follows chain-convert.c note 9):
  *  1. What it owns: moving the ranges allocated above the base from the
  *     top's view into the base.  Ordering against the journal and the base
  *     flush stays with chain-commit.c.
@@ -28,9 +27,9 @@
  *        current read and exit; nothing is written after a failure is seen.
  *     e. Memory is bounded: COPY_SLOTS buffers of COPY_SLOT_SIZE plus the
  *        readers' handles, whatever the image size.
- *  4. A raw base gets its ready slots as one ic_io_submit() batch on its
- *     file (raw's pwrite is ic_io_pwrite at the same offset); a qcow2 or
- *     QED base gets them through ic_image_pwrite() one after the other.
+ *  4. The ready slots go to the base as one batch (ic_image_pwrite_batch):
+ *     a driver with a batch op (raw: one ic_io_submit on its file) keeps
+ *     them in flight together, the others write them one after the other.
  *  5. With a custom opener (fault, crash and memory backends in tests) no
  *     extra handle is opened, and when no reader handle or thread can be
  *     had the copy does without: the caller reads the slots itself, in
@@ -43,7 +42,6 @@
 
 #include "chain-copy.h"
 #include "chain-pipe.h"
-#include "io/io-aio.h"
 
 /* Bytes per slot: 1 MiB measured faster and smaller than 2 MiB (bench
  * commit row: 0.69 s / 13.5 MiB against 0.77 s / 21 MiB). */
@@ -76,8 +74,10 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
     unsigned n = 0;
     for (; n < COPY_READERS; n++) {
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-        oo.format = top->drv->name;
-        oo.flags = IC_OPEN_NO_LOCK | (top->flags & IC_OPEN_DIRECT);
+        oo.format = ic_image_format(top);
+        oo.flags = IC_OPEN_NO_LOCK;
+        oo.cache = top->cache;
+        oo.backing_cache = top->backing_cache;
         ic_image *img = NULL;
         ic_error *err = NULL;
         if (ic_image_open(&img, top->filename, &oo, &err) < 0) {
@@ -98,35 +98,13 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
 static int write_batch(struct ic_image *base, struct ic_pipe_slot **ready, unsigned n,
                        struct ic_copy_stats *st, ic_error **errp)
 {
-    bool batch = base->drv == &ic_driver_raw && n > 1;
-    /* a probed raw base checks its first sector in pwrite (src/image/raw.c) */
-    for (unsigned i = 0; batch && base->probed && i < n; i++)
-        if (ready[i]->off < IC_PROBE_SECTOR)
-            batch = false;
-    if (batch) {
-        struct ic_io_req reqs[COPY_SLOTS];
-        for (unsigned i = 0; i < n; i++)
-            reqs[i] = (struct ic_io_req){ .op = IC_IO_REQ_WRITE, .buf = ready[i]->buf[0],
-                                          .len = ready[i]->len, .off = ready[i]->off };
-        base->state = IC_IMAGE_DIRTY;
-        int ret = ic_io_submit(base->file, reqs, n);
-        if (ret < 0) {
-            for (unsigned i = 0; i < n; i++)
-                if (reqs[i].ret < 0)
-                    return ic_error_set(errp, ic_error_kind_from_errno(-reqs[i].ret),
-                                        -reqs[i].ret, "%s: write at %" PRIu64 " failed: %s",
-                                        base->filename, reqs[i].off, strerror(-reqs[i].ret));
-            return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
-                                "%s: write failed: %s", base->filename, strerror(-ret));
-        }
-    } else {
-        for (unsigned i = 0; i < n; i++) {
-            int ret = ic_image_pwrite(base, ready[i]->buf[0], ready[i]->len, ready[i]->off,
-                                      errp);
-            if (ret < 0)
-                return ret;
-        }
-    }
+    struct ic_io_req reqs[COPY_SLOTS];
+    for (unsigned i = 0; i < n; i++)
+        reqs[i] = (struct ic_io_req){ .op = IC_IO_REQ_WRITE, .buf = ready[i]->buf[0],
+                                      .len = ready[i]->len, .off = ready[i]->off };
+    int ret = ic_image_pwrite_batch(base, reqs, n, errp);
+    if (ret < 0)
+        return ret;
     if (n > st->max_batch)
         st->max_batch = n;
     for (unsigned i = 0; i < n; i++)
@@ -205,8 +183,8 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
     }
     if (ret == 0 && progress)
         progress(size, size, payload);
-    struct ic_io_aio_stats as;
-    if (ic_io_aio_get_stats(base->file, &as))
+    struct ic_io_stats as;
+    if (ic_io_get_stats(base->file, &as))
         st->max_in_flight = as.max_in_flight;
     ic_pipe_fini(&pipe);
     for (unsigned i = 0; i < nimg; i++)

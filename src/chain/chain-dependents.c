@@ -17,7 +17,8 @@
  *     A file that cannot be followed counts as unreadable; the scan goes on.
  *  4. Bounded: folder recursion and chain walks both stop at max_depth
  *     (default 64), and symlinked folders are never entered (io-journal.c),
- *     so link cycles and backing loops end.
+ *     so link cycles end; a backing loop is found by the walker every
+ *     chain walk shares (src/image/image-walk.c) and counts as unreadable.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -73,14 +74,14 @@ static int open_header(struct scan *sc, const char *path, const char *fmt, struc
         }
     } else {
         uint8_t buf[IC_PROBE_BYTES];
-        int64_t n = io->ops->pread(io, buf, sizeof(buf), 0);
+        int64_t n = ic_io_pread_upto(io, buf, sizeof(buf), 0);
         if (n < 0) {
             ic_io_close(io);
             return (int)n;
         }
         drv = ic_driver_probe(buf, (size_t)n);
     }
-    if (!strcmp(drv->name, "raw")) {
+    if (ic_driver_headerless(drv)) {
         ic_io_close(io);
         return 0;
     }
@@ -113,11 +114,23 @@ static int examine(struct scan *sc, const char *path)
     char *cur = strdup(path);
     char *fmt = NULL;
     int ret = cur ? 0 : -ENOMEM;
-    for (unsigned depth = 0; ret == 0 && depth <= sc->max_depth; depth++) {
+    /* the walk every chain walker shares (src/image/image-walk.c) */
+    struct ic_walk w;
+    ic_walk_init(&w, sc->max_depth);
+    for (unsigned depth = 0; ret == 0; depth++) {
         char *real = ic_io_realpath(cur);
         if (!real) {
             if (depth > 0)
                 sc->unreadable++; /* dangling backing name */
+            break;
+        }
+        int wr = ic_walk_visit(&w, real);
+        if (wr != IC_WALK_OK) {
+            free(real);
+            if (wr == IC_WALK_LOOP)
+                sc->unreadable++; /* a loop: the chain cannot be followed */
+            else if (wr < 0)
+                ret = wr;
             break;
         }
         bool stop = find_str(sc->stops, sc->ns, real) >= 0;
@@ -140,10 +153,12 @@ static int examine(struct scan *sc, const char *path)
         }
         if (!l)
             break;
-        char *next = l->backing_name ? ic_path_resolve_backing(cur, l->backing_name) : NULL;
+        bool oom = false;
+        char *next = ic_walk_next(l, &oom);
         char *nfmt = l->backing_fmt ? strdup(l->backing_fmt) : NULL;
-        bool has_backing = l->backing_name != NULL;
-        bool oom = (has_backing && !next) || (l->backing_fmt && !nfmt);
+        bool has_backing = next != NULL;
+        if (l->backing_fmt && !nfmt)
+            oom = true;
         ic_image_free_chain(l);
         free(cur);
         free(fmt);
@@ -154,6 +169,7 @@ static int examine(struct scan *sc, const char *path)
         if (!has_backing)
             break;
     }
+    ic_walk_fini(&w);
     free(cur);
     free(fmt);
     return ret;

@@ -91,9 +91,6 @@ void ic_chain_warnf(ic_chain_warn_fn fn, void *payload, const char *fmt, ...) IC
 /* Block-status queries cover at most this much at once, so progress moves. */
 #define IC_COPY_STATUS_MAX (64u << 20)
 
-/* Reopens @parent->backing read-write with a write lock (chain-commit.c). */
-int ic_chain_reopen_rw(struct ic_image *parent, ic_error **errp);
-
 /* ---- users of images (chain-dependents.c) --------------------------------- */
 
 struct ic_dep_hit {

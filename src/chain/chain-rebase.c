@@ -2,7 +2,7 @@
  * chain-rebase.c - ic_chain_rebase(): change an image's backing file,
  * keeping its guest content (safe mode) or only its header (unsafe mode).
  *
- * Design notes (reference: qcow2-qed.md section 3.7, qemu-img's img_rebase):
+ * Design notes (qemu-img's img_rebase is the behaviour followed):
  *  1. What it owns: the copy of differing ranges into FILE and the order of
  *     that copy against the header switch, and the journal phases of a
  *     rebase.
@@ -17,7 +17,7 @@
  *     validate -> JOURNALED          open_new_chain, ic_image_open, ic_journal_create
  *     JOURNALED -> COPY              rebase_copy
  *     COPY -> SWITCH                 ic_journal_set_phase after flushing FILE
- *     SWITCH -> DONE                 drv->change_backing, flush, ic_journal_finish
+ *     SWITCH -> DONE                 ic_image_change_backing, flush, ic_journal_finish
  *  3. Invariants:
  *     a. Refusals (missing -F, missing or looping new backing, locked
  *        image, a format that records no backing, an unfinished journal)
@@ -51,6 +51,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,7 +279,7 @@ static int rebase_copy(struct rebase *rb, ic_error **errp)
         uint64_t pnum = 0, map = 0;
         unsigned flags = 0;
         ic_io *file = NULL;
-        ret = top->drv->block_status(top, off, n, &pnum, &flags, &map, &file);
+        ret = ic_image_layer_block_status(top, off, n, &pnum, &flags, &map, &file);
         if (ret < 0)
             return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
                                 "%s: block status at %" PRIu64 " failed: %s", top->filename, off,
@@ -312,8 +313,9 @@ static bool open_reader_views(struct rebase_views *v, const struct rebase *rb)
         if (!src[i])
             continue;
         ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-        oo.format = src[i]->drv->name;
+        oo.format = ic_image_format(src[i]);
         oo.flags = IC_OPEN_NO_LOCK;
+        oo.cache = rb->o->src_cache;
         ic_error *err = NULL;
         if (ic_image_open(&dst[i], src[i]->filename, &oo, &err) < 0 ||
             dst[i]->size != src[i]->size) {
@@ -374,6 +376,7 @@ static int open_new_chain(struct ic_image **out, const char *path, const char *n
     ic_open_options no = IC_OPEN_OPTIONS_INIT;
     no.format = o->backing_format;
     no.flags = o->flags & IC_OPEN_NO_LOCK;
+    no.cache = o->src_cache;
     no.open_file = o->open_file;
     no.payload = o->payload;
     ic_image *nimg = NULL;
@@ -402,20 +405,12 @@ static int rebase_unsafe(const char *path, const ic_rebase_options *o, const cha
     oo.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | (o->flags & IC_OPEN_NO_LOCK);
     oo.open_file = o->open_file;
     oo.payload = o->payload;
+    oo.cache = o->cache;
     ic_image *top = NULL;
     int ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
         return ret;
-    if (!top->drv->change_backing) {
-        ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                           "%s: format %s does not record a backing file", path, top->drv->name);
-        ic_image_close(top);
-        return ret;
-    }
-    top->state = IC_IMAGE_DIRTY;
-    ret = top->drv->change_backing(top, backing, backing ? o->backing_format : NULL, errp);
-    if (ret < 0)
-        ic_error_prepend(errp, "%s: could not change the backing file", path);
+    ret = ic_image_change_backing(top, backing, backing ? o->backing_format : NULL, errp);
     if (ret == 0)
         ret = ic_image_flush(top, errp);
     int cret = ic_image_close(top);
@@ -446,33 +441,20 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
     }
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = o->format;
-    oo.flags = IC_OPEN_RDWR | (o->flags & (IC_OPEN_DIRECT | IC_OPEN_NO_LOCK));
+    /* FILE receives the bulk of the data (IC_OPEN_STREAM: with the
+     * default cache mode, O_DIRECT where the file system has it). */
+    oo.flags = IC_OPEN_RDWR | IC_OPEN_STREAM | (o->flags & IC_OPEN_NO_LOCK);
     oo.open_file = o->open_file;
     oo.payload = o->payload;
-    if (!o->open_file) {
-        /* FILE receives the bulk of the data: the aio backend with O_DIRECT
-         * skips the page-cache copy.  Without O_DIRECT support (tmpfs) the
-         * POSIX backend is used. */
-        ic_io *file = NULL;
-        ic_error *derr = NULL;
-        unsigned ioflags = IC_IO_RDWR | IC_IO_DIRECT | ((o->flags & IC_OPEN_NO_LOCK) ? IC_IO_NOLOCK : 0);
-        ret = ic_io_open_aio(&file, path, ioflags, &derr);
-        if (ret == 0) {
-            ret = ic_image_open_io(&top, file, &oo, errp);
-        } else if (ret == -EINVAL) {
-            ic_error_free(derr);
-            ret = ic_image_open(&top, path, &oo, errp);
-        } else {
-            ic_error_propagate(errp, derr);
-        }
-    } else {
-        ret = ic_image_open(&top, path, &oo, errp);
-    }
+    oo.cache = o->cache;
+    oo.backing_cache = o->src_cache;
+    ret = ic_image_open(&top, path, &oo, errp);
     if (ret < 0)
         goto out;
-    if (!top->drv->change_backing) {
+    if (ic_image_headerless(top)) {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                           "%s: format %s does not record a backing file", path, top->drv->name);
+                           "%s: format %s does not record a backing file", path,
+                           ic_image_format(top));
         goto out;
     }
     bool switched = false;
@@ -493,7 +475,7 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
             .op = IC_JOURNAL_REBASE,
             .phase = IC_JOURNAL_COPY,
             .top = (char *)(uintptr_t)path,
-            .top_fmt = (char *)(uintptr_t)top->drv->name,
+            .top_fmt = (char *)(uintptr_t)ic_image_format(top),
             .base = top->backing_name,
             .base_fmt = top->backing_fmt,
             .new_backing = (char *)(uintptr_t)(backing ? backing : ""),
@@ -513,7 +495,8 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
                        ? top->cluster_size
                        : IC_REBASE_DEFAULT_GRAIN;
         for (struct ic_image *l = rb.old; l && nimg; l = l->backing)
-            if (!strcmp(l->drv->name, nimg->drv->name) && ic_chain_same_file(l->filename, newpath)) {
+            if (!strcmp(ic_image_format(l), ic_image_format(nimg)) &&
+                ic_chain_same_file(l->filename, newpath)) {
                 rb.new_in_old = l;
                 break;
             }
@@ -528,11 +511,9 @@ static int rebase_safe(const char *path, const ic_rebase_options *o, const char 
         if (ret == 0)
             ret = ic_journal_set_phase(j, IC_JOURNAL_SWITCH, errp);
         if (ret == 0) {
-            top->state = IC_IMAGE_DIRTY;
             ic_io_event(top->file, IC_EV_CHAIN_SWITCH);
-            ret = top->drv->change_backing(top, backing, backing ? o->backing_format : NULL, errp);
-            if (ret < 0)
-                ic_error_prepend(errp, "%s: could not change the backing file", path);
+            ret = ic_image_change_backing(top, backing, backing ? o->backing_format : NULL,
+                                          errp);
         }
         if (ret == 0)
             ret = ic_image_flush(top, errp);
@@ -568,13 +549,16 @@ int ic_chain_rebase_stats(const char *path, const ic_rebase_options *opts,
     if (stats)
         memset(stats, 0, sizeof(*stats));
     static const ic_rebase_options defaults = IC_REBASE_OPTIONS_INIT;
-    ic_rebase_options o = opts ? *opts : defaults;
+    ic_rebase_options o = defaults;
     int ret;
     if (!path || !*path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_rebase: no file name given");
-    if (o.version != IC_REBASE_OPTIONS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > IC_REBASE_OPTIONS_VERSION))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "ic_chain_rebase: unknown options version %u", o.version);
+                            "ic_chain_rebase: unknown options version %u", opts->version);
+    /* a version 1 struct ends before the cache fields */
+    if (opts)
+        memcpy(&o, opts, opts->version >= 2 ? sizeof(o) : offsetof(ic_rebase_options, cache));
     struct ic_journal_rec rec;
     bool stale = false;
     ret = ic_journal_load(&rec, &stale, path, o.open_file, o.payload, errp);

@@ -43,6 +43,14 @@ struct ic_driver {
     const char *name;           /* "qcow2", "qed", "raw" */
     size_t instance_size;       /* private state, zeroed, at img->opaque */
 
+    /* Capability: the file has no header, it is the guest disk itself
+     * (raw).  Such a file records no backing file (it ends a chain), its
+     * content may carry any format's magic (probing it as a backing file
+     * is unsafe), and its block status reports zeroes only from holes in
+     * the host file, which qemu treats as data unless asked for zeroes.
+     * Callers ask ic_driver_headerless() / ic_image_headerless(). */
+    bool headerless;
+
     /* Score 0..100 for @buf (the first bytes of the file, len >= 512 unless
      * the file is shorter).  NULL: never probed. */
     int (*probe)(const uint8_t *buf, size_t len);
@@ -104,6 +112,13 @@ struct ic_driver {
     int (*pwrite_precompressed)(struct ic_image *img, const void *cbuf, size_t clen,
                                 uint64_t off);
 
+    /* Writes @n guest ranges (every reqs[i].op is IC_IO_REQ_WRITE; the
+     * ranges lie within the virtual size and do not overlap), possibly
+     * several at once; sets every reqs[i].ret and returns 0 or the first
+     * failed request's -errno.  NULL: the generic layer writes them one
+     * after the other through pwrite. */
+    int (*pwrite_batch)(struct ic_image *img, struct ic_io_req *reqs, size_t n);
+
     /* Writes cached metadata in dependency order, then flushes img->file
      * (and a data file).  NULL: ic_io_flush(img->file). */
     int (*flush)(struct ic_image *img);
@@ -161,7 +176,9 @@ struct ic_driver {
      * fields, snapshots).  The generic fields are already filled.  NULL: none. */
     int (*get_info)(struct ic_image *img, ic_image_info *info, ic_error **errp);
 
-    /* Empties the layer (commit without -d).  NULL: discard everything. */
+    /* Empties the layer (commit without -d): afterwards every range reads
+     * through to the backing file.  NULL: the generic layer discards the
+     * whole virtual disk (ic_image_discard). */
     int (*make_empty)(struct ic_image *img, ic_error **errp);
 };
 
@@ -190,6 +207,18 @@ const char *ic_foreign_probe(const uint8_t *buf, size_t len, const char *filenam
  * user or recorded as a backing format is then refused as "not supported"
  * rather than as an unknown name. */
 bool ic_foreign_is_format(const char *name);
+
+/* Helpers the drivers' resize and create ops share (image-resize.c). */
+
+/* Makes [off, off+len) of @io hold zeroes with its space allocated:
+ * IC_PREALLOC_FALLOC asks the file system (fallocate), falling back to
+ * writing zeroes when it cannot; IC_PREALLOC_FULL writes zeroes.  Other
+ * modes do nothing.  Extends the file when the range ends past it. */
+int ic_resize_fill(ic_io *io, uint64_t off, uint64_t len, ic_prealloc mode) IC_WARN_UNUSED;
+
+/* True when @img's backing image holds data past @old_size that a growing
+ * resize would let show through (qemu: backing length > old size). */
+bool ic_resize_backing_shows(const struct ic_image *img, uint64_t old_size);
 
 extern const struct ic_driver ic_driver_raw;
 extern const struct ic_driver ic_driver_qcow2;

@@ -19,7 +19,6 @@
 
 #include "driver.h"
 #include "image.h"
-#include "resize.h"
 
 static const char *const prealloc_names[] = {
     [IC_PREALLOC_OFF] = "off",

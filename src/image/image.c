@@ -85,7 +85,7 @@ int ic_image_probe_file(ic_io *file, const struct ic_driver **drv, ic_error **er
 {
     uint8_t buf[4096];
     *drv = NULL;
-    int64_t n = file->ops->pread(file, buf, sizeof(buf), 0);
+    int64_t n = ic_io_pread_upto(file, buf, sizeof(buf), 0);
     if (n < 0)
         return ic_error_set(errp, IC_ERR_IO, (int)-n, "%s: cannot read header: %s",
                             ic_io_name(file), strerror((int)-n));
@@ -161,9 +161,7 @@ static int report(struct ic_image *img, int ret, ic_error **errp, const char *wh
 int ic_image_open_file(ic_open_file_fn fn, void *payload, ic_io **out, const char *path,
                        unsigned io_flags, ic_error **errp)
 {
-    if (fn)
-        return fn(out, path, io_flags, payload, errp);
-    return ic_io_open_file(out, path, io_flags, errp);
+    return ic_image_open_file_cache(fn, payload, out, path, io_flags, IC_CACHE_DEFAULT, errp);
 }
 
 int ic_image_open_layer(struct ic_image **out, ic_io *file, const char *filename,
@@ -223,6 +221,13 @@ void ic_image_free_chain(struct ic_image *img)
     }
 }
 
+/* Writes the layer's metadata and flushes its file; in the unsafe cache
+ * mode the trailing flush of the file is deferred (ic_image_set_cache). */
+static int flush_layer(struct ic_image *img)
+{
+    return img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+}
+
 int ic_image_close(ic_image *img)
 {
     if (!img)
@@ -232,7 +237,7 @@ int ic_image_close(ic_image *img)
      * as QED's need-check bit or qcow2's dirty bit that a clean close clears
      * only after everything before it is durable. */
     if (!img->read_only && img->state != IC_IMAGE_ERROR)
-        ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+        ret = flush_layer(img);
     ic_image_free_chain(img);
     return ret;
 }
@@ -441,7 +446,25 @@ int ic_image_flush(ic_image *img, ic_error **errp)
 {
     if (img->read_only)
         return 0;
-    int ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+    int ret = flush_layer(img);
+    /* An explicit flush is an ordering point against other files (a
+     * journal, another image): durable now in every cache mode. */
+    if (ret == 0)
+        ret = ic_io_flush_pending(img->file);
+    if (ret < 0) {
+        img->state = IC_IMAGE_ERROR;
+        return report(img, ret, errp, "flush", 0);
+    }
+    if (img->state == IC_IMAGE_DIRTY)
+        img->state = IC_IMAGE_OPEN;
+    return 0;
+}
+
+int ic_image_flush_final(ic_image *img, ic_error **errp)
+{
+    if (img->read_only || img->cache != IC_CACHE_UNSAFE)
+        return ic_image_flush(img, errp);
+    int ret = flush_layer(img);
     if (ret < 0) {
         img->state = IC_IMAGE_ERROR;
         return report(img, ret, errp, "flush", 0);
@@ -465,7 +488,90 @@ int ic_image_truncate(ic_image *img, uint64_t size, ic_error **errp)
     return ret;
 }
 
+int ic_image_pwrite_batch(struct ic_image *img, struct ic_io_req *reqs, size_t n,
+                          ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].op != IC_IO_REQ_WRITE)
+            return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                                "%s: a write batch holds a request that is not a write",
+                                img->filename);
+        if ((ret = check_range(img, reqs[i].off, reqs[i].len, errp)) < 0)
+            return ret;
+    }
+    /* A probed raw image checks its first sector in pwrite (raw.c note 4):
+     * a batch touching it goes through pwrite. */
+    bool batch = img->drv->pwrite_batch != NULL;
+    for (size_t i = 0; batch && img->probed && i < n; i++)
+        if (reqs[i].off < IC_PROBE_SECTOR)
+            batch = false;
+    if (!batch) {
+        for (size_t i = 0; i < n; i++)
+            if ((ret = ic_image_pwrite(img, reqs[i].buf, reqs[i].len, reqs[i].off, errp)) < 0)
+                return ret;
+        return 0;
+    }
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->pwrite_batch(img, reqs, n);
+    if (ret < 0) {
+        for (size_t i = 0; i < n; i++)
+            if (reqs[i].ret < 0)
+                return report(img, reqs[i].ret, errp, "write", reqs[i].off);
+        return report(img, ret, errp, "write", reqs[0].off);
+    }
+    return 0;
+}
+
+int ic_image_change_backing(struct ic_image *img, const char *name, const char *fmt,
+                            ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    if (!img->drv->change_backing)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not record a backing file", img->filename,
+                            img->drv->name);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->change_backing(img, name, fmt, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s: could not change the backing file", img->filename);
+    return ret;
+}
+
+int ic_image_make_empty(struct ic_image *img, ic_error **errp)
+{
+    int ret = check_writable(img, errp);
+    if (ret < 0)
+        return ret;
+    if (!img->drv->make_empty)
+        return ic_image_discard(img, 0, img->size, errp);
+    img->state = IC_IMAGE_DIRTY;
+    ret = img->drv->make_empty(img, errp);
+    if (ret < 0)
+        ic_error_prepend(errp, "%s: cannot empty the image", img->filename);
+    return ret;
+}
+
+/* ---- capabilities -------------------------------------------------------- */
+
+const char *ic_driver_name(const struct ic_driver *drv) { return drv->name; }
+bool ic_driver_headerless(const struct ic_driver *drv) { return drv->headerless; }
+bool ic_driver_can_compress(const struct ic_driver *drv) { return drv->pwrite_compressed != NULL; }
+bool ic_image_headerless(const struct ic_image *img) { return img->drv->headerless; }
+bool ic_image_can_write(const struct ic_image *img) { return img->drv->pwrite != NULL; }
+bool ic_image_can_resize(const struct ic_image *img) { return img->drv->truncate != NULL; }
+
 /* ---- block status ------------------------------------------------------- */
+
+int ic_image_layer_block_status(struct ic_image *img, uint64_t off, uint64_t len,
+                                uint64_t *pnum, unsigned *flags, uint64_t *map, ic_io **file)
+{
+    return img->drv->block_status(img, off, len, pnum, flags, map, file);
+}
 
 int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
                           ic_block_status *out, ic_error **errp)

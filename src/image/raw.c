@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "image.h"
-#include "resize.h"
 
 static int raw_open(struct ic_image *img, unsigned flags, ic_error **errp)
 {
@@ -140,6 +139,13 @@ static int raw_block_status(struct ic_image *img, uint64_t off, uint64_t len, ui
     return 0;
 }
 
+/* A raw file's guest offsets are its file offsets: the batch goes to the
+ * backend as one (the aio backend keeps it in flight together). */
+static int raw_pwrite_batch(struct ic_image *img, struct ic_io_req *reqs, size_t n)
+{
+    return ic_io_submit(img->file, reqs, n);
+}
+
 static int raw_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
 {
     int ret = ic_io_truncate(img->file, size);
@@ -206,12 +212,14 @@ static int raw_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_me
 const struct ic_driver ic_driver_raw = {
     .name = "raw",
     .instance_size = 0,
+    .headerless = true,
     .probe = NULL, /* the fallback of ic_driver_probe, never a match */
     .open = raw_open,
     .close = raw_close,
     .create = raw_create,
     .pread = raw_pread,
     .pwrite = raw_pwrite,
+    .pwrite_batch = raw_pwrite_batch,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .discard = raw_discard,
     .block_status = raw_block_status,

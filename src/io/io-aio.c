@@ -57,7 +57,7 @@
  *      both views coherent (an O_DIRECT read or write first writes back
  *      and drops the cached pages of its range), and flush's fdatasync
  *      covers the inode's pages whichever description wrote them.
- *  Reference: CONVENTIONS.md section 1 (I/O vtable); qemu block/linux-aio.c.
+ *  The I/O vtable is described in docs/architecture.md; qemu block/linux-aio.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -98,7 +98,7 @@ struct io_aio {
     bool direct;
     uint32_t align;        /* offset/length alignment (1 when buffered) */
     uint32_t mem_align;    /* buffer alignment (1 when buffered) */
-    struct ic_io_aio_stats stats;
+    struct ic_io_stats stats;
 };
 
 static const struct ic_io_ops aio_ops;
@@ -787,6 +787,25 @@ static int aio_close(ic_io *io)
     return bret ? bret : ret;
 }
 
+/* The capability ops (imgchain/sys/io.h version 3). */
+static uint32_t aio_alignment(ic_io *io)
+{
+    return to_aio(io)->align;
+}
+
+static int aio_lend(ic_io *io, const struct ic_io_lender *lender)
+{
+    int ret = ic_io_aio_lend(io, lender);
+    if (ret < 0 || !lender)
+        return ret;
+    return (int)to_aio(io)->behind->nworkers;
+}
+
+static void aio_get_stats(ic_io *io, struct ic_io_stats *out)
+{
+    *out = to_aio(io)->stats;
+}
+
 static const struct ic_io_ops aio_ops = {
     .version = IC_IO_OPS_VERSION,
     .close = aio_close,
@@ -802,6 +821,9 @@ static const struct ic_io_ops aio_ops = {
     .allocated_size = aio_allocated_size,
     .submit = aio_submit,
     .prefetch = aio_prefetch,
+    .alignment = aio_alignment,
+    .lend = aio_lend,
+    .get_stats = aio_get_stats,
 };
 
 /* O_DIRECT alignment: statx(STATX_DIOALIGN) where the kernel has it. */
@@ -856,7 +878,7 @@ int ic_io_open_aio(ic_io **out, const char *path, unsigned flags, ic_error **err
     return ic_io_open_aio_ex(out, path, flags, 0, errp);
 }
 
-bool ic_io_aio_get_stats(const ic_io *io, struct ic_io_aio_stats *out)
+bool ic_io_aio_get_stats(const ic_io *io, struct ic_io_stats *out)
 {
     if (!io || io->ops != &aio_ops)
         return false;

@@ -38,45 +38,17 @@
 /* Steps double with the file's size up to this one. */
 #define IC_AIO_BEHIND_RESERVE_MAX ((uint64_t)1 << 30)
 
-/*
- * A lender of write buffers.  hold() is called in pwrite, on the caller's
- * thread, for an aligned write of at least IC_AIO_BEHIND_MIN bytes: true
- * means @buf belongs to the lender and stays valid (unchanged) until
- * release(@buf) is called, from the backend's completion thread; pwrite
- * then returns before the data is written.  false: the write runs
- * synchronously as without a lender.  release() is called exactly once per
- * hold() that returned true, also when the write failed (the error is kept
- * and returned by the next operation on the backend).
- */
-struct ic_io_lender {
-    bool (*hold)(void *payload, const void *buf, size_t len);
-    void (*release)(void *payload, const void *buf);
-    void *payload;
-};
-
-struct ic_io_aio_stats {
-    uint64_t io_submit_calls;  /* io_submit() system calls */
-    uint64_t aio_requests;     /* requests that went through the aio context */
-    uint64_t sync_requests;    /* requests done with pread/pwrite */
-    uint64_t bounced;          /* O_DIRECT requests copied through a bounce buffer */
-    unsigned max_in_flight;    /* highest number of requests in flight at once */
-    uint64_t behind_writes;    /* writes that went behind (lent buffers) */
-    unsigned behind_max_in_flight; /* most lent writes in flight at once */
-    uint64_t reserve_steps;    /* times the file grew ahead of lent writes */
-    uint64_t cached_writes;    /* small writes sent through the page cache while lending */
-    bool async;                /* an aio context exists (from the first batch) */
-};
-
 int ic_io_open_aio_ex(ic_io **out, const char *path, unsigned flags, unsigned aio_flags,
                       ic_error **errp);
-/* Attaches @lender (write-behind, see struct ic_io_lender) to an aio
- * backend opened with IC_IO_DIRECT; NULL detaches: waits
- * for every lent write, trims the file's reservation and returns the first
- * error of a lent write (0 if none).  -ENOTSUP: not such a backend (the
- * caller's writes then stay synchronous); -EBUSY: a lender is attached. */
+/* The backend's lend op (imgchain/sys/io.h) with 0 for an attach:
+ * write-behind on an aio backend opened with IC_IO_DIRECT; NULL detaches,
+ * waits for every lent write, trims the file's reservation and returns the
+ * first error of a lent write (0 if none).  -ENOTSUP: not such a backend;
+ * -EBUSY: a lender is attached.  The library reaches it through
+ * ic_io_lend(); tests call it directly. */
 int ic_io_aio_lend(ic_io *io, const struct ic_io_lender *lender);
 /* Statistics of an aio backend; false when @io is not one. */
-bool ic_io_aio_get_stats(const ic_io *io, struct ic_io_aio_stats *out);
+bool ic_io_aio_get_stats(const ic_io *io, struct ic_io_stats *out);
 /* O_DIRECT alignment in force (1 when not direct); 0 when not an aio backend. */
 uint32_t ic_io_aio_alignment(const ic_io *io);
 

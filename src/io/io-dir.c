@@ -6,8 +6,8 @@
  * Owns: the OS calls behind the metadata store (open/write/fsync/rename of
  * whole files, directory listing and creation, unlink, stat).  With
  * io-posix.c, io-aio.c and io-lock.c it is the only code that touches the
- * OS file API.  Spec: libvirt-snapshots.md 1.5 (one NAME.xml per snapshot,
- * rewritten whole); the write follows git_filebuf / virFileRewrite.
+ * OS file API.  libvirt keeps one NAME.xml per snapshot, rewritten whole;
+ * the write follows git_filebuf / virFileRewrite.
  *
  * Invariants:
  *  1. ic_dir_write_atomic() order: create temp in the target's directory ->

@@ -23,7 +23,7 @@
  *   5. A failed request never reaches the inner backend: no partial write.
  *   6. Events are forwarded to the inner backend so filters can be stacked
  *      (fault over crash over memory).
- *  Reference: CONVENTIONS.md section 3; qemu-iotests 026.
+ *  The fault loop is described in docs/architecture.md (test kinds); qemu-iotests 026.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /*
- * io-lock.c - qemu-compatible image locks (reference: qcow2-qed.md section 4).
+ * io-lock.c - qemu-compatible image locks (the OFD byte locks of qemu's file-posix.c).
  *
  * Design notes:
  *  qemu locks single bytes of the image file with fcntl read locks, using

@@ -40,6 +40,10 @@
  *     untouched, so a create that fails late, or a crash, leaves it as it
  *     was.  A file with other hard links, a block device, or an owner the
  *     new file cannot take is rewritten in place, as before.
+ *  8. IC_IO_DSYNC opens O_DSYNC (writethrough, directsync).  With
+ *     IMGCHAIN_TRACE=open in the environment every open prints the status
+ *     flags the kernel reports for the new descriptor (F_GETFL) to stderr,
+ *     so a test can see that a cache mode reached the descriptor.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -268,6 +272,21 @@ int ic_io_posix_fd(ic_io *io)
     return to_posix(io)->fd;
 }
 
+/* Design note 6: "imgchain: trace: open PATH: O_RDWR|O_DIRECT|O_DSYNC". */
+static void trace_open(const char *path, int fd)
+{
+    const char *t = getenv("IMGCHAIN_TRACE");
+    if (!t || !strstr(t, "open"))
+        return;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return;
+    fprintf(stderr, "imgchain: trace: open %s: %s%s%s\n", path,
+            (fl & O_ACCMODE) == O_RDWR ? "O_RDWR" : (fl & O_ACCMODE) == O_WRONLY ? "O_WRONLY"
+                                                                                 : "O_RDONLY",
+            (fl & O_DIRECT) ? "|O_DIRECT" : "", (fl & O_DSYNC) == O_DSYNC ? "|O_DSYNC" : "");
+}
+
 int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **errp)
 {
     *out = NULL;
@@ -277,6 +296,8 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         oflags |= O_CREAT | ((flags & IC_IO_EXCL) ? O_EXCL : 0);
     if (flags & IC_IO_DIRECT)
         oflags |= O_DIRECT;
+    if (flags & IC_IO_DSYNC)
+        oflags |= O_DSYNC;
     int fd = open(path, oflags, 0644);
     if (fd < 0 && (flags & IC_IO_DIRECT) && errno == EINVAL) {
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, EINVAL,
@@ -312,6 +333,7 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         close(fd);
         return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s", path, strerror(e));
     }
+    trace_open(path, fd);
     struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
     if (!p) {
         close(fd);

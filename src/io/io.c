@@ -13,12 +13,32 @@
  *     backend with a submit op (io-aio.c) overlaps the requests; any other
  *     backend, including the fault and crash filters, runs them in order
  *     through pread/pwrite, so batched copies see injected faults too.
+ *  5. Deferred flushes (the unsafe cache mode): ic_io_flush() records the
+ *     request and every mutating wrapper runs a recorded flush before it
+ *     mutates.  So each flush that orders a later write against earlier
+ *     ones still happens before that write, and only a flush with no write
+ *     after it (the final one) is skipped.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "io.h"
+
+/* wrap_state bits (design note 5) */
+#define WRAP_DEFER   1u /* flushes wait for the next write */
+#define WRAP_PENDING 2u /* a waiting flush has not run yet */
+
+/* Runs a waiting flush before a write (design note 5). */
+static int run_pending(ic_io *io)
+{
+    if (!(io->wrap_state & WRAP_PENDING))
+        return 0;
+    int ret = io->ops->flush(io);
+    if (ret == 0)
+        io->wrap_state &= ~WRAP_PENDING;
+    return ret;
+}
 
 static const char *const event_names[] = {
 #define IC_EVENT(id, name) name,
@@ -59,6 +79,21 @@ int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+int64_t ic_io_pread_upto(ic_io *io, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        int64_t n = io->ops->pread(io, p + done, len - done, off + done);
+        if (n < 0)
+            return n;
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (int64_t)done;
+}
+
 int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off)
 {
     uint8_t *p = buf;
@@ -79,12 +114,18 @@ int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
 {
     if (len == 0)
         return 0;
+    int ret = run_pending(io);
+    if (ret < 0)
+        return ret;
     return io->ops->pwrite(io, buf, len, off);
 }
 
 int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len)
 {
     static const uint8_t zeroes[65536];
+    int ret = run_pending(io);
+    if (ret < 0)
+        return ret;
     /* Beyond the end of the file, extending with truncate is enough. */
     int64_t size = ic_io_get_size(io);
     if (size < 0)
@@ -94,7 +135,7 @@ int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len)
     }
     while (len > 0) {
         size_t n = len > sizeof(zeroes) ? sizeof(zeroes) : (size_t)len;
-        int ret = io->ops->pwrite(io, zeroes, n, off);
+        ret = io->ops->pwrite(io, zeroes, n, off);
         if (ret < 0)
             return ret;
         off += n;
@@ -121,11 +162,34 @@ void *ic_io_backend_new(size_t size, const struct ic_io_ops *ops, const char *na
 
 int ic_io_flush(ic_io *io)
 {
-    return io->ops->flush(io);
+    if (io->wrap_state & WRAP_DEFER) {
+        io->wrap_state |= WRAP_PENDING;
+        return 0;
+    }
+    int ret = io->ops->flush(io);
+    if (ret == 0)
+        io->wrap_state &= ~WRAP_PENDING;
+    return ret;
+}
+
+int ic_io_flush_pending(ic_io *io)
+{
+    return run_pending(io);
+}
+
+void ic_io_defer_flush(ic_io *io, bool on)
+{
+    if (on)
+        io->wrap_state |= WRAP_DEFER;
+    else
+        io->wrap_state &= ~WRAP_DEFER;
 }
 
 int ic_io_truncate(ic_io *io, uint64_t size)
 {
+    int ret = run_pending(io);
+    if (ret < 0)
+        return ret;
     return io->ops->truncate(io, size);
 }
 
@@ -138,6 +202,9 @@ int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len)
 {
     if (!io->ops->punch_hole)
         return -ENOTSUP;
+    int ret = run_pending(io);
+    if (ret < 0)
+        return ret;
     return io->ops->punch_hole(io, off, len);
 }
 
@@ -145,6 +212,9 @@ int ic_io_zero_range(ic_io *io, uint64_t off, uint64_t len)
 {
     if (!io->ops->zero_range)
         return -ENOTSUP;
+    int ret = run_pending(io);
+    if (ret < 0)
+        return ret;
     return io->ops->zero_range(io, off, len);
 }
 
@@ -153,6 +223,29 @@ void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len)
     /* a version 1 table ends before the prefetch member */
     if (io->ops->version >= 2 && io->ops->prefetch && len)
         io->ops->prefetch(io, off, len);
+}
+
+uint32_t ic_io_alignment(ic_io *io)
+{
+    if (io->ops->version < 3 || !io->ops->alignment)
+        return 1;
+    return io->ops->alignment(io);
+}
+
+int ic_io_lend(ic_io *io, const struct ic_io_lender *lender)
+{
+    if (io->ops->version < 3 || !io->ops->lend)
+        return lender ? -ENOTSUP : 0;
+    return io->ops->lend(io, lender);
+}
+
+bool ic_io_get_stats(ic_io *io, struct ic_io_stats *out)
+{
+    if (io->ops->version < 3 || !io->ops->get_stats)
+        return false;
+    memset(out, 0, sizeof(*out));
+    io->ops->get_stats(io, out);
+    return true;
 }
 
 int ic_io_lock(ic_io *io, enum ic_lock_mode mode, ic_error **errp)
@@ -182,6 +275,14 @@ int ic_io_submit(ic_io *io, struct ic_io_req *reqs, size_t n)
 {
     if (n == 0)
         return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].op == IC_IO_REQ_WRITE) {
+            int ret = run_pending(io);
+            if (ret < 0)
+                return ret;
+            break;
+        }
+    }
     if (io->ops->submit)
         return io->ops->submit(io, reqs, n);
     /* Sequential fallback: same semantics, every request is attempted so

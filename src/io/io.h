@@ -28,12 +28,25 @@ int ic_event_from_name(const char *name);
 
 /* Reads exactly len bytes; bytes past end of file read as zeroes. */
 int ic_io_pread(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
+/* Reads up to len bytes (fewer only at end of file); returns the count or
+ * -errno.  For probing the head of a file of unknown length. */
+int64_t ic_io_pread_upto(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 /* Reads exactly len bytes; -EIO if the file ends first. */
 int ic_io_pread_exact(ic_io *io, void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 int ic_io_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off) IC_WARN_UNUSED;
 /* Writes len zero bytes (using punch_hole where it is safe to). */
 int ic_io_pwrite_zeroes(ic_io *io, uint64_t off, uint64_t len) IC_WARN_UNUSED;
+/* Makes completed writes durable.  On a handle in deferred-flush mode
+ * (ic_io_defer_flush) it only records the request: the flush runs before
+ * the next write that reaches the handle, and not at all when none does. */
 int ic_io_flush(ic_io *io) IC_WARN_UNUSED;
+/* Deferred-flush mode, for the unsafe cache mode: every flush that is
+ * followed by a write still runs before that write (so the crash-ordering
+ * of metadata holds), only the trailing one is dropped at close. */
+void ic_io_defer_flush(ic_io *io, bool on);
+/* Runs a deferred flush now, if one waits (an ordering point against
+ * another file); 0 when none waits. */
+int ic_io_flush_pending(ic_io *io) IC_WARN_UNUSED;
 int ic_io_truncate(ic_io *io, uint64_t size) IC_WARN_UNUSED;
 int64_t ic_io_get_size(ic_io *io);
 int ic_io_punch_hole(ic_io *io, uint64_t off, uint64_t len);
@@ -46,6 +59,12 @@ int64_t ic_io_allocated_size(ic_io *io);
 /* The backend's prefetch hint (read [off, off+len) soon); a no-op for
  * backends without one or built against version 1 of the ops table. */
 void ic_io_prefetch(ic_io *io, uint64_t off, uint64_t len);
+/* Capabilities (ops of version 3 tables, imgchain/sys/io.h): the O_DIRECT
+ * alignment (1 without one), write-behind (the lent writes in flight, or
+ * -ENOTSUP), statistics (false for a backend that keeps none). */
+uint32_t ic_io_alignment(ic_io *io);
+int ic_io_lend(ic_io *io, const struct ic_io_lender *lender);
+bool ic_io_get_stats(ic_io *io, struct ic_io_stats *out);
 /* Runs a batch of reads/writes (struct ic_io_req, imgchain/sys/io.h):
  * through the backend's submit op when it has one (aio: many in flight),
  * else one by one in array order.  Either way the result is as if run in

@@ -110,14 +110,6 @@ int qcow2_cache_write(struct ic_image *img, struct qcow2_cache *c)
     return ret;
 }
 
-int qcow2_cache_flush(struct ic_image *img, struct qcow2_cache *c)
-{
-    int ret = qcow2_cache_write(img, c);
-    if (ret == 0)
-        ret = ic_io_flush(img->file);
-    return ret;
-}
-
 static struct qcow2_cache_entry *find(struct qcow2_cache *c, uint64_t offset)
 {
     if (c->last_hit < c->nb && c->e[c->last_hit].offset == offset)

@@ -3,10 +3,10 @@
  *
  * Design notes:
  *  Owns no structure of its own: it reads every metadata structure
- *  (reference 1.1-1.10) raw from the file, never through the engine's
+ *  (header to snapshot table) raw from the file, never through the engine's
  *  caches, so a damaged reftable or L2 table cannot make the check itself
  *  fail or signal corruption; repairs go through the engine afterwards.
- *  Counting follows qemu 7.2 (reference 1.14, 3.5) so the numbers match
+ *  Counting follows qemu 7.2's qcow2_check_refcounts so the numbers match
  *  qemu-img check:
  *  1. The in-memory refcount table (IMRT) counts the header, the active L1
  *     and every snapshot L1, one reference per L1 entry to its L2 table
@@ -58,7 +58,7 @@
  *     cannot be decompressed, and the snapshot table, the refcount
  *     structure and bitmaps past the end would mean garbage: those stay
  *     errors.
- *  9. Snapshot table damage qemu's check opens (reference 1.14, 3.5): an
+ *  9. Snapshot table damage qemu's check opens: an
  *     IC_OPEN_CHECK open loads the first 65536 entries, the entries within
  *     64 MiB and at most 1024 bytes of extra data each (qcow2.c).  Without
  *     -r all the check stops with an error, as qemu's.  With -r all the

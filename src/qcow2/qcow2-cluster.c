@@ -6,7 +6,7 @@
  * block/qcow2.c).
  *
  * Design notes:
- *  Owns the active L1 table and the L2 tables (reference 1.7-1.9).
+ *  Owns the active L1 table and the L2 tables.
  *  1. Lookups work on runs: get_run() walks L1 and L2 entries (and
  *     subclusters with extended L2) and returns the longest prefix that
  *     shares one kind (unallocated, zero, zero-allocated, data,
@@ -23,7 +23,7 @@
  *     home (without extended L2: see 6) are rebuilt in a cluster buffer from the current guest view
  *     (backing, zeroes, compressed data) and written whole.  New L2
  *     entries always have COPIED.
- *  4. Ordering (reference 1.13 rule 3): the new cluster is allocated
+ *  4. Ordering (docs/architecture.md, crash ordering): the new cluster is allocated
  *     (refcount increment in the refblock cache) and its data written
  *     before the L2 entry is changed in the L2 cache; the L2 cache writes
  *     refblocks and flushes the files before it writes any table, and
@@ -34,7 +34,7 @@
  *     worst clusters leak.
  *  5. A shared L2 table (L1 entry without COPIED) is copied to a new
  *     cluster before it is changed; the old one is freed after the flush.
- *  6. Extended L2 (reference 1.9) follows qemu 7.2's subcluster rules
+ *  6. Extended L2 follows qemu 7.2's subcluster rules
  *     (calculate_l2_meta, qcow2_alloc_cluster_link_l2) so that map output
  *     and host layout match qemu's:
  *     a. A write allocates the run of clusters that need a new home
@@ -89,7 +89,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/resize.h"
 #include "qcow2.h"
 #include "util/endian.h"
 #include "util/overflow.h"
@@ -874,7 +873,7 @@ static uint64_t sc_range(uint32_t first, uint32_t last)
 }
 
 /* Refuses an extended-L2 entry that qemu calls QCOW2_SUBCLUSTER_INVALID
- * (reference 1.9) or whose host cluster is unaligned, before a write
+ * (extended L2) or whose host cluster is unaligned, before a write
  * builds on it. */
 static int ext_check_entry(struct ic_image *img, uint64_t e, uint64_t bm, uint64_t pos)
 {
@@ -942,11 +941,11 @@ static bool chain_zero_fast(struct ic_image *img, uint64_t off, uint64_t len)
         uint64_t pnum = 0, map = 0;
         unsigned flags = 0;
         ic_io *file = NULL;
-        if (l->drv->block_status(l, off, len, &pnum, &flags, &map, &file) < 0 || pnum < len)
+        if (ic_image_layer_block_status(l, off, len, &pnum, &flags, &map, &file) < 0 ||
+            pnum < len)
             return false;
         if (flags & IC_BS_ALLOCATED)
-            return (flags & IC_BS_ZERO) && !(flags & IC_BS_DATA) &&
-                   strcmp(l->drv->name, "raw") != 0;
+            return (flags & IC_BS_ZERO) && !(flags & IC_BS_DATA) && !ic_image_headerless(l);
     }
     return true;
 }

@@ -3,7 +3,7 @@
  * zstd (QEMU's block/qcow2-threads.c compression helpers).
  *
  * Design notes:
- *  Owns the payload format of compressed clusters (reference 1.8); the
+ *  Owns the payload format of compressed clusters; the
  *  descriptors themselves are parsed in qcow2-cluster.c.
  *  1. zlib: raw deflate with a 4 KiB window (windowBits -12), as qemu
  *     writes it; any raw deflate stream is accepted on read.

@@ -3,12 +3,12 @@
  * table growth and the refcount rebuild (QEMU's block/qcow2-refcount.c).
  *
  * Design notes:
- *  Owns the reftable and the refblocks (reference 1.6, 1.13).
+ *  Owns the reftable and the refblocks.
  *  1. The reftable is loaded lazily, on the first refcount query: opening
  *     an image for reading never touches it.
  *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set: sub-byte
  *     widths pack LSB first, widths >= 8 are big-endian.
- *  3. Ordering (reference 1.13 rule 3): increments are made before any
+ *  3. Ordering (docs/architecture.md, crash ordering): increments are made before any
  *     reference reaches disk (the L2 cache depends on the refblock cache
  *     and flushes in between, qcow2-cache.c); decrements are queued and
  *     applied only after the metadata that dropped the reference is
@@ -132,13 +132,6 @@ int qcow2_refcount_load(struct ic_image *img)
     }
     s->reftable = t;
     return 0;
-}
-
-void qcow2_refcount_close(struct ic_image *img)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    free(s->reftable);
-    s->reftable = NULL;
 }
 
 int64_t qcow2_file_clusters(struct ic_image *img)
@@ -441,21 +434,6 @@ int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length
         qcow2_cache_put(&s->refblock_cache, &rb);
     }
     return 0;
-}
-
-int qcow2_set_refcount(struct ic_image *img, uint64_t cluster, uint64_t refcount)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    uint64_t cur;
-    int ret = qcow2_get_refcount(img, cluster, &cur);
-    if (ret < 0)
-        return ret;
-    if (refcount > s->refcount_max)
-        return -ERANGE;
-    if (cur == refcount)
-        return 0;
-    int64_t delta = refcount > cur ? (int64_t)(refcount - cur) : -(int64_t)(cur - refcount);
-    return qcow2_update_refcount(img, cluster << s->cluster_bits, s->cluster_size, delta);
 }
 
 /* First run of @n free clusters at or after free_cluster_index (never

@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/resize.h"
 #include "qcow2.h"
 #include "util/endian.h"
 #include "util/overflow.h"

@@ -3,8 +3,8 @@
  * create / apply (goto) / delete.
  *
  * Design notes:
- *  Owns the snapshot table (reference 1.10) and the snapshot operations
- *  (reference 3.1-3.4).  Every operation is one shadow-paged transaction
+ *  Owns the snapshot table and the snapshot operations (create, apply,
+ *  delete, list, temporary view).  Every operation is one shadow-paged transaction
  *  ("txn" below) that ends with ONE write of header bytes 24..71:
  *
  *      bytes 24..71 = size, crypt_method (unchanged), l1_size,
@@ -402,7 +402,7 @@ static int read_l2(struct txn *t, uint64_t off, ic_error **errp)
     return 0;
 }
 
-/* Adds @delta to every reference the tree under @l1 holds (reference 1.13
+/* Adds @delta to every reference the tree under @l1 holds (qcow2's
  * counting rule): each L2 table once per L1 entry, each data cluster once
  * per L2 entry, each host cluster a compressed entry touches. */
 static int tree_delta(struct txn *t, const uint64_t *l1, uint32_t n, int64_t delta,

@@ -4,7 +4,7 @@
  *
  * Design notes:
  *  Owns cluster 0 (header, header extensions, backing file name) and the
- *  snapshot table as read at open (reference 1.1-1.5, 1.10).
+ *  snapshot table as read at open.
  *  1. Parse, then validate every field before any is used: each size,
  *     offset and count read from disk is checked with overflow-checked
  *     arithmetic against a named limit (qcow2.h) and the error names the
@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/resize.h"
 #include "qcow2.h"
 #include "qcow2-bitmap.h"
 #include "qcow2-check.h"
@@ -117,7 +116,7 @@ struct known_feature {
     const char *name;
 };
 
-/* What qemu writes into the feature-name table (reference 1.2). */
+/* What qemu writes into the feature-name table. */
 static const struct known_feature known_features[] = {
     { 0, QCOW2_INCOMPAT_DIRTY_BITNR, "dirty bit" },
     { 0, QCOW2_INCOMPAT_CORRUPT_BITNR, "corrupt bit" },
@@ -176,7 +175,7 @@ static int nomem(ic_error **errp)
     return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
 }
 
-/* Parses the extension area [start, end) of cluster 0 (reference 1.4). */
+/* Parses the extension area [start, end) of cluster 0. */
 static int read_extensions(struct ic_image *img, const uint8_t *c0, uint64_t start,
                            uint64_t end, ic_error **errp)
 {
@@ -958,7 +957,7 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
         return nomem(errp);
     s->l2_cache.depends = &s->refblock_cache;
     s->l2_cache.depends_on_flush = true;
-    /* read-write preparation (reference 1.2, 1.13) */
+    /* read-write preparation: dirty-bit repair, unknown autoclear bits cleared */
     if (!img->read_only) {
         bool rewrite = false;
         uint64_t clear = h->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN;

@@ -11,8 +11,8 @@
  * header, qcow2-cluster.c for L1/L2, qcow2-refcount.c for refcounts).
  * Every in-memory field below is CPU-endian.
  *
- * Reference: /work/shared/reference/qcow2-qed.md section 1 (the spec,
- * docs/interop/qcow2.txt) and qemu 7.2 block/qcow2*.c.
+ * The format is the qcow2 specification as qemu 7.2's block/qcow2*.c
+ * implements it.
  */
 #ifndef IC_QCOW2_QCOW2_H
 #define IC_QCOW2_QCOW2_H
@@ -23,7 +23,7 @@
 
 #include "image/image.h"
 
-/* ---- header layout (reference 1.1) ------------------------------------ */
+/* ---- header layout ----------------------------------------------------- */
 
 #define QCOW2_MAGIC 0x514649FBu /* "QFI\xfb" */
 
@@ -52,7 +52,7 @@ enum {
     QCOW2_HDR_V3_LEN = 112,          /* what qemu >= 5.1 writes */
 };
 
-/* Header extension magics (reference 1.4). */
+/* Header extension magics. */
 #define QCOW2_EXT_END            0x00000000u
 #define QCOW2_EXT_BACKING_FORMAT 0xE2792ACAu
 #define QCOW2_EXT_FEATURE_TABLE  0x6803F857u
@@ -65,7 +65,7 @@ enum {
 #define QCOW2_BITMAPS_EXT_LEN    24
 #define QCOW2_CRYPTO_EXT_LEN     16
 
-/* Feature bits (reference 1.2): _BITNR and mask. */
+/* Feature bits (incompatible, compatible, autoclear): _BITNR and mask. */
 enum {
     QCOW2_INCOMPAT_DIRTY_BITNR = 0,
     QCOW2_INCOMPAT_CORRUPT_BITNR = 1,
@@ -96,7 +96,7 @@ enum {
 enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
 enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 
-/* ---- table entries (reference 1.6-1.9) ------------------------------- */
+/* ---- table entries: reftable, refblocks, L1, L2 ------------------------ */
 
 #define QCOW2_OFLAG_COPIED      (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED  (1ull << 62)
@@ -190,7 +190,7 @@ struct qcow2_feature_name {
     char name[QCOW2_FEATURE_NAME_LEN + 1];
 };
 
-/* One snapshot table entry with every field (reference 1.10), for the
+/* One snapshot table entry with every field, for the
  * snapshot engine: unknown extra data beyond the fields we know is kept. */
 struct qcow2_snapshot {
     uint64_t l1_table_offset;
@@ -308,7 +308,7 @@ struct qcow2_state {
     uint64_t snapshots_offset;
     uint64_t snapshots_size;       /* bytes of the table as read */
     /* Table damage accepted by an IC_OPEN_CHECK open and left to check to
-     * count and repair (qemu's check mode, reference 1.14 and 3.5); always
+     * count and repair (as qemu opens an image for check); always
      * 0 otherwise, because such an image is refused. */
     uint32_t snap_dropped;         /* entries not loaded: past 65536 or 64 MiB */
     bool snap_too_many;            /* the header counts more than 65536 */
@@ -359,7 +359,7 @@ static inline uint64_t qcow2_size_to_l1(const struct qcow2_state *s, uint64_t si
     return (size + (1ull << shift) - 1) >> shift;
 }
 
-/* ---- cluster types (reference 1.7, 1.9) ------------------------------- */
+/* ---- cluster types (standard and extended L2 entries) ----------------- */
 
 enum qcow2_ctype {
     QCOW2_CT_UNALLOCATED,
@@ -474,12 +474,8 @@ int qcow2_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure
 
 /* Loads the reftable (validated) if not loaded yet. */
 int qcow2_refcount_load(struct ic_image *img) IC_WARN_UNUSED;
-void qcow2_refcount_close(struct ic_image *img);
 /* Refcount of the cluster with index @cluster (0 when no refblock). */
 int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcount)
-    IC_WARN_UNUSED;
-/* Sets the refcount of one cluster (allocating a refblock if needed). */
-int qcow2_set_refcount(struct ic_image *img, uint64_t cluster, uint64_t refcount)
     IC_WARN_UNUSED;
 /* Adds @delta to every cluster touched by [offset, offset+length). */
 int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length,
@@ -543,8 +539,6 @@ void qcow2_cache_put(struct qcow2_cache *c, uint8_t **table);
 void qcow2_cache_mark_dirty(struct qcow2_cache *c, const uint8_t *table);
 /* Writes every dirty entry (after its dependency) without flushing the file. */
 int qcow2_cache_write(struct ic_image *img, struct qcow2_cache *c) IC_WARN_UNUSED;
-/* qcow2_cache_write + flush of the file. */
-int qcow2_cache_flush(struct ic_image *img, struct qcow2_cache *c) IC_WARN_UNUSED;
 /* Forgets a table (the cluster was freed); drops unwritten changes. */
 void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset);
 /* Empties the cache (all entries must be clean or are lost). */

@@ -32,7 +32,7 @@
  *      leaves no corruption and no I/O error.
  *   4. Every bitmap index comes from an offset validated against the file
  *      size first, so it is in range.
- *  Reference: qcow2-qed.md section 2.4.
+ *  Follows qemu block/qed-check.c.
  */
 #include <errno.h>
 #include <inttypes.h>

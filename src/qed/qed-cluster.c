@@ -31,7 +31,7 @@
  *   5. COW of a zero cluster fills zeroes, never backing data.
  *   6. A failed metadata write drops the cached table and moves the image to
  *      ERROR (sticky): memory never claims what the disk may not have.
- *  Reference: qcow2-qed.md sections 2.2-2.3; qemu block/qed.c, qed-cluster.c.
+ *  Follows qemu block/qed.c and qed-cluster.c.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -16,7 +16,7 @@
  *   3. The number of slots is bounded by QED_L2_CACHE_BUDGET bytes, with at
  *      least QED_L2_CACHE_MIN and at most QED_L2_CACHE_MAX slots; table
  *      buffers are allocated on first use only.
- *  Reference: qcow2-qed.md section 2.2.
+ *  Follows qemu block/qed-l2-cache.c.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -22,7 +22,7 @@
  *      before it reaches these functions.
  *   4. A failed L2 read or write drops the table from the cache, so the
  *      cache never disagrees with the disk (qed-l2-cache.c invariant 1).
- *  Reference: qcow2-qed.md section 2.2; qemu block/qed-table.c.
+ *  Follows qemu block/qed-table.c.
  */
 #include <errno.h>
 #include <stdlib.h>

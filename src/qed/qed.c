@@ -40,14 +40,13 @@
  *      computation wraps to 0: qed_geometry_qemu_sizes), as qemu-img
  *      does, unless force_large_clusters=on; open reads such images all
  *      the same.
- *  Reference: qcow2-qed.md sections 2.1-2.3 and 2.5; qemu block/qed.c.
+ *  Follows qemu block/qed.c.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/resize.h"
 #include "qed.h"
 #include "util/endian.h"
 #include "util/overflow.h"

@@ -6,8 +6,8 @@
  * state, feature bits, the named limits with their justification, and the
  * prototypes shared between the QED files, grouped by file.
  *
- * Reference: ../shared/reference/qcow2-qed.md section 2 (qed_spec.txt,
- * qemu block/qed.h, block/qed.c, block/qed-table.c, block/qed-cluster.c,
+ * The format is QED's specification (qemu's qed_spec.txt) as qemu
+ * implements it: block/qed.h, block/qed.c, block/qed-table.c, block/qed-cluster.c,
  * block/qed-l2-cache.c, block/qed-check.c).
  */
 #ifndef IC_QED_QED_H

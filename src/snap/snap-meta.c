@@ -5,9 +5,9 @@
  * ------------
  * Owns: the folder ROOT/DOMAIN and its NAME.xml files, the in-memory tree
  * (parent links by name, the current snapshot) and the order in which
- * files are rewritten.  Spec: libvirt-snapshots.md 1.5 (on-disk form,
- * load-time checks) and 2.1 / 2.5 (current and re-parenting on create and
- * delete --metadata).  Files are written by io-dir.c
+ * files are rewritten, as libvirt's qemu driver keeps them: its on-disk
+ * form and load-time checks, the current snapshot and re-parenting on
+ * create and delete --metadata.  Files are written by io-dir.c
  * (ic_dir_write_atomic), documents by src/xml.
  *
  * Invariants:

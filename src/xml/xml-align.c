@@ -5,7 +5,7 @@
  * ------------
  * Owns: libvirt's virDomainSnapshotAlignDisks and
  * virDomainSnapshotDefAssignExternalNames, rewritten over our structs.
- * Spec: libvirt-snapshots.md 1.3 (rules 1-6); messages are libvirt's.
+ * The rules are libvirt's snapshot disk alignment; messages are libvirt's.
  *
  * Invariants:
  *  1. All or nothing: the new disk list is built beside the old one and

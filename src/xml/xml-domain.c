@@ -10,7 +10,7 @@
  * dir or network), target dev and bus, snapshot=, <transient/>,
  * <readonly/> and the <backingStore> chain.  Everything else of the domain
  * is kept verbatim by the snapshot parser (ic_xml_node), not here.
- * Spec: libvirt-snapshots.md 1.3 (what alignment needs from the domain);
+ * It reads what snapshot alignment needs from the domain;
  * the checks and messages are those of libvirt's virDomainDiskDefParseXML.
  *
  * Invariants:

@@ -6,7 +6,7 @@
  * Owns: the output buffer (after libvirt's virBuffer) and the formatter of
  * snapshot definitions, their disks and sources, and the generic trees
  * (embedded domain, inactiveDomain, cookie, source children).
- * Spec: libvirt-snapshots.md 1.4 (output rules) and 1.5 (on-disk form); the
+ * Output rules and the on-disk form are libvirt's; the
  * layout is that of libvirt's virDomainSnapshotDefFormatInternal and
  * virDomainSnapshotDiskDefFormat, checked against libvirt's own output
  * (tests/cli/xml.sh compares with `virsh -c test:///default`).

@@ -6,7 +6,7 @@
  * Owns: reading documents with libxml2, the generic ic_xml_node trees
  * (embedded <domain>, <inactiveDomain>, <cookie>, source children), the
  * storage <source> parser shared with xml-domain.c, and the snapshot parser.
- * Spec: shared/reference/libvirt-snapshots.md 1.1, 1.2 and 1.6; the rules are
+ * The rules are
  * those of libvirt's virDomainSnapshotDefParse / virDomainSnapshotDiskDefParseXML
  * and the messages are libvirt's, without the trailing period.
  *
@@ -123,11 +123,6 @@ const char *ic_storage_type_name(ic_storage_type type)
 const char *ic_disk_format_name(ic_disk_format fmt)
 {
     return (unsigned)fmt < IC_ARRAY_SIZE(format_names) ? format_names[fmt] : NULL;
-}
-
-char *ic_xml_strdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
 }
 
 /* ---- frees -------------------------------------------------------------- */

@@ -7,7 +7,7 @@
  * libvirt0; $IMGCHAIN_SNAPSHOT_RNG overrides it) with libxml2's xmlRelaxNG
  * API and checking documents against it, as libvirt does for
  * VIR_DOMAIN_SNAPSHOT_CREATE_VALIDATE and `virsh snapshot-create --validate`.
- * Spec: libvirt-snapshots.md 1.2 (last paragraph) and 1.6.
+ * The rules are those of libvirt's schema check of a snapshot document.
  *
  * Invariants:
  *  1. The schema (it includes domain.rng, a large grammar) is compiled once

@@ -1,7 +1,7 @@
 /*
  * xml.h - what the files of src/xml share (private to src/xml).
  *
- * src/xml is the only module that sees libxml2 (CONVENTIONS.md, 12); this
+ * src/xml is the only module that sees libxml2 (docs/architecture.md); this
  * header therefore may use libxml2 types, and nothing outside src/xml may
  * include it.  Other modules use include/imgchain/xml.h.
  *
@@ -55,8 +55,6 @@ int ic_storage_type_from_name(const char *s);
 int ic_disk_format_from_name(const char *s);
 int ic_snapshot_location_from_name(const char *s);
 int ic_snapshot_state_from_name(const char *s);
-/* strdup that returns NULL for NULL. */
-char *ic_xml_strdup(const char *s);
 
 /* ---- xml-domain.c ------------------------------------------------------ */
 

@@ -61,7 +61,7 @@ static void copy_and_compare(const char *base, struct ic_copy_stats *st)
     uint8_t *want = cf_view("top.qcow2", &n1);
     ic_image *top = cf_open("top.qcow2", IC_OPEN_RDWR);
     ic_error *err = NULL;
-    if (ic_chain_reopen_rw(top, &err) < 0)
+    if (ic_image_reopen_backing_rw(top, IC_CACHE_DEFAULT, &err) < 0)
         fail_msg("reopen base: %s", ic_error_message(err));
     int ret = ic_copy_above_base(top, top->backing, IC_ZERO_MAY_UNMAP, NULL, NULL, st, &err);
     if (ret < 0)

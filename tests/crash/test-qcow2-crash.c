@@ -1,6 +1,6 @@
 /*
  * test-qcow2-crash.c - qcow2 allocating writes crashed at every flush
- * (CONVENTIONS.md section 4; SQLite crash tests).
+ * (the crash loop of docs/architecture.md; SQLite crash tests).
  *
  * The run creates nothing itself (setup does): it opens the image, makes
  * allocating writes that create L2 tables, refcount blocks and grow the

@@ -1,6 +1,6 @@
 /*
  * test-qcow2-snapshot-crash.c - crash at every flush of snapshot create,
- * apply and delete, and of check -r all (CONVENTIONS.md section 4).
+ * apply and delete, and of check -r all (the crash loop of docs/architecture.md).
  *
  * For each N the surviving image must check without corruption (imgchain's
  * check, and qemu-img check when installed; leaks allowed), and the

@@ -1,6 +1,6 @@
 /*
  * test-qed-crash.c - QED allocating writes crashed at every flush
- * (CONVENTIONS.md section 4; SQLite crash tests).
+ * (the crash loop of docs/architecture.md; SQLite crash tests).
  *
  * For N = 1, 2, ... the run is crashed at its Nth flush (the need-check
  * flush, the flush before each L2 update with a backing file, the flush of

@@ -1,9 +1,9 @@
 /*
  * test-qcow2-errpath.c - EIO and ENOSPC at every named metadata event (once
  * and persistent, nth = 1..3) and at each of the first pwrites, during the
- * qcow2 data-path operations that change metadata (CONVENTIONS.md section
- * 3, qemu-iotests 026).  Snapshot create/apply/delete have their own loop
- * in test-qcow2-snapshot-errpath.c.
+ * qcow2 data-path operations that change metadata (the fault loop of
+ * docs/architecture.md, qemu-iotests 026).  Snapshot create/apply/delete
+ * have their own loop in test-qcow2-snapshot-errpath.c.
  *
  * Design notes:
  *  1. Each scenario is a small image (setup: create, optional raw backing
@@ -39,7 +39,7 @@
  *     the loop fails the first pwrites and flushes, and (event_flush) the
  *     first flush after each event: the metadata write lands but is not
  *     known durable, the case where memory and disk can disagree.
- *  Reference: qcow2-qed.md section 1.13 (write ordering); qemu-iotests 026.
+ *  Write ordering: docs/architecture.md (crash ordering); qemu-iotests 026.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * test-qcow2-snapshot-errpath.c - EIO and ENOSPC at every named metadata
  * event (once and persistent) during snapshot create, apply and delete
- * (CONVENTIONS.md section 3, qemu-iotests 026/217): each run succeeds or
+ * (the fault loop of docs/architecture.md, qemu-iotests 026/217): each run succeeds or
  * fails with a message, and the image afterwards checks with 0
  * corruptions (leaks allowed) and still opens.
  */

@@ -3,8 +3,8 @@
  * and persistent, nth = 1..2), at each of the first pwrites and flushes,
  * and at the first flush after each event, during QED allocating writes
  * (with a backing file, and without one: the need-check path), L2 table
- * allocation, zero writes and resize (CONVENTIONS.md section 3,
- * qemu-iotests 026).
+ * allocation, zero writes and resize (the fault loop of
+ * docs/architecture.md, qemu-iotests 026).
  *
  * Design notes:
  *  1. Each scenario is a small image (setup: create, optional raw backing
@@ -33,7 +33,7 @@
  *     worth running (e.g. qed_need_check_set without a backing file).
  *  5. Speed: the first setup() builds the image; later setups copy its
  *     bytes.  qemu-img check runs once per distinct surviving file.
- *  Reference: qcow2-qed.md sections 2.2-2.3; qemu block/qed.c.
+ *  Follows qemu block/qed.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -17,7 +17,7 @@
  *  3. Everything format specific comes in through struct fmt_ops (fault
  *     loop) or the scenario's format name (crash loop); this file never
  *     includes a format's private header.
- *  Reference: CONVENTIONS.md sections 3 and 4; qemu-iotests 026.
+ *  Fault and crash loops: docs/architecture.md (test kinds); qemu-iotests 026.
  */
 #include <errno.h>
 #include <inttypes.h>

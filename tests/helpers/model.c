@@ -1,5 +1,5 @@
 /*
- * model.c - the raw reference model (QEMU blkverify; CONVENTIONS.md 14).
+ * model.c - the raw reference model (QEMU blkverify; docs/architecture.md, test kinds).
  *
  * Design notes:
  *  1. The model is the guest's view as a flat byte array: tests apply every

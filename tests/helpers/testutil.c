@@ -438,3 +438,27 @@ int tu_io_borrow(ic_io **out, ic_io *target)
     *out = &b->base;
     return 0;
 }
+
+/* ---- 9. failing child test --------------------------------------------- */
+
+void tu_assert_child_test_fails(void (*fn)(void **state))
+{
+    char *tmp = tu_tmpdir(); /* the failing run keeps its files: keep them in here */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("TMPDIR", tmp, 1);
+        if (!getenv("IC_TEST_VERBOSE_CHILD") &&
+            (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)))
+            _exit(3);
+        const struct CMUnitTest t[] = { { "child", fn, NULL, NULL, NULL } };
+        _exit(cmocka_run_group_tests_name("child", t, NULL, NULL) ? 1 : 0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    /* 1: cmocka saw the child's test fail (99: valgrind, see testutil.h) */
+    assert_true(WEXITSTATUS(st) == 1 || WEXITSTATUS(st) == 99);
+    tu_rmtree(tmp);
+    free(tmp);
+}

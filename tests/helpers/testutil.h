@@ -13,8 +13,9 @@
  *   5. Borrowed io          tu_io_borrow: hand an io to code that closes it
  *   6. Reference model      struct tu_model: a flat raw copy that receives
  *                           the same writes; compare any image against it
- *   7. Fault loop           tu_fault_loop_run: CONVENTIONS.md section 3
- *   8. Crash loop           tu_crash_loop_run: CONVENTIONS.md section 4
+ *   7. Fault loop           tu_fault_loop_run: docs/architecture.md
+ *   8. Crash loop           tu_crash_loop_run: docs/architecture.md
+ *   9. Failing child test   tu_assert_child_test_fails: a test that must fail
  *
  * Failures inside helpers fail the running cmocka test with a message that
  * names the helper's caller (file:line) or the loop iteration.
@@ -176,7 +177,7 @@ struct tu_loop_ctx {
 };
 
 /*
- * The fault loop (CONVENTIONS.md section 3, qemu-iotests 026): for every
+ * The fault loop (docs/architecture.md, qemu-iotests 026): for every
  * named event x {EIO, ENOSPC} x {once, persistent} (x nth = 1..max_nth):
  *   setup -> wrap the target with one rule -> run -> the run must either
  *   succeed or fail cleanly (ret < 0 with an error message; and if a fault
@@ -222,7 +223,7 @@ struct tu_fault_summary {
 void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary *out);
 
 /*
- * The crash loop (CONVENTIONS.md section 4, SQLite crash tests): for
+ * The crash loop (docs/architecture.md, SQLite crash tests): for
  * N = 1, 2, ...: setup -> wrap the target with ic_io_crash_wrap(N, seed)
  * -> run -> release the inner backend, write it back -> verify.  Stops
  * after the first N at which the run completes without crashing (it must
@@ -253,5 +254,14 @@ struct tu_crash_summary {
     unsigned completed_at;   /* the N at which the run completed */
 };
 void tu_crash_loop_run(const struct tu_crash_loop *cfg, struct tu_crash_summary *out);
+
+/*
+ * Runs @fn as a cmocka test in a forked child (its output discarded unless
+ * IC_TEST_VERBOSE_CHILD is set, TMPDIR a private folder removed afterwards)
+ * and asserts that the child's test FAILED: for checking that a loop
+ * helper fails the test it runs in.  Under valgrind the child's failure
+ * path may also exit 99 (it longjmps out of the loop and leaks by design).
+ */
+void tu_assert_child_test_fails(void (*fn)(void **state));
 
 #endif

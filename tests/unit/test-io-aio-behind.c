@@ -159,7 +159,7 @@ static void test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once(
     for (uint64_t i = 0; i < n; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)(i % NBUF), i), CHUNK, i * CHUNK), 0);
     assert_int_equal(ic_io_flush(io), 0);
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
     assert_int_equal(st.behind_writes, n);
     assert_true(st.behind_max_in_flight >= 2); /* really in parallel */
@@ -200,7 +200,7 @@ static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void 
     assert_int_equal(ic_io_flush(io), 0);
     assert_int_equal(stat(f->path, &sb), 0);
     assert_int_equal((uint64_t)sb.st_size, 3 * CHUNK);
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
     assert_int_equal(st.reserve_steps, 1);
     /* close cuts it off too, without a flush */
@@ -231,7 +231,7 @@ static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_wri
     }
     /* the small writes went through the page cache (invariant 8), not
      * through a read-modify-write of O_DIRECT blocks */
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
     assert_int_equal(st.cached_writes, 16);
     assert_int_equal(st.bounced, 0);
@@ -261,7 +261,7 @@ static void test_behind__a_buffer_the_lender_refuses_is_written_at_once(void **s
     l.refuse = true;
     for (uint64_t i = 0; i < 4; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)i, i), CHUNK, i * CHUNK), 0);
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
     assert_int_equal(st.behind_writes, 0);
     assert_int_equal(l.releases, 0);
@@ -351,10 +351,11 @@ static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **st
     ic_image *dst;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = "qcow2";
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_DIRECT;
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING;
+    dop.cache = IC_CACHE_NONE;
     TU_ASSERT_OK(ic_image_open_io(&dst, file, &dop, &err), err);
     TU_ASSERT_OK(ic_image_copy(dst, src, NULL, &err), err);
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(file, &st));
     assert_true(st.behind_writes >= 12 - 1); /* 24 MiB in 2 MiB windows */
     assert_true(st.behind_max_in_flight >= 1);

@@ -41,7 +41,7 @@ static void *aligned(size_t len)
 
 /* Writes NREQ chunks in one batch, reads them back in another. */
 static void batch_roundtrip(const char *path, unsigned flags, unsigned aio_flags,
-                            struct ic_io_aio_stats *st)
+                            struct ic_io_stats *st)
 {
     ic_io *io = open_aio(path, IC_IO_RDWR | IC_IO_CREATE | flags, aio_flags);
     uint8_t *w = aligned((size_t)NREQ * CHUNK), *r = aligned((size_t)NREQ * CHUNK);
@@ -73,7 +73,7 @@ static void batch_roundtrip(const char *path, unsigned flags, unsigned aio_flags
 static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state)
 {
     struct tu_dir *f = *state;
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     batch_roundtrip(f->path, 0, 0, &st);
     assert_true(st.async);
     assert_true(st.max_in_flight >= 16);
@@ -85,7 +85,7 @@ static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state
 static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void **state)
 {
     struct tu_dir *f = *state;
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     batch_roundtrip(f->path, IC_IO_DIRECT, 0, &st);
     assert_true(st.async);
     assert_true(st.max_in_flight >= 16);
@@ -95,7 +95,7 @@ static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void *
 static void test_io_aio__works_synchronously_without_an_aio_context(void **state)
 {
     struct tu_dir *f = *state;
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     batch_roundtrip(f->path, IC_IO_DIRECT, IC_AIO_SYNC, &st);
     assert_false(st.async);
     assert_int_equal(st.aio_requests, 0);
@@ -132,7 +132,7 @@ static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
         assert_int_equal(ic_io_pread(io, rd + 1, rlen, roff), 0);
         assert_memory_equal(rd + 1, model + roff, rlen);
     }
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
     assert_true(st.bounced > 0);
     ic_io_close(io);
@@ -285,11 +285,61 @@ static void test_io_aio__non_aio_backends_report_no_stats(void **state)
     (void)state;
     ic_io *m;
     ic_error *err = NULL;
-    struct ic_io_aio_stats st;
+    struct ic_io_stats st;
     TU_ASSERT_OK(ic_io_open_mem(&m, "m", &err), err);
     assert_false(ic_io_aio_get_stats(m, &st));
     assert_int_equal(ic_io_aio_alignment(m), 0);
     ic_io_close(m);
+}
+
+/* The capability ops of the io vtable reach the aio backend through the
+ * library's wrappers, and default for a backend without them. */
+static bool lend_hold(void *payload, const void *buf, size_t len)
+{
+    (void)payload;
+    (void)buf;
+    (void)len;
+    return false;
+}
+static void lend_release(void *payload, const void *buf)
+{
+    (void)payload;
+    (void)buf;
+}
+
+static void test_io_aio__capabilities_are_vtable_ops_with_defaults(void **state)
+{
+    struct tu_dir *f = *state;
+    ic_error *err = NULL;
+    ic_io *m;
+    TU_ASSERT_OK(ic_io_open_mem(&m, "m", &err), err);
+    struct ic_io_stats st;
+    const struct ic_io_lender lender = { lend_hold, lend_release, NULL };
+    assert_int_equal(ic_io_alignment(m), 1);
+    assert_false(ic_io_get_stats(m, &st));
+    assert_int_equal(ic_io_lend(m, &lender), -ENOTSUP);
+    assert_int_equal(ic_io_lend(m, NULL), 0);
+    ic_io_close(m);
+
+    ic_io *buffered = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
+    assert_int_equal(ic_io_alignment(buffered), 1);
+    assert_true(ic_io_get_stats(buffered, &st));
+    assert_int_equal(ic_io_lend(buffered, &lender), -ENOTSUP); /* not O_DIRECT */
+    ic_io_close(buffered);
+
+    ic_io *direct = NULL;
+    if (ic_io_open_aio_ex(&direct, f->path, IC_IO_RDWR | IC_IO_DIRECT, 0, &err) < 0) {
+        ic_error_free(err);
+        skip(); /* no O_DIRECT here */
+    }
+    assert_int_equal(ic_io_alignment(direct), ic_io_aio_alignment(direct));
+    assert_true(ic_io_alignment(direct) >= 512);
+    int depth = ic_io_lend(direct, &lender);
+    assert_true(depth >= 1 && depth <= IC_AIO_BEHIND_DEPTH);
+    assert_int_equal(ic_io_lend(direct, &lender), -EBUSY);
+    assert_int_equal(ic_io_lend(direct, NULL), 0);
+    assert_true(ic_io_get_stats(direct, &st));
+    ic_io_close(direct);
 }
 
 int main(void)
@@ -307,6 +357,7 @@ int main(void)
         T(test_io_aio__missing_file_is_enoent_naming_it),
         T(test_io_aio__takes_the_same_locks_as_the_posix_backend),
         T(test_io_aio__non_aio_backends_report_no_stats),
+        T(test_io_aio__capabilities_are_vtable_ops_with_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -425,25 +425,7 @@ static void child_loop(void **state)
 static void test_crash_loop__fails_the_test_on_a_misordered_update(void **state)
 {
     (void)state;
-    char *tmp = tu_tmpdir(); /* the failing run keeps its dir: keep it in here */
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setenv("TMPDIR", tmp, 1);
-        if (!getenv("IC_TEST_VERBOSE_CHILD") &&
-            (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)))
-            _exit(3);
-        const struct CMUnitTest t[] = { cmocka_unit_test(child_loop) };
-        _exit(cmocka_run_group_tests_name("child", t, NULL, NULL) ? 1 : 0);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    /* 1: cmocka saw the loop fail (under valgrind: 99, the child's
-     * failure path leaks by design, it longjmps out of the loop) */
-    assert_true(WEXITSTATUS(st) == 1 || WEXITSTATUS(st) == 99);
-    tu_rmtree(tmp);
-    free(tmp);
+    tu_assert_child_test_fails(child_loop);
 }
 
 int main(void)

@@ -1,6 +1,6 @@
 /*
  * test-io-lock.c - qemu-compatible image locking (src/io/io-lock.c) proved
- * against the real qemu-img / qemu-io 7.2 (the oracle; reference 4.4).
+ * against the real qemu-img / qemu-io 7.2 (the oracle).
  *
  * A qemu-io process holding an image (`-c 'sleep N'`) plays the running VM;
  * we wait until /proc/locks shows its bytes, then open the image ourselves.

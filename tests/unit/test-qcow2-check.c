@@ -3,7 +3,7 @@
  * image, a leak found and repaired, a dry run that writes nothing, a
  * refcount that needs a rebuild (refused by -r leaks, repaired by -r all),
  * a reference past the end of the file repaired by growing the file, and
- * crash loops (CONVENTIONS.md section 4) over the repairs added for issue 4:
+ * crash loops (docs/architecture.md) over the repairs added for issue 4:
  * growing the file, dropping overhanging snapshots and cutting extra data.
  * A crashed repair may leave the damage as it was, never more of it, and
  * never changes what the guest reads.

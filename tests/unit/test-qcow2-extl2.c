@@ -1,6 +1,6 @@
 /*
  * test-qcow2-extl2.c - extended L2 subcluster writes (qcow2-cluster.c
- * design note 6, reference 1.9): the subcluster bitmaps after partial
+ * design note 6): the subcluster bitmaps after partial
  * writes, zero writes and discards, reads through to the backing file for
  * subclusters a write did not touch, the host offset block status reports
  * for them, refusal of a corrupt bitmap, random I/O against a raw model

@@ -5,7 +5,7 @@
  * Each case damages one thing in the table of an image with one snapshot:
  * a normal open refuses it with the exact message (or opens it, as qemu
  * does) and leaves the file unchanged; a check-mode open counts it with the
- * exact line and counters qemu-img check gives (reference 1.14, 3.5), or
+ * exact line and counters qemu-img check gives, or
  * stops with the exact error where qemu's check stops; `-r all` repairs
  * what it can and a second check is clean.  Nothing may crash: the suite
  * also runs under `make check SANITIZE=address,undefined`.

@@ -7,7 +7,7 @@
  * N = 1, 2, ... until the operation completes, and after every crash
  * reopen the store from disk and check that it loads, that every file
  * holds a complete old or new document, and that at most one snapshot is
- * current (SQLite's crash-loop model, CONVENTIONS.md 4).
+ * current (the crash loop of docs/architecture.md, after SQLite's).
  */
 #include <dirent.h>
 #include <errno.h>

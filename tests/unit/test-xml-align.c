@@ -1,6 +1,6 @@
 /*
  * test-xml-align.c - snapshot disks aligned with the domain's
- * (src/xml/xml-align.c; reference libvirt-snapshots.md 1.3).
+ * (src/xml/xml-align.c, libvirt's alignment rules).
  *
  * The host is faked: a table tells the path probe what each domain source
  * is, so block devices and missing files need no real devices.

@@ -6,7 +6,7 @@
  * domain-metadata.out.xml were produced by `virsh -c test:///default`
  * (snapshot-create --redefine + snapshot-dumpxml [--security-info]), and
  * tests/cli/xml.sh re-checks that against the installed libvirt.  The
- * metadata form (full.meta.xml, meta-extras.xml) follows reference 1.5.
+ * metadata form (full.meta.xml, meta-extras.xml) is libvirt's on-disk form.
  */
 #include <errno.h>
 #include <setjmp.h>

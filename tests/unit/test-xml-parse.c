@@ -469,7 +469,7 @@ static void test_xml_parse__validates_against_libvirts_schema(void **state)
     ic_error_free(err);
     err = NULL;
 
-    /* schema-only refusals of reference 1.6 */
+    /* refusals that only libvirt's schema check makes */
     static const char *const invalid[] = {
         "<domainsnapshot><state>pmsuspended</state></domainsnapshot>",
         "<domainsnapshot><memory snapshot='external'/></domainsnapshot>",

@@ -19,12 +19,15 @@
  *   zero_range optional: makes [off, off+len) read as zeroes with the space
  *             allocated (fallocate FALLOC_FL_ZERO_RANGE, extending the file
  *             like a write); NULL or -ENOTSUP: callers write zeroes.
- *   event     optional: called before each named metadata write (see
- *             IC_EV_* in the library's src/io/events.def); filters such as
- *             the fault injector use it.  May be NULL.
+ *   event     optional: called before each named metadata write with the
+ *             library's number for it (internal to the library and not a
+ *             stable interface: its own fault-injection filter is the one
+ *             user); backends that are not such filters leave it NULL.
  *   lock      optional: takes qemu-compatible locks (IC_LOCK_*). -EBUSY with
  *             the file's name when another process holds a conflicting one.
  *   submit    optional: a batch of reads and writes (see struct ic_io_req).
+ *   alignment, lend, get_stats  optional (version >= 3): what a backend can
+ *             tell or do beyond plain I/O; see their fields below.
  *   close     releases the backend (and its locks); the pointer is invalid
  *             afterwards.
  */
@@ -56,9 +59,39 @@ struct ic_io_req {
     int ret;
 };
 
-#define IC_IO_OPS_VERSION 2
+#define IC_IO_OPS_VERSION 3
 
-/* Lock modes (qemu's permission bytes, see src/io/io-lock.c). */
+/*
+ * A lender of write buffers (the `lend` op: write-behind).  hold() is
+ * called in pwrite, on the caller's thread, for a large aligned write:
+ * true means @buf belongs to the lender and stays valid (unchanged) until
+ * release(@buf) is called, from the backend's own thread; pwrite then
+ * returns before the data is written.  false: the write runs synchronously
+ * as without a lender.  release() is called exactly once per hold() that
+ * returned true, also when the write failed (the error is kept and
+ * returned by the next operation on the backend).
+ */
+struct ic_io_lender {
+    bool (*hold)(void *payload, const void *buf, size_t len);
+    void (*release)(void *payload, const void *buf);
+    void *payload;
+};
+
+/* Statistics of a backend that keeps them (the `get_stats` op). */
+struct ic_io_stats {
+    uint64_t io_submit_calls;  /* batches handed to the kernel */
+    uint64_t aio_requests;     /* requests that went through the aio context */
+    uint64_t sync_requests;    /* requests done with pread/pwrite */
+    uint64_t bounced;          /* O_DIRECT requests copied through a bounce buffer */
+    unsigned max_in_flight;    /* highest number of requests in flight at once */
+    uint64_t behind_writes;    /* writes that went behind (lent buffers) */
+    unsigned behind_max_in_flight; /* most lent writes in flight at once */
+    uint64_t reserve_steps;    /* times the file grew ahead of lent writes */
+    uint64_t cached_writes;    /* small writes sent through the page cache while lending */
+    bool async;                /* an aio context exists (from the first batch) */
+};
+
+/* Lock modes (qemu's permission bytes: OFD locks on bytes 100 and up). */
 enum ic_lock_mode {
     IC_LOCK_NONE = 0,   /* release all locks */
     IC_LOCK_SHARED,     /* reader: hold CONSISTENT_READ, refuse writers */
@@ -96,6 +129,17 @@ struct ic_io_ops {
      * (posix_fadvise WILLNEED: the kernel starts reading it in the
      * background).  Never fails; NULL: nothing. */
     void (*prefetch)(ic_io *io, uint64_t off, uint64_t len);
+    /* Optional, version >= 3: the alignment of offsets, lengths and buffer
+     * addresses the backend's descriptor needs (O_DIRECT); NULL: 1. */
+    uint32_t (*alignment)(ic_io *io);
+    /* Optional, version >= 3: attaches @lender (write-behind, see struct
+     * ic_io_lender) and returns how many lent writes it keeps in flight at
+     * most (>= 1); NULL @lender detaches: waits for every lent write and
+     * returns 0 or the first lent write's -errno.  -EBUSY: one is attached
+     * already.  NULL op, or -ENOTSUP: writes stay synchronous. */
+    int (*lend)(ic_io *io, const struct ic_io_lender *lender);
+    /* Optional, version >= 3: fills @out; NULL: the backend keeps none. */
+    void (*get_stats)(ic_io *io, struct ic_io_stats *out);
 };
 
 /* The base struct every backend embeds first. */
@@ -103,6 +147,7 @@ struct ic_io {
     const struct ic_io_ops *ops;
     char *name;          /* file name for messages (owned by the backend) */
     unsigned open_flags; /* IC_IO_* flags it was opened with */
+    unsigned wrap_state; /* owned by the library's wrappers; backends start it at 0 */
 };
 
 /* Open flags for ic_io_open_file(). */
@@ -114,6 +159,8 @@ struct ic_io {
 #define IC_IO_SHARE   (1u << 5)  /* force-share (-U): lock byte 100 only */
 #define IC_IO_STREAM  (1u << 6)  /* bulk output: push writes to the disk at once and keep
                                   * them out of the page cache (a hint; flush still syncs) */
+#define IC_IO_DSYNC   (1u << 7)  /* O_DSYNC: every write durable when it completes
+                                  * (the writethrough and directsync cache modes) */
 
 /**
  * Opens a host file with the production (POSIX) backend and takes the

@@ -1,5 +1,5 @@
 /*
- * chain.c - opening an image with its backing chain.
+ * image-open.c - opening an image with its backing chain.
  *
  * Design notes:
  *  1. The top image's format is the caller's, or probed.  A backing image's
@@ -10,32 +10,28 @@
  *     top or backing, instead of being read or written as raw.
  *  2. Backing names are resolved against the directory of the overlay as it
  *     was named (qemu's rule), so relative chains work from any directory.
- *  3. Loops are detected by the (device, inode)-free method of comparing
- *     resolved paths plus a depth limit (default 256): a loop through
- *     different spellings of one path still ends at the limit with a clear
- *     error instead of recursing without bound as qemu-img 7.2 does.
+ *  3. Loops are found by real path with a depth limit (default 256), by
+ *     the walker every chain walk shares (image-walk.c): a loop through
+ *     any spelling of one file is reported as a loop before the file is
+ *     opened twice, where qemu-img 7.2 recurses without bound.
  *  4. Backing files are opened read-only with shared locks; only the top
  *     image may be writable.
  *  5. A raw file cannot have a backing file; it ends the chain.
+ *  6. Every file is opened by ic_image_open_file_cache (image-cache.c),
+ *     the one place where a cache mode picks the backend.  The top image
+ *     uses opts->cache, its backing chain opts->backing_cache (DEFAULT:
+ *     the same mode).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain.h"
+#include "image.h"
 #include "util/path.h"
 
 static int probe_file(ic_io *file, const struct ic_driver **drv, ic_error **errp)
 {
     return ic_image_probe_file(file, drv, errp);
-}
-
-static bool path_seen(struct ic_image *top, const char *path)
-{
-    for (struct ic_image *l = top; l; l = l->backing)
-        if (!strcmp(l->filename, path))
-            return true;
-    return false;
 }
 
 static unsigned io_flags_for(unsigned open_flags, bool top)
@@ -52,35 +48,46 @@ static unsigned io_flags_for(unsigned open_flags, bool top)
     return f;
 }
 
-int ic_chain_open_backing(struct ic_image *top, unsigned depth_left, ic_error **errp)
+int ic_chain_open_backing(struct ic_image *top, unsigned max_depth, ic_error **errp)
 {
+    struct ic_walk w;
+    ic_walk_init(&w, max_depth);
+    int ret = ic_walk_visit(&w, top->filename);
     struct ic_image *img = top;
-    unsigned depth = 0;
-    while (img->backing_name) {
-        if (!strcmp(img->drv->name, "raw"))
+    while (ret == IC_WALK_OK) {
+        bool oom;
+        char *path = ic_walk_next(img, &oom);
+        if (!path) {
+            if (oom)
+                ret = -ENOMEM;
             break;
-        if (depth_left == 0)
-            return ic_error_set(errp, IC_ERR_INVALID, ELOOP,
-                                "%s: backing chain is deeper than the limit (a loop?)",
-                                top->filename);
-        char *path = ic_path_resolve_backing(img->filename, img->backing_name);
-        if (!path)
-            return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
-        if (path_seen(top, path)) {
-            int ret = ic_error_set(errp, IC_ERR_INVALID, ELOOP,
-                                   "%s: backing file '%s' creates an infinite loop",
-                                   img->filename, path);
+        }
+        ret = ic_walk_visit(&w, path);
+        if (ret == IC_WALK_LOOP || ret == IC_WALK_TOO_DEEP) {
+            if (ret == IC_WALK_LOOP)
+                ic_error_set(errp, IC_ERR_INVALID, ELOOP,
+                             "%s: backing file '%s' creates an infinite loop", img->filename,
+                             path);
+            else
+                ic_error_set(errp, IC_ERR_INVALID, ELOOP,
+                             "%s: backing chain is deeper than the limit of %u images",
+                             top->filename, w.max_depth);
             free(path);
-            return ret;
+            ret = -ELOOP;
+            break;
+        }
+        if (ret < 0) {
+            free(path);
+            break;
         }
         free(img->backing_path);
         img->backing_path = path;
         ic_io *file = NULL;
-        int ret = ic_image_open_file(top->open_file, top->payload, &file, path,
-                                     io_flags_for(top->flags, false), errp);
+        ret = ic_image_open_file_cache(top->open_file, top->payload, &file, path,
+                                       io_flags_for(top->flags, false), top->backing_cache, errp);
         if (ret < 0) {
             ic_error_prepend(errp, "%s: could not open backing file", img->filename);
-            return ret;
+            break;
         }
         const struct ic_driver *drv = NULL;
         if (img->backing_fmt) {
@@ -88,31 +95,61 @@ int ic_chain_open_backing(struct ic_image *top, unsigned depth_left, ic_error **
             if (!drv) {
                 ic_io_close(file);
                 if (ic_foreign_is_format(img->backing_fmt))
-                    return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                                        "%s: backing file %s: %s images are not supported",
-                                        img->filename, path, img->backing_fmt);
-                return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                                    "%s: unknown backing format '%s'", img->filename,
-                                    img->backing_fmt);
+                    ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                       "%s: backing file %s: %s images are not supported",
+                                       img->filename, path, img->backing_fmt);
+                else
+                    ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                                       "%s: unknown backing format '%s'", img->filename,
+                                       img->backing_fmt);
+                break;
             }
         } else if ((ret = probe_file(file, &drv, errp)) < 0) {
             ic_io_close(file);
-            return ret;
+            break;
         }
         struct ic_image *bk = NULL;
         unsigned bflags = top->flags & ~(IC_OPEN_RDWR | IC_OPEN_CHECK);
         ret = ic_image_open_layer(&bk, file, path, drv, bflags, top->open_file, top->payload, errp);
         if (ret < 0) {
             ic_error_prepend(errp, "%s: could not open backing file", img->filename);
-            return ret;
+            break;
         }
         bk->depth = img->depth + 1;
         bk->probed = !img->backing_fmt;
+        ic_image_set_cache(bk, top->backing_cache);
+        bk->backing_cache = top->backing_cache;
         img->backing = bk;
         img = bk;
-        depth_left--;
-        depth++;
     }
+    ic_walk_fini(&w);
+    if (ret == -ENOMEM)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    return ret < 0 ? ret : 0;
+}
+
+/* The cache modes of @opts (version 1 has none). */
+static ic_cache_mode top_cache(const ic_open_options *opts)
+{
+    return opts && opts->version >= 2 ? opts->cache : IC_CACHE_DEFAULT;
+}
+
+static ic_cache_mode chain_cache(const ic_open_options *opts)
+{
+    if (!opts || opts->version < 2)
+        return IC_CACHE_DEFAULT;
+    return opts->backing_cache != IC_CACHE_DEFAULT ? opts->backing_cache : opts->cache;
+}
+
+static int check_options(const char *path, const ic_open_options *opts, ic_error **errp)
+{
+    if (!opts)
+        return 0;
+    if (opts->version < 1 || opts->version > IC_OPEN_OPTIONS_VERSION)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown open options version %u",
+                            path, opts->version);
+    if (!ic_cache_mode_valid(top_cache(opts)) || !ic_cache_mode_valid(chain_cache(opts)))
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown cache mode", path);
     return 0;
 }
 
@@ -144,9 +181,10 @@ static int open_common(ic_image **out, ic_io *file, const char *path,
     if (ret < 0)
         return ret;
     img->probed = !opts->format;
+    ic_image_set_cache(img, top_cache(opts));
+    img->backing_cache = chain_cache(opts);
     if (!(opts->flags & IC_OPEN_NO_BACKING)) {
-        unsigned depth = opts->max_depth ? opts->max_depth : IC_CHAIN_DEFAULT_MAX_DEPTH;
-        ret = ic_chain_open_backing(img, depth, errp);
+        ret = ic_chain_open_backing(img, opts->max_depth, errp);
         if (ret < 0) {
             ic_image_free_chain(img);
             return ret;
@@ -164,10 +202,14 @@ int ic_image_open(ic_image **out, const char *path, const ic_open_options *opts,
     if (opts && (opts->flags & IC_OPEN_RDWR) && (opts->flags & IC_OPEN_FORCE_SHARE))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "%s: force-share (-U) is only allowed read-only", path);
+    int ret = check_options(path, opts, errp);
+    if (ret < 0)
+        return ret;
     unsigned flags = opts ? opts->flags : 0;
     ic_io *file = NULL;
-    int ret = ic_image_open_file(opts ? opts->open_file : NULL, opts ? opts->payload : NULL,
-                                 &file, path, io_flags_for(flags, true), errp);
+    ret = ic_image_open_file_cache(opts ? opts->open_file : NULL, opts ? opts->payload : NULL,
+                                   &file, path, io_flags_for(flags, true), top_cache(opts),
+                                   errp);
     if (ret < 0)
         return ret;
     return open_common(out, file, path, opts, errp);
@@ -176,5 +218,10 @@ int ic_image_open(ic_image **out, const char *path, const ic_open_options *opts,
 int ic_image_open_io(ic_image **out, ic_io *file, const ic_open_options *opts, ic_error **errp)
 {
     *out = NULL;
+    int ret = check_options(ic_io_name(file), opts, errp);
+    if (ret < 0) {
+        ic_io_close(file);
+        return ret;
+    }
     return open_common(out, file, ic_io_name(file), opts, errp);
 }

@@ -1,5 +1,5 @@
 /*
- * chain-create.c - ic_image_create(): validate, open the backing chain for
+ * image-create.c - ic_image_create(): validate, open the backing chain for
  * its size, create the file, let the format driver lay it out.
  *
  * Design notes:
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain.h"
+#include "image.h"
 #include "util/path.h"
 
 int ic_image_create(const char *path, const ic_create_options *opts, ic_error **errp)
@@ -29,6 +29,9 @@ int ic_image_create(const char *path, const ic_create_options *opts, ic_error **
     static const ic_create_options defaults = IC_CREATE_OPTIONS_INIT;
     if (!opts)
         opts = &defaults;
+    if (opts->version != IC_CREATE_OPTIONS_VERSION)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown create options version %u",
+                            path, opts->version);
     const char *fmt = opts->format ? opts->format : "qcow2";
     const struct ic_driver *drv = ic_driver_find(fmt);
     if (!drv)

@@ -1,11 +1,11 @@
 /*
- * snap-internal.c - the public internal-snapshot API (imgchain/snapshot.h):
+ * image-snapshot.c - the public internal-snapshot API (imgchain/snapshot.h):
  * argument checks, name-or-id resolution and error context, dispatched to
  * the format driver's snapshot ops.
  *
  * Design notes:
  *  Owns no on-disk structure; the qcow2 driver does the work
- *  (src/qcow2/qcow2-snapshot.c, reference 3.1-3.4).
+ *  (src/qcow2/qcow2-snapshot.c).
  *  1. Every public entry point prefixes its errors with its own name and
  *     the image's file name, once (libnbd context).
  *  2. Names are resolved here against the driver's list, so the driver is
@@ -18,8 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgchain/chain.h"
 #include "imgchain/snapshot.h"
-#include "image/image.h"
+#include "image.h"
 #include "util/error.h"
 
 static int need_rw(ic_image *img, const char *fn, ic_error **errp)
@@ -119,5 +120,41 @@ int ic_snapshot_delete(ic_image *img, const char *name_or_id, ic_error **errp)
     else if ((ret = img->drv->snapshot_delete(img, id, NULL, errp)) < 0)
         ic_error_prepend(errp, "%s: %s", fn, img->filename);
     ic_snapshot_list_free(list, n > 0 ? (size_t)n : 0);
+    return ret;
+}
+
+/* ---- temporary snapshot views (imgchain/chain.h) ------------------------ */
+
+int ic_image_snapshot_load_tmp(ic_image *img, const char *id, const char *name, bool either,
+                               ic_error **errp)
+{
+    if (!img->read_only)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: a snapshot can only be loaded into a read-only image",
+                            img->filename);
+    if (!id && !name)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: no snapshot id or name given",
+                            img->filename);
+    if (!img->drv->snapshot_load_tmp)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "%s: format %s does not support internal snapshots", img->filename,
+                            img->drv->name);
+    int ret;
+    if (either) {
+        /* qemu-img's -l ID_OR_NAME: the id first, then the name. */
+        const char *key = id ? id : name;
+        ic_error *local = NULL;
+        ret = img->drv->snapshot_load_tmp(img, key, NULL, &local);
+        if (ret == -ENOENT || ret == -EINVAL) {
+            ic_error_free(local);
+            ret = img->drv->snapshot_load_tmp(img, NULL, key, errp);
+        } else if (ret < 0) {
+            ic_error_propagate(errp, local);
+        }
+    } else {
+        ret = img->drv->snapshot_load_tmp(img, id, name, errp);
+    }
+    if (ret < 0)
+        ic_error_prepend(errp, "%s", img->filename);
     return ret;
 }
