@@ -47,7 +47,8 @@ for t in $(find "$BUILD/tests" -type f -name 'test-*' -perm -u+x 2>/dev/null | s
     (cd "$top" && $VG "$t") >"$log" 2>&1
     account "$name" $? "$log"
 done
-for s in $(ls tests/*/*.sh 2>/dev/null | sort); do
+# Every tests/*/*.sh is a test script, except the helpers that tests call.
+for s in $(ls tests/*/*.sh 2>/dev/null | grep -v '^tests/helpers/' | sort); do
     name=${s#tests/}
     case "$name" in *${TESTS:-}*) ;; *) continue ;; esac
     log="$logdir/$(echo "$name" | tr / _).log"
