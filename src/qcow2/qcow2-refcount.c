@@ -522,17 +522,6 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
     return ic_image_fail(img, -EIO, "cluster allocation did not converge");
 }
 
-int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    int64_t fc = qcow2_file_clusters(img);
-    if (fc < 0)
-        return fc;
-    if ((uint64_t)fc > s->free_cluster_index)
-        s->free_cluster_index = (uint64_t)fc;
-    return qcow2_alloc_clusters(img, n);
-}
-
 int64_t qcow2_alloc_bytes(struct ic_image *img, uint64_t size)
 {
     struct qcow2_state *s = qcow2_state(img);

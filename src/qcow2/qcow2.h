@@ -456,9 +456,6 @@ int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length
                           int64_t delta) IC_WARN_UNUSED;
 /* Allocates @n contiguous clusters (refcount 1); returns the host offset. */
 int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
-/* Allocates @n contiguous clusters: the first free run at or past the end
- * of everything used (for big batches). */
-int64_t qcow2_alloc_clusters_at_end(struct ic_image *img, uint64_t n) IC_WARN_UNUSED;
 /* Allocates @size bytes (<= cluster_size) for compressed data, packing
  * into the current partly used cluster; returns the byte offset. */
 int64_t qcow2_alloc_bytes(struct ic_image *img, uint64_t size) IC_WARN_UNUSED;
