@@ -6,9 +6,7 @@
 #   2. from another module it includes only that module's interface
 #      headers (INTERFACE below), never a private one such as io/io-aio.h;
 #   3. only src/image calls driver ops and only src/io calls io ops: no
-#      `drv->` or `ops->` anywhere else; and above the drivers nothing looks
-#      at an image's driver (`->drv`) or names a driver (`ic_driver_raw`...):
-#      capabilities are asked through src/image;
+#      `drv->` or `ops->` anywhere else;
 #   4. only src/xml includes libxml2; only the POSIX, aio, lock and folder
 #      backends of src/io use the OS file API;
 #   5. tools/ includes only the public headers (include/imgchain);
@@ -67,12 +65,6 @@ for dir in src/*/; do
                    echo "lint-layers: $l: driver and io ops are called only by src/image and src/io" >&2
                done
                if grep -q -E '(drv|ops)->' "$f"; then fail=1; fi ;;
-        esac
-        case "$mod" in
-            image|io|qcow2|qed) ;;
-            *) if grep -q -E -- '->drv\b|ic_driver_(raw|qcow2|qed)\b' "$f"; then
-                   bad "$f looks at a driver (ask src/image for the capability instead)"
-               fi ;;
         esac
         if [ "$mod" != xml ] && grep -q '#include <libxml/' "$f"; then bad "$f includes libxml2 (only src/xml may)"; fi
         case "$f" in

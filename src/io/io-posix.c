@@ -26,6 +26,10 @@
  *     hints batched over 8 or 32 MiB (no gain).
  *     Only hints: flush still makes every write durable, and after it
  *     drops whatever of the file is still cached (all clean by then).
+ *  6. IC_IO_DSYNC opens O_DSYNC (writethrough, directsync).  With
+ *     IMGCHAIN_TRACE=open in the environment every open prints the status
+ *     flags the kernel reports for the new descriptor (F_GETFL) to stderr,
+ *     so a test can see that a cache mode reached the descriptor.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -254,11 +258,7 @@ int ic_io_posix_fd(ic_io *io)
     return to_posix(io)->fd;
 }
 
-/* IC_IO_DSYNC opens O_DSYNC (the writethrough and directsync cache modes).
- * With IMGCHAIN_TRACE=open in the environment every open prints the status
- * flags the kernel reports for the new descriptor (F_GETFL) to stderr, as
- * "imgchain: trace: open PATH: O_RDWR|O_DIRECT|O_DSYNC", so a test can see
- * that a cache mode reached the descriptor. */
+/* Design note 6: "imgchain: trace: open PATH: O_RDWR|O_DIRECT|O_DSYNC". */
 static void trace_open(const char *path, int fd)
 {
     const char *t = getenv("IMGCHAIN_TRACE");
@@ -299,6 +299,7 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         close(fd);
         return ic_error_set(errp, IC_ERR_INVALID, EISDIR, "%s: is a directory", path);
     }
+    trace_open(path, fd);
     struct io_posix *p = ic_io_backend_new(sizeof(*p), &posix_ops, path, flags);
     if (!p) {
         close(fd);
@@ -318,7 +319,6 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
     /* IC_IO_CREATE does not truncate: the format's create() validates its
      * options first and only then truncates, so a refused create leaves an
      * existing file untouched. */
-    trace_open(path, fd);
     *out = &p->base;
     return 0;
 }
