@@ -800,7 +800,7 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
                             " bytes)", dst->filename, ic_image_size(dst), src->filename, s.size);
     uint64_t cs = ic_image_cluster_size(dst);
     if (s.compress) {
-        if (!ic_driver_can_compress(dst->drv) || cs == 0)
+        if (!ic_image_can_compress(dst) || cs == 0)
             return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                                 "%s: format %s does not support compression", dst->filename,
                                 ic_image_format(dst));

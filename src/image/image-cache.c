@@ -119,7 +119,7 @@ int ic_image_reopen_backing_rw(struct ic_image *parent, ic_cache_mode cache, ic_
     if ((nl->backing_name == NULL) != (old->backing_name == NULL) ||
         (nl->backing_name && strcmp(nl->backing_name, old->backing_name))) {
         ic_image_free_chain(nl);
-        return ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+        return ic_error_set(errp, IC_ERR_OTHER, ESTALE,
                             "%s: its backing file changed while it was open", old->filename);
     }
     ic_image_set_cache(nl, cache);

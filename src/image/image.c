@@ -564,6 +564,7 @@ bool ic_driver_can_compress(const struct ic_driver *drv) { return drv->pwrite_co
 bool ic_image_headerless(const struct ic_image *img) { return img->drv->headerless; }
 bool ic_image_can_write(const struct ic_image *img) { return img->drv->pwrite != NULL; }
 bool ic_image_can_resize(const struct ic_image *img) { return img->drv->truncate != NULL; }
+bool ic_image_can_compress(const struct ic_image *img) { return ic_driver_can_compress(img->drv); }
 
 /* ---- block status ------------------------------------------------------- */
 

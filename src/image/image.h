@@ -95,6 +95,7 @@ bool ic_image_headerless(const struct ic_image *img);
 /* The format can write guest data / change the virtual size. */
 bool ic_image_can_write(const struct ic_image *img);
 bool ic_image_can_resize(const struct ic_image *img);
+bool ic_image_can_compress(const struct ic_image *img);
 
 /* ---- wrappers of the driver ops callers outside src/image need ---------
  * Each tests its op once and applies the default driver.h documents. */
