@@ -142,7 +142,7 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
  * and leaves no interrupted operation behind. */
 static int check_probed_base(struct ic_image *top, struct ic_image *base, ic_error **errp)
 {
-    if (!base->probed || base->drv != &ic_driver_raw || top->size == 0)
+    if (!base->probed || !ic_image_headerless(base) || top->size == 0)
         return 0;
     uint8_t sec[IC_PROBE_SECTOR] = { 0 };
     size_t n = top->size < sizeof(sec) ? (size_t)top->size : sizeof(sec);
@@ -151,7 +151,7 @@ static int check_probed_base(struct ic_image *top, struct ic_image *base, ic_err
         return ret;
     const struct ic_driver *drv = NULL;
     const char *name = ic_probe_format(sec, sizeof(sec), NULL, &drv);
-    if (drv == &ic_driver_raw)
+    if (ic_driver_headerless(drv))
         return 0;
     return ic_error_set(errp, IC_ERR_INVALID, EPERM,
                         "%s: commit refused: the data would make the first sector of this "
