@@ -141,13 +141,13 @@ static int run_snapshot_create(int argc, char **argv)
     }
     int rc;
     if (print_xml) {
-        printf("%s%s\n", xml, len && xml[len - 1] == '\n' ? "" : "\n");
+        /* virsh prints the document, a newline, and its newline after
+         * each command */
+        printf("%s%s\n\n", xml, len && xml[len - 1] == '\n' ? "" : "\n");
         rc = 0;
     } else {
         rc = create(sd, domain, xml, len, flags, file);
     }
-    if (rc == 0)
-        putchar('\n');
     free(xml);
     return rc;
 }
@@ -415,12 +415,10 @@ static int run_snapshot_create_as(int argc, char **argv)
     }
     if (rc == 0) {
         if (print_xml)
-            printf("%s\n", b.s);
+            printf("%s\n\n", b.s);
         else
             rc = create(sd, domain, b.s, b.len, flags, NULL);
     }
-    if (rc == 0)
-        putchar('\n');
     free(b.s);
     return rc;
 }

@@ -9,7 +9,9 @@
  * tree (or its roots with ROOTS) or, from a snapshot, its children (or
  * descendants with DESCENDANTS, the same bit); then each filter group
  * keeps what matches one of its bits, a group with no bit or every bit
- * set keeps everything, and groups are AND'ed.
+ * set keeps everything, and groups are AND'ed; except the leaves group,
+ * whose two bits are each a condition (libvirt's filter: LEAVES and
+ * NO_LEAVES together keep nothing).
  * Order: by name (strcmp), or with TOPOLOGICAL depth first from the
  * roots, children by name, so every parent comes before its children.
  */
@@ -148,8 +150,8 @@ int ic_domain_snapshot_list(const char ***names_out, size_t *n_out, const ic_dom
         const ic_snapshot_def *def = ic_snapmeta_lookup(dom->meta, v[i]);
         bool leaf = ic_domain_snapshot_num_children(dom, v[i], false) == 0;
         bool keep =
-            group_match(flags, IC_DOMAIN_SNAPSHOT_LIST_LEAVES | IC_DOMAIN_SNAPSHOT_LIST_NO_LEAVES,
-                        IC_DOMAIN_SNAPSHOT_LIST_LEAVES, leaf) &&
+            !((flags & IC_DOMAIN_SNAPSHOT_LIST_LEAVES) && !leaf) &&
+            !((flags & IC_DOMAIN_SNAPSHOT_LIST_NO_LEAVES) && leaf) &&
             group_match(flags,
                         IC_DOMAIN_SNAPSHOT_LIST_METADATA | IC_DOMAIN_SNAPSHOT_LIST_NO_METADATA,
                         IC_DOMAIN_SNAPSHOT_LIST_METADATA, true) &&
