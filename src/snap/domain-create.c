@@ -21,7 +21,9 @@
  *     already present, so one found there is ours).  The undo runs in
  *     reverse order, and again from the journal after a crash.
  *  4. After the commit record only idempotent metadata writes remain
- *     (ic_dom_create_finish), redone from the journal after a crash.
+ *     (ic_dom_create_finish), redone from the journal after a crash.  A
+ *     failed write of the commit record itself undoes nothing: the rename
+ *     may have reached the disk, so the journal file decides (recovery).
  *  5. One snapshot is internal on all its selected disks or external on
  *     all of them (libvirt's rule); a tree may mix both.
  */
@@ -747,8 +749,12 @@ static int create(ic_domain *dom, ic_snapshot_def *def, unsigned flags, char **n
     json_object_object_add(j, "xml", json_object_new_string(xml));
     free(xml);
     if ((ret = ic_dom_journal_write(dom, j, errp)) < 0) {
-        undo_plan(&p);
-        ic_dom_journal_remove(dom, NULL);
+        /* the record may or may not be durable (a rename done, its fsync
+         * failed): only the file on disk can say which phase holds, so the
+         * next writer's recovery decides, not this process */
+        ic_error_prepend(errp, "snapshot-create of '%s' interrupted at its commit record "
+                         "(the next command that changes the domain finishes or rolls it "
+                         "back)", def->name);
         goto out;
     }
     /* images close (flushed) before the metadata names them */
