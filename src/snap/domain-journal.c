@@ -88,6 +88,10 @@ int ic_dom_recover(ic_domain *dom, ic_error **errp)
     bool commit = !strcmp(phase, "commit");
     if (!strcmp(op, "snapshot-create")) {
         ret = commit ? ic_dom_create_finish(dom, j, errp) : ic_dom_create_rollback(dom, j, errp);
+    } else if (!strcmp(op, "snapshot-revert") || !strcmp(op, "snapshot-delete")) {
+        /* before the commit record only new overlays exist (the create
+         * rollback removes them); after it the steps run to the end */
+        ret = commit ? ic_dom_steps_run(dom, j, errp) : ic_dom_create_rollback(dom, j, errp);
     } else {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                            "%s: journal of an unknown operation '%s'", dom->journal_path, op);
