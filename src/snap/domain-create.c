@@ -246,6 +246,8 @@ static int plan_internal(struct plan *p, struct step *s, const ic_domain_disk_de
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = dd->src->format ? "qcow2" : NULL;
     oo.flags = IC_OPEN_RDWR;
+    oo.open_file = p->dom->open_file;
+    oo.payload = p->dom->open_payload;
     int ret = ic_image_open(&s->img, s->image, &oo, errp);
     if (ret < 0)
         return ret;
@@ -658,6 +660,8 @@ static int run_step(struct plan *p, struct step *s, ic_error **errp)
     co.format = s->fmt;
     co.backing_file = s->image;
     co.backing_format = s->image_fmt;
+    co.open_file = p->dom->open_file;
+    co.payload = p->dom->open_payload;
     return ic_image_create(s->file, &co, errp);
 }
 
