@@ -11,8 +11,9 @@
  * image the domain or a snapshot names is missing, the snapshot is all
  * there or not at all, and the disks read what they should.
  *
- * Operations: internal create, external create, external revert, and the
- * delete of a middle node (commit down, rebase, unlinks).
+ * Operations: internal create, external create, external revert, the
+ * delete of a middle node (commit down, rebase, unlinks) and of the
+ * current leaf (commit down, the domain moved, the parent made current).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -348,7 +349,7 @@ static ic_domain *recover_and_check(const struct env *e, unsigned step)
 
 /* ---- the loops ---------------------------------------------------------------- */
 
-enum op { OP_CREATE_INTERNAL, OP_CREATE_EXTERNAL, OP_REVERT, OP_DELETE_MIDDLE };
+enum op { OP_CREATE_INTERNAL, OP_CREATE_EXTERNAL, OP_REVERT, OP_DELETE_MIDDLE, OP_DELETE_CURRENT };
 
 static void prepare(const struct env *e, enum op op)
 {
@@ -361,6 +362,7 @@ static void prepare(const struct env *e, enum op op)
         write_active(e, 'X', 'Y');
         break;
     case OP_DELETE_MIDDLE:
+    case OP_DELETE_CURRENT:
         snap(e, "s1", true);
         write_active(e, 'P', 'Q');
         snap(e, "s2", true);
@@ -382,6 +384,8 @@ static int run_op(ic_domain *dom, enum op op, ic_error **err)
         return ic_domain_snapshot_revert(dom, "s1", IC_DOMAIN_SNAPSHOT_REVERT_FORCE, err);
     case OP_DELETE_MIDDLE:
         return ic_domain_snapshot_delete(dom, "s1", 0, err);
+    case OP_DELETE_CURRENT:
+        return ic_domain_snapshot_delete(dom, "s2", 0, err);
     }
     return -EINVAL;
 }
@@ -440,6 +444,18 @@ static void verify(const struct env *e, ic_domain *dom, enum op op, unsigned ste
         assert_int_equal(get_byte(s2->dom->disks[1].src->path), 'Q');
         if (gone)
             assert_string_equal(s2->dom->disks[0].src->path, e->a);
+        assert_int_equal(get_byte(src(dom, 0)), 'R');
+        assert_int_equal(get_byte(src(dom, 1)), 'S');
+        break;
+    }
+    case OP_DELETE_CURRENT: {
+        /* the current leaf goes: its overlay is committed down, the domain
+         * moves to s1's overlay, s1 becomes current */
+        bool gone = ic_domain_snapshot_lookup(dom, "s2") == NULL;
+        const ic_snapshot_def *cur = ic_domain_snapshot_current(dom);
+        if (!cur || strcmp(cur->name, gone ? "s1" : "s2"))
+            fail_msg("crash at event %u: s2 %s, current %s", step, gone ? "gone" : "kept",
+                     cur ? cur->name : "none");
         assert_int_equal(get_byte(src(dom, 0)), 'R');
         assert_int_equal(get_byte(src(dom, 1)), 'S');
         break;
@@ -510,6 +526,12 @@ static void test_domain_crash__delete_of_a_middle_node_at_every_flush_and_file_s
     crash_schedule(OP_DELETE_MIDDLE, true);
 }
 
+static void test_domain_crash__delete_of_the_current_leaf_at_every_flush_and_file_step(void **state)
+{
+    (void)state;
+    crash_schedule(OP_DELETE_CURRENT, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_domain_crash__external_create_at_every_flush_and_file_step),
         cmocka_unit_test(test_domain_crash__external_revert_at_every_flush_and_file_step),
         cmocka_unit_test(test_domain_crash__delete_of_a_middle_node_at_every_flush_and_file_step),
+        cmocka_unit_test(test_domain_crash__delete_of_the_current_leaf_at_every_flush_and_file_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
