@@ -272,6 +272,9 @@ static int plan_internal(struct plan *p, struct step *s, const ic_domain_disk_de
 static int plan_external(struct plan *p, struct step *s, const ic_domain_disk_def *dd,
                          ic_snapshot_disk_def *sd, ic_error **errp)
 {
+    if (dd->readonly)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "external snapshot for readonly disk %s is not supported", dd->target);
     if (dd->src->type != IC_STORAGE_FILE && dd->src->type != IC_STORAGE_BLOCK)
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "external snapshot of a '%s' disk is not supported offline "
