@@ -3,7 +3,7 @@
  * domains in the state folder, with virsh's options and output layouts.
  *
  * Design notes: a thin front end over imgchain/domain.h
- * (docs/domain-snapshots.md).  Every command takes --state-dir DIR (else
+ * (docs/domain-lifecycle.md).  Every command takes --state-dir DIR (else
  * $IMGCHAIN_STATE_DIR, /var/lib/imgchain for root, $XDG_STATE_HOME/imgchain).
  * Output is virsh's, including the empty line virsh prints after each
  * command.  Exit codes: 0 ok, 1 failed, 64 usage, 75 domain locked.

@@ -2,7 +2,7 @@
  * imgchain/domain.h - offline VMs (libvirt <domain>s) and their snapshot
  * trees: virsh's define / snapshot-* lifecycle over all disks at once.
  *
- * Design: docs/domain-snapshots.md.  In short: a state folder holds, per
+ * Design: docs/domain-lifecycle.md.  In short: a state folder holds, per
  * domain D, D.xml (the domain), D/NAME.xml (one libvirt snapshot file
  * each), D.imgchain.json (what libvirt's XML has no field for: the images
  * imgchain created), D.lock and, while an operation runs, D.journal.
@@ -205,7 +205,7 @@ IC_EXTERN int ic_domain_snapshot_list(const char ***names_out, size_t *n_out,
                                       const ic_domain *dom, const char *from, unsigned flags,
                                       ic_error **errp);
 
-/* ---- revert and delete (docs/domain-snapshots.md section 8) ----------- */
+/* ---- revert and delete (docs/domain-lifecycle.md section 8) ----------- */
 
 /* virDomainSnapshotRevertFlags, plus imgchain's own */
 #define IC_DOMAIN_SNAPSHOT_REVERT_RUNNING         0x1u    /* refused: never starts qemu */
@@ -227,7 +227,7 @@ IC_EXTERN int ic_domain_snapshot_list(const char ***names_out, size_t *n_out,
  * frozen or used as a backing file since.  DISCARD removes the abandoned
  * active layers imgchain made and nothing uses; DELETE_CHILDREN then
  * deletes the snapshot's descendants (as DELETE_CHILDREN_ONLY).
- * Journalled (docs/domain-snapshots.md section 5).
+ * Journalled (docs/domain-lifecycle.md section 5).
  */
 IC_EXTERN int ic_domain_snapshot_revert(ic_domain *dom, const char *name, unsigned flags,
                                         ic_error **errp);

@@ -4,7 +4,7 @@
  * Design notes
  * ------------
  * Owns: the sequence of a domain snapshot: parse, align, plan, journal,
- * per-disk work, commit, metadata.  Spec: docs/domain-snapshots.md
+ * per-disk work, commit, metadata.  Spec: docs/domain-lifecycle.md
  * section 6; libvirt's rules (flags, alignment, messages) are those of
  * virDomainSnapshotCreateXML for an inactive domain.
  *
@@ -38,7 +38,6 @@
 #include "io/io-dir.h"
 #include "io/io.h"
 #include "util/error.h"
-#include "xml/xml-tree.h"
 
 struct step {
     const char *target;

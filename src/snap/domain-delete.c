@@ -5,7 +5,7 @@
  *
  * Design notes
  * ------------
- * Owns: the plan of a delete.  Spec: docs/domain-snapshots.md section 8;
+ * Owns: the plan of a delete.  Spec: docs/domain-lifecycle.md section 8;
  * libvirt's tree rules (children re-parented to the parent, the parent
  * current when the current one goes, CHILDREN / CHILDREN_ONLY / METADATA).
  *
@@ -47,7 +47,6 @@
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
 #include "util/error.h"
-#include "xml/xml-tree.h"
 
 static int oom(ic_error **errp)
 {

@@ -1,6 +1,6 @@
 /*
  * domain-internal.h - what the files of the domain store share
- * (src/snap/domain*.c; design: docs/domain-snapshots.md).
+ * (src/snap/domain*.c; design: docs/domain-lifecycle.md).
  *
  *   domain.c          state folder, define/undefine/list, open (lock,
  *                     document, store, private file), disk sources

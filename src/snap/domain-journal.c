@@ -4,7 +4,7 @@
  *
  * Design notes
  * ------------
- * Owns: the journal file of each domain.  Spec: docs/domain-snapshots.md
+ * Owns: the journal file of each domain.  Spec: docs/domain-lifecycle.md
  * section 5.
  *
  * Invariants:

@@ -5,7 +5,7 @@
  * Design notes
  * ------------
  * Owns no file: reads the store (snap-meta.c).  Spec: libvirt's list
- * flags (docs/domain-snapshots.md section 7): the start set is the whole
+ * flags (docs/domain-lifecycle.md section 7): the start set is the whole
  * tree (or its roots with ROOTS) or, from a snapshot, its children (or
  * descendants with DESCENDANTS, the same bit); then each filter group
  * keeps what matches one of its bits, a group with no bit or every bit

@@ -4,7 +4,7 @@
  *
  * Design notes
  * ------------
- * Owns: the checks and plan of a revert.  Spec: docs/domain-snapshots.md
+ * Owns: the checks and plan of a revert.  Spec: docs/domain-lifecycle.md
  * section 8: internal snapshots are applied on their image; external ones
  * get a fresh overlay on the image the snapshot froze (libvirt 9.9's way:
  * the frozen image is never written), named as libvirt names it or as the
@@ -44,7 +44,6 @@
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
 #include "util/error.h"
-#include "xml/xml-tree.h"
 
 static int oom(ic_error **errp)
 {

@@ -5,7 +5,7 @@
  * Design notes
  * ------------
  * Owns: the step vocabulary of D.journal after its commit record
- * (docs/domain-snapshots.md section 5).  A revert or delete plans every
+ * (docs/domain-lifecycle.md section 5).  A revert or delete plans every
  * step, writes them into the journal with "next": 0, then runs them; after
  * each step the journal is rewritten with the next index.  Recovery runs
  * the same executor from the recorded index.
@@ -33,7 +33,6 @@
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
 #include "util/error.h"
-#include "xml/xml-tree.h"
 
 static int bad_step(ic_domain *dom, size_t k, ic_error **errp)
 {

@@ -5,7 +5,7 @@
  * ------------
  * Owns: DIR/D.xml (the domain document), DIR/D.imgchain.json (the private
  * file) and DIR/D.lock; the snapshot files DIR/D/NAME.xml belong to the
- * store (snap-meta.c).  Spec: docs/domain-snapshots.md sections 2-4.
+ * store (snap-meta.c).  Spec: docs/domain-lifecycle.md sections 2-4.
  *
  * Invariants:
  *  1. Every command that changes a domain holds the writer lock of D.lock
@@ -32,7 +32,6 @@
 #include "io/io-dir.h"
 #include "io/io.h"
 #include "util/error.h"
-#include "xml/xml-tree.h"
 
 static int oom(ic_error **errp)
 {

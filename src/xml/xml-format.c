@@ -38,7 +38,6 @@
 #include <string.h>
 
 #include "xml.h"
-#include "xml-tree.h"
 
 /* ---- buffer ------------------------------------------------------------- */
 
@@ -299,7 +298,7 @@ static void format_tree(struct ic_sbuf *b, const ic_xml_node *n, enum tree_kind 
     ic_sbuf_addf(b, "</%s>\n", name);
 }
 
-/* A whole document from a generic tree (xml-tree.h): the <domain> of
+/* A whole document from a generic tree (imgchain/xml.h): the <domain> of
  * DIR/D.xml, formatted as the <domain> embedded in snapshots. */
 int ic_xml_tree_format(char **out, const ic_xml_node *node, bool secure, ic_error **errp)
 {

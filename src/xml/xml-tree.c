@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "xml.h"
-#include "xml-tree.h"
 
 int ic_xml_tree_parse(ic_xml_node **out, const char *xml, size_t len, const char *root,
                       ic_error **errp)
@@ -160,17 +159,4 @@ void ic_xml_tree_del_children(ic_xml_node *node, const char *name)
             node->children[k++] = c;
     }
     node->nchildren = k;
-}
-
-int ic_xml_tree_set_child_text(ic_xml_node *node, const char *name, const char *text)
-{
-    ic_xml_node *c = ic_xml_tree_child_make(node, name);
-    char *t = strdup(text);
-    if (!c || !t) {
-        free(t);
-        return -ENOMEM;
-    }
-    free(c->text);
-    c->text = t;
-    return 0;
 }
