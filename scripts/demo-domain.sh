@@ -1,7 +1,8 @@
 #!/bin/sh
 # The domain snapshot lifecycle on a generated 2-disk VM, every step
 # checked with qemu-img (the demo stops at the first failure).  Run by
-# `make demo` after scripts/demo.sh; always in a temporary state folder.
+# `make demo` (scripts/demo.sh calls it last); always in a temporary state
+# folder.
 #
 # 1. define the VM (two qcow2 disks) and write data
 # 2. snapshot "base" (external, disk-only), write, snapshot "app"
