@@ -64,3 +64,6 @@ if command -v qemu-img >/dev/null 2>&1; then
     qemu-img snapshot -l "$D/disk.qcow2"
 fi
 printf '\ndemo: every step succeeded\n'
+
+# The same lifecycle over a whole VM: scripts/demo-domain.sh.
+BUILD=$BUILD sh "$top/scripts/demo-domain.sh"

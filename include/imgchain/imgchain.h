@@ -14,5 +14,6 @@
 #include "snapshot.h"
 #include "snapmeta.h"
 #include "xml.h"
+#include "domain.h"
 
 #endif

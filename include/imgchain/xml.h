@@ -138,6 +138,35 @@ IC_EXTERN const char *ic_xml_node_attr(const ic_xml_node *node, const char *name
 /** The first child element named @p name (borrowed), or NULL. */
 IC_EXTERN const ic_xml_node *ic_xml_node_child(const ic_xml_node *node, const char *name);
 
+/*
+ * Generic trees as whole documents, and their editing (the domain store
+ * keeps a <domain> this way, so that every element it does not model is
+ * written back as it was read).  Edits keep attribute and child order: a
+ * new attribute or child is appended, a replaced one keeps its place.
+ */
+/** Parses the document @p xml (@p len bytes) whose root element must be
+ * @p root; comments and blank text between elements are dropped.
+ * @return 0; -EINVAL malformed or another root; -ENOMEM. */
+IC_EXTERN int ic_xml_tree_parse(ic_xml_node **out, const char *xml, size_t len,
+                                const char *root, ic_error **errp);
+/** Formats @p node as libvirt formats a <domain> (two-space indent, single
+ * quotes, the root's id= dropped; without @p secure the passwd= of
+ * <graphics> too), ending with a newline; heap string. */
+IC_EXTERN int ic_xml_tree_format(char **out, const ic_xml_node *node, bool secure,
+                                 ic_error **errp);
+/** Deep copy; NULL on allocation failure. */
+IC_EXTERN ic_xml_node *ic_xml_tree_clone(const ic_xml_node *node);
+/** Sets (adds or replaces) attribute @p name; 0 or -ENOMEM. */
+IC_EXTERN int ic_xml_tree_set_attr(ic_xml_node *node, const char *name, const char *value);
+/** Removes attribute @p name if present. */
+IC_EXTERN void ic_xml_tree_del_attr(ic_xml_node *node, const char *name);
+/** The first child element named @p name (mutable), or NULL. */
+IC_EXTERN ic_xml_node *ic_xml_tree_child(ic_xml_node *node, const char *name);
+/** That child, appended empty when missing; NULL on allocation failure. */
+IC_EXTERN ic_xml_node *ic_xml_tree_child_make(ic_xml_node *node, const char *name);
+/** Removes every child element named @p name. */
+IC_EXTERN void ic_xml_tree_del_children(ic_xml_node *node, const char *name);
+
 /* One <host> of a network source. */
 typedef struct ic_net_host {
     char *name;

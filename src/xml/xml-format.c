@@ -298,6 +298,16 @@ static void format_tree(struct ic_sbuf *b, const ic_xml_node *n, enum tree_kind 
     ic_sbuf_addf(b, "</%s>\n", name);
 }
 
+/* A whole document from a generic tree (imgchain/xml.h): the <domain> of
+ * DIR/D.xml, formatted as the <domain> embedded in snapshots. */
+int ic_xml_tree_format(char **out, const ic_xml_node *node, bool secure, ic_error **errp)
+{
+    *out = NULL;
+    struct ic_sbuf b = { 0 };
+    format_tree(&b, node, TREE_DOMAIN, 0, secure, NULL, false);
+    return ic_sbuf_finish(&b, out, errp);
+}
+
 /* ---- sources and disks -------------------------------------------------- */
 
 static int source_cmp_rank(const ic_xml_node *a, const ic_xml_node *b)
