@@ -98,8 +98,11 @@ IC_EXTERN const char *ic_domain_name(const ic_domain *dom);
 IC_EXTERN const char *ic_domain_uuid(const ic_domain *dom);
 /** The parsed disks, sources following the active layers (borrowed). */
 IC_EXTERN const ic_domain_def *ic_domain_get_def(const ic_domain *dom);
+/* virDomainXMLFlags */
+#define IC_DOMAIN_XML_SECURE 0x1u  /* keep passwords (<graphics passwd=>) */
 /** The domain document as dumpxml prints it (heap string, free()). */
-IC_EXTERN int ic_domain_get_xml(const ic_domain *dom, char **out, ic_error **errp);
+IC_EXTERN int ic_domain_get_xml(const ic_domain *dom, unsigned flags, char **out,
+                                ic_error **errp);
 
 /**
  * A one-line description of a journal left by an interrupted operation

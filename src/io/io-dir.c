@@ -397,6 +397,39 @@ int ic_dir_list(char ***names_out, size_t *n_out, const char *dir, const char *s
     return 0;
 }
 
+int ic_dir_create_empty(const char *path, unsigned mode, ic_error **errp)
+{
+    int h = hook(IC_DIR_STEP_CREATE, path);
+    if (h > 0)
+        return crashed(errp, IC_DIR_STEP_CREATE, path);
+    if (h < 0)
+        return ic_error_set_errno(errp, h, "%s: cannot create", path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)(mode & 07777));
+    if (fd < 0)
+        return ic_error_set_errno(errp, -errno, "%s: cannot create", path);
+    /* the mode is the caller's exactly: a umask must not widen or narrow it */
+    int ret = 0;
+    if (fchmod(fd, (mode_t)(mode & 07777)) < 0 || fsync(fd) < 0)
+        ret = ic_error_set_errno(errp, -errno, "%s: cannot create", path);
+    close(fd);
+    if (ret < 0) {
+        unlink(path);
+        return ret;
+    }
+    char *dir = dir_of(path);
+    if (!dir)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    h = hook(IC_DIR_STEP_FSYNC_DIR, path);
+    if (h > 0)
+        ret = crashed(errp, IC_DIR_STEP_FSYNC_DIR, path);
+    else if (h < 0)
+        ret = ic_error_set_errno(errp, h, "%s: cannot fsync directory", dir);
+    else
+        ret = fsync_dir(dir, errp);
+    free(dir);
+    return ret;
+}
+
 int ic_dir_unlink(const char *path, ic_error **errp)
 {
     int h = hook(IC_DIR_STEP_UNLINK, path);

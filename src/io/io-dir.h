@@ -79,6 +79,12 @@ int ic_dir_list(char ***names_out, size_t *n_out, const char *dir, const char *s
                 bool missing_ok, ic_error **errp);
 void ic_dir_list_free(char **names, size_t n);
 
+/* Creates @path, which must not exist, empty with exactly @mode (umask
+ * not applied), and fsyncs its directory: a private file another module
+ * then fills (the overlays of domain snapshots, 0600).  0 or -errno
+ * (-EEXIST when it exists). */
+int ic_dir_create_empty(const char *path, unsigned mode, ic_error **errp);
+
 /* Unlinks @path and fsyncs its directory.  0 or -errno (-ENOENT if missing). */
 int ic_dir_unlink(const char *path, ic_error **errp);
 

@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "xml.h"
+#include "xml-tree.h"
 
 /* ---- buffer ------------------------------------------------------------- */
 
@@ -296,6 +297,16 @@ static void format_tree(struct ic_sbuf *b, const ic_xml_node *n, enum tree_kind 
         format_tree(b, n->children[i], kind, depth + 1, secure, NULL, false);
     ic_sbuf_indent(b, -2);
     ic_sbuf_addf(b, "</%s>\n", name);
+}
+
+/* A whole document from a generic tree (xml-tree.h): the <domain> of
+ * DIR/D.xml, formatted as the <domain> embedded in snapshots. */
+int ic_xml_tree_format(char **out, const ic_xml_node *node, bool secure, ic_error **errp)
+{
+    *out = NULL;
+    struct ic_sbuf b = { 0 };
+    format_tree(&b, node, TREE_DOMAIN, 0, secure, NULL, false);
+    return ic_sbuf_finish(&b, out, errp);
 }
 
 /* ---- sources and disks -------------------------------------------------- */

@@ -1,0 +1,80 @@
+/*
+ * domain-internal.h - what the files of the domain store share
+ * (src/snap/domain*.c; design: docs/domain-snapshots.md).
+ *
+ *   domain.c          state folder, define/undefine/list, open (lock,
+ *                     document, store, private file), disk sources
+ *   domain-journal.c  the journal file and recovery dispatch
+ *   domain-create.c   snapshot-create (plan, execute, undo, finish)
+ *   domain-list.c     snapshot queries and list filters
+ */
+#ifndef IC_SNAP_DOMAIN_INTERNAL_H
+#define IC_SNAP_DOMAIN_INTERNAL_H
+
+#include <json-c/json.h>
+
+#include "imgchain/domain.h"
+#include "imgchain/snapmeta.h"
+#include "imgchain/sys/io.h"
+
+/* libvirt writes its folders 0777 (umask applies) and its files 0600. */
+#define IC_DOM_DIR_MODE 0777u
+#define IC_DOM_FILE_MODE 0600u
+/* Largest domain, private or journal file read (they are KiBs). */
+#define IC_DOM_MAX_FILE (64u << 20)
+
+struct ic_domain {
+    char *state_dir;
+    char *name;
+    char *xml_path;      /* DIR/D.xml */
+    char *priv_path;     /* DIR/D.imgchain.json */
+    char *journal_path;  /* DIR/D.journal */
+    ic_io *lock;         /* DIR/D.lock, NULL for a reader without a lock file */
+    bool writable;
+    ic_xml_node *tree;   /* the <domain> document */
+    ic_domain_def *def;  /* its disks, parsed from @tree */
+    ic_snapmeta *meta;   /* DIR/D/NAME.xml */
+    json_object *priv;   /* the private file's content */
+    char *pending;       /* a journal found at open (readers) */
+    char *recovered;     /* what a WRITE open did with a journal */
+};
+
+/* ---- domain.c ---- */
+/* Points disk @target at @path (type file, driver type @format), dropping
+ * any <backingStore>, and re-parses the disks.  0 or -errno. */
+int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
+                           const char *format, ic_error **errp);
+/* Writes DIR/D.xml from the tree (atomically). */
+int ic_dom_save_xml(ic_domain *dom, ic_error **errp);
+/* Records @path as created by imgchain (role "overlay"/"revert") unless it
+ * is listed already; the caller saves. */
+int ic_dom_priv_add_image(ic_domain *dom, const char *path, const char *snapshot,
+                          const char *disk, const char *role, ic_error **errp);
+int ic_dom_save_priv(ic_domain *dom, ic_error **errp);
+/* A heap string "DIR/D<suffix>". */
+char *ic_dom_path(const char *dir, const char *name, const char *suffix);
+
+/* ---- domain-journal.c ---- */
+int ic_dom_journal_write(ic_domain *dom, json_object *j, ic_error **errp);
+/* 0 with *out NULL when there is no journal. */
+int ic_dom_journal_load(ic_domain *dom, json_object **out, ic_error **errp);
+int ic_dom_journal_remove(ic_domain *dom, ic_error **errp);
+/* One line describing journal @j ("interrupted snapshot-create of 's1'
+ * (phase prepare)"); heap string. */
+char *ic_dom_journal_describe(json_object *j);
+/* Finishes (commit phase) or rolls back (prepare phase) the journal;
+ * sets dom->recovered.  0 when there was none. */
+int ic_dom_recover(ic_domain *dom, ic_error **errp);
+
+/* ---- domain-create.c ---- */
+/* Undoes the steps of a prepare-phase create journal that happened. */
+int ic_dom_create_rollback(ic_domain *dom, json_object *j, ic_error **errp);
+/* Redoes the metadata writes of a commit-phase create journal, then
+ * removes the journal. */
+int ic_dom_create_finish(ic_domain *dom, json_object *j, ic_error **errp);
+
+/* small json helpers */
+const char *ic_dom_jstr(json_object *o, const char *key);
+bool ic_dom_jbool(json_object *o, const char *key);
+
+#endif
