@@ -15,8 +15,8 @@
  *     moves the current snapshot to the parent, as libvirt does.
  *  2. A single delete refuses everything it can before the journal is
  *     written: a missing internal snapshot, an overlay imgchain did not
- *     create (never deleted), an overlay holding internal snapshots (they
- *     would go with it), a frozen image that other images read too.
+ *     create (never deleted), an image to be merged away that holds
+ *     internal snapshots (they would go with it).
  *  3. External disk of snapshot T, frozen image F, overlay O (T's
  *     <disks>): *commit down*.  O's data is written into F (F's only
  *     reader is O, so no other image sees the change, and F's own content
@@ -25,9 +25,15 @@
  *     F now reads as O did), O is unlinked and leaves the private file.
  *     Every remaining snapshot whose <domain>, <disks> or <revertDisks>
  *     names O is rewritten to name F, and so is the domain when O was its
- *     active layer.  Merging when F has several readers (a branch made by
- *     a revert) is refused with a message: only --metadata is offered.
- *  4. The journal is written with its commit record first and every step
+ *     active layer.
+ *  4. When F has other readers too (a branch: a revert made an overlay on
+ *     it), F cannot change: *stream up* instead.  Every reader of F is
+ *     rebased safely onto F's backing file (each then holds F's data
+ *     itself, its content unchanged) and F is unlinked, when imgchain made
+ *     F and F holds no internal snapshot and is no other snapshot's point
+ *     in time; a user's F simply stays and only the metadata goes.  The
+ *     records naming F as an overlay (the parent's <disks>) then name O.
+ *  5. The journal is written with its commit record first and every step
  *     is idempotent: the commit is redone while O exists (resuming the
  *     engine's own journal if it left one), an unsafe rebase onto F is
  *     the same rebase twice, unlinking a missing file is done, an internal
@@ -119,8 +125,14 @@ struct dstep {
     char *image;            /* internal: the image holding T; external: F */
     char *image_fmt;
     char *overlay;          /* external: O */
-    char **children;        /* external: O's direct readers */
+    char **children;        /* commit down: O's direct readers */
     size_t nchildren;
+    bool stream;            /* F has several readers: stream up instead */
+    bool delete_frozen;     /* stream up: F is ours and goes */
+    char *backing;          /* F's backing file (stream up rebases onto it), or NULL */
+    char *backing_fmt;
+    char **readers;         /* F's direct readers */
+    size_t nreaders;
 };
 
 struct dplan {
@@ -141,6 +153,11 @@ static void plan_free(struct dplan *p)
         for (size_t k = 0; k < s->nchildren; k++)
             free(s->children[k]);
         free(s->children);
+        for (size_t k = 0; k < s->nreaders; k++)
+            free(s->readers[k]);
+        free(s->readers);
+        free(s->backing);
+        free(s->backing_fmt);
     }
     free(p->steps);
     readers_free(&p->r);
@@ -187,6 +204,50 @@ static int plan_internal(struct dplan *p, struct dstep *s, ic_error **errp)
     return 0;
 }
 
+/* Whether a snapshot other than @skip has @path as a frozen image (its
+ * <domain> names it as a disk source). */
+static bool frozen_elsewhere(const ic_domain *dom, const char *path, const char *skip)
+{
+    const char **names = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (ic_snapmeta_list(&names, &n, dom->meta, NULL, true, NULL) < 0)
+        return true;
+    for (size_t i = 0; i < n && !found; i++) {
+        if (!strcmp(names[i], skip))
+            continue;
+        const ic_snapshot_def *d = ic_snapmeta_lookup(dom->meta, names[i]);
+        ic_domain_def *owned = NULL;
+        ic_error *e = NULL;
+        const ic_domain_def *sdom = d ? ic_dom_snapshot_domain(d, &owned, &e) : NULL;
+        ic_error_free(e);
+        for (size_t k = 0; sdom && k < sdom->ndisks && !found; k++)
+            found = ic_dom_same_file(sdom->disks[k].src->path, path);
+        ic_domain_def_free(owned);
+    }
+    free(names);
+    return found;
+}
+
+/* A list of the depth-1 readers of @target in heap strings. */
+static int readers_of(char ***out, size_t *n, const struct dplan *p, const char *target,
+                      ic_error **errp)
+{
+    ic_dependents *deps = NULL;
+    int ret = direct_readers(&deps, &p->r, target, errp);
+    if (ret < 0)
+        return ret;
+    *out = calloc(deps->nb ? deps->nb : 1, sizeof(**out));
+    *n = 0;
+    if (!*out)
+        ret = oom(errp);
+    for (size_t i = 0; ret == 0 && i < deps->nb; i++)
+        if (deps->list[i].depth == 1 && !((*out)[(*n)++] = strdup(deps->list[i].filename)))
+            ret = oom(errp);
+    ic_dependents_free(deps);
+    return ret;
+}
+
 static int plan_external(struct dplan *p, struct dstep *s, const ic_snapshot_disk_def *sd,
                          ic_error **errp)
 {
@@ -195,10 +256,6 @@ static int plan_external(struct dplan *p, struct dstep *s, const ic_snapshot_dis
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "the snapshot records no overlay");
     if (!(s->overlay = strdup(sd->src->path)))
         return oom(errp);
-    if (!ic_domain_image_owned(dom, s->overlay))
-        return ic_error_set(errp, IC_ERR_INVALID, EPERM,
-                            "%s was not created by imgchain for this domain and is never "
-                            "deleted (--metadata removes only the metadata)", s->overlay);
     if (ic_dir_path_type(s->overlay) == IC_DIR_PATH_MISSING)
         return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "%s: overlay missing", s->overlay);
     ic_image *img = NULL;
@@ -206,45 +263,64 @@ static int plan_external(struct dplan *p, struct dstep *s, const ic_snapshot_dis
     if (ret < 0)
         return ret;
     s->image_fmt = strdup(ic_image_format(img));
+    /* the backing name as F records it, made absolute against F's folder */
+    const char *bn = ic_image_backing_name(img), *bf = ic_image_backing_format(img);
+    char *fdir = bn && bn[0] != '/' ? dir_of(s->image) : NULL;
+    if (bn && fdir) {
+        if (asprintf(&s->backing, "%s/%s", fdir, bn) < 0)
+            s->backing = NULL;
+    } else {
+        s->backing = bn ? strdup(bn) : NULL;
+    }
+    free(fdir);
+    s->backing_fmt = bf ? strdup(bf) : NULL;
+    bool oom_hit = !s->image_fmt || (bn && !s->backing) || (bf && !s->backing_fmt);
     ic_image_close(img);
-    if (!s->image_fmt)
+    if (oom_hit)
         return oom(errp);
-    int n = snapshot_count(s->overlay, NULL, NULL, errp);
-    if (n < 0)
-        return n;
-    if (n > 0)
-        return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
-                            "%s holds %d internal snapshot(s), which merging it away would "
-                            "delete", s->overlay, n);
     if ((ret = add_dir(&p->r, s->image)) < 0 || (ret = add_dir(&p->r, s->overlay)) < 0)
         return oom(errp);
     for (size_t i = 0; i < dom->def->ndisks; i++)
         if (dom->def->disks[i].src->path && add_dir(&p->r, dom->def->disks[i].src->path) < 0)
             return oom(errp);
-    ic_dependents *deps = NULL;
-    if ((ret = direct_readers(&deps, &p->r, s->image, errp)) < 0)
+    if ((ret = readers_of(&s->readers, &s->nreaders, p, s->image, errp)) < 0)
         return ret;
-    for (size_t i = 0; i < deps->nb && ret == 0; i++)
-        if (deps->list[i].depth == 1 && !ic_dom_same_file(deps->list[i].filename, s->overlay))
-            ret = ic_error_set(errp, IC_ERR_INVALID, EBUSY,
-                               "its frozen image %s is also the backing file of %s (a branch): "
-                               "merging it into several images is not supported yet "
-                               "(--metadata removes only the metadata)",
-                               s->image, deps->list[i].filename);
-    ic_dependents_free(deps);
-    if (ret < 0)
-        return ret;
-    if ((ret = direct_readers(&deps, &p->r, s->overlay, errp)) < 0)
-        return ret;
-    s->children = calloc(deps->nb ? deps->nb : 1, sizeof(*s->children));
-    for (size_t i = 0; s->children && i < deps->nb; i++)
-        if (deps->list[i].depth == 1 &&
-            !(s->children[s->nchildren++] = strdup(deps->list[i].filename)))
-            ret = oom(errp);
-    if (!s->children)
-        ret = oom(errp);
-    ic_dependents_free(deps);
-    return ret;
+    bool alone = true;
+    for (size_t i = 0; i < s->nreaders; i++)
+        alone &= ic_dom_same_file(s->readers[i], s->overlay);
+    if (alone) {
+        /* commit down: O goes, so it must be ours and hold nothing else */
+        if (!ic_domain_image_owned(dom, s->overlay))
+            return ic_error_set(errp, IC_ERR_INVALID, EPERM,
+                                "%s was not created by imgchain for this domain and is never "
+                                "deleted (--metadata removes only the metadata)", s->overlay);
+        int n = snapshot_count(s->overlay, NULL, NULL, errp);
+        if (n < 0)
+            return n;
+        if (n > 0)
+            return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
+                                "%s holds %d internal snapshot(s), which merging it away would "
+                                "delete", s->overlay, n);
+        return readers_of(&s->children, &s->nchildren, p, s->overlay, errp);
+    }
+    /* stream up: F has several readers (a branch); each gets F's data and
+     * F goes, when it is ours; a user's F simply stays */
+    s->stream = true;
+    if (!ic_domain_image_owned(dom, s->image))
+        return 0;
+    int n = snapshot_count(s->image, NULL, NULL, errp);
+    if (n < 0)
+        return n;
+    if (n > 0)
+        return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
+                            "its frozen image %s holds %d internal snapshot(s), which merging "
+                            "it away would delete", s->image, n);
+    if (frozen_elsewhere(dom, s->image, p->snap->name))
+        return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
+                            "its frozen image %s is the point in time of another snapshot",
+                            s->image);
+    s->delete_frozen = true;
+    return 0;
 }
 
 static void replace_path(ic_storage_source *src, const char *from, const char *to, int *ret)
@@ -272,7 +348,7 @@ static int retarget_tree(ic_xml_node *tree, const struct dplan *p, bool *changed
         const char *file = ic_xml_node_attr(ic_xml_node_child(d, "source"), "file");
         for (size_t k = 0; file && k < p->n; k++) {
             const struct dstep *s = &p->steps[k];
-            if (s->external && ic_dom_same_file(file, s->overlay)) {
+            if (s->external && !s->stream && ic_dom_same_file(file, s->overlay)) {
                 if (ic_dom_tree_set_source(d, s->image, s->image_fmt) < 0)
                     return -ENOMEM;
                 *changed = true;
@@ -301,18 +377,20 @@ static int plan_rewrites(json_object *out, const struct dplan *p, ic_error **err
         bool changed = false;
         for (size_t k = 0; k < p->n && ret == 0; k++) {
             const struct dstep *s = &p->steps[k];
-            if (!s->external)
+            if (!s->external || (s->stream && !s->delete_frozen))
                 continue;
+            /* commit down: O becomes F; stream up: F's record becomes O */
+            const char *from = s->stream ? s->image : s->overlay;
+            const char *to = s->stream ? s->overlay : s->image;
             for (size_t m = 0; m < copy->ndisks; m++)
-                if (copy->disks[m].src->path &&
-                    ic_dom_same_file(copy->disks[m].src->path, s->overlay)) {
-                    replace_path(copy->disks[m].src, s->overlay, s->image, &ret);
+                if (copy->disks[m].src->path && ic_dom_same_file(copy->disks[m].src->path, from)) {
+                    replace_path(copy->disks[m].src, from, to, &ret);
                     changed = true;
                 }
             for (size_t m = 0; m < copy->nrevert_disks; m++)
                 if (copy->revert_disks[m].src->path &&
-                    ic_dom_same_file(copy->revert_disks[m].src->path, s->overlay)) {
-                    replace_path(copy->revert_disks[m].src, s->overlay, s->image, &ret);
+                    ic_dom_same_file(copy->revert_disks[m].src->path, from)) {
+                    replace_path(copy->revert_disks[m].src, from, to, &ret);
                     changed = true;
                 }
         }
@@ -352,12 +430,24 @@ static json_object *journal_new(const struct dplan *p)
                                                                               : "internal"));
         json_object_object_add(o, "image", json_object_new_string(s->image));
         if (s->external) {
-            json_object *kids = json_object_new_array();
+            json_object *kids = json_object_new_array(), *readers = json_object_new_array();
+            json_object_object_add(o, "mode", json_object_new_string(s->stream ? "stream"
+                                                                                : "commit"));
             json_object_object_add(o, "image_format", json_object_new_string(s->image_fmt));
             json_object_object_add(o, "overlay", json_object_new_string(s->overlay));
             for (size_t k = 0; k < s->nchildren; k++)
                 json_object_array_add(kids, json_object_new_string(s->children[k]));
             json_object_object_add(o, "children", kids);
+            for (size_t k = 0; k < s->nreaders; k++)
+                json_object_array_add(readers, json_object_new_string(s->readers[k]));
+            json_object_object_add(o, "readers", readers);
+            json_object_object_add(o, "delete_frozen", json_object_new_boolean(s->delete_frozen));
+            if (s->backing) {
+                json_object_object_add(o, "backing", json_object_new_string(s->backing));
+                json_object_object_add(o, "backing_format",
+                                       json_object_new_string(s->backing_fmt ? s->backing_fmt
+                                                                             : "raw"));
+            }
         }
         json_object_array_add(steps, o);
     }
@@ -427,6 +517,39 @@ static int commit_down(ic_domain *dom, json_object *s, ic_error **errp)
     return ret;
 }
 
+/* Stream up: every reader of F rebased safely onto F's backing (each
+ * then holds F's data itself), then F unlinked when it is ours. */
+static int stream_up(ic_domain *dom, json_object *s, ic_error **errp)
+{
+    const char *f = ic_dom_jstr(s, "image");
+    json_object *readers = NULL;
+    if (!f || !json_object_object_get_ex(s, "readers", &readers))
+        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
+                            dom->journal_path);
+    if (!ic_dom_jbool(s, "delete_frozen"))
+        return 0;
+    int ret = 0;
+    for (size_t k = 0; k < json_object_array_length(readers) && ret == 0; k++) {
+        const char *c = json_object_get_string(json_object_array_get_idx(readers, k));
+        if (!c || ic_dir_path_type(c) == IC_DIR_PATH_MISSING)
+            continue;
+        ic_rebase_options ro = IC_REBASE_OPTIONS_INIT;
+        ro.backing = ic_dom_jstr(s, "backing");
+        ro.backing_format = ic_dom_jstr(s, "backing_format");
+        char *engine_journal = NULL;
+        if (asprintf(&engine_journal, "%s.imgchain-journal", c) < 0)
+            return oom(errp);
+        ro.resume = ic_dir_path_type(engine_journal) != IC_DIR_PATH_MISSING;
+        free(engine_journal);
+        ret = ic_chain_rebase(c, &ro, errp);
+    }
+    if (ret == 0 && ic_dir_path_type(f) != IC_DIR_PATH_MISSING)
+        ret = ic_dir_unlink(f, errp);
+    if (ret == 0)
+        ic_dom_priv_remove_image(dom, f);
+    return ret;
+}
+
 int ic_dom_delete_finish(ic_domain *dom, json_object *j, ic_error **errp)
 {
     const char *name = ic_dom_jstr(j, "snapshot");
@@ -447,7 +570,9 @@ int ic_dom_delete_finish(ic_domain *dom, json_object *j, ic_error **errp)
         if (!strcmp(kind, "internal")) {
             ret = delete_internal(image, name, errp);
         } else {
-            ret = commit_down(dom, s, errp);
+            const char *mode = ic_dom_jstr(s, "mode");
+            ret = mode && !strcmp(mode, "stream") ? stream_up(dom, s, errp)
+                                                   : commit_down(dom, s, errp);
             any_external = true;
         }
         if (ret < 0)
@@ -455,7 +580,7 @@ int ic_dom_delete_finish(ic_domain *dom, json_object *j, ic_error **errp)
     }
     if (ret == 0 && any_external)
         ret = ic_dom_save_priv(dom, errp);
-    /* the rewrites precede the removal of the snapshot (invariant 4) */
+    /* the rewrites precede the removal of the snapshot (invariant 5) */
     if (ret == 0 && ic_snapmeta_lookup(dom->meta, name)) {
         for (size_t k = 0; k < json_object_array_length(rewrites) && ret == 0; k++) {
             const char *xml = ic_dom_jstr(json_object_array_get_idx(rewrites, k), "xml");
@@ -557,7 +682,7 @@ static int delete_one(ic_domain *dom, const char *name, ic_error **errp)
     ic_xml_node_free(tree);
     if (ret < 0)
         goto out;
-    /* the point of no return (invariant 4) */
+    /* the point of no return (invariant 5) */
     if ((ret = ic_dom_journal_write(dom, j, errp)) < 0)
         goto out;
     ret = ic_dom_delete_finish(dom, j, errp);
