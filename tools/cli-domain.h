@@ -49,6 +49,11 @@ int cli_table_add(struct cli_table *t, const char *const *row);
 void cli_table_print(const struct cli_table *t);
 void cli_table_free(struct cli_table *t);
 
+/* `imgchain check --domain DOMAIN [--state-dir DIR]` (called by
+ * cmd-check.c): 76 when an interrupted operation is pending, 2 when a
+ * disk's chain has errors, else 0. */
+int cli_domain_check(int argc, char **argv);
+
 /* Prints @error as virsh does for a library failure: "imgchain: MSG". */
 int cli_domain_fail(ic_error *err);
 

@@ -32,6 +32,7 @@
 
 #include <imgchain/chain-edit.h>
 
+#include "cli-domain.h"
 #include "cli-util.h"
 
 #define CHECK_EXIT_CORRUPT 2
@@ -124,6 +125,10 @@ enum { OPT_DRY_RUN = 0x200, OPT_CHAIN };
 
 static int run_check(int argc, char **argv)
 {
+    /* check --domain D: the domain's journal and disk chains (cmd-domain.c) */
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--domain", 8))
+            return cli_domain_check(argc, argv);
     static const struct option longopts[] = {
         { "output", required_argument, NULL, CLI_OPT_OUTPUT },
         { "dry-run", no_argument, NULL, OPT_DRY_RUN },

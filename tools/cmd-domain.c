@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <imgchain/chain-edit.h>
+
 #include "cli-domain.h"
 
 #define OPT_STATE_DIR { "state-dir", required_argument, NULL, CLI_OPT_STATE_DIR }
@@ -279,3 +281,74 @@ static int run_domblklist(int argc, char **argv)
 CLI_COMMAND(cmd_domblklist, "domblklist", run_domblklist,
             "domblklist [--state-dir DIR] DOMAIN [--details]\n"
             "                                                 the domain's disks and active layers")
+
+/* ---- check --domain ------------------------------------------------------ */
+
+int cli_domain_check(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        OPT_STATE_DIR,
+        { "domain", required_argument, NULL, 'd' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *sd = NULL, *name = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case CLI_OPT_STATE_DIR: sd = optarg; break;
+        case 'd': name = optarg; break;
+        case 'h': printf("usage: imgchain check --domain DOMAIN [--state-dir DIR]\n"); return 0;
+        default: return cli_usage_error("check", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (!name || optind != argc)
+        return cli_usage_error("check", "--domain expects DOMAIN and nothing else");
+    char *dir = NULL;
+    ic_domain *dom = NULL;
+    ic_error *err = NULL;
+    int rc = cli_state_dir(&dir, sd);
+    if (rc == 0 && ic_domain_open(&dom, dir, name, 0, &err) < 0)
+        rc = cli_domain_fail(err);
+    if (rc) {
+        free(dir);
+        return rc;
+    }
+    const char *pending = ic_domain_pending(dom);
+    if (pending) {
+        cli_errorf("%s: %s: run a command that changes the domain to finish or roll it back",
+                   name, pending);
+        rc = CLI_EXIT_INTERRUPTED;
+    } else {
+        const ic_domain_def *def = ic_domain_get_def(dom);
+        for (size_t i = 0; i < def->ndisks; i++) {
+            const ic_domain_disk_def *d = &def->disks[i];
+            if (!d->src->path || d->src->type != IC_STORAGE_FILE)
+                continue;
+            ic_chain_check_result *res = NULL;
+            ic_chain_check_options co = IC_CHAIN_CHECK_OPTIONS_INIT;
+            co.flags = IC_OPEN_FORCE_SHARE;
+            if (ic_chain_check(&res, d->src->path, &co, &err) < 0) {
+                cli_errorf("%s: disk '%s': %s", name, d->target, ic_error_message(err));
+                ic_error_free(err);
+                err = NULL;
+                rc = 2;
+                continue;
+            }
+            for (size_t k = 0; k < res->nb_findings; k++)
+                if (res->findings[k].severity == IC_CHAIN_ERROR) {
+                    cli_errorf("%s: disk '%s': %s", name, d->target, res->findings[k].message);
+                    rc = 2;
+                }
+            printf("%s: %s: %zu image%s, %zu error%s\n", d->target, d->src->path,
+                   res->nb_images, res->nb_images == 1 ? "" : "s", res->errors,
+                   res->errors == 1 ? "" : "s");
+            ic_chain_check_result_free(res);
+        }
+    }
+    ic_domain_close(dom);
+    free(dir);
+    return rc;
+}

@@ -21,7 +21,9 @@
  *     already present, so one found there is ours).  The undo runs in
  *     reverse order, and again from the journal after a crash.
  *  4. After the commit record only idempotent metadata writes remain
- *     (ic_dom_create_finish), redone from the journal after a crash.
+ *     (ic_dom_create_finish), redone from the journal after a crash.  A
+ *     failed write of the commit record itself undoes nothing: the rename
+ *     may have reached the disk, so the journal file decides (recovery).
  *  5. One snapshot is internal on all its selected disks or external on
  *     all of them (libvirt's rule); a tree may mix both.
  */
@@ -339,8 +341,18 @@ static int plan_external(struct plan *p, struct step *s, const ic_domain_disk_de
     ret = ic_image_open(&img, s->file, &oo, errp);
     if (ret < 0)
         return ret;
-    const char *bp = ic_image_backing_path(img);
-    char *rb = bp ? realpath(bp, NULL) : NULL;
+    /* the recorded name, resolved against the file's folder (the chain is
+     * not opened: only the link matters) */
+    const char *bp = ic_image_backing_name(img);
+    char *joined = NULL;
+    if (bp && bp[0] != '/') {
+        const char *slash = strrchr(s->file, '/');
+        size_t dl = (size_t)(slash - s->file);
+        if ((joined = malloc(dl + 1 + strlen(bp) + 1)))
+            snprintf(joined, dl + 1 + strlen(bp) + 1, "%.*s/%s", (int)dl, s->file, bp);
+    }
+    char *rb = bp ? realpath(joined ? joined : bp, NULL) : NULL;
+    free(joined);
     char *ri = realpath(s->image, NULL);
     if (!rb || !ri || strcmp(rb, ri))
         ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL,
@@ -566,8 +578,14 @@ static int build_plan(struct plan *p, ic_error **errp)
     for (size_t i = 0; i < def->ndisks; i++) {
         const ic_domain_disk_def *dd = &dom->def->disks[i];
         ic_snapshot_disk_def *sd = &def->disks[i];
-        if (dd->transient)
+        if (dd->transient && sd->snapshot != IC_SNAPSHOT_LOCATION_NO) {
+            /* left alone: whatever alignment gave it (a default overlay
+             * name) goes with the mode */
             sd->snapshot = IC_SNAPSHOT_LOCATION_NO;
+            free(sd->src->path);
+            sd->src->path = NULL;
+            sd->src->format = IC_DISK_FORMAT_NONE;
+        }
         if (sd->snapshot == IC_SNAPSHOT_LOCATION_INTERNAL)
             nint++;
         else if (sd->snapshot == IC_SNAPSHOT_LOCATION_EXTERNAL)
@@ -682,7 +700,16 @@ static int complete_def(struct plan *p, ic_error **errp)
     def->domain_uuid = NULL;
     if (dom->def->uuid && !(def->domain_uuid = strdup(dom->def->uuid)))
         return oom(errp);
-    return 0;
+    /* what the commit record will carry must load back as the store loads
+     * it, or the commit could never finish: refuse it now */
+    char *xml = NULL;
+    ic_snapshot_def *back = NULL;
+    int ret = ic_snapshot_def_format(&xml, def, IC_SNAPSHOT_FORMAT_SECURE, errp);
+    if (ret == 0)
+        ret = ic_snapshot_def_parse(&back, xml, strlen(xml), IC_SNAPSHOT_PARSE_REDEFINE, errp);
+    free(xml);
+    ic_snapshot_def_free(back);
+    return ret;
 }
 
 static int create(ic_domain *dom, ic_snapshot_def *def, unsigned flags, char **name_out,
@@ -722,8 +749,12 @@ static int create(ic_domain *dom, ic_snapshot_def *def, unsigned flags, char **n
     json_object_object_add(j, "xml", json_object_new_string(xml));
     free(xml);
     if ((ret = ic_dom_journal_write(dom, j, errp)) < 0) {
-        undo_plan(&p);
-        ic_dom_journal_remove(dom, NULL);
+        /* the record may or may not be durable (a rename done, its fsync
+         * failed): only the file on disk can say which phase holds, so the
+         * next writer's recovery decides, not this process */
+        ic_error_prepend(errp, "snapshot-create of '%s' interrupted at its commit record "
+                         "(the next command that changes the domain finishes or rolls it "
+                         "back)", def->name);
         goto out;
     }
     /* images close (flushed) before the metadata names them */
