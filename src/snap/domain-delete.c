@@ -456,6 +456,10 @@ static json_object *journal_new(const struct dplan *p)
     json_object_object_add(j, "snapshot", json_object_new_string(p->snap->name));
     json_object_object_add(j, "phase", json_object_new_string("commit"));
     json_object_object_add(j, "steps", steps);
+    json_object_object_add(j, "was_current",
+                           json_object_new_boolean(ic_snapmeta_current(p->dom->meta) == p->snap));
+    if (p->snap->parent_name)
+        json_object_object_add(j, "parent", json_object_new_string(p->snap->parent_name));
     return j;
 }
 
@@ -596,6 +600,12 @@ int ic_dom_delete_finish(ic_domain *dom, json_object *j, ic_error **errp)
         if (ret == 0)
             ret = ic_snapmeta_remove(dom->meta, name, errp);
     }
+    /* the store moves current to the parent after removing the file: a
+     * crash in between leaves no current snapshot, which this redoes */
+    const char *parent = ic_dom_jstr(j, "parent");
+    if (ret == 0 && ic_dom_jbool(j, "was_current") && !ic_snapmeta_current(dom->meta) && parent &&
+        ic_snapmeta_lookup(dom->meta, parent))
+        ret = ic_snapmeta_set_current(dom->meta, parent, errp);
     if (ret == 0 && domain_xml) {
         ic_xml_node *tree = NULL;
         ic_domain_def *ddef = NULL;
