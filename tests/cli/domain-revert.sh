@@ -6,7 +6,9 @@
 # `imgchain io` between snapshots and read back after each revert; every
 # image is checked with qemu-img check; every refusal is checked for its
 # message, its exit code and for leaving every file unchanged (checksums
-# of the images and of the state folder before and after).
+# of the images and of the state folder before and after).  Set
+# IC_LIBVIRT_RNG to a folder of libvirt >= 9.9 schemas to validate the
+# metadata files holding <revertDisks> whole.
 . "$(dirname "$0")/../lib.sh"
 
 if ! command -v qemu-img >/dev/null 2>&1; then
@@ -163,6 +165,13 @@ if command -v virt-xml-validate >/dev/null 2>&1; then
     expect "e1.xml (less <revertDisks>) is valid for virt-xml-validate" \
         virt-xml-validate "$T/e1.nrd.xml" domainsnapshot
 fi
+# the whole file against a schema that knows <revertDisks> (libvirt >= 9.9),
+# when IC_LIBVIRT_RNG names a folder of libvirt's schemas
+if [ -n "${IC_LIBVIRT_RNG:-}" ] && [ -f "$IC_LIBVIRT_RNG/domainsnapshot.rng" ] &&
+    command -v xmllint >/dev/null 2>&1; then
+    expect "e1.xml with <revertDisks> is valid for libvirt's newer schema" \
+        xmllint --noout --relaxng "$IC_LIBVIRT_RNG/domainsnapshot.rng" "$T/state/vm2/e1.xml"
+fi
 reads "e2's overlay still holds its data" "$D/x.e2" 23 0
 checked "after external revert" "$R1" "$(active vm2 vdb)" "$D/x.e1" "$D/x.e2" "$D/x.qcow2"
 
@@ -241,5 +250,16 @@ expect_out "e1's revert overlay is recorded in <revertDisks>" "$(active vm2 vda)
     ic snapshot-dumpxml $ST vm2 e1
 reads "vda reads e1's point in time" "$(active vm2 vda)" 21 0
 checked "at the end" "$(active vm2 vda)" "$(active vm2 vdb)" "$D/x.qcow2" "$D/y.qcow2" "$F3"
+
+# every metadata file left passes libvirt's validator (<revertDisks> removed:
+# the installed schema predates it)
+if command -v virt-xml-validate >/dev/null 2>&1; then
+    bad=0
+    for f in "$T"/state/*/*.xml; do
+        sed '/<revertDisks>/,/<\/revertDisks>/d' "$f" > "$T/v.xml"
+        virt-xml-validate "$T/v.xml" domainsnapshot >/dev/null 2>&1 || { bad=1; echo "    $f"; }
+    done
+    expect "every snapshot file left is valid for virt-xml-validate" test "$bad" = 0
+fi
 
 finish
