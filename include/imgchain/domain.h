@@ -203,17 +203,31 @@ IC_EXTERN int ic_domain_snapshot_list(const char ***names_out, size_t *n_out,
 #define IC_DOMAIN_SNAPSHOT_REVERT_RUNNING         0x1u    /* refused: never starts qemu */
 #define IC_DOMAIN_SNAPSHOT_REVERT_PAUSED          0x2u    /* refused: never starts qemu */
 #define IC_DOMAIN_SNAPSHOT_REVERT_FORCE           0x4u
+#define IC_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM     0x8u    /* refused: no NVRAM handling */
 #define IC_DOMAIN_SNAPSHOT_REVERT_DELETE_CHILDREN 0x10000u
 #define IC_DOMAIN_SNAPSHOT_REVERT_DISCARD         0x20000u
 
 /**
- * Reverts every disk to snapshot @p name (internal: applied; external: a
- * fresh overlay on the snapshot's images) and makes it current.
- * Declared for the revert work (docs/domain-snapshots.md section 8): not
- * in the library yet, no definition exists.
+ * Reverts every disk to snapshot @p name and makes it current: internal
+ * snapshots are applied on their image; external disks get a new qcow2
+ * overlay (0600) on the image the snapshot froze, named as libvirt names
+ * it ("<frozen image without suffix>.<seconds>").  The domain's document
+ * becomes the snapshot's <domain> with those sources.
+ * Refused unless FORCE: state no snapshot captured would be lost (the
+ * message names the disk and the file), or the snapshot's domain is not
+ * ABI-compatible.  Always refused: an internal snapshot in an image
+ * frozen or used as a backing file since.  DISCARD removes the abandoned
+ * active layers imgchain made and nothing uses; DELETE_CHILDREN then
+ * deletes the snapshot's descendants (as DELETE_CHILDREN_ONLY).
+ * Journalled (docs/domain-snapshots.md section 5).
  */
 IC_EXTERN int ic_domain_snapshot_revert(ic_domain *dom, const char *name, unsigned flags,
                                         ic_error **errp);
+/** ic_domain_snapshot_revert() naming new overlays: @p files holds
+ * "DISK=PATH" strings (absolute paths) for some of the external disks. */
+IC_EXTERN int ic_domain_snapshot_revert_files(ic_domain *dom, const char *name,
+                                              const char *const *files, size_t nfiles,
+                                              unsigned flags, ic_error **errp);
 
 /* virDomainSnapshotDeleteFlags */
 #define IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN      0x1u
@@ -221,11 +235,15 @@ IC_EXTERN int ic_domain_snapshot_revert(ic_domain *dom, const char *name, unsign
 #define IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY 0x4u
 
 /**
- * Deletes snapshot @p name (and/or its descendants): internal snapshots
- * from every disk, external ones merged away; METADATA_ONLY touches no
- * image.  Children are re-parented and the current snapshot moves as
- * libvirt moves it.  Declared for the delete work
- * (docs/domain-snapshots.md section 8): not in the library yet.
+ * Deletes snapshot @p name (and/or its descendants, leaves first):
+ * internal snapshots from every disk; external ones merged away, by commit
+ * into the frozen image when nothing else reads it, else by streaming into
+ * the overlays above, else (the overlay is itself another snapshot's point,
+ * or holds internal snapshots) by keeping the images as they are.  No
+ * image anything still uses is deleted, and only images imgchain made
+ * are.  Children are re-parented, the current snapshot moves to the
+ * parent, and every remaining snapshot naming a merged file is rewritten.
+ * METADATA_ONLY touches no image.  Journalled.
  */
 IC_EXTERN int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags,
                                         ic_error **errp);

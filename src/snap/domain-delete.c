@@ -1,51 +1,47 @@
 /*
- * domain-delete.c - snapshot-delete of an offline domain: internal
- * snapshots deleted from every disk, external ones merged away, or only
- * the metadata removed (--metadata).
+ * domain-delete.c - snapshot-delete: internal snapshots deleted from every
+ * disk, external ones merged away (commit down or stream up), metadata
+ * re-parented, and no image that anything still uses deleted.
  *
  * Design notes
  * ------------
- * Owns: the delete sequence.  Spec: docs/domain-snapshots.md section 8.
+ * Owns: the plan of a delete.  Spec: docs/domain-snapshots.md section 8;
+ * libvirt's tree rules (children re-parented to the parent, the parent
+ * current when the current one goes, CHILDREN / CHILDREN_ONLY / METADATA).
+ *
+ * For an external snapshot S of disk d, F is the image S froze (the source
+ * in S's <domain>) and O the overlay S made (its <disks> source).  S's
+ * point in time is F; deleting it merges the boundary between F and O:
+ *
+ *   orphan      O is no longer used (not active, no overlay on it, no
+ *               snapshot froze it): O is removed if imgchain made it (the
+ *               writes in it were never captured: libvirt drops them too).
+ *   commit down nothing but O reads F: O is committed into F, O's children
+ *               are rebased (unsafe) onto F, the domain moves to F when it
+ *               was on O, every snapshot naming O now names F, O removed.
+ *   stream up   F has other users, and O is nobody's snapshot point: each
+ *               child of O is rebased safely onto F (O's data copied into
+ *               it), O removed.
+ *   keep        otherwise (O holds internal snapshots, or is a snapshot
+ *               point while F is shared, or is the active layer over a
+ *               shared F): the images stay as they are, only the metadata
+ *               goes.  Every remaining snapshot still reads what it read.
  *
  * Invariants:
- *  1. --children / --children-only delete the descendants one snapshot at
- *     a time, leaves first, then (--children) the snapshot itself: each
- *     single delete is a complete operation of its own, so the tree is
- *     consistent between two of them.  The store re-parents children and
- *     moves the current snapshot to the parent, as libvirt does.
- *  2. A single delete refuses everything it can before the journal is
- *     written: a missing internal snapshot, an overlay imgchain did not
- *     create (never deleted), an image to be merged away that holds
- *     internal snapshots (they would go with it).
- *  3. External disk of snapshot T, frozen image F, overlay O (T's
- *     <disks>): *commit down*.  O's data is written into F (F's only
- *     reader is O, so no other image sees the change, and F's own content
- *     was T's point in time, which is what is being deleted), O's
- *     children are rebased unsafely onto F (their content is unchanged:
- *     F now reads as O did), O is unlinked and leaves the private file.
- *     Every remaining snapshot whose <domain>, <disks> or <revertDisks>
- *     names O is rewritten to name F, and so is the domain when O was its
- *     active layer.
- *  4. When F has other readers too (a branch: a revert made an overlay on
- *     it), F cannot change: *stream up* instead.  Every reader of F is
- *     rebased safely onto F's backing file (each then holds F's data
- *     itself, its content unchanged) and F is unlinked, when imgchain made
- *     F and F holds no internal snapshot and is no other snapshot's point
- *     in time; a user's F simply stays and only the metadata goes.  The
- *     records naming F as an overlay (the parent's <disks>) then name O.
- *  5. The journal is written with its commit record first and every step
- *     is idempotent: the commit is redone while O exists (resuming the
- *     engine's own journal if it left one), an unsafe rebase onto F is
- *     the same rebase twice, unlinking a missing file is done, an internal
- *     snapshot already gone is done, the snapshot rewrites are skipped
- *     once T has left the store (they precede its removal).
+ *  1. Users of an image are found before the first write: overlays whose
+ *     backing file it is (ic_chain_dependents over every folder the
+ *     domain's images live in), the active layer of every domain of the
+ *     state folder, and every remaining snapshot's <domain> and <disks>.
+ *  2. Only files listed in the private file are ever unlinked.
+ *  3. The whole plan is journalled with its commit record before the first
+ *     image write; the steps are idempotent (domain-steps.c).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "domain-ops.h"
+#include "domain-internal.h"
 #include "imgchain/chain-edit.h"
 #include "imgchain/image.h"
 #include "imgchain/snapshot.h"
@@ -53,669 +49,548 @@
 #include "util/error.h"
 #include "xml/xml-tree.h"
 
-#define DELETE_FLAGS (IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN | \
-                      IC_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY | \
-                      IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY)
-
 static int oom(ic_error **errp)
 {
     return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
 }
 
-static char *dir_of(const char *path)
+bool ic_dom_same_file(const char *a, const char *b)
 {
-    char *d = strdup(path);
-    if (!d)
-        return NULL;
-    char *slash = strrchr(d, '/');
-    if (!slash) {
-        free(d);
-        return strdup(".");
-    }
-    slash[slash == d ? 1 : 0] = '\0';
-    return d;
+    if (!a || !b)
+        return false;
+    if (!strcmp(a, b))
+        return true;
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    bool same = ra && rb && !strcmp(ra, rb);
+    free(ra);
+    free(rb);
+    return same;
 }
 
-/* ---- the images that read a file ----------------------------------------- */
+/* ---- folders and users -------------------------------------------------- */
 
-struct readers {
-    char **dirs;
-    size_t ndirs;
-};
-
-static int add_dir(struct readers *r, const char *path)
+static int add_dir(char ***v, size_t *n, const char *path)
 {
-    char *d = dir_of(path);
-    if (!d)
-        return -ENOMEM;
-    for (size_t i = 0; i < r->ndirs; i++)
-        if (!strcmp(r->dirs[i], d)) {
-            free(d);
+    if (!path || path[0] != '/')
+        return 0;
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    for (size_t i = 0; i < *n; i++)
+        if (strlen((*v)[i]) == len && !strncmp((*v)[i], path, len))
             return 0;
-        }
-    char **nd = realloc(r->dirs, (r->ndirs + 1) * sizeof(*nd));
-    if (!nd) {
-        free(d);
+    char **nv = realloc(*v, (*n + 1) * sizeof(*nv));
+    if (!nv)
         return -ENOMEM;
+    *v = nv;
+    if (!(nv[*n] = strndup(path, len)))
+        return -ENOMEM;
+    if (ic_dir_path_type(nv[*n]) != IC_DIR_PATH_DIRECTORY) {
+        free(nv[*n]);
+        return 0;
     }
-    r->dirs = nd;
-    r->dirs[r->ndirs++] = d;
+    (*n)++;
     return 0;
 }
 
-static void readers_free(struct readers *r)
+int ic_dom_image_dirs(char ***out, size_t *n_out, const ic_domain *dom, ic_error **errp)
 {
-    for (size_t i = 0; i < r->ndirs; i++)
-        free(r->dirs[i]);
-    free(r->dirs);
+    char **v = NULL;
+    size_t n = 0;
+    int ret = 0;
+    for (size_t i = 0; ret == 0 && i < dom->def->ndisks; i++)
+        ret = add_dir(&v, &n, dom->def->disks[i].src->path);
+    const char **names = NULL;
+    size_t k = 0;
+    if (ret == 0 && ic_snapmeta_list(&names, &k, dom->meta, NULL, true, errp) < 0)
+        ret = -ENOMEM;
+    for (size_t s = 0; ret == 0 && s < k; s++) {
+        const ic_snapshot_def *d = ic_snapmeta_lookup(dom->meta, names[s]);
+        for (size_t i = 0; ret == 0 && i < d->ndisks; i++)
+            ret = add_dir(&v, &n, d->disks[i].src->path);
+        for (size_t i = 0; ret == 0 && i < d->nrevert_disks; i++)
+            ret = add_dir(&v, &n, d->revert_disks[i].src->path);
+        for (size_t i = 0; ret == 0 && d->dom && i < d->dom->ndisks; i++)
+            ret = add_dir(&v, &n, d->dom->disks[i].src->path);
+    }
+    free(names);
+    if (ret < 0) {
+        ic_domain_names_free(v, n);
+        return oom(errp);
+    }
+    *out = v;
+    *n_out = n;
+    return 0;
 }
 
-/* The images whose backing file is @target (depth 1), in the scanned folders. */
-static int direct_readers(ic_dependents **out, const struct readers *r, const char *target,
-                          ic_error **errp)
+int ic_dom_children_of(char ***out, size_t *n_out, const ic_domain *dom, const char *path,
+                       ic_error **errp)
 {
-    return ic_chain_dependents(out, target, (const char *const *)r->dirs, r->ndirs, NULL, errp);
+    *out = NULL;
+    *n_out = 0;
+    char **dirs = NULL;
+    size_t nd = 0;
+    int ret = ic_dom_image_dirs(&dirs, &nd, dom, errp);
+    if (ret < 0)
+        return ret;
+    ic_dependents *deps = NULL;
+    ic_dependents_options o = IC_DEPENDENTS_OPTIONS_INIT;
+    o.max_depth = 4;
+    ret = ic_chain_dependents(&deps, path, (const char *const *)dirs, nd, &o, errp);
+    ic_domain_names_free(dirs, nd);
+    if (ret < 0)
+        return ret;
+    char **v = calloc(deps->nb + 1, sizeof(*v));
+    size_t k = 0;
+    bool failed = !v;
+    for (size_t i = 0; !failed && i < deps->nb; i++) {
+        if (deps->list[i].depth != 1)
+            continue;
+        if (!(v[k] = realpath(deps->list[i].filename, NULL)) &&
+            !(v[k] = strdup(deps->list[i].filename)))
+            failed = true;
+        else
+            k++;
+    }
+    ic_dependents_free(deps);
+    if (failed) {
+        ic_domain_names_free(v, k);
+        return oom(errp);
+    }
+    *out = v;
+    *n_out = k;
+    return 0;
 }
 
-/* ---- one snapshot ------------------------------------------------------------ */
+/* Is @path the active layer of a disk of any domain of the state folder
+ * other than @dom (whose own disks the caller checks)? */
+static int active_elsewhere(bool *out, const ic_domain *dom, const char *path, ic_error **errp)
+{
+    *out = false;
+    char **names = NULL;
+    size_t n = 0;
+    int ret = ic_domain_list(&names, &n, dom->state_dir, errp);
+    if (ret < 0)
+        return ret;
+    for (size_t i = 0; i < n && !*out; i++) {
+        if (!strcmp(names[i], dom->name))
+            continue;
+        ic_domain *other = NULL;
+        ic_error *e = NULL;
+        if (ic_domain_open(&other, dom->state_dir, names[i], 0, &e) < 0) {
+            /* a domain that cannot be read might use it: say so */
+            ret = ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+                               "cannot tell whether domain '%s' uses %s: %s", names[i], path,
+                               ic_error_message(e));
+            ic_error_free(e);
+            break;
+        }
+        for (size_t d = 0; d < other->def->ndisks; d++)
+            if (ic_dom_same_file(other->def->disks[d].src->path, path))
+                *out = true;
+        ic_domain_close(other);
+    }
+    ic_domain_names_free(names, n);
+    return ret;
+}
 
-struct dstep {
-    const char *target;
-    bool external;
-    char *image;            /* internal: the image holding T; external: F */
-    char *image_fmt;
-    char *overlay;          /* external: O */
-    char **children;        /* commit down: O's direct readers */
-    size_t nchildren;
-    bool stream;            /* F has several readers: stream up instead */
-    bool delete_frozen;     /* stream up: F is ours and goes */
-    char *backing;          /* F's backing file (stream up rebases onto it), or NULL */
-    char *backing_fmt;
-    char **readers;         /* F's direct readers */
-    size_t nreaders;
+/* ---- planning one snapshot ------------------------------------------------ */
+
+struct repl {
+    const char *disk;
+    char *from, *to, *fmt;
 };
 
 struct dplan {
     ic_domain *dom;
-    const ic_snapshot_def *snap;
-    struct dstep *steps;
-    size_t n;
-    struct readers r;
+    const ic_snapshot_def *victim;
+    json_object *steps;        /* image steps, in order */
+    json_object *tail;         /* unlink / drop-image steps, after the metadata */
+    struct repl *repl;
+    size_t nrepl;
 };
 
-static void plan_free(struct dplan *p)
+static int add_step(json_object *arr, json_object *s, ic_error **errp)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        struct dstep *s = &p->steps[i];
-        free(s->image);
-        free(s->image_fmt);
-        free(s->overlay);
-        for (size_t k = 0; k < s->nchildren; k++)
-            free(s->children[k]);
-        free(s->children);
-        for (size_t k = 0; k < s->nreaders; k++)
-            free(s->readers[k]);
-        free(s->readers);
-        free(s->backing);
-        free(s->backing_fmt);
+    if (!s || json_object_array_add(arr, s) < 0) {
+        json_object_put(s);
+        return oom(errp);
     }
-    free(p->steps);
-    readers_free(&p->r);
-}
-
-static int open_ro(ic_image **img, const char *path, const char *fmt, ic_error **errp)
-{
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.format = fmt;
-    oo.flags = IC_OPEN_NO_BACKING;
-    return ic_image_open(img, path, &oo, errp);
-}
-
-static int snapshot_count(const char *path, const char *name, bool *has_name, ic_error **errp)
-{
-    ic_image *img = NULL;
-    int ret = open_ro(&img, path, NULL, errp);
-    if (ret < 0)
-        return ret;
-    ic_snapshot_info *list = NULL;
-    int n = strcmp(ic_image_format(img), "qcow2") ? 0 : ic_snapshot_list(img, &list, errp);
-    ic_image_close(img);
-    if (n < 0)
-        return n;
-    if (has_name) {
-        *has_name = false;
-        for (int i = 0; i < n; i++)
-            *has_name |= list[i].name && name && !strcmp(list[i].name, name);
-    }
-    ic_snapshot_list_free(list, (size_t)n);
-    return n;
-}
-
-static int plan_internal(struct dplan *p, struct dstep *s, ic_error **errp)
-{
-    bool has = false;
-    int n = snapshot_count(s->image, p->snap->name, &has, errp);
-    if (n < 0)
-        return n;
-    if (!has)
-        return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT,
-                            "%s holds no internal snapshot '%s' (--metadata removes only the "
-                            "metadata)", s->image, p->snap->name);
     return 0;
 }
 
-/* Whether a snapshot other than @skip has @path as a frozen image (its
- * <domain> names it as a disk source). */
-static bool frozen_elsewhere(const ic_domain *dom, const char *path, const char *skip)
+/* The backing format O records, or NULL. */
+static char *backing_format_of(const char *overlay)
+{
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_NO_BACKING | IC_OPEN_FORCE_SHARE;
+    if (ic_image_open(&img, overlay, &oo, NULL) < 0)
+        return NULL;
+    const char *f = ic_image_backing_format(img);
+    char *r = f ? strdup(f) : NULL;
+    ic_image_close(img);
+    return r;
+}
+
+static int internal_count(const char *path, int *n_out, ic_error **errp)
+{
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_NO_BACKING | IC_OPEN_FORCE_SHARE;
+    int ret = ic_image_open(&img, path, &oo, errp);
+    if (ret < 0)
+        return ret;
+    ic_snapshot_info *v = NULL;
+    int n = strcmp(ic_image_format(img), "qcow2") ? 0 : ic_snapshot_list(img, &v, errp);
+    if (n > 0)
+        ic_snapshot_list_free(v, (size_t)n);
+    ic_image_close(img);
+    if (n < 0)
+        return n;
+    *n_out = n;
+    return 0;
+}
+
+/* Does a snapshot other than @skip have @path as its point on @disk (it
+ * froze it, or lives in it)? */
+static bool snapshot_point(const ic_domain *dom, const ic_snapshot_def *skip, const char *disk,
+                           const char *path)
 {
     const char **names = NULL;
-    size_t n = 0;
+    size_t k = 0;
     bool found = false;
-    if (ic_snapmeta_list(&names, &n, dom->meta, NULL, true, NULL) < 0)
-        return true;
-    for (size_t i = 0; i < n && !found; i++) {
-        if (!strcmp(names[i], skip))
+    if (ic_snapmeta_list(&names, &k, dom->meta, NULL, true, NULL) < 0)
+        return true;   /* cannot tell: treat as used */
+    for (size_t s = 0; s < k && !found; s++) {
+        const ic_snapshot_def *d = ic_snapmeta_lookup(dom->meta, names[s]);
+        if (d == skip || !d->domain)
             continue;
-        const ic_snapshot_def *d = ic_snapmeta_lookup(dom->meta, names[i]);
-        ic_domain_def *owned = NULL;
-        ic_error *e = NULL;
-        const ic_domain_def *sdom = d ? ic_dom_snapshot_domain(d, &owned, &e) : NULL;
-        ic_error_free(e);
-        for (size_t k = 0; sdom && k < sdom->ndisks && !found; k++)
-            found = ic_dom_same_file(sdom->disks[k].src->path, path);
-        ic_domain_def_free(owned);
+        found = ic_dom_same_file(ic_dom_tree_disk_source(d->domain, disk), path);
     }
     free(names);
     return found;
 }
 
-/* A list of the depth-1 readers of @target in heap strings. */
-static int readers_of(char ***out, size_t *n, const struct dplan *p, const char *target,
-                      ic_error **errp)
+static bool all_owned(const ic_domain *dom, char **v, size_t n)
 {
-    ic_dependents *deps = NULL;
-    int ret = direct_readers(&deps, &p->r, target, errp);
-    if (ret < 0)
-        return ret;
-    *out = calloc(deps->nb ? deps->nb : 1, sizeof(**out));
-    *n = 0;
-    if (!*out)
-        ret = oom(errp);
-    for (size_t i = 0; ret == 0 && i < deps->nb; i++)
-        if (deps->list[i].depth == 1 && !((*out)[(*n)++] = strdup(deps->list[i].filename)))
-            ret = oom(errp);
-    ic_dependents_free(deps);
-    return ret;
+    for (size_t i = 0; i < n; i++)
+        if (!ic_domain_image_owned(dom, v[i]))
+            return false;
+    return true;
 }
 
-static int plan_external(struct dplan *p, struct dstep *s, const ic_snapshot_disk_def *sd,
-                         ic_error **errp)
+static int plan_external_disk(struct dplan *p, const ic_snapshot_disk_def *sd, ic_error **errp)
 {
     ic_domain *dom = p->dom;
-    if (!sd->src->path)
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "the snapshot records no overlay");
-    if (!(s->overlay = strdup(sd->src->path)))
-        return oom(errp);
-    if (ic_dir_path_type(s->overlay) == IC_DIR_PATH_MISSING)
-        return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "%s: overlay missing", s->overlay);
-    ic_image *img = NULL;
-    int ret = open_ro(&img, s->image, NULL, errp);
-    if (ret < 0)
-        return ret;
-    s->image_fmt = strdup(ic_image_format(img));
-    /* the backing name as F records it, made absolute against F's folder */
-    const char *bn = ic_image_backing_name(img), *bf = ic_image_backing_format(img);
-    char *fdir = bn && bn[0] != '/' ? dir_of(s->image) : NULL;
-    if (bn && fdir) {
-        if (asprintf(&s->backing, "%s/%s", fdir, bn) < 0)
-            s->backing = NULL;
+    const char *F = ic_dom_tree_disk_source(p->victim->domain, sd->name);
+    const char *O = sd->src->path;
+    if (!F || !O || ic_dir_path_type(F) != IC_DIR_PATH_REGULAR ||
+        ic_dir_path_type(O) != IC_DIR_PATH_REGULAR)
+        return 0;   /* nothing on disk to merge: metadata only */
+    int ret;
+    char **kidsF = NULL, **kidsO = NULL;
+    size_t nF = 0, nO = 0;
+    char *fmtF = NULL;
+    int nint = 0;
+    bool elsewhere = false;
+    if ((ret = ic_dom_children_of(&kidsF, &nF, dom, F, errp)) < 0 ||
+        (ret = ic_dom_children_of(&kidsO, &nO, dom, O, errp)) < 0 ||
+        (ret = internal_count(O, &nint, errp)) < 0 ||
+        (ret = active_elsewhere(&elsewhere, dom, O, errp)) < 0)
+        goto out;
+    int idx = ic_domain_def_disk_index(dom->def, sd->name);
+    bool activeO = idx >= 0 && ic_dom_same_file(dom->def->disks[idx].src->path, O);
+    bool pointO = snapshot_point(dom, p->victim, sd->name, O);
+    bool pointF = snapshot_point(dom, p->victim, sd->name, F);
+    bool otherF = pointF;
+    for (size_t i = 0; i < nF; i++)
+        if (!ic_dom_same_file(kidsF[i], O))
+            otherF = true;
+    bool ours = ic_domain_image_owned(dom, O);
+    fmtF = backing_format_of(O);
+    if (!fmtF) {
+        ret = 0;   /* O records no backing format: never guess one, keep */
+        goto out;
+    }
+    json_object *s;
+    if (nint > 0 || elsewhere) {
+        ret = 0;   /* keep */
+    } else if (!activeO && !nO && !pointO) {
+        /* orphan */
+        if (ours) {
+            s = ic_dom_step("unlink");
+            ic_dom_step_set(s, "path", O);
+            ret = add_step(p->tail, s, errp);
+            s = ic_dom_step("drop-image");
+            ic_dom_step_set(s, "path", O);
+            if (ret == 0)
+                ret = add_step(p->tail, s, errp);
+        }
+    } else if (!otherF) {
+        /* commit down */
+        s = ic_dom_step("commit");
+        ic_dom_step_set(s, "top", O);
+        ic_dom_step_set(s, "base", F);
+        ret = add_step(p->steps, s, errp);
+        for (size_t i = 0; ret == 0 && i < nO; i++) {
+            s = ic_dom_step("rebase");
+            ic_dom_step_set(s, "image", kidsO[i]);
+            ic_dom_step_set(s, "backing", F);
+            ic_dom_step_set(s, "backing_format", fmtF);
+            json_object_object_add(s, "unsafe", json_object_new_boolean(true));
+            ret = add_step(p->steps, s, errp);
+        }
+        struct repl *r = realloc(p->repl, (p->nrepl + 1) * sizeof(*r));
+        if (ret == 0 && !r)
+            ret = oom(errp);
+        if (ret == 0) {
+            p->repl = r;
+            r[p->nrepl].disk = sd->name;
+            r[p->nrepl].from = strdup(O);
+            r[p->nrepl].to = strdup(F);
+            r[p->nrepl].fmt = strdup(fmtF);
+            p->nrepl++;
+        }
+        if (ret == 0 && ours) {
+            s = ic_dom_step("unlink");
+            ic_dom_step_set(s, "path", O);
+            ret = add_step(p->tail, s, errp);
+            s = ic_dom_step("drop-image");
+            ic_dom_step_set(s, "path", O);
+            if (ret == 0)
+                ret = add_step(p->tail, s, errp);
+        }
+    } else if (!pointO && !activeO && all_owned(dom, kidsO, nO)) {
+        /* stream up into every child of O (imgchain's own overlays only:
+         * another tool's image is not rewritten behind its back) */
+        for (size_t i = 0; ret == 0 && i < nO; i++) {
+            s = ic_dom_step("rebase");
+            ic_dom_step_set(s, "image", kidsO[i]);
+            ic_dom_step_set(s, "backing", F);
+            ic_dom_step_set(s, "backing_format", fmtF);
+            ret = add_step(p->steps, s, errp);
+        }
+        if (ret == 0 && ours) {
+            s = ic_dom_step("unlink");
+            ic_dom_step_set(s, "path", O);
+            ret = add_step(p->tail, s, errp);
+            s = ic_dom_step("drop-image");
+            ic_dom_step_set(s, "path", O);
+            if (ret == 0)
+                ret = add_step(p->tail, s, errp);
+        }
     } else {
-        s->backing = bn ? strdup(bn) : NULL;
+        ret = 0;   /* keep: O is a point or the active layer, and F is shared */
     }
-    free(fdir);
-    s->backing_fmt = bf ? strdup(bf) : NULL;
-    bool oom_hit = !s->image_fmt || (bn && !s->backing) || (bf && !s->backing_fmt);
-    ic_image_close(img);
-    if (oom_hit)
-        return oom(errp);
-    if ((ret = add_dir(&p->r, s->image)) < 0 || (ret = add_dir(&p->r, s->overlay)) < 0)
-        return oom(errp);
-    for (size_t i = 0; i < dom->def->ndisks; i++)
-        if (dom->def->disks[i].src->path && add_dir(&p->r, dom->def->disks[i].src->path) < 0)
-            return oom(errp);
-    if ((ret = readers_of(&s->readers, &s->nreaders, p, s->image, errp)) < 0)
-        return ret;
-    bool alone = true;
-    for (size_t i = 0; i < s->nreaders; i++)
-        alone &= ic_dom_same_file(s->readers[i], s->overlay);
-    if (alone) {
-        /* commit down: O goes, so it must be ours and hold nothing else */
-        if (!ic_domain_image_owned(dom, s->overlay))
-            return ic_error_set(errp, IC_ERR_INVALID, EPERM,
-                                "%s was not created by imgchain for this domain and is never "
-                                "deleted (--metadata removes only the metadata)", s->overlay);
-        int n = snapshot_count(s->overlay, NULL, NULL, errp);
-        if (n < 0)
-            return n;
-        if (n > 0)
-            return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
-                                "%s holds %d internal snapshot(s), which merging it away would "
-                                "delete", s->overlay, n);
-        return readers_of(&s->children, &s->nchildren, p, s->overlay, errp);
-    }
-    /* stream up: F has several readers (a branch); each gets F's data and
-     * F goes, when it is ours; a user's F simply stays */
-    s->stream = true;
-    if (!ic_domain_image_owned(dom, s->image))
-        return 0;
-    int n = snapshot_count(s->image, NULL, NULL, errp);
-    if (n < 0)
-        return n;
-    if (n > 0)
-        return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
-                            "its frozen image %s holds %d internal snapshot(s), which merging "
-                            "it away would delete", s->image, n);
-    if (frozen_elsewhere(dom, s->image, p->snap->name))
-        return ic_error_set(errp, IC_ERR_INVALID, EBUSY,
-                            "its frozen image %s is the point in time of another snapshot",
-                            s->image);
-    s->delete_frozen = true;
-    return 0;
+out:
+    ic_domain_names_free(kidsF, nF);
+    ic_domain_names_free(kidsO, nO);
+    free(fmtF);
+    return ret;
 }
 
-static void replace_path(ic_storage_source *src, const char *from, const char *to, int *ret)
+/* A deep copy of @def through its public form. */
+static ic_snapshot_def *copy_def(const ic_snapshot_def *def)
 {
-    if (src && src->path && ic_dom_same_file(src->path, from)) {
-        char *p = strdup(to);
-        if (!p) {
-            *ret = -ENOMEM;
-            return;
-        }
-        free(src->path);
-        src->path = p;
-    }
+    char *xml = NULL;
+    ic_snapshot_def *c = NULL;
+    if (ic_snapshot_def_format(&xml, def, IC_SNAPSHOT_FORMAT_SECURE, NULL) == 0)
+        ic_snapshot_def_parse(&c, xml, strlen(xml), IC_SNAPSHOT_PARSE_REDEFINE, NULL);
+    free(xml);
+    return c;
 }
 
-/* Rewrites, in the tree of a <domain>, the disk sources naming a removed
- * overlay; *changed tells whether any did. */
-static int retarget_tree(ic_xml_node *tree, const struct dplan *p, bool *changed)
+static bool replace_in_disks(ic_snapshot_disk_def *v, size_t n, const struct repl *r)
 {
-    ic_xml_node *devices = ic_xml_tree_child(tree, "devices");
-    for (size_t i = 0; devices && i < devices->nchildren; i++) {
-        ic_xml_node *d = devices->children[i];
-        if (!d->name || strcmp(d->name, "disk"))
+    bool changed = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].name, r->disk) || !ic_dom_same_file(v[i].src->path, r->from))
             continue;
-        const char *file = ic_xml_node_attr(ic_xml_node_child(d, "source"), "file");
-        for (size_t k = 0; file && k < p->n; k++) {
-            const struct dstep *s = &p->steps[k];
-            if (s->external && !s->stream && ic_dom_same_file(file, s->overlay)) {
-                if (ic_dom_tree_set_source(d, s->image, s->image_fmt) < 0)
-                    return -ENOMEM;
-                *changed = true;
-                break;
-            }
-        }
+        char *np = strdup(r->to);
+        if (!np)
+            continue;
+        free(v[i].src->path);
+        v[i].src->path = np;
+        changed = true;
     }
-    return 0;
+    return changed;
 }
 
-/* Every other snapshot naming a removed overlay, rewritten (invariant 3). */
-static int plan_rewrites(json_object *out, const struct dplan *p, ic_error **errp)
+/* put steps for every remaining snapshot naming a replaced file */
+static int plan_rewrites(struct dplan *p, json_object *meta, ic_error **errp)
 {
     const char **names = NULL;
-    size_t n = 0;
-    int ret = ic_snapmeta_list(&names, &n, p->dom->meta, NULL, true, errp);
-    for (size_t i = 0; i < n && ret == 0; i++) {
-        if (!strcmp(names[i], p->snap->name))
+    size_t k = 0;
+    int ret = ic_snapmeta_list(&names, &k, p->dom->meta, NULL, true, errp);
+    const ic_snapshot_def *cur = ic_snapmeta_current(p->dom->meta);
+    for (size_t s = 0; ret == 0 && s < k; s++) {
+        const ic_snapshot_def *d = ic_snapmeta_lookup(p->dom->meta, names[s]);
+        if (d == p->victim)
             continue;
-        const ic_snapshot_def *d = ic_snapmeta_lookup(p->dom->meta, names[i]);
-        ic_snapshot_def *copy = d ? ic_dom_def_copy(d, errp) : NULL;
-        if (!copy) {
-            ret = d ? -ENOMEM : 0;
-            continue;
-        }
+        ic_snapshot_def *c = NULL;
         bool changed = false;
-        for (size_t k = 0; k < p->n && ret == 0; k++) {
-            const struct dstep *s = &p->steps[k];
-            if (!s->external || (s->stream && !s->delete_frozen))
+        for (size_t r = 0; r < p->nrepl; r++) {
+            const struct repl *rp = &p->repl[r];
+            bool in_dom = d->domain &&
+                          ic_dom_same_file(ic_dom_tree_disk_source(d->domain, rp->disk), rp->from);
+            bool in_disks = false;
+            for (size_t i = 0; i < d->ndisks; i++)
+                in_disks |= !strcmp(d->disks[i].name, rp->disk) &&
+                            ic_dom_same_file(d->disks[i].src->path, rp->from);
+            for (size_t i = 0; i < d->nrevert_disks; i++)
+                in_disks |= !strcmp(d->revert_disks[i].name, rp->disk) &&
+                            ic_dom_same_file(d->revert_disks[i].src->path, rp->from);
+            if (!in_dom && !in_disks)
                 continue;
-            /* commit down: O becomes F; stream up: F's record becomes O */
-            const char *from = s->stream ? s->image : s->overlay;
-            const char *to = s->stream ? s->overlay : s->image;
-            for (size_t m = 0; m < copy->ndisks; m++)
-                if (copy->disks[m].src->path && ic_dom_same_file(copy->disks[m].src->path, from)) {
-                    replace_path(copy->disks[m].src, from, to, &ret);
-                    changed = true;
-                }
-            for (size_t m = 0; m < copy->nrevert_disks; m++)
-                if (copy->revert_disks[m].src->path &&
-                    ic_dom_same_file(copy->revert_disks[m].src->path, from)) {
-                    replace_path(copy->revert_disks[m].src, from, to, &ret);
-                    changed = true;
-                }
+            if (!c && !(c = copy_def(d))) {
+                ret = oom(errp);
+                break;
+            }
+            if (in_dom && ic_dom_tree_set_disk_source(c->domain, rp->disk, rp->to, rp->fmt) < 0)
+                ret = oom(errp);
+            replace_in_disks(c->disks, c->ndisks, rp);
+            replace_in_disks(c->revert_disks, c->nrevert_disks, rp);
+            changed = true;
         }
-        if (ret == 0 && copy->domain)
-            ret = retarget_tree(copy->domain, p, &changed);
-        char *xml = NULL;
-        if (ret == 0 && changed &&
-            (ret = ic_snapshot_def_format(&xml, copy, IC_SNAPSHOT_FORMAT_SECURE, errp)) == 0) {
-            json_object *o = json_object_new_object();
-            json_object_object_add(o, "name", json_object_new_string(names[i]));
-            json_object_object_add(o, "xml", json_object_new_string(xml));
-            json_object_array_add(out, o);
+        if (ret == 0 && changed) {
+            char *xml = NULL;
+            ret = ic_snapshot_def_format(&xml, c, IC_SNAPSHOT_FORMAT_SECURE, errp);
+            if (ret == 0) {
+                json_object *st = ic_dom_step("put");
+                ic_dom_step_set(st, "xml", xml);
+                json_object_object_add(st, "current", json_object_new_boolean(d == cur));
+                ret = add_step(meta, st, errp);
+            }
+            free(xml);
         }
-        free(xml);
-        ic_snapshot_def_free(copy);
+        ic_snapshot_def_free(c);
     }
     free(names);
-    if (ret == -ENOMEM)
-        ret = oom(errp);
     return ret;
 }
 
-static json_object *journal_new(const struct dplan *p)
+static void dplan_free(struct dplan *p)
 {
-    json_object *j = json_object_new_object();
-    json_object *steps = json_object_new_array();
-    if (!j || !steps) {
-        json_object_put(j);
-        json_object_put(steps);
-        return NULL;
+    json_object_put(p->steps);
+    json_object_put(p->tail);
+    for (size_t i = 0; i < p->nrepl; i++) {
+        free(p->repl[i].from);
+        free(p->repl[i].to);
+        free(p->repl[i].fmt);
     }
-    for (size_t i = 0; i < p->n; i++) {
-        const struct dstep *s = &p->steps[i];
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "disk", json_object_new_string(s->target));
-        json_object_object_add(o, "kind", json_object_new_string(s->external ? "external"
-                                                                              : "internal"));
-        json_object_object_add(o, "image", json_object_new_string(s->image));
-        if (s->external) {
-            json_object *kids = json_object_new_array(), *readers = json_object_new_array();
-            json_object_object_add(o, "mode", json_object_new_string(s->stream ? "stream"
-                                                                                : "commit"));
-            json_object_object_add(o, "image_format", json_object_new_string(s->image_fmt));
-            json_object_object_add(o, "overlay", json_object_new_string(s->overlay));
-            for (size_t k = 0; k < s->nchildren; k++)
-                json_object_array_add(kids, json_object_new_string(s->children[k]));
-            json_object_object_add(o, "children", kids);
-            for (size_t k = 0; k < s->nreaders; k++)
-                json_object_array_add(readers, json_object_new_string(s->readers[k]));
-            json_object_object_add(o, "readers", readers);
-            json_object_object_add(o, "delete_frozen", json_object_new_boolean(s->delete_frozen));
-            if (s->backing) {
-                json_object_object_add(o, "backing", json_object_new_string(s->backing));
-                json_object_object_add(o, "backing_format",
-                                       json_object_new_string(s->backing_fmt ? s->backing_fmt
-                                                                             : "raw"));
-            }
-        }
-        json_object_array_add(steps, o);
-    }
-    json_object_object_add(j, "version", json_object_new_int(1));
-    json_object_object_add(j, "op", json_object_new_string("snapshot-delete"));
-    json_object_object_add(j, "snapshot", json_object_new_string(p->snap->name));
-    json_object_object_add(j, "phase", json_object_new_string("commit"));
-    json_object_object_add(j, "steps", steps);
-    json_object_object_add(j, "was_current",
-                           json_object_new_boolean(ic_snapmeta_current(p->dom->meta) == p->snap));
-    if (p->snap->parent_name)
-        json_object_object_add(j, "parent", json_object_new_string(p->snap->parent_name));
-    return j;
+    free(p->repl);
 }
 
-/* ---- the steps (idempotent: invariant 4) ------------------------------------ */
-
-static int delete_internal(const char *image, const char *name, ic_error **errp)
-{
-    bool has = false;
-    int n = snapshot_count(image, name, &has, errp);
-    if (n < 0 || !has)
-        return n < 0 ? n : 0;
-    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
-    oo.format = "qcow2";
-    oo.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING;
-    ic_image *img = NULL;
-    int ret = ic_image_open(&img, image, &oo, errp);
-    if (ret == 0)
-        ret = ic_snapshot_delete(img, name, errp);
-    int cret = ic_image_close(img);
-    if (ret == 0 && cret < 0)
-        ret = ic_error_set_errno(errp, cret, "%s: flush", image);
-    return ret;
-}
-
-static int commit_down(ic_domain *dom, json_object *s, ic_error **errp)
-{
-    const char *f = ic_dom_jstr(s, "image"), *ffmt = ic_dom_jstr(s, "image_format");
-    const char *o = ic_dom_jstr(s, "overlay");
-    json_object *kids = NULL;
-    if (!f || !ffmt || !o || !json_object_object_get_ex(s, "children", &kids))
-        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
-                            dom->journal_path);
-    int ret = 0;
-    if (ic_dir_path_type(o) != IC_DIR_PATH_MISSING) {
-        ic_commit_options co = IC_COMMIT_OPTIONS_INIT;
-        co.drop = true;
-        co.no_dependents_scan = true;
-        char *engine_journal = NULL;
-        if (asprintf(&engine_journal, "%s.imgchain-journal", o) < 0)
-            return oom(errp);
-        co.resume = ic_dir_path_type(engine_journal) != IC_DIR_PATH_MISSING;
-        free(engine_journal);
-        ret = ic_chain_commit(o, &co, errp);
-    }
-    for (size_t k = 0; k < json_object_array_length(kids) && ret == 0; k++) {
-        const char *c = json_object_get_string(json_object_array_get_idx(kids, k));
-        if (!c || ic_dir_path_type(c) == IC_DIR_PATH_MISSING)
-            continue;
-        ic_rebase_options ro = IC_REBASE_OPTIONS_INIT;
-        ro.unsafe = true;
-        ro.backing = f;
-        ro.backing_format = ffmt;
-        ret = ic_chain_rebase(c, &ro, errp);
-    }
-    if (ret == 0 && ic_dir_path_type(o) != IC_DIR_PATH_MISSING)
-        ret = ic_dir_unlink(o, errp);
-    if (ret == 0)
-        ic_dom_priv_remove_image(dom, o);
-    return ret;
-}
-
-/* Stream up: every reader of F rebased safely onto F's backing (each
- * then holds F's data itself), then F unlinked when it is ours. */
-static int stream_up(ic_domain *dom, json_object *s, ic_error **errp)
-{
-    const char *f = ic_dom_jstr(s, "image");
-    json_object *readers = NULL;
-    if (!f || !json_object_object_get_ex(s, "readers", &readers))
-        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
-                            dom->journal_path);
-    if (!ic_dom_jbool(s, "delete_frozen"))
-        return 0;
-    int ret = 0;
-    for (size_t k = 0; k < json_object_array_length(readers) && ret == 0; k++) {
-        const char *c = json_object_get_string(json_object_array_get_idx(readers, k));
-        if (!c || ic_dir_path_type(c) == IC_DIR_PATH_MISSING)
-            continue;
-        ic_rebase_options ro = IC_REBASE_OPTIONS_INIT;
-        ro.backing = ic_dom_jstr(s, "backing");
-        ro.backing_format = ic_dom_jstr(s, "backing_format");
-        char *engine_journal = NULL;
-        if (asprintf(&engine_journal, "%s.imgchain-journal", c) < 0)
-            return oom(errp);
-        ro.resume = ic_dir_path_type(engine_journal) != IC_DIR_PATH_MISSING;
-        free(engine_journal);
-        ret = ic_chain_rebase(c, &ro, errp);
-    }
-    if (ret == 0 && ic_dir_path_type(f) != IC_DIR_PATH_MISSING)
-        ret = ic_dir_unlink(f, errp);
-    if (ret == 0)
-        ic_dom_priv_remove_image(dom, f);
-    return ret;
-}
-
-int ic_dom_delete_finish(ic_domain *dom, json_object *j, ic_error **errp)
-{
-    const char *name = ic_dom_jstr(j, "snapshot");
-    const char *domain_xml = ic_dom_jstr(j, "domain_xml");
-    json_object *steps = NULL, *rewrites = NULL;
-    if (!name || !json_object_object_get_ex(j, "steps", &steps) ||
-        !json_object_object_get_ex(j, "rewrites", &rewrites))
-        return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
-                            dom->journal_path);
-    int ret = 0;
-    bool any_external = false;
-    for (size_t k = 0; k < json_object_array_length(steps) && ret == 0; k++) {
-        json_object *s = json_object_array_get_idx(steps, k);
-        const char *kind = ic_dom_jstr(s, "kind"), *image = ic_dom_jstr(s, "image");
-        if (!kind || !image)
-            return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
-                                dom->journal_path);
-        if (!strcmp(kind, "internal")) {
-            ret = delete_internal(image, name, errp);
-        } else {
-            const char *mode = ic_dom_jstr(s, "mode");
-            ret = mode && !strcmp(mode, "stream") ? stream_up(dom, s, errp)
-                                                   : commit_down(dom, s, errp);
-            any_external = true;
-        }
-        if (ret < 0)
-            ic_error_prepend(errp, "disk '%s'", ic_dom_jstr(s, "disk"));
-    }
-    if (ret == 0 && any_external)
-        ret = ic_dom_save_priv(dom, errp);
-    /* the rewrites precede the removal of the snapshot (invariant 5) */
-    if (ret == 0 && ic_snapmeta_lookup(dom->meta, name)) {
-        for (size_t k = 0; k < json_object_array_length(rewrites) && ret == 0; k++) {
-            const char *xml = ic_dom_jstr(json_object_array_get_idx(rewrites, k), "xml");
-            ic_snapshot_def *def = NULL;
-            if (!xml)
-                return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL, "%s: incomplete journal",
-                                    dom->journal_path);
-            ret = ic_snapshot_def_parse(&def, xml, strlen(xml), IC_SNAPSHOT_PARSE_REDEFINE,
-                                        errp);
-            if (ret == 0)
-                ret = ic_snapmeta_put(dom->meta, def, false, errp);
-        }
-        if (ret == 0)
-            ret = ic_snapmeta_remove(dom->meta, name, errp);
-    }
-    /* the store moves current to the parent after removing the file: a
-     * crash in between leaves no current snapshot, which this redoes */
-    const char *parent = ic_dom_jstr(j, "parent");
-    if (ret == 0 && ic_dom_jbool(j, "was_current") && !ic_snapmeta_current(dom->meta) && parent &&
-        ic_snapmeta_lookup(dom->meta, parent))
-        ret = ic_snapmeta_set_current(dom->meta, parent, errp);
-    if (ret == 0 && domain_xml) {
-        ic_xml_node *tree = NULL;
-        ic_domain_def *ddef = NULL;
-        ret = ic_xml_tree_parse(&tree, domain_xml, strlen(domain_xml), "domain", errp);
-        if (ret == 0)
-            ret = ic_domain_def_parse(&ddef, domain_xml, strlen(domain_xml), errp);
-        if (ret == 0) {
-            ic_xml_node_free(dom->tree);
-            ic_domain_def_free(dom->def);
-            dom->tree = tree;
-            dom->def = ddef;
-            ret = ic_dom_save_xml(dom, errp);
-        } else {
-            ic_xml_node_free(tree);
-        }
-    }
-    if (ret == 0)
-        ret = ic_dom_journal_remove(dom, errp);
-    return ret;
-}
-
-/* Deletes one snapshot with its images (not its descendants). */
 static int delete_one(ic_domain *dom, const char *name, ic_error **errp)
 {
-    const ic_snapshot_def *snap = ic_snapmeta_lookup(dom->meta, name);
-    if (!snap)
-        return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT,
-                            "Domain snapshot not found: no domain snapshot with matching name "
-                            "'%s'", name);
-    ic_domain_def *owned = NULL;
-    const ic_domain_def *sdom = ic_dom_snapshot_domain(snap, &owned, errp);
-    if (!sdom)
-        return -ENOTSUP;
-    struct dplan p = { .dom = dom, .snap = snap };
+    const ic_snapshot_def *S = ic_snapmeta_lookup(dom->meta, name);
+    if (!S)
+        return 0;
+    struct dplan p = { .dom = dom, .victim = S };
+    p.steps = json_object_new_array();
+    p.tail = json_object_new_array();
     json_object *j = NULL;
-    int ret = 0;
-    if (!(p.steps = calloc(snap->ndisks ? snap->ndisks : 1, sizeof(*p.steps)))) {
-        ret = oom(errp);
-        goto out;
+    int ret = p.steps && p.tail ? 0 : oom(errp);
+    for (size_t i = 0; ret == 0 && i < S->ndisks; i++) {
+        const ic_snapshot_disk_def *sd = &S->disks[i];
+        if (sd->snapshot == IC_SNAPSHOT_LOCATION_INTERNAL) {
+            const char *img = S->domain ? ic_dom_tree_disk_source(S->domain, sd->name) : NULL;
+            if (img && ic_dir_path_type(img) == IC_DIR_PATH_REGULAR) {
+                json_object *s = ic_dom_step("internal-delete");
+                ic_dom_step_set(s, "image", img);
+                ic_dom_step_set(s, "name", S->name);
+                ret = add_step(p.steps, s, errp);
+            }
+        } else if (sd->snapshot == IC_SNAPSHOT_LOCATION_EXTERNAL) {
+            ret = plan_external_disk(&p, sd, errp);
+            if (ret < 0)
+                ic_error_prepend(errp, "disk '%s'", sd->name);
+        }
     }
-    for (size_t i = 0; i < snap->ndisks && ret == 0; i++) {
-        const ic_snapshot_disk_def *sd = &snap->disks[i];
-        if (sd->snapshot != IC_SNAPSHOT_LOCATION_INTERNAL &&
-            sd->snapshot != IC_SNAPSHOT_LOCATION_EXTERNAL)
+    if (ret == 0)
+        ret = plan_rewrites(&p, p.steps, errp);
+    if (ret == 0) {
+        json_object *s = ic_dom_step("remove");
+        ic_dom_step_set(s, "name", S->name);
+        ret = add_step(p.steps, s, errp);
+    }
+    /* the domain leaves the overlays it was on: one document with every
+     * replacement (the domain in memory changes only when the step runs) */
+    ic_xml_node *work = NULL;
+    for (size_t r = 0; ret == 0 && r < p.nrepl; r++) {
+        int idx = ic_domain_def_disk_index(dom->def, p.repl[r].disk);
+        if (idx < 0 || !ic_dom_same_file(dom->def->disks[idx].src->path, p.repl[r].from))
             continue;
-        const ic_domain_disk_def *then = ic_dom_find_disk(sdom, sd->name);
-        struct dstep *s = &p.steps[p.n++];
-        s->target = sd->name;
-        s->external = sd->snapshot == IC_SNAPSHOT_LOCATION_EXTERNAL;
-        if (!then || !then->src->path)
-            ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                               "the domain stored in the snapshot has no source for it");
-        else if (!(s->image = strdup(then->src->path)))
+        if (!work && !(work = ic_xml_tree_clone(dom->tree)))
             ret = oom(errp);
-        else
-            ret = s->external ? plan_external(&p, s, sd, errp) : plan_internal(&p, s, errp);
-        if (ret < 0)
-            ic_error_prepend(errp, "cannot delete snapshot '%s': disk '%s'", name, sd->name);
+        if (ret == 0 &&
+            ic_dom_tree_set_disk_source(work, p.repl[r].disk, p.repl[r].to, p.repl[r].fmt) < 0)
+            ret = oom(errp);
     }
-    if (ret < 0)
-        goto out;
-    if (!(j = journal_new(&p))) {
-        ret = oom(errp);
-        goto out;
-    }
-    json_object *rewrites = json_object_new_array();
-    json_object_object_add(j, "rewrites", rewrites);
-    if ((ret = plan_rewrites(rewrites, &p, errp)) < 0)
-        goto out;
-    ic_xml_node *tree = ic_xml_tree_clone(dom->tree);
-    bool changed = false;
-    if (!tree || retarget_tree(tree, &p, &changed) < 0) {
-        ic_xml_node_free(tree);
-        ret = oom(errp);
-        goto out;
-    }
-    if (changed) {
+    if (ret == 0 && work) {
         char *xml = NULL;
-        ret = ic_xml_tree_format(&xml, tree, true, errp);
-        if (ret == 0)
-            json_object_object_add(j, "domain_xml", json_object_new_string(xml));
+        ret = ic_xml_tree_format(&xml, work, true, errp);
+        if (ret == 0) {
+            json_object *s = ic_dom_step("domain");
+            ic_dom_step_set(s, "xml", xml);
+            ret = add_step(p.steps, s, errp);
+        }
         free(xml);
     }
-    ic_xml_node_free(tree);
-    if (ret < 0)
-        goto out;
-    /* the point of no return (invariant 5) */
-    if ((ret = ic_dom_journal_write(dom, j, errp)) < 0)
-        goto out;
-    ret = ic_dom_delete_finish(dom, j, errp);
-out:
+    ic_xml_node_free(work);
+    for (size_t i = 0; ret == 0 && i < json_object_array_length(p.tail); i++)
+        ret = add_step(p.steps, json_object_get(json_object_array_get_idx(p.tail, i)), errp);
+    if (ret == 0 && !(j = json_object_new_object()))
+        ret = oom(errp);
+    if (ret == 0) {
+        json_object_object_add(j, "version", json_object_new_int(1));
+        json_object_object_add(j, "op", json_object_new_string("snapshot-delete"));
+        json_object_object_add(j, "snapshot", json_object_new_string(name));
+        json_object_object_add(j, "phase", json_object_new_string("commit"));
+        json_object_object_add(j, "next", json_object_new_int(0));
+        json_object_object_add(j, "steps", json_object_get(p.steps));
+        ret = ic_dom_journal_write(dom, j, errp);
+    }
+    if (ret == 0)
+        ret = ic_dom_steps_run(dom, j, errp);
     json_object_put(j);
-    plan_free(&p);
-    ic_domain_def_free(owned);
+    dplan_free(&p);
     return ret;
 }
 
-int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags,
-                              ic_error **errp)
+/* Leaves first: the descendants of @name in reverse depth-first order. */
+static int descendants(const char ***out, size_t *n, const ic_domain *dom, const char *name,
+                       ic_error **errp)
+{
+    int ret = ic_domain_snapshot_list(out, n, dom, name,
+                                      IC_DOMAIN_SNAPSHOT_LIST_DESCENDANTS |
+                                          IC_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL,
+                                      errp);
+    if (ret < 0)
+        return ret;
+    for (size_t i = 0; i < *n / 2; i++) {
+        const char *t = (*out)[i];
+        (*out)[i] = (*out)[*n - 1 - i];
+        (*out)[*n - 1 - i] = t;
+    }
+    return 0;
+}
+
+int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags, ic_error **errp)
 {
     if (!dom || !name)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
-                            "ic_domain_snapshot_delete: no domain or snapshot name");
+                            "ic_domain_snapshot_delete: no domain or snapshot");
     if (!dom->writable)
         return ic_error_set(errp, IC_ERR_INVALID, EROFS,
                             "ic_domain_snapshot_delete: %s: the domain is opened read-only",
                             dom->name);
-    if (flags & ~DELETE_FLAGS)
+    const unsigned all = IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN |
+                         IC_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY |
+                         IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY;
+    if (flags & ~all)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "unsupported flags (0x%x)",
-                            flags & ~DELETE_FLAGS);
+                            flags & ~all);
     if ((flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN) &&
         (flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
@@ -723,37 +598,35 @@ int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags,
                             "'VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY' are mutually exclusive");
     if (!ic_snapmeta_lookup(dom->meta, name))
         return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT,
-                            "%s: Domain snapshot not found: no domain snapshot with matching "
-                            "name '%s'", dom->name, name);
-    /* the names change under the store: keep copies (invariant 1) */
-    const char **kids = NULL;
-    size_t nk = 0;
-    bool subtree = flags & (IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN |
-                            IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY);
-    int ret = subtree ? ic_dom_descendants(&kids, &nk, dom, name, true, errp) : 0;
-    if (ret < 0)
-        return ret;
-    size_t total = nk + !(flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY);
-    char **order = calloc(total ? total : 1, sizeof(*order));
+                            "Domain snapshot not found: no domain snapshot with matching "
+                            "name '%s'", name);
+    const char **victims = NULL;
     size_t n = 0;
-    for (size_t i = 0; order && i < nk; i++)
-        if ((order[n] = strdup(kids[i])))
-            n++;
-    if (order && !(flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY) && (order[n] = strdup(name)))
-        n++;
-    free(kids);
-    if (!order || n != total)
+    int ret = 0;
+    if (flags & (IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN | IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY))
+        ret = descendants(&victims, &n, dom, name, errp);
+    /* names stay valid while their snapshots exist: copy them */
+    char **copy = calloc(n + 1, sizeof(*copy));
+    size_t k = 0;
+    if (ret == 0 && !copy)
         ret = oom(errp);
-    for (size_t i = 0; i < n && ret == 0; i++) {
+    for (size_t i = 0; ret == 0 && i < n; i++)
+        if (!(copy[k++] = strdup(victims[i])))
+            ret = oom(errp);
+    if (ret == 0 && !(flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY) &&
+        !(copy[k++] = strdup(name)))
+        ret = oom(errp);
+    free(victims);
+    for (size_t i = 0; ret == 0 && i < k; i++) {
         if (flags & IC_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
-            ret = ic_snapmeta_remove(dom->meta, order[i], errp);
+            ret = ic_snapmeta_remove(dom->meta, copy[i], errp);
         else
-            ret = delete_one(dom, order[i], errp);
+            ret = delete_one(dom, copy[i], errp);
+        if (ret < 0)
+            ic_error_prepend(errp, "%s: snapshot '%s'", dom->name, copy[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        free(order[i]);
-    free(order);
-    if (ret < 0)
-        ic_error_prepend(errp, "%s", dom->name);
+    for (size_t i = 0; copy && i < k; i++)
+        free(copy[i]);
+    free(copy);
     return ret;
 }

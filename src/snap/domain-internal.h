@@ -44,6 +44,16 @@ struct ic_domain {
  * any <backingStore>, and re-parses the disks.  0 or -errno. */
 int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
                            const char *format, ic_error **errp);
+/* The <disk> of @tree whose target is @target, or NULL. */
+ic_xml_node *ic_dom_tree_disk(ic_xml_node *tree, const char *target);
+/* Its <source file=> (borrowed), or NULL. */
+const char *ic_dom_tree_disk_source(const ic_xml_node *tree, const char *target);
+/* ic_dom_set_disk_source on any tree (a snapshot's <domain>); @format NULL
+ * keeps the driver type.  0, -ENOENT no such disk, -ENOMEM. */
+int ic_dom_tree_set_disk_source(ic_xml_node *tree, const char *target, const char *path,
+                                const char *format);
+/* Makes @tree the domain's document (taken in every case). */
+int ic_dom_replace_tree(ic_domain *dom, ic_xml_node *tree, ic_error **errp);
 /* Writes DIR/D.xml from the tree (atomically). */
 int ic_dom_save_xml(ic_domain *dom, ic_error **errp);
 /* Records @path as created by imgchain (role "overlay"/"revert") unless it
@@ -72,6 +82,26 @@ int ic_dom_create_rollback(ic_domain *dom, json_object *j, ic_error **errp);
 /* Redoes the metadata writes of a commit-phase create journal, then
  * removes the journal. */
 int ic_dom_create_finish(ic_domain *dom, json_object *j, ic_error **errp);
+
+/* ---- domain-steps.c ---- */
+/* Runs the steps of a commit-phase revert/delete journal from its "next"
+ * index, recording progress; removes the journal at the end. */
+int ic_dom_steps_run(ic_domain *dom, json_object *j, ic_error **errp);
+/* A new step {"do": @op} (NULL on allocation failure) and its fields. */
+json_object *ic_dom_step(const char *op);
+void ic_dom_step_set(json_object *step, const char *key, const char *value);
+
+/* ---- domain-delete.c / domain-revert.c ---- */
+/* The folders whose images may use one of the domain's (for
+ * ic_chain_dependents): every folder holding a disk source, an overlay or
+ * a frozen image of the domain or its snapshots.  Free with
+ * ic_domain_names_free. */
+int ic_dom_image_dirs(char ***out, size_t *n, const ic_domain *dom, ic_error **errp);
+/* Same file (by real path; by name when either cannot be resolved). */
+bool ic_dom_same_file(const char *a, const char *b);
+/* The images whose recorded backing file is @path (depth 1). */
+int ic_dom_children_of(char ***out, size_t *n, const ic_domain *dom, const char *path,
+                       ic_error **errp);
 
 /* small json helpers */
 const char *ic_dom_jstr(json_object *o, const char *key);

@@ -23,7 +23,6 @@
 #include <string.h>
 
 #include "domain-internal.h"
-#include "domain-ops.h"
 #include "io/io-dir.h"
 #include "util/error.h"
 
@@ -89,10 +88,10 @@ int ic_dom_recover(ic_domain *dom, ic_error **errp)
     bool commit = !strcmp(phase, "commit");
     if (!strcmp(op, "snapshot-create")) {
         ret = commit ? ic_dom_create_finish(dom, j, errp) : ic_dom_create_rollback(dom, j, errp);
-    } else if (!strcmp(op, "snapshot-revert") && commit) {
-        ret = ic_dom_revert_finish(dom, j, errp);
-    } else if (!strcmp(op, "snapshot-delete") && commit) {
-        ret = ic_dom_delete_finish(dom, j, errp);
+    } else if (!strcmp(op, "snapshot-revert") || !strcmp(op, "snapshot-delete")) {
+        /* before the commit record only new overlays exist (the create
+         * rollback removes them); after it the steps run to the end */
+        ret = commit ? ic_dom_steps_run(dom, j, errp) : ic_dom_create_rollback(dom, j, errp);
     } else {
         ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                            "%s: journal of an unknown operation '%s'", dom->journal_path, op);

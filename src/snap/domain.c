@@ -21,6 +21,7 @@
  *     ever deleted by the domain code.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,7 +177,7 @@ int ic_dom_save_xml(ic_domain *dom, ic_error **errp)
     return ret;
 }
 
-static ic_xml_node *find_disk(ic_xml_node *tree, const char *target)
+ic_xml_node *ic_dom_tree_disk(ic_xml_node *tree, const char *target)
 {
     ic_xml_node *devices = ic_xml_tree_child(tree, "devices");
     for (size_t i = 0; devices && i < devices->nchildren; i++) {
@@ -190,18 +191,19 @@ static ic_xml_node *find_disk(ic_xml_node *tree, const char *target)
     return NULL;
 }
 
-int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
-                           const char *format, ic_error **errp)
+const char *ic_dom_tree_disk_source(const ic_xml_node *tree, const char *target)
 {
-    ic_xml_node *copy = ic_xml_tree_clone(dom->tree);
-    if (!copy)
-        return oom(errp);
-    ic_xml_node *disk = find_disk(copy, target);
-    if (!disk) {
-        ic_xml_node_free(copy);
-        return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "domain %s has no disk '%s'",
-                            dom->name, target);
-    }
+    const ic_xml_node *d = ic_dom_tree_disk((ic_xml_node *)(uintptr_t)tree, target);
+    const ic_xml_node *src = ic_xml_node_child(d, "source");
+    return src ? ic_xml_node_attr(src, "file") : NULL;
+}
+
+int ic_dom_tree_set_disk_source(ic_xml_node *tree, const char *target, const char *path,
+                                const char *format)
+{
+    ic_xml_node *disk = ic_dom_tree_disk(tree, target);
+    if (!disk)
+        return -ENOENT;
     ic_xml_node *driver = ic_xml_tree_child(disk, "driver");
     bool fresh_driver = !driver;
     ic_xml_node *source = NULL;
@@ -210,7 +212,7 @@ int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
         ret = -ENOMEM;
     if (ret == 0 && fresh_driver)
         ret = ic_xml_tree_set_attr(driver, "name", "qemu");
-    if (ret == 0)
+    if (ret == 0 && format)
         ret = ic_xml_tree_set_attr(driver, "type", format);
     if (ret == 0 && !(source = ic_xml_tree_child_make(disk, "source")))
         ret = -ENOMEM;
@@ -221,21 +223,39 @@ int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
         ret = ic_xml_tree_set_attr(source, "file", path);
     }
     ic_xml_tree_del_children(disk, "backingStore");
-    if (ret < 0) {
-        ic_xml_node_free(copy);
-        return oom(errp);
-    }
+    return ret;
+}
+
+int ic_dom_replace_tree(ic_domain *dom, ic_xml_node *tree, ic_error **errp)
+{
     ic_domain_def *def = NULL;
-    ret = parse_def(&def, copy, errp);
+    int ret = parse_def(&def, tree, errp);
     if (ret < 0) {
-        ic_xml_node_free(copy);
+        ic_xml_node_free(tree);
         return ret;
     }
     ic_xml_node_free(dom->tree);
     ic_domain_def_free(dom->def);
-    dom->tree = copy;
+    dom->tree = tree;
     dom->def = def;
     return 0;
+}
+
+int ic_dom_set_disk_source(ic_domain *dom, const char *target, const char *path,
+                           const char *format, ic_error **errp)
+{
+    ic_xml_node *copy = ic_xml_tree_clone(dom->tree);
+    if (!copy)
+        return oom(errp);
+    int ret = ic_dom_tree_set_disk_source(copy, target, path, format);
+    if (ret < 0) {
+        ic_xml_node_free(copy);
+        if (ret == -ENOENT)
+            return ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "domain %s has no disk '%s'",
+                                dom->name, target);
+        return oom(errp);
+    }
+    return ic_dom_replace_tree(dom, copy, errp);
 }
 
 static int new_uuid(char out[37])
@@ -334,7 +354,7 @@ bool ic_domain_image_owned(const ic_domain *dom, const char *path)
     json_object *images = dom ? priv_images(dom) : NULL;
     for (size_t i = 0; path && images && i < json_object_array_length(images); i++) {
         const char *p = ic_dom_jstr(json_object_array_get_idx(images, i), "path");
-        if (p && !strcmp(p, path))
+        if (p && ic_dom_same_file(p, path))
             return true;
     }
     return false;

@@ -138,14 +138,54 @@ run_both "snapshot-current --name" snapshot-current test --name
 run_both "snapshot-info --current" snapshot-info test --current
 run_both "snapshot-parent --current" snapshot-parent test --current
 
+# --topological: parents before children (virsh orders siblings by its
+# own insertion order, so compare the sets and the order property)
+ic snapshot-list $SD test --topological --name | sed '/^$/d' >"$T/topo"
+expect "snapshot-list --topological lists every snapshot" \
+    test "$(sort "$T/topo" | tr '\n' ' ')" = "$(echo $order | tr ' ' '\n' | sort | tr '\n' ' ')"
+bad=0
+for n in $order; do
+    p=$(ic snapshot-parent $SD test "$n" 2>/dev/null | sed '/^$/d')
+    [ -z "$p" ] && continue
+    pl=$(grep -n -x "$p" "$T/topo" | cut -d: -f1)
+    nl=$(grep -n -x "$n" "$T/topo" | cut -d: -f1)
+    [ "$pl" -lt "$nl" ] || bad=1
+done
+expect "snapshot-list --topological puts every parent before its children" test "$bad" = 0
+
+# Deletes: the test driver only ever deletes metadata, so imgchain's
+# --metadata form is its counterpart; tree, parents and current must agree
+# after each (CHILDREN_ONLY over the current, CHILDREN, a plain non-leaf,
+# the current leaf).
+del_both() { # label, then the arguments after the domain
+    i=$((i + 1))
+    label=$1; shift
+    vcmds="$vcmds echo @@$i; snapshot-delete test $* ;"
+    ic snapshot-delete $SD test "$@" --metadata >"$T/ic.$i" 2>&1
+    echo "$label" >"$T/label.$i"
+}
+after_delete() {
+    run_both "$1: snapshot-list --tree" snapshot-list test --tree
+    run_both "$1: snapshot-list --parent" snapshot-list test --parent
+    run_both "$1: snapshot-current --name" snapshot-current test --name
+}
+del_both "delete delta --children-only (the current is below it)" delta --children-only
+after_delete "after delete delta --children-only"
+del_both "delete beta --children" beta --children
+after_delete "after delete beta --children"
+del_both "delete Alpha (non-leaf)" Alpha
+after_delete "after delete Alpha"
+del_both "delete delta (the current, a leaf and a root)" delta
+after_delete "after delete delta"
+
 # The full layouts, byte for byte: header, dividing line, tree, and the
 # empty line virsh prints after each command.
 vcmds="$vcmds echo @@full; snapshot-list test --parent; snapshot-list test --tree;"
 { ic snapshot-list $SD test --parent; ic snapshot-list $SD test --tree; } >"$T/ic-full.out"
 
 $VIRSH "$vcmds" >"$T/virsh.out" 2>"$T/virsh.err"
-# the only errors are the roots' snapshot-parent
-expect "virsh ran every command" test -z "$(grep -v "has no parent" "$T/virsh.err")"
+# the only errors: the roots' snapshot-parent, the current after its delete
+expect "virsh ran every command" test -z "$(grep -v -e "has no parent" -e "has no current snapshot" "$T/virsh.err")"
 awk -v dir="$T" '/^@@[0-9a-z]+$/ { f = dir "/v." substr($0, 3); printf "" > f; next }
                  f { print >> f }' "$T/virsh.out"
 strip() { sed -e '/^ *$/d' "$1"; }
@@ -164,21 +204,6 @@ while [ "$k" -le "$i" ]; do
 done
 expect "snapshot-list --parent then --tree: byte for byte virsh's output" \
     cmp "$T/ic-full.out" "$T/v.full"
-
-# --topological: parents before children (virsh orders siblings by its
-# own insertion order, so compare the sets and the order property)
-ic snapshot-list $SD test --topological --name | sed '/^$/d' >"$T/topo"
-expect "snapshot-list --topological lists every snapshot" \
-    test "$(sort "$T/topo" | tr '\n' ' ')" = "$(echo $order | tr ' ' '\n' | sort | tr '\n' ' ')"
-bad=0
-for n in $order; do
-    p=$(ic snapshot-parent $SD test "$n" 2>/dev/null | sed '/^$/d')
-    [ -z "$p" ] && continue
-    pl=$(grep -n -x "$p" "$T/topo" | cut -d: -f1)
-    nl=$(grep -n -x "$n" "$T/topo" | cut -d: -f1)
-    [ "$pl" -lt "$nl" ] || bad=1
-done
-expect "snapshot-list --topological puts every parent before its children" test "$bad" = 0
 
 # The option refusals are virsh's.
 expect_out "--leaves with --tree refused as virsh refuses it" \
