@@ -514,6 +514,14 @@ static int delete_one(ic_domain *dom, const char *name, ic_error **errp)
         ic_dom_step_set(s, "name", S->name);
         ret = add_step(p.steps, s, errp);
     }
+    if (ret == 0 && ic_snapmeta_current(dom->meta) == S && S->parent_name) {
+        /* the store promotes the parent after unlinking the current one's
+         * file: a crash in between leaves no current snapshot, and the
+         * redone "remove" finds nothing to do, so promote it as a step */
+        json_object *s = ic_dom_step("set-current");
+        ic_dom_step_set(s, "name", S->parent_name);
+        ret = add_step(p.steps, s, errp);
+    }
     /* the domain leaves the overlays it was on: one document with every
      * replacement (the domain in memory changes only when the step runs) */
     ic_xml_node *work = NULL;
