@@ -10,7 +10,7 @@
 #   make check            install missing packages, build, run every test
 #   make check SANITIZE=address,undefined
 #   make check-valgrind   the same suite under valgrind
-#   make demo             the snapshot lifecycle on a generated image
+#   make demo             the snapshot lifecycle on a generated image and 2-disk VM
 #   make bench            imgchain beside qemu-img, ratios
 #   make headertest fuzz lint-layers install clean
 
@@ -133,6 +133,7 @@ ubsan:
 
 demo: deps all
 	@BUILD=$(BUILD) sh scripts/demo.sh
+	@BUILD=$(BUILD) sh scripts/demo-domain.sh
 
 bench: deps all
 	@BUILD=$(BUILD) sh bench/bench.sh

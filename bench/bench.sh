@@ -188,13 +188,15 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
 "
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-chain.sh")
 "
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-domain.sh")
+"
 fi
 
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating;"
 echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process (/bin/true)"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
-echo " data.qed: that chain's content as one QED image; snapshot and chain rows: see bench-snapshot.sh, bench-chain.sh;"
+echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
 echo

@@ -133,6 +133,15 @@ static const char *disk_source(const ic_domain *dom, size_t i)
     return ic_domain_get_def(dom)->disks[i].src->path;
 }
 
+/* The image snapshot @name froze on vda (its <domain> source). */
+static const char *ic_dom_test_point(const ic_domain *dom, const char *name)
+{
+    const ic_snapshot_def *d = ic_domain_snapshot_lookup(dom, name);
+    assert_non_null(d);
+    assert_non_null(d->dom);
+    return d->dom->disks[0].src->path;
+}
+
 /* ---- cases ------------------------------------------------------------ */
 
 static void test_domain__defines_lists_and_refuses_to_undefine_with_snapshots(void **state)
@@ -495,6 +504,187 @@ static void test_domain__a_second_writer_is_refused_while_the_first_holds_the_lo
     ic_domain_close(second);
 }
 
+
+/* The first byte the guest reads from @path's chain at offset 0. */
+static char first_byte(const char *path)
+{
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_FORCE_SHARE;
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_open(&img, path, &oo, &err), err);
+    char b[512];
+    TU_ASSERT_OK(ic_image_pread(img, b, sizeof(b), 0, &err), err);
+    ic_image_close(img);
+    return b[0];
+}
+
+static void write_byte(const char *path, char c)
+{
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_RDWR;
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_open(&img, path, &oo, &err), err);
+    char b[65536];
+    memset(b, c, sizeof(b));
+    TU_ASSERT_OK(ic_image_pwrite(img, b, sizeof(b), 0, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+}
+
+static void write_active(struct ctx *c, char ca, char cb)
+{
+    ic_domain *dom = open_dom(c, false);
+    char *a = strdup(disk_source(dom, 0)), *b = strdup(disk_source(dom, 1));
+    ic_domain_close(dom);
+    write_byte(a, ca);
+    write_byte(b, cb);
+    free(a);
+    free(b);
+}
+
+/* Files of @dir (sorted, '\n'-joined), to compare before and after. */
+static char *listing(const char *dir)
+{
+    char *cmd = NULL, *out = NULL;
+    assert_true(asprintf(&cmd, "ls '%s' | grep -v '^state$'", dir) > 0);
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    assert_non_null(f);
+    out = calloc(1, 8192);
+    size_t n = fread(out, 1, 8191, f);
+    out[n] = '\0';
+    pclose(f);
+    return out;
+}
+
+static void test_domain__a_crash_at_any_file_step_of_a_revert_leaves_it_undone_or_done(
+    void **state)
+{
+    struct ctx *c = *state;
+    ic_error *err = NULL;
+    ic_domain *dom = open_dom(c, true);
+    TU_ASSERT_OK(create(dom, "<domainsnapshot><name>s1</name></domainsnapshot>",
+                        IC_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY, &err), err);
+    ic_domain_close(dom);
+    write_active(c, 'X', 'Y');     /* uncaptured: the revert needs FORCE */
+    char *before = listing(c->dir);
+    int step;
+    for (step = 1; step < 200; step++) {
+        dom = open_dom(c, true);
+        char *was_a = strdup(disk_source(dom, 0));
+        struct crash cr = { .crash_at = step };
+        ic_dir_set_hook(crash_hook, &cr);
+        int ret = ic_domain_snapshot_revert(dom, "s1", IC_DOMAIN_SNAPSHOT_REVERT_FORCE, &err);
+        ic_dir_set_hook(NULL, NULL);
+        ic_error_free(err);
+        err = NULL;
+        ic_domain_close(dom);
+        dom = open_dom(c, true);    /* recovery */
+        ic_domain_close(dom);
+        dom = open_dom(c, false);
+        assert_null(ic_domain_pending(dom));
+        const char *now_a = disk_source(dom, 0);
+        bool done = strcmp(now_a, was_a) != 0;
+        /* done: the domain reads s1's point from a fresh overlay; undone:
+         * it reads what it read, and no new file is left behind */
+        assert_true(exists(now_a));
+        assert_int_equal(first_byte(now_a), done ? 'A' : 'X');
+        assert_int_equal(first_byte(disk_source(dom, 1)), done ? 'B' : 'Y');
+        assert_string_equal(ic_domain_snapshot_current(dom)->name, "s1");
+        if (done) {
+            assert_true(ic_domain_image_owned(dom, now_a));
+        } else {
+            char *after = listing(c->dir);
+            if (strcmp(before, after))
+                fail_msg("step %d: files changed:\n%s---\n%s", step, before, after);
+            free(after);
+        }
+        ic_domain_close(dom);
+        free(was_a);
+        if (!cr.crashed) {
+            assert_int_equal(ret, 0);
+            break;
+        }
+        if (done) {
+            /* back to the uncaptured state for the next round */
+            write_active(c, 'X', 'Y');
+            free(before);
+            before = listing(c->dir);
+        }
+    }
+    assert_true(step > 3);
+    free(before);
+}
+
+static void test_domain__a_crash_at_any_file_step_of_a_delete_finishes_on_recovery(void **state)
+{
+    struct ctx *c = *state;
+    int step;
+    for (step = 1; step < 200; step++) {
+        /* a fresh pair of snapshots each round: s1 then s2 on s1's overlay */
+        char n1[32], n2[32], x[128];
+        snprintf(n1, sizeof(n1), "d%da", step);
+        snprintf(n2, sizeof(n2), "d%db", step);
+        ic_error *err = NULL;
+        ic_domain *dom = open_dom(c, true);
+        snprintf(x, sizeof(x), "<domainsnapshot><name>%s</name></domainsnapshot>", n1);
+        TU_ASSERT_OK(create(dom, x, IC_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY, &err), err);
+        ic_domain_close(dom);
+        write_active(c, 'P', 'Q');
+        dom = open_dom(c, true);
+        snprintf(x, sizeof(x), "<domainsnapshot><name>%s</name></domainsnapshot>", n2);
+        TU_ASSERT_OK(create(dom, x, IC_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY, &err), err);
+        const char *s1_frozen = ic_dom_test_point(dom, n1);
+        char *F = strdup(s1_frozen);
+        char *O = strdup(ic_dom_test_point(dom, n2));
+        const char *pp = ic_domain_snapshot_lookup(dom, n1)->parent_name;
+        char *grand = pp ? strdup(pp) : NULL;
+        ic_domain_close(dom);
+        write_active(c, 'R', 'S');
+
+        dom = open_dom(c, true);
+        struct crash cr = { .crash_at = step };
+        ic_dir_set_hook(crash_hook, &cr);
+        int ret = ic_domain_snapshot_delete(dom, n1, 0, &err);
+        ic_dir_set_hook(NULL, NULL);
+        ic_error_free(err);
+        err = NULL;
+        ic_domain_close(dom);
+        dom = open_dom(c, true);    /* recovery: a delete only ever finishes */
+        ic_domain_close(dom);
+        dom = open_dom(c, false);
+        assert_null(ic_domain_pending(dom));
+        bool gone = ic_domain_snapshot_lookup(dom, n1) == NULL;
+        if (cr.crashed && !gone) {
+            /* crashed before the commit record: nothing happened */
+            assert_true(exists(O));
+        } else {
+            assert_true(gone);
+            /* commit down: s2 now froze F, whose content is s2's point */
+            assert_string_equal(ic_dom_test_point(dom, n2), F);
+            assert_false(exists(O));
+            assert_int_equal(first_byte(F), 'P');
+            const char *np = ic_domain_snapshot_lookup(dom, n2)->parent_name;
+            if (grand)
+                assert_string_equal(np, grand);
+            else
+                assert_null(np);
+        }
+        assert_int_equal(first_byte(disk_source(dom, 0)), 'R');
+        assert_int_equal(first_byte(disk_source(dom, 1)), 'S');
+        ic_domain_close(dom);
+        free(F);
+        free(O);
+        free(grand);
+        if (!cr.crashed) {
+            assert_int_equal(ret, 0);
+            break;
+        }
+    }
+    assert_true(step > 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +709,12 @@ int main(void)
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_domain__a_second_writer_is_refused_while_the_first_holds_the_lock, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_domain__a_crash_at_any_file_step_of_a_revert_leaves_it_undone_or_done, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_domain__a_crash_at_any_file_step_of_a_delete_finishes_on_recovery, setup,
             teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
