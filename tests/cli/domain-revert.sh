@@ -97,7 +97,7 @@ refused "--running with --paused" "mutually exclusive" \
 domain vm1 4 "vda:$D/a.qcow2" "vdb:$D/b.qcow2" > "$T/vm1-4.xml"
 ic define $ST "$T/vm1-4.xml" >/dev/null
 refused "revert to an ABI-incompatible domain" \
-    "revert requires force: .*vCPU.* 2 .* 4" \
+    "revert requires force: Target domain vCPU max 2 does not match source 4" \
     ic snapshot-revert $ST vm1 s2
 expect "--force reverts across the ABI change" ic snapshot-revert $ST vm1 s2 --force
 expect_out "the domain document is the snapshot's again" "<vcpu placement='static'>2</vcpu>" \
