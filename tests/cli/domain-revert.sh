@@ -183,6 +183,17 @@ expect "the abandoned revert overlay was discarded" sh -c "[ ! -e '$R1' ] && [ '
 expect "e2's overlay is kept (a snapshot names it)" test -e "$D/x.e2"
 expect "the user's images are kept" sh -c "[ -e '$D/x.qcow2' ] && [ -e '$D/z.qcow2' ]"
 reads "vda reads e1's point in time again" "$R2" 21 0
+: > "$D/taken.qcow2"
+echo data > "$D/taken.qcow2"
+refused "a revert overlay named after an existing file" "$D/taken.qcow2" \
+    ic snapshot-revert $ST vm2 e2 --overlay "vda=$D/taken.qcow2"
+refused "a relative revert overlay name" "absolute" \
+    ic snapshot-revert $ST vm2 e2 --overlay "vda=rel.qcow2"
+expect "revert to e2 with a named overlay for vda" \
+    ic snapshot-revert $ST vm2 e2 --overlay "vda=$D/x.named"
+expect_out "vda writes to the named overlay" "vda +$D/x.named" ic domblklist $ST vm2
+expect "the named overlay is mode 0600" sh -c "[ \"\$(stat -c %a '$D/x.named')\" = 600 ]"
+reads "the named overlay reads e2's point in time" "$D/x.named" 22 0
 expect "revert to e2" ic snapshot-revert $ST vm2 e2
 reads "vda reads e2's point in time" "$(active vm2 vda)" 22 0
 
