@@ -344,6 +344,77 @@ static void verify_branch_delete(struct ctx *c, int step)
     free(e2a);
 }
 
+/* --discard: a revert to e1 made R (e1 has a child: <revertDisks>), R got
+ * written; a forced revert to e1 with --discard drops R */
+static void prep_discard(struct ctx *c)
+{
+    prep_external(c);
+    ic_domain *dom = open_dom(c);
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_domain_snapshot_revert(dom, "e1", 0, &err), err);
+    ic_domain_close(dom);
+    char *r = active(c, 0);
+    write_byte(r, 'r', 0);
+    char *keep = tu_path(c->dir, "discarded");
+    assert_int_equal(tu_write_file(keep, r, strlen(r)), 0);
+    free(keep);
+    free(r);
+}
+
+static int run_revert_discard(ic_domain *dom, ic_error **err)
+{
+    return ic_domain_snapshot_revert(dom, "e1", IC_DOMAIN_SNAPSHOT_REVERT_FORCE |
+                                                    IC_DOMAIN_SNAPSHOT_REVERT_DISCARD, err);
+}
+
+static void verify_discard(struct ctx *c, int step)
+{
+    char *keep = tu_path(c->dir, "discarded");
+    uint8_t *r = NULL;
+    size_t len = 0;
+    assert_int_equal(tu_read_file(keep, &r, &len), 0);
+    char *oa = active(c, 0), *ob = active(c, 1);
+    bool done = strcmp(oa, (char *)r) != 0;
+    if (done) {
+        if (access((char *)r, F_OK) == 0)
+            fail_msg("step %d: the revert finished but the abandoned overlay %s stays", step, r);
+        if (read_byte(oa, 0) != 'A' || read_byte(ob, 0) != 'B')
+            fail_msg("step %d: the new overlays do not read e1's point in time", step);
+    } else if (read_byte(oa, 0) != 'r') {
+        fail_msg("step %d: the revert did not happen but the active layer lost its data", step);
+    }
+    qemu_check(oa);
+    qemu_check(ob);
+    free(oa);
+    free(ob);
+    free(r);
+    free(keep);
+}
+
+/* --children: e1 then e2, deleted leaves first */
+static int run_delete_children(ic_domain *dom, ic_error **err)
+{
+    return ic_domain_snapshot_delete(dom, "e1", IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN, err);
+}
+
+static void verify_delete_children(struct ctx *c, int step)
+{
+    bool e1 = listed(c, "e1"), e2 = listed(c, "e2");
+    if (e2 && !e1)
+        fail_msg("step %d: e2 kept without its parent e1", step);
+    char *cur = current(c);
+    if (e2 ? (!cur || strcmp(cur, "e2")) : e1 ? (!cur || strcmp(cur, "e1")) : cur != NULL)
+        fail_msg("step %d: e1 %d, e2 %d, current %s", step, e1, e2, cur ? cur : "-");
+    char *oa = active(c, 0), *ob = active(c, 1);
+    if (read_byte(oa, 0) != 'x' || read_byte(ob, 0) != 'y')
+        fail_msg("step %d: the domain no longer reads its data", step);
+    qemu_check(oa);
+    qemu_check(ob);
+    free(cur);
+    free(oa);
+    free(ob);
+}
+
 /* internal delete: s1, s2: delete s1 from both disks */
 static int run_delete_s1(ic_domain *dom, ic_error **err)
 {
@@ -417,6 +488,22 @@ static void test_a_crash_at_any_step_of_a_delete_at_a_branch_point_finishes_or_c
     crash_loop(&s);
 }
 
+static void test_a_crash_at_any_step_of_a_discarding_revert_finishes_or_changes_nothing(
+    void **state)
+{
+    (void)state;
+    const struct scenario s = { prep_discard, run_revert_discard, verify_discard };
+    crash_loop(&s);
+}
+
+static void test_a_crash_at_any_step_of_a_delete_with_children_leaves_a_consistent_tree(
+    void **state)
+{
+    (void)state;
+    const struct scenario s = { prep_external, run_delete_children, verify_delete_children };
+    crash_loop(&s);
+}
+
 static void test_a_crash_at_any_step_of_an_internal_delete_finishes_or_changes_nothing(
     void **state)
 {
@@ -486,6 +573,8 @@ int main(void)
         cmocka_unit_test(test_a_crash_at_any_step_of_an_external_revert_finishes_or_changes_nothing),
         cmocka_unit_test(test_a_crash_at_any_step_of_an_external_delete_finishes_or_changes_nothing),
         cmocka_unit_test(test_a_crash_at_any_step_of_a_delete_at_a_branch_point_finishes_or_changes_nothing),
+        cmocka_unit_test(test_a_crash_at_any_step_of_a_discarding_revert_finishes_or_changes_nothing),
+        cmocka_unit_test(test_a_crash_at_any_step_of_a_delete_with_children_leaves_a_consistent_tree),
         cmocka_unit_test(test_a_crash_at_any_step_of_an_internal_delete_finishes_or_changes_nothing),
         cmocka_unit_test(test_revert_and_delete_refuse_a_read_only_handle_and_bad_flags),
         cmocka_unit_test(test_delete_children_moves_current_to_the_snapshot_as_libvirt_does),
