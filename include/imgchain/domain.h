@@ -23,6 +23,7 @@
 
 #include "common.h"
 #include "error.h"
+#include "image.h"
 #include "xml.h"
 
 #ifdef __cplusplus
@@ -112,6 +113,13 @@ IC_EXTERN int ic_domain_get_xml(const ic_domain *dom, unsigned flags, char **out
  */
 IC_EXTERN const char *ic_domain_pending(const ic_domain *dom);
 IC_EXTERN const char *ic_domain_recovered(const ic_domain *dom);
+
+/**
+ * Every image the domain's operations open or create from now on (not the
+ * state folder's own files) goes through @p fn (NULL: the POSIX backend);
+ * for tests and embedders, as ic_open_options.open_file.
+ */
+IC_EXTERN void ic_domain_set_open_file(ic_domain *dom, ic_open_file_fn fn, void *payload);
 
 /** True when imgchain created @p path for this domain (private file), so
  * that it may ever delete it. */

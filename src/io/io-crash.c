@@ -259,7 +259,8 @@ static int do_crash(struct io_crash *c)
     c->crash_isize = isize < 0 ? 0 : (uint64_t)isize;
     for (size_t i = 0; i < c->n_pend && ret == 0; i++) {
         const struct pend *p = &c->pend[i];
-        uint64_t pick = rng_next(c) % (p->kind == PEND_TRUNCATE ? 2 : 3);
+        uint64_t pick = rng_next(c) %
+                        (p->kind == PEND_TRUNCATE || (c->flags & IC_CRASH_NO_TEAR) ? 2 : 3);
         if (pick == 0) {
             c->stats.applied++;
             ret = apply_one(c, p);
@@ -469,6 +470,16 @@ int ic_io_crash_wrap(ic_io **out, ic_io *inner, unsigned crash_at_flush, uint64_
     return 0;
 }
 
+int ic_io_crash_now(ic_io *io)
+{
+    if (!io || io->ops != &crash_ops)
+        return -EINVAL;
+    struct io_crash *c = to_crash(io);
+    if (!c->crashed)
+        do_crash(c); /* as at a crash flush: the machine is dead either way */
+    return 0;
+}
+
 bool ic_io_crash_happened(const ic_io *io)
 {
     const struct io_crash *c = crash_of_const(io);
@@ -491,7 +502,7 @@ void ic_io_crash_get_stats(const ic_io *io, struct ic_io_crash_stats *out)
 
 int ic_io_crash_set_flags(ic_io *io, unsigned flags)
 {
-    if (!crash_of_const(io) || (flags & ~IC_CRASH_TRASH_ANY_SECTOR))
+    if (!crash_of_const(io) || (flags & ~(IC_CRASH_TRASH_ANY_SECTOR | IC_CRASH_NO_TEAR)))
         return -EINVAL;
     to_crash(io)->flags = flags;
     return 0;

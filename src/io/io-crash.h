@@ -37,6 +37,11 @@
  * @return 0; -EINVAL (no inner); -ENOMEM */
 int ic_io_crash_wrap(ic_io **out, ic_io *inner, unsigned crash_at_flush, uint64_t seed,
                      ic_error **errp);
+/* Crashes @io now, as at its crash flush (pending operations applied,
+ * dropped or torn; every later call fails with -EIO): for schedules that
+ * span several files, where the test decides when the machine dies.
+ * 0; -EINVAL not a crash wrapper; a no-op once crashed. */
+int ic_io_crash_now(ic_io *io);
 /* True once the wrapper has crashed; false for other backends. */
 bool ic_io_crash_happened(const ic_io *io);
 /* Flushes seen so far, the crashing one included; 0 for other backends. */
@@ -47,6 +52,7 @@ ic_io *ic_io_crash_release_inner(ic_io *io);
 
 /* Flags for ic_io_crash_set_flags(). */
 #define IC_CRASH_TRASH_ANY_SECTOR (1u << 0) /* garbage may hit overwritten sectors too */
+#define IC_CRASH_NO_TEAR          (1u << 1) /* each write applied or dropped whole */
 /* @return 0; -EINVAL unknown flag or not a crash wrapper. */
 int ic_io_crash_set_flags(ic_io *io, unsigned flags);
 

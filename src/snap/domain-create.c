@@ -246,6 +246,8 @@ static int plan_internal(struct plan *p, struct step *s, const ic_domain_disk_de
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.format = dd->src->format ? "qcow2" : NULL;
     oo.flags = IC_OPEN_RDWR;
+    oo.open_file = p->dom->open_file;
+    oo.payload = p->dom->open_payload;
     int ret = ic_image_open(&s->img, s->image, &oo, errp);
     if (ret < 0)
         return ret;
@@ -270,6 +272,9 @@ static int plan_internal(struct plan *p, struct step *s, const ic_domain_disk_de
 static int plan_external(struct plan *p, struct step *s, const ic_domain_disk_def *dd,
                          ic_snapshot_disk_def *sd, ic_error **errp)
 {
+    if (dd->readonly)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "external snapshot for readonly disk %s is not supported", dd->target);
     if (dd->src->type != IC_STORAGE_FILE && dd->src->type != IC_STORAGE_BLOCK)
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "external snapshot of a '%s' disk is not supported offline "
@@ -658,6 +663,8 @@ static int run_step(struct plan *p, struct step *s, ic_error **errp)
     co.format = s->fmt;
     co.backing_file = s->image;
     co.backing_format = s->image_fmt;
+    co.open_file = p->dom->open_file;
+    co.payload = p->dom->open_payload;
     return ic_image_create(s->file, &co, errp);
 }
 

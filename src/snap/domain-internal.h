@@ -35,6 +35,8 @@ struct ic_domain {
     ic_domain_def *def;  /* its disks, parsed from @tree */
     ic_snapmeta *meta;   /* DIR/D/NAME.xml */
     json_object *priv;   /* the private file's content */
+    ic_open_file_fn open_file;  /* images' backend (ic_domain_set_open_file) */
+    void *open_payload;
     char *pending;       /* a journal found at open (readers) */
     char *recovered;     /* what a WRITE open did with a journal */
 };

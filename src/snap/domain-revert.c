@@ -576,6 +576,8 @@ static int revert(ic_domain *dom, const ic_snapshot_def *S, const char *const *f
             co.format = "qcow2";
             co.backing_file = rd[r].backing;
             co.backing_format = rd[r].bfmt;
+            co.open_file = dom->open_file;
+            co.payload = dom->open_payload;
             ret = ic_image_create(rd[r].file, &co, errp);
         }
         if (ret < 0) {

@@ -51,17 +51,20 @@ static bool engine_journal(const char *image)
     return r;
 }
 
-static int open_rw(ic_image **img, const char *path, ic_error **errp)
+static int open_rw(const ic_domain *dom, ic_image **img, const char *path, ic_error **errp)
 {
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
     oo.flags = IC_OPEN_RDWR;
+    oo.open_file = dom->open_file;
+    oo.payload = dom->open_payload;
     return ic_image_open(img, path, &oo, errp);
 }
 
-static int step_internal(const char *image, const char *name, bool apply, ic_error **errp)
+static int step_internal(const ic_domain *dom, const char *image, const char *name, bool apply,
+                         ic_error **errp)
 {
     ic_image *img = NULL;
-    int ret = open_rw(&img, image, errp);
+    int ret = open_rw(dom, &img, image, errp);
     if (ret < 0)
         return ret;
     ic_snapshot_info *v = NULL;
@@ -84,8 +87,8 @@ static int step_internal(const char *image, const char *name, bool apply, ic_err
     return ret;
 }
 
-static int step_rebase(const char *image, const char *backing, const char *bfmt, bool unsafe,
-                       ic_error **errp)
+static int step_rebase(const ic_domain *dom, const char *image, const char *backing,
+                       const char *bfmt, bool unsafe, ic_error **errp)
 {
     ic_image *img = NULL;
     ic_open_options oo = IC_OPEN_OPTIONS_INIT;
@@ -103,12 +106,16 @@ static int step_rebase(const char *image, const char *backing, const char *bfmt,
     ro.backing_format = bfmt;
     ro.unsafe = unsafe;
     ro.resume = resume;
+    ro.open_file = dom->open_file;
+    ro.payload = dom->open_payload;
     return ic_chain_rebase(image, &ro, errp);
 }
 
-static int step_commit(const char *top, const char *base, ic_error **errp)
+static int step_commit(const ic_domain *dom, const char *top, const char *base, ic_error **errp)
 {
     ic_commit_options co = IC_COMMIT_OPTIONS_INIT;
+    co.open_file = dom->open_file;
+    co.payload = dom->open_payload;
     co.base = base;
     co.drop = true;
     co.no_dependents_scan = true;
@@ -164,18 +171,18 @@ static int run_one(ic_domain *dom, json_object *s, size_t k, ic_error **errp)
     if (!strcmp(op, "commit")) {
         NEED(top, "top");
         NEED(base, "base");
-        return step_commit(top, base, errp);
+        return step_commit(dom, top, base, errp);
     }
     if (!strcmp(op, "rebase")) {
         NEED(image, "image");
         NEED(backing, "backing");
         NEED(bfmt, "backing_format");
-        return step_rebase(image, backing, bfmt, ic_dom_jbool(s, "unsafe"), errp);
+        return step_rebase(dom, image, backing, bfmt, ic_dom_jbool(s, "unsafe"), errp);
     }
     if (!strcmp(op, "internal-delete") || !strcmp(op, "internal-apply")) {
         NEED(image, "image");
         NEED(name, "name");
-        return step_internal(image, name, !strcmp(op, "internal-apply"), errp);
+        return step_internal(dom, image, name, !strcmp(op, "internal-apply"), errp);
     }
     if (!strcmp(op, "unlink")) {
         NEED(path, "path");

@@ -484,6 +484,14 @@ fail:
     return ret;
 }
 
+void ic_domain_set_open_file(ic_domain *dom, ic_open_file_fn fn, void *payload)
+{
+    if (!dom)
+        return;
+    dom->open_file = fn;
+    dom->open_payload = payload;
+}
+
 const char *ic_domain_name(const ic_domain *dom)
 {
     return dom ? dom->name : NULL;

@@ -220,6 +220,35 @@ refuse "a network disk without file=" 1 "source for disk 'vda' is not a regular 
 refuse "a network disk even with file=" 1 "network" \
     ic snapshot-create-as $SD net n2 --disk-only --diskspec "vda,file=$I/n2"
 
+# a read-only disk (an installation CD) is left out by default (the XML
+# layer aligns it to 'no'), and refused when asked for in external mode,
+# as libvirt refuses it
+ic create -f raw "$I/cd.iso" 1M >/dev/null
+cat >"$T/cd.xml" <<EOF
+<domain type='kvm'>
+  <name>cd</name>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$I/t.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='$I/cd.iso'/>
+      <target dev='hdc' bus='ide'/>
+      <readonly/>
+    </disk>
+  </devices>
+</domain>
+EOF
+ic define $SD "$T/cd.xml" >/dev/null
+refuse "a read-only disk asked for in external mode" 1 'external snapshot for readonly disk hdc is not supported' \
+    ic snapshot-create-as $SD cd r1 --disk-only --diskspec vda --diskspec hdc,snapshot=external
+expect "by default the CD is left alone" ic snapshot-create-as $SD cd r2 --disk-only
+expect_out "r2 records the CD as 'no'" "<disk name='hdc' snapshot='no'/>" ic snapshot-dumpxml $SD cd r2
+expect "the CD image was never written" test "$(md5sum <"$I/cd.iso")" = "$(head -c 1M /dev/zero | md5sum)"
+
 # ---- the per-domain lock: a second writer gets exit 75 at once
 qemu-io -f raw -c 'sleep 3000' "$T/state/vm.lock" >/dev/null 2>&1 &
 holder=$!
