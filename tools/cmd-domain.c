@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <imgchain/chain-edit.h>
+#include <imgchain/snapshot.h>
 
 #include "cli-domain.h"
 
@@ -284,6 +285,75 @@ CLI_COMMAND(cmd_domblklist, "domblklist", run_domblklist,
 
 /* ---- check --domain ------------------------------------------------------ */
 
+/* Does @path hold internal snapshot @name (NULL: just open it)?  -1: the
+ * image cannot be read. */
+static int holds_internal(const char *path, const char *name)
+{
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_NO_BACKING | IC_OPEN_FORCE_SHARE;
+    ic_error *err = NULL;
+    if (ic_image_open(&img, path, &oo, &err) < 0) {
+        ic_error_free(err);
+        return -1;
+    }
+    if (!name) {
+        ic_image_close(img);
+        return 1;
+    }
+    ic_snapshot_info *v = NULL;
+    int n = ic_snapshot_list(img, &v, &err);
+    int found = n < 0 ? -1 : 0;
+    for (int i = 0; i < n; i++)
+        if (v[i].name && !strcmp(v[i].name, name))
+            found = 1;
+    if (n > 0)
+        ic_snapshot_list_free(v, (size_t)n);
+    ic_error_free(err);
+    ic_image_close(img);
+    return found;
+}
+
+/* Every snapshot's point is where its metadata says: the image an external
+ * snapshot froze exists, an internal one is in its image.  The count of
+ * problems, each printed. */
+static int check_snapshot_points(ic_domain *dom)
+{
+    const char **names = NULL;
+    size_t n = 0;
+    ic_error *err = NULL;
+    if (ic_domain_snapshot_list(&names, &n, dom, NULL, IC_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL,
+                                &err) < 0) {
+        cli_domain_fail(err);
+        return 1;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ic_snapshot_def *s = ic_domain_snapshot_lookup(dom, names[i]);
+        for (size_t k = 0; s->dom && k < s->ndisks; k++) {
+            const ic_snapshot_disk_def *sd = &s->disks[k];
+            int idx = ic_domain_def_disk_index(s->dom, sd->name);
+            const char *img = idx >= 0 ? s->dom->disks[idx].src->path : NULL;
+            if (!img || (sd->snapshot != IC_SNAPSHOT_LOCATION_INTERNAL &&
+                         sd->snapshot != IC_SNAPSHOT_LOCATION_EXTERNAL))
+                continue;
+            bool internal = sd->snapshot == IC_SNAPSHOT_LOCATION_INTERNAL;
+            int h = holds_internal(img, internal ? s->name : NULL);
+            if (h < 0) {
+                cli_errorf("%s: snapshot '%s': disk '%s': %s cannot be read",
+                           ic_domain_name(dom), s->name, sd->name, img);
+                bad++;
+            } else if (internal && h == 0) {
+                cli_errorf("%s: snapshot '%s': disk '%s': %s holds no internal snapshot '%s'",
+                           ic_domain_name(dom), s->name, sd->name, img, s->name);
+                bad++;
+            }
+        }
+    }
+    free(names);
+    return bad;
+}
+
 int cli_domain_check(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -346,6 +416,13 @@ int cli_domain_check(int argc, char **argv)
                    res->nb_images, res->nb_images == 1 ? "" : "s", res->errors,
                    res->errors == 1 ? "" : "s");
             ic_chain_check_result_free(res);
+        }
+        int bad = check_snapshot_points(dom);
+        if (bad) {
+            rc = 2;
+        } else {
+            printf("%zu snapshot%s: every point is in place\n", ic_domain_snapshot_count(dom),
+                   ic_domain_snapshot_count(dom) == 1 ? "" : "s");
         }
     }
     ic_domain_close(dom);

@@ -133,6 +133,8 @@ expect_out "the tree" '^  \+- s2$' ic snapshot-list $SD vm --tree
 qclean s3 "$I/a.s2"
 validate_all s3
 expect_out "check --domain: clean" '^vda: .*a.s2: 2 images, 0 errors$' ic check --domain vm $SD
+expect_out "check --domain: every snapshot's point in place" '^3 snapshots: every point is in place$' \
+    ic check --domain vm $SD
 
 # ---- --reuse-external: the user's overlay on the current image
 qimg create -q -f qcow2 -b "$I/a.s2" -F qcow2 "$I/a.mine" 16M
@@ -290,6 +292,14 @@ expect_out "a commit-phase journal is finished by the next change" "finished int
     ic snapshot-current $SD vm s5
 expect "s5's metadata is back" test -f "$T/state/vm/s5.xml"
 validate_all "after roll-forward"
+
+# metadata naming an internal snapshot the image does not hold: reported
+ic io -c 'write -P 0x77 0 4k' "$I/a.mine" >/dev/null
+qimg snapshot -d s3 "$I/a.s2"
+expect_rc "check --domain: an internal snapshot gone from its image is an error (exit 2)" 2 \
+    ic check --domain vm $SD
+expect_out "check --domain names it" "snapshot 's3': disk 'vda': .*a.s2 holds no internal snapshot 's3'" \
+    ic check --domain vm $SD
 
 # ---- every image passes qemu-img check at the end
 for f in "$I"/*.qcow2 "$I"/*.s2 "$I"/*.mine "$I"/b.s5; do

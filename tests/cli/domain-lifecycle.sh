@@ -101,10 +101,9 @@ check_all() { # WHEN
     expect "$when: every metadata file is valid" test -z "$bad"
     expect_rc "$when: check --domain is clean" 0 ic check --domain vm $SD
 }
-expect_active() { # NAME WHEN: the disks read what NAME saved
+expect_active() { # NAME WHEN: the disks read what NAME saved (qemu-img compare)
     for d in vda vdb; do
-        qimg convert -U -O raw "$(active $d)" "$T/got"
-        expect "$2: $d reads as $1" cmp "$T/got" "$T/want.$1.$d"
+        expect "$2: $d reads as $1" qimg compare -U -F raw "$(active $d)" "$T/want.$1.$d"
     done
 }
 # Debian 12's schema predates <revertDisks>: with LIBVIRT_RNG_DIR (a newer
