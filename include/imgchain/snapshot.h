@@ -58,6 +58,32 @@ IC_EXTERN int ic_snapshot_list(ic_image *img, ic_snapshot_info **out, ic_error *
 /** Frees a list returned by ic_snapshot_list (NULL is a no-op). */
 IC_EXTERN void ic_snapshot_list_free(ic_snapshot_info *list, size_t n);
 
+/* ---- state a revert would lose (src/snap/snap-state.c) ----------------- */
+
+/**
+ * Whether the top layer of @p img itself (not its backing chain) allocates
+ * any cluster, data or zero: for an overlay, whether it holds writes made
+ * since it was created.
+ * @param first receives the guest offset of the first allocated run; may
+ *   be NULL
+ * @return 1 allocated, 0 nothing allocated, -errno.
+ */
+IC_EXTERN int ic_image_layer_allocated(ic_image *img, uint64_t *first, ic_error **errp);
+
+/**
+ * Whether the active state of @p img differs from its internal snapshot
+ * @p name (matched by name): 0 when every guest cluster of the image
+ * (without its backing chain) maps where the snapshot maps it, as after
+ * creating or applying the snapshot with no write since.  Reads through a
+ * second read-only handle; flush @p img first if it was written.
+ * @param first receives the guest offset of the first difference; may be
+ *   NULL
+ * @return 1 differs, 0 same, -ENOENT no such snapshot, -ENOTSUP the format
+ *   has no internal snapshots, -errno.
+ */
+IC_EXTERN int ic_snapshot_differs(ic_image *img, const char *name, uint64_t *first,
+                                  ic_error **errp);
+
 #ifdef __cplusplus
 }
 #endif

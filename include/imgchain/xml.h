@@ -244,6 +244,24 @@ IC_EXTERN void ic_domain_def_free(ic_domain_def *def);
  * source is that path (when unambiguous); its index or -1. */
 IC_EXTERN int ic_domain_def_disk_index(const ic_domain_def *def, const char *name);
 
+/**
+ * libvirt's ABI-stability check (a subset of virDomainDefCheckABIStability)
+ * between the <domain> a revert switches to (@p target, a snapshot's) and
+ * the domain as it is (@p source): virt type, maximum memory, maximum vCPU
+ * count, OS type, architecture, machine type, and per device class the
+ * device count and each device's type/model, bus and target.
+ * @param why receives the first difference as libvirt words it ("Target
+ *   domain disk count 2 does not match source 1"; heap string, free()), or
+ *   NULL when the two are compatible
+ * @return 0 (compatible or not: see @p why); -EINVAL not a <domain> or an
+ *   unreadable <memory>/<vcpu>; -ENOMEM.
+ */
+IC_EXTERN int ic_domain_abi_check(const ic_xml_node *target, const ic_xml_node *source,
+                                  char **why, ic_error **errp);
+/** ic_domain_abi_check() over two documents (@p tlen / @p slen bytes). */
+IC_EXTERN int ic_domain_abi_check_xml(const char *target, size_t tlen, const char *source,
+                                      size_t slen, char **why, ic_error **errp);
+
 /* ---- <domainsnapshot> -------------------------------------------------- */
 
 typedef struct ic_snapshot_disk_def {
