@@ -151,7 +151,7 @@ static int check_probed_base(struct ic_image *top, struct ic_image *base, ic_err
         return ret;
     const struct ic_driver *drv = NULL;
     const char *name = ic_probe_format(sec, sizeof(sec), NULL, &drv);
-    if (ic_driver_headerless(drv))
+    if (drv && ic_driver_headerless(drv))
         return 0;
     return ic_error_set(errp, IC_ERR_INVALID, EPERM,
                         "%s: commit refused: the data would make the first sector of this "

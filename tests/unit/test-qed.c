@@ -290,7 +290,7 @@ static void test_qed__create_refuses_bad_options_before_touching_the_file(void *
         { "cluster_size=12k", 1 << 20, EINVAL, "cluster size must be within range" },
         { "table_size=3", 1 << 20, EINVAL, "table size must be within range" },
         { "table_size=32", 1 << 20, EINVAL, "table size must be within range" },
-        { "preallocation=metadata", 1 << 20, ENOTSUP, "preallocation mode 'metadata'" },
+        { "preallocation=metadata", 1 << 20, ENOTSUP, "Unsupported preallocation mode: metadata" },
         { "lazy_refcounts=on", 1 << 20, EINVAL, "invalid option 'lazy_refcounts'" },
         { "cluster_size=4096,table_size=1", UINT64_C(1) << 31, EINVAL, "image size must be" },
     };
