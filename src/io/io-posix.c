@@ -393,32 +393,35 @@ int ic_io_open_replacement(ic_io **out, const char *path, ic_error **errp)
 int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp)
 {
     struct io_posix *p = to_posix(tmp);
-    if (fsync(p->fd) < 0)
-        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
-                            path, strerror(errno));
-    char *real = realpath(path, NULL);
-    if (!real)
-        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: %s", path,
-                            strerror(errno));
-    int ret = 0;
-    if (rename(tmp->name, real) < 0) {
+    char *real = NULL;
+    int ret;
+    if (fsync(p->fd) < 0) {
+        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
+                           path, strerror(errno));
+        goto discard;
+    }
+    real = realpath(path, NULL);
+    if (!real || rename(tmp->name, real) < 0) {
         ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
                            "%s: cannot replace it: %s", path, strerror(errno));
-        free(real);
-        return ret;
+        goto discard;
     }
-    /* the temporary name is gone: closing must not remove the new image */
-    free(tmp->name);
-    tmp->name = real;
+    posix_close(tmp);
     char *slash = strrchr(real, '/');
     char dir[4096];
     snprintf(dir, sizeof(dir), "%.*s", slash == real ? 1 : (int)(slash - real), real);
+    free(real);
+    ret = 0;
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0)
         ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
                            "%s: cannot make the new image durable: %s", path, strerror(errno));
     if (dfd >= 0)
         close(dfd);
+    return ret;
+discard:
+    free(real);
+    ic_io_discard_replacement(tmp);
     return ret;
 }
 
