@@ -146,6 +146,8 @@ int ic_image_create(const char *path, const ic_create_options *opts, ic_error **
     }
     if (tmp && ret == 0)
         ret = ic_io_commit_replacement(tmp, path, errp);
+    if (tmp && ret == 0)
+        ic_io_close(tmp);
     else
         ic_io_discard_replacement(tmp);
     ic_io_close(file);

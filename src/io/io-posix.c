@@ -393,25 +393,25 @@ int ic_io_open_replacement(ic_io **out, const char *path, ic_error **errp)
 int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp)
 {
     struct io_posix *p = to_posix(tmp);
-    char *real = NULL;
-    int ret;
-    if (fsync(p->fd) < 0) {
-        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
-                           path, strerror(errno));
-        goto discard;
-    }
-    real = realpath(path, NULL);
+    if (fsync(p->fd) < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
+                            path, strerror(errno));
+    char *real = realpath(path, NULL);
     if (!real || rename(tmp->name, real) < 0) {
-        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
-                           "%s: cannot replace it: %s", path, strerror(errno));
-        goto discard;
+        int e = errno;
+        free(real);
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: cannot replace it: %s",
+                            path, strerror(e));
     }
-    posix_close(tmp);
+    /* renamed: the temporary name is gone, and a discard after a failure
+     * below must not remove the new image (it has no name to remove) */
+    free(tmp->name);
+    tmp->name = NULL;
     char *slash = strrchr(real, '/');
     char dir[4096];
     snprintf(dir, sizeof(dir), "%.*s", slash == real ? 1 : (int)(slash - real), real);
     free(real);
-    ret = 0;
+    int ret = 0;
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0)
         ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
@@ -419,17 +419,14 @@ int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp)
     if (dfd >= 0)
         close(dfd);
     return ret;
-discard:
-    free(real);
-    ic_io_discard_replacement(tmp);
-    return ret;
 }
 
 void ic_io_discard_replacement(ic_io *tmp)
 {
     if (!tmp)
         return;
-    unlink(tmp->name);
+    if (tmp->name)
+        unlink(tmp->name);
     posix_close(tmp);
 }
 
