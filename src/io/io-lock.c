@@ -167,5 +167,11 @@ int ic_lock_apply(struct ic_lock_state *st, int fd, enum ic_lock_mode mode,
 
 fail_errno:
     set_bytes(st, fd, old);
+    /* F_SETLK answers EAGAIN or EACCES when another process holds a
+     * conflicting lock (a program other than qemu locking these bytes) */
+    if (ret == -EAGAIN || ret == -EACCES)
+        return ic_error_set(errp, IC_ERR_BUSY, EBUSY,
+                            "%s: the image is locked by another process: %s", name,
+                            strerror(-ret));
     return ic_error_set(errp, IC_ERR_IO, -ret, "%s: cannot lock image: %s", name, strerror(-ret));
 }

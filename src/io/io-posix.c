@@ -419,22 +419,21 @@ int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp)
         return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: flush failed: %s",
                             path, strerror(errno));
     char *real = realpath(path, NULL);
-    if (!real)
-        return ic_error_set(errp, ic_error_kind_from_errno(errno), errno, "%s: %s", path,
-                            strerror(errno));
-    int ret = 0;
-    if (rename(tmp->name, real) < 0) {
-        ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
-                           "%s: cannot replace it: %s", path, strerror(errno));
+    if (!real || rename(tmp->name, real) < 0) {
+        int e = errno;
         free(real);
-        return ret;
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: cannot replace it: %s",
+                            path, strerror(e));
     }
-    /* the temporary name is gone: closing must not remove the new image */
+    /* renamed: the temporary name is gone, and a discard after a failure
+     * below must not remove the new image (it has no name to remove) */
     free(tmp->name);
-    tmp->name = real;
+    tmp->name = NULL;
     char *slash = strrchr(real, '/');
     char dir[4096];
     snprintf(dir, sizeof(dir), "%.*s", slash == real ? 1 : (int)(slash - real), real);
+    free(real);
+    int ret = 0;
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0)
         ret = ic_error_set(errp, ic_error_kind_from_errno(errno), errno,
@@ -448,7 +447,8 @@ void ic_io_discard_replacement(ic_io *tmp)
 {
     if (!tmp)
         return;
-    unlink(tmp->name);
+    if (tmp->name)
+        unlink(tmp->name);
     posix_close(tmp);
 }
 

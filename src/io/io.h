@@ -108,8 +108,11 @@ int ic_io_file_kind(const char *path);
  * and returns 1; 0 when the file must be rewritten in place instead
  * (missing, a block device, hard links, an owner we cannot give); -errno.
  * ic_io_commit_replacement: makes @tmp durable, renames it over @path and
- * makes the rename durable (fsync of the directory); @tmp stays open.
- * ic_io_discard_replacement: closes @tmp and removes it. */
+ * makes the rename durable (fsync of the directory); @tmp stays open, for
+ * ic_io_close() on success or ic_io_discard_replacement() on failure.
+ * ic_io_discard_replacement: closes @tmp and removes it unless the rename
+ * happened (a failure after it leaves the complete new image in place);
+ * NULL: no-op. */
 int ic_io_open_replacement(ic_io **out, const char *path, ic_error **errp);
 int ic_io_commit_replacement(ic_io *tmp, const char *path, ic_error **errp);
 void ic_io_discard_replacement(ic_io *tmp);

@@ -24,11 +24,13 @@ ic_error_kind ic_error_kind_from_errno(int errnum)
     case ENOENT: case ENOTDIR:
         return IC_ERR_NOTFOUND;
     case EIO: case ENOSPC: case EROFS: case EFBIG: case EDQUOT:
+    /* IC_ERR_BUSY (the CLI's exit 75, "locked, try again") is set only by
+     * the lock code (src/io/io-lock.c), never derived from an errno: an
+     * EBUSY or EAGAIN from elsewhere is no lock another process holds. */
+    case EAGAIN: case EBUSY:
         return IC_ERR_IO;
     case ENOTSUP: case ENOSYS:
         return IC_ERR_UNSUPPORTED;
-    case EAGAIN: case EBUSY:
-        return IC_ERR_BUSY;
     case ENOMEM:
         return IC_ERR_NOMEM;
     case EEXIST:

@@ -33,5 +33,14 @@ while ! grep -q ":$ino " /proc/locks 2>/dev/null && [ $i -lt 100 ]; do i=$((i + 
 expect_rc "a held image exits 75" 75 ic io -c 'write 0 512' held.qcow2
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 
+# ... and so is a write lock another program (not qemu) holds on a lock byte.
+truncate -s 1M other.img
+expect "a write lock held by another program answers 75" python3 -c '
+import fcntl, os, subprocess, sys
+fd = os.open("other.img", os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 100)
+r = subprocess.run([sys.argv[1], "info", "other.img"], capture_output=True)
+sys.exit(0 if r.returncode == 75 else 1)' "$IMGCHAIN_BIN"
+
 expect_out "the usage text lists 76" "76 an interrupted operation" ic help
 finish

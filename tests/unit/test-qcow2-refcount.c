@@ -113,6 +113,40 @@ static void test_qcow2_refcount__grows_table_when_last_block_full(void **state)
     free(back);
 }
 
+static void test_qcow2_refcount__a_run_longer_than_a_refblock_range_is_allocated_with_its_blocks_after_it(void **state)
+{
+    (void)state;
+    /* 512-byte clusters, 64-bit refcounts: a refblock covers 64 clusters.
+     * Growing to 256 MiB needs an L1 of 128 clusters in one run, which the
+     * self-describing blocks of the ranges it spans would break. */
+    ic_image *img = create_open("big-l1.qcow2", 1u << 20, "cluster_size=512,refcount_bits=64");
+    struct qcow2_state *s = qcow2_state(img);
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_truncate(img, 256u << 20, &err), err);
+    assert_true((uint64_t)s->l1_size * 8 >= 128u * 512);
+    /* the L1's clusters and every refblock are counted once */
+    for (uint64_t c = s->l1_offset >> s->cluster_bits;
+         c < (s->l1_offset + (uint64_t)s->l1_size * 8 + 511) >> s->cluster_bits; c++) {
+        uint64_t rc;
+        assert_int_equal(qcow2_get_refcount(img, c, &rc), 0);
+        assert_int_equal(rc, 1);
+    }
+    for (uint32_t i = 0; i < s->reftable_size; i++) {
+        uint64_t off = s->reftable[i] & QCOW2_REFT_OFFSET_MASK, rc;
+        if (!off)
+            continue;
+        assert_int_equal(qcow2_get_refcount(img, off >> s->cluster_bits, &rc), 0);
+        assert_int_equal(rc, 1);
+    }
+    uint8_t buf[4096], back[4096];
+    tu_fill_pattern(buf, sizeof(buf), 9);
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), (256u << 20) - sizeof(buf), &err), err);
+    TU_ASSERT_OK(ic_image_pread(img, back, sizeof(back), (256u << 20) - sizeof(back), &err), err);
+    assert_memory_equal(back, buf, sizeof(buf));
+    assert_int_equal(ic_image_close(img), 0);
+    cf_assert_qemu_clean("big-l1.qcow2");
+}
+
 static void test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_clusters(void **state)
 {
     (void)state;
@@ -172,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_refcount__entries_of_every_width_round_trip),
         cmocka_unit_test(test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones),
         cmocka_unit_test(test_qcow2_refcount__grows_table_when_last_block_full),
+        cmocka_unit_test(test_qcow2_refcount__a_run_longer_than_a_refblock_range_is_allocated_with_its_blocks_after_it),
         cmocka_unit_test(test_qcow2_refcount__one_bit_refcounts_never_pack_compressed_clusters),
         cmocka_unit_test(test_qcow2_refcount__dirty_image_is_rebuilt_on_read_write_open),
     };
