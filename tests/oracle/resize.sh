@@ -100,6 +100,7 @@ done
 # qcow2 with a small cluster: the L1 table and the refcount table both grow
 setup qcow2 cluster_size=512 1M "$DATA1"
 same_resize "512-byte clusters: grow 1M -> 64M (the L1 table grows 64-fold)" -f qcow2 img 64M
+same_resize "512-byte clusters: grow to 2G (an L1 table longer than a refblock's range)" -f qcow2 img 2G
 same_resize "512-byte clusters: metadata preallocation of 48M (the refcount table grows)" \
     --preallocation=metadata -f qcow2 img +48M
 expect "512-byte clusters: the grown image still reads its data" \
