@@ -189,7 +189,8 @@ static int shrink(struct ic_image *img, uint64_t size, ic_error **errp)
     return 0;
 }
 
-int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp)
+int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
+                 ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (size % 512)
@@ -207,7 +208,7 @@ int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_e
         if (prealloc != IC_PREALLOC_OFF)
             return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                                 "Preallocation can't be used for shrinking an image");
-        return shrink(img, size, errp);
+        return dry_run ? 0 : shrink(img, size, errp);
     }
     if (size == img->size)
         return 0;
@@ -218,6 +219,8 @@ int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_e
     if (s->h.version < 3 && ic_resize_backing_shows(img, img->size))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "Failed to zero out new clusters: Operation not supported");
+    if (dry_run)
+        return 0;
     int ret = grow(img, size, prealloc, errp);
     if (ret < 0)
         return ret;
