@@ -17,10 +17,7 @@
  *  4. A new refblock is placed at the first cluster of the range it
  *     covers, so it describes itself; it is written and flushed before
  *     the reftable entry that points to it.  Callers restart their search
- *     for free clusters after a refblock was allocated.  A run longer than
- *     one range (a big L1 table with small clusters) would be split by
- *     every such block, so its ranges get their blocks past the run
- *     instead (place_refblock_after).
+ *     for free clusters after a refblock was allocated.
  *  5. The reftable grows by building a new table plus refblocks for the
  *     new area at the end of the file, covering themselves; flush; one
  *     12-byte header write switches to it; flush; then the old table is
@@ -455,55 +452,6 @@ int qcow2_set_refcount(struct ic_image *img, uint64_t cluster, uint64_t refcount
 
 /* First run of @n free clusters at or after free_cluster_index (never
  * cluster 0).  *first_free receives the first free cluster seen. */
-/* Makes sure refblock @rt exists for a run of clusters ending before
- * @run_end that is longer than one refblock range: a self-describing
- * block at the start of each range would always split such a run (design
- * note 4), so this block goes into the first free cluster of the ranges
- * past the run instead.  Its own refcount is made durable first, then the
- * (empty) block, then the reftable entry points to it: a crash in between
- * only leaks it.  Returns 1 when something was allocated (search again),
- * 0 when the block existed. */
-static int place_refblock_after(struct ic_image *img, uint64_t rt, uint64_t run_end)
-{
-    struct qcow2_state *s = qcow2_state(img);
-    if (rt >= s->reftable_size) {
-        int ret = grow_reftable(img, rt);
-        return ret < 0 ? ret : 1;
-    }
-    uint64_t off;
-    int ret = refblock_offset(img, rt, &off);
-    if (ret < 0 || off)
-        return ret;
-    uint64_t hint = s->free_cluster_index;
-    s->free_cluster_index = IC_ALIGN_UP(run_end, (uint64_t)s->refblock_entries);
-    int64_t blk = qcow2_alloc_clusters(img, 1);
-    s->free_cluster_index = hint;
-    if (blk < 0)
-        return (int)blk;
-    if ((ret = qcow2_cache_flush(img, &s->refblock_cache)) < 0)
-        return ret;
-    uint8_t *rb;
-    qcow2_cache_discard(&s->l2_cache, (uint64_t)blk);
-    qcow2_cache_discard(&s->refblock_cache, (uint64_t)blk);
-    if ((ret = qcow2_cache_get(img, &s->refblock_cache, (uint64_t)blk, true, &rb)) < 0)
-        return ret;
-    ic_io_event(img->file, IC_EV_REFBLOCK_ALLOC_WRITE);
-    ret = ic_io_pwrite(img->file, rb, s->cluster_size, (uint64_t)blk);
-    qcow2_cache_put(&s->refblock_cache, &rb);
-    if (ret == 0)
-        ret = ic_io_flush(img->file);
-    if (ret == 0) {
-        s->reftable[rt] = (uint64_t)blk;
-        if ((ret = write_reftable_entry(img, rt)) < 0)
-            s->reftable[rt] = 0;
-    }
-    if (ret < 0) {
-        qcow2_cache_discard(&s->refblock_cache, (uint64_t)blk);
-        return ret;
-    }
-    return 1;
-}
-
 static int find_free(struct ic_image *img, uint64_t n, uint64_t *out, uint64_t *first_free)
 {
     struct qcow2_state *s = qcow2_state(img);
@@ -571,8 +519,7 @@ int64_t qcow2_alloc_clusters(struct ic_image *img, uint64_t n)
             return ic_image_fail(img, -EFBIG, "image file would exceed the maximum host offset");
         bool again = false;
         for (uint64_t rt = c >> s->refblock_bits; rt <= (end - 1) >> s->refblock_bits; rt++) {
-            ret = n >= s->refblock_entries ? place_refblock_after(img, rt, end)
-                                           : ensure_refblock(img, rt);
+            ret = ensure_refblock(img, rt);
             if (ret < 0)
                 return ret;
             if (ret > 0) {
