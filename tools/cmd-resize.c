@@ -17,7 +17,11 @@
  *     RESIZE_REPORT_MAX lines, then a total), since qemu-img drops it
  *     silently.  Zero clusters and holes are not data.  --shrink still
  *     proceeds.
- *  4. Exit codes: 0 ok, 1 refused or failed, 64 usage, 75 locked.
+ *  4. Every refusal is decided on a read-only open (ic_image_resize_check)
+ *     and the image is opened for writing only to resize it: a read-write
+ *     open may itself write (qcow2 clears its bitmaps autoclear bit), and
+ *     a refused resize must leave the file byte for byte as it was.
+ *  5. Exit codes: 0 ok, 1 refused or failed, 64 usage, 75 locked.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -129,8 +133,11 @@ static int run_resize(int argc, char **argv)
     if (cli_parse_size("resize", "size", size_arg, &n) != 0)
         return CLI_EXIT_USAGE;
 
+    /* Everything is decided on a read-only open: a read-write open may
+     * itself update the header, and a refusal must leave the file as it
+     * was. */
     ic_image *img = NULL;
-    int rc = cli_open_image(&img, path, fmt, IC_OPEN_RDWR);
+    int rc = cli_open_image(&img, path, fmt, 0);
     if (rc)
         return rc;
     uint64_t cur = ic_image_size(img), total;
@@ -162,11 +169,24 @@ static int run_resize(int argc, char **argv)
         ic_image_close(img);
         return CLI_EXIT_FAIL;
     }
+    ic_error *err = NULL;
+    if (ic_image_resize_check(img, total, prealloc, &err) < 0) {
+        ic_image_close(img);
+        return cli_fail(err, CLI_EXIT_FAIL);
+    }
     if (cur > total && (rc = report_dropped(img, path, total, cur)) != 0) {
         ic_image_close(img);
         return rc;
     }
-    ic_error *err = NULL;
+    ic_image_close(img);
+    img = NULL;
+    if ((rc = cli_open_image(&img, path, fmt, IC_OPEN_RDWR)) != 0)
+        return rc;
+    if (ic_image_size(img) != cur) {
+        cli_errorf("%s: the image changed size while it was being checked", path);
+        ic_image_close(img);
+        return CLI_EXIT_FAIL;
+    }
     int ret = ic_image_resize(img, total, prealloc, &err);
     int cret = ic_image_close(img);
     if (ret < 0)

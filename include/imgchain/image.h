@@ -192,6 +192,11 @@ IC_EXTERN int ic_prealloc_parse(const char *s, ic_prealloc *out);
  */
 IC_EXTERN int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc,
                               ic_error **errp);
+/** Runs every refusal of ic_image_resize() and nothing else: @p img may be
+ * open read-only, so a caller can decide before opening for writing (a
+ * read-write open may itself update the header).  Same errors. */
+IC_EXTERN int ic_image_resize_check(ic_image *img, uint64_t size, ic_prealloc prealloc,
+                                    ic_error **errp);
 
 /* ---- measure ------------------------------------------------------------ */
 

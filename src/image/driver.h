@@ -137,10 +137,12 @@ struct ic_driver {
 
     /* qemu-img resize: sets the virtual size to @size (smaller drops the
      * tail) with @prealloc for the new area; refuses what the format
-     * cannot do with qemu's message before writing anything.  NULL:
+     * cannot do with qemu's message before writing anything.  With
+     * @dry_run only the refusals run (the image may be read-only).  NULL:
      * truncate() for a growing resize without preallocation, else
      * -ENOTSUP. */
-    int (*resize)(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp);
+    int (*resize)(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
+                  ic_error **errp);
 
     /* qemu-img measure for a new image of this format made with @opts
      * (take what you understand; the caller refuses the rest): of the guest

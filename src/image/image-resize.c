@@ -12,6 +12,9 @@
  *     it has: its truncate for a growing resize without preallocation.
  *  3. Errors are prefixed with the file name ("FILE: message"), as every
  *     other ic_image_* wrapper does.
+ *  4. ic_image_resize_check() runs the same refusals on an image that may
+ *     be read-only, so a caller can refuse before a read-write open (which
+ *     may itself write, e.g. clear qcow2's bitmaps autoclear bit).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -44,9 +47,10 @@ int ic_prealloc_parse(const char *s, ic_prealloc *out)
     return -EINVAL;
 }
 
-int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp)
+static int resize(ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
+                  ic_error **errp)
 {
-    if (img->read_only)
+    if (img->read_only && !dry_run)
         return ic_error_set(errp, IC_ERR_INVALID, EROFS, "%s: image is opened read-only",
                             img->filename);
     if (img->state == IC_IMAGE_ERROR)
@@ -65,9 +69,9 @@ int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error
                             img->filename);
     int ret;
     if (img->drv->resize) {
-        ret = img->drv->resize(img, size, prealloc, errp);
+        ret = img->drv->resize(img, size, prealloc, dry_run, errp);
     } else if (size >= img->size && prealloc == IC_PREALLOC_OFF && img->drv->truncate) {
-        ret = size == img->size ? 0 : img->drv->truncate(img, size, errp);
+        ret = size == img->size || dry_run ? 0 : img->drv->truncate(img, size, errp);
     } else {
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s cannot be resized this way", img->filename,
@@ -76,6 +80,16 @@ int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error
     if (ret < 0)
         ic_error_prepend(errp, "%s", img->filename);
     return ret;
+}
+
+int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp)
+{
+    return resize(img, size, prealloc, false, errp);
+}
+
+int ic_image_resize_check(ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp)
+{
+    return resize(img, size, prealloc, true, errp);
 }
 
 int ic_resize_fill(ic_io *io, uint64_t off, uint64_t len, ic_prealloc mode)

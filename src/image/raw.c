@@ -157,12 +157,14 @@ static int raw_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
 
 /* qemu's raw-format/file-posix truncate: any size (no alignment), shrink
  * by truncating, falloc/full for the new area, no metadata mode. */
-static int raw_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
+static int raw_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
                       ic_error **errp)
 {
     if (prealloc == IC_PREALLOC_METADATA)
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "Unsupported preallocation mode: metadata");
+    if (dry_run)
+        return 0;
     uint64_t old = img->size;
     int ret = 0;
     if (size > old && prealloc != IC_PREALLOC_OFF)

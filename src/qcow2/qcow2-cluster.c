@@ -1976,7 +1976,7 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
     int ret = prepare_write(img);
     if (ret < 0)
         return ret;
-    uint64_t cs = s->cluster_size, mb = max_batch(s), file_end = 0;
+    uint64_t cs = s->cluster_size, mb = max_batch(s);
     uint32_t tbits = s->cluster_bits + s->l2_bits;
     uint32_t *idx = malloc((size_t)s->l2_entries * sizeof(*idx));
     if (!idx)
@@ -2017,7 +2017,16 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
                 ret = (int)host;
                 break;
             }
-            ret = ic_resize_fill(img->file, (uint64_t)host, k * cs, mode);
+            /* The clusters exist in the file before any entry names them:
+             * a table written after a later failure must not point past
+             * the end of the file. */
+            uint64_t hend = (uint64_t)host + k * cs;
+            if (mode == IC_PREALLOC_FALLOC || mode == IC_PREALLOC_FULL) {
+                ret = ic_resize_fill(img->file, (uint64_t)host, k * cs, mode);
+            } else {
+                int64_t fsz = ic_io_get_size(img->file);
+                ret = fsz < 0 ? (int)fsz : (uint64_t)fsz < hend ? ic_io_truncate(img->file, hend) : 0;
+            }
             for (uint64_t x = 0; x < k && ret == 0; x++) {
                 uint32_t ci = idx[j + x];
                 uint64_t e = qcow2_l2_get(s, l2, ci);
@@ -2026,21 +2035,12 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
                 qcow2_l2_set(s, l2, ci, ((uint64_t)host + x * cs) | QCOW2_OFLAG_COPIED | keep);
             }
             qcow2_cache_mark_dirty(&s->l2_cache, l2);
-            file_end = IC_MAX(file_end, (uint64_t)host + k * cs);
             j += (uint32_t)k;
         }
         qcow2_cache_put(&s->l2_cache, &l2);
         pos = tend;
     }
     free(idx);
-    if (ret == 0) {
-        /* the data clusters exist in the file before any table names them */
-        int64_t fsz = ic_io_get_size(img->file);
-        if (fsz < 0)
-            ret = (int)fsz;
-        else if ((uint64_t)fsz < file_end)
-            ret = ic_io_truncate(img->file, file_end);
-    }
     if (ret == 0)
         ret = qcow2_flush_metadata(img);
     return ret;

@@ -177,18 +177,24 @@ static int shrink(struct ic_image *img, uint64_t size, ic_error **errp)
         img->state = IC_IMAGE_ERROR;
         return fail(img, ret, errp, "cannot free the dropped clusters");
     }
+    /* Cutting the file after its last used cluster only tidies: the
+     * shrink is complete before it; a failure is still reported (the
+     * image keeps its new size and at worst unused space). */
     uint64_t end = 0;
     int64_t fsz = ic_io_get_size(img->file);
-    /* Cutting the file is tidying only (qemu ignores its failure too). */
-    if (fsz > 0 && used_end(img, &end) == 0 && end && end < (uint64_t)fsz &&
-        ic_io_truncate(img->file, end) == 0) {
-        ret = ic_io_flush(img->file);
-        (void)ret; /* the metadata is durable already; only the cut may not be */
+    ret = fsz < 0 ? (int)fsz : used_end(img, &end);
+    if (ret == 0 && end && end < (uint64_t)fsz) {
+        ret = ic_io_truncate(img->file, end);
+        if (ret == 0)
+            ret = ic_io_flush(img->file);
     }
+    if (ret < 0)
+        return fail(img, ret, errp, "shrunk, but cannot cut the file after its last cluster");
     return 0;
 }
 
-int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp)
+int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
+                 ic_error **errp)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (size % 512)
@@ -206,7 +212,7 @@ int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_e
         if (prealloc != IC_PREALLOC_OFF)
             return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                                 "Preallocation can't be used for shrinking an image");
-        return shrink(img, size, errp);
+        return dry_run ? 0 : shrink(img, size, errp);
     }
     if (size == img->size)
         return 0;
@@ -217,6 +223,8 @@ int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_e
     if (s->h.version < 3 && ic_resize_backing_shows(img, img->size))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "Failed to zero out new clusters: Operation not supported");
+    if (dry_run)
+        return 0;
     int ret = grow(img, size, prealloc, errp);
     if (ret < 0)
         return ret;

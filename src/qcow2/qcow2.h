@@ -462,7 +462,8 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
 /* ---- qcow2-resize.c ----------------------------------------------------- */
 
 /* The driver's resize op (qemu-img resize). */
-int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, ic_error **errp);
+int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
+                 ic_error **errp);
 
 /* ---- qcow2-measure.c ---------------------------------------------------- */
 

@@ -503,7 +503,7 @@ static int qed_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
  * only growing, without preallocation, and never where the backing file
  * would show through (qemu asks for zeroed new clusters there, which QED's
  * truncate does not offer).  qemu's messages and order. */
-static int qed_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
+static int qed_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
                       ic_error **errp)
 {
     struct qed_state *s = qed_state_of(img);
@@ -518,7 +518,7 @@ static int qed_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc,
     if (size < s->header.image_size)
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "Shrinking images is currently not supported");
-    if (size == s->header.image_size)
+    if (size == s->header.image_size || dry_run)
         return 0;
     return qed_truncate(img, size, errp);
 }

@@ -10,7 +10,9 @@
  *   - read the pattern up to the smaller of the two sizes, and zeroes over
  *     the area a grow added.
  * Growing with 512-byte clusters and 64-bit refcounts makes the L1 table
- * grow and, with metadata preallocation, the refcount table too.
+ * grow (up to a table longer than one refblock's range, whose refblocks
+ * then live past it) and, with metadata preallocation, the refcount table
+ * too.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -149,6 +151,9 @@ static void test_qcow2_resize_crash__a_grow_growing_the_l1_table_keeps_the_old_o
     (void)state;
     run_scenario("grow, L1 grows", "cluster_size=512,refcount_bits=64", 256 << 10, 8 << 20,
                  IC_PREALLOC_OFF);
+    /* a 32 KiB L1 table: 64 clusters, longer than one refblock's range */
+    run_scenario("grow, L1 longer than a refblock range", "cluster_size=512,refcount_bits=64",
+                 256 << 10, 128 << 20, IC_PREALLOC_OFF);
 }
 
 static void test_qcow2_resize_crash__a_preallocating_grow_growing_the_reftable_leaks_at_worst(

@@ -177,6 +177,12 @@ static void mark_any(struct fmt_fault_scenario *sc)
         memset(sc->state + sc->any_off, B_ANY, (size_t)sc->any_len);
 }
 
+/* Steps that change the virtual size and write no guest data. */
+static bool size_step(enum fmt_step_kind k)
+{
+    return k == FMT_TRUNCATE || k == FMT_RESIZE;
+}
+
 /* Resets the model to the state before the pre steps; the buffers are
  * allocated once per scenario (design note 2). */
 static void model_init(struct fmt_fault_scenario *sc)
@@ -186,7 +192,7 @@ static void model_init(struct fmt_fault_scenario *sc)
     if (!sc->want) {
         sc->cap = sc->size;
         for (size_t i = 0; i < sc->nsteps; i++)
-            if (sc->steps[i].kind == FMT_TRUNCATE && sc->steps[i].len > sc->cap)
+            if (size_step(sc->steps[i].kind) && sc->steps[i].len > sc->cap)
                 sc->cap = sc->steps[i].len;
         sc->want = calloc(1, (size_t)sc->cap);
         sc->alt = calloc(1, (size_t)sc->cap);
@@ -238,6 +244,7 @@ static void step_result(const struct fmt_fault_scenario *sc, const struct fmt_st
         break;
     }
     case FMT_TRUNCATE:
+    case FMT_RESIZE:
         break;
     }
 }
@@ -246,7 +253,7 @@ static void step_result(const struct fmt_fault_scenario *sc, const struct fmt_st
 static void model_apply(struct fmt_fault_scenario *sc, const struct fmt_step *st,
                         const uint8_t *data, bool durable)
 {
-    if (st->kind == FMT_TRUNCATE) {
+    if (size_step(st->kind)) {
         if (durable) {
             sc->size_old = sc->size_new = st->len;
             sc->size_certain = true;
@@ -306,6 +313,8 @@ static int do_step(ic_image *img, const struct fmt_step *st, const uint8_t *data
         return ic_image_pwrite_compressed(img, data, (size_t)st->len, st->off, errp);
     case FMT_TRUNCATE:
         return ic_image_truncate(img, st->len, errp);
+    case FMT_RESIZE:
+        return ic_image_resize(img, st->len, (ic_prealloc)st->off, errp);
     }
     return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "bad step");
 }
@@ -316,7 +325,7 @@ static uint64_t max_step_len(const struct fmt_fault_scenario *sc)
     for (size_t i = 0; i < sc->npre; i++)
         m = IC_MAX(m, sc->pre[i].len);
     for (size_t i = 0; i < sc->nsteps; i++)
-        if (sc->steps[i].kind != FMT_TRUNCATE)
+        if (!size_step(sc->steps[i].kind))
             m = IC_MAX(m, sc->steps[i].len);
     return m;
 }
@@ -422,7 +431,7 @@ static int fault_run(struct tu_loop_ctx *ctx, ic_error **errp)
     for (size_t i = 0; i < sc->nsteps; i++) {
         const struct fmt_step *st = &sc->steps[i];
         ic_error *err = NULL;
-        if (st->kind != FMT_TRUNCATE)
+        if (!size_step(st->kind))
             step_data(sc, i, buf, st->len);
         int r = do_step(img, st, buf, &err);
         if (r == 0)

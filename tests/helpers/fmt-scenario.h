@@ -56,6 +56,7 @@ enum fmt_step_kind {
     FMT_DISCARD,       /* whole clusters read as zeroes (or backing on v2) */
     FMT_COMPRESSED,    /* compressible data, ic_image_pwrite_compressed */
     FMT_TRUNCATE,      /* resize: len is the new virtual size */
+    FMT_RESIZE,        /* ic_image_resize: len the new size, off the ic_prealloc mode */
 };
 
 struct fmt_step {

@@ -21,10 +21,10 @@ flatmap() { # FMT FILE
 same_create() {
     _d=$1; _f=$2; _o=$3; _s=$4
     rm -f "q.$_f" "i.$_f"
-    qimg create -f "$_f" -o "$_o" "q.$_f" "$_s" 2>&1 | sed 's/^qemu-img: q/X: /; s/q\./X./' >q.out; _qrc=$?
-    qimg create -f "$_f" -o "$_o" "q.$_f" "$_s" >/dev/null 2>&1; _qrc=$?
-    ic create -f "$_f" -o "$_o" "i.$_f" "$_s" 2>&1 | sed 's/^imgchain: i/X: /; s/i\./X./' >i.out
-    ic create -f "$_f" -o "$_o" "i2.$_f" "$_s" >/dev/null 2>&1; _irc=$?; rm -f "i2.$_f"
+    qimg create -f "$_f" -o "$_o" "q.$_f" "$_s" >q.raw-out 2>&1; _qrc=$?
+    ic create -f "$_f" -o "$_o" "i.$_f" "$_s" >i.raw-out 2>&1; _irc=$?
+    sed 's/^qemu-img: q/X: /; s/q\./X./' q.raw-out >q.out
+    sed 's/^imgchain: i/X: /; s/i\./X./' i.raw-out >i.out
     _why=""
     [ "$_qrc" = "$_irc" ] || _why="$_why exit $_irc, qemu-img $_qrc;"
     cmp -s q.out i.out || _why="$_why output differs;"

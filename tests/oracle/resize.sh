@@ -39,10 +39,12 @@ vsize() { qimg info -f "$FMT" --output=json "$1" | sed -n 's/.*"virtual-size": \
 # last argument names "img"); everything listed at the top must agree.
 same_resize() {
     _d=$1; shift
+    cp "$T/i/img" "$T/i.before"
     (cd "$T/q" && qimg resize "$@") >"$T/q.out" 2>"$T/q.err"; _qrc=$?
     (cd "$T/i" && ic resize "$@") >"$T/i.out" 2>"$T/i.err"; _irc=$?
     _why=""
     [ "$_qrc" = "$_irc" ] || _why="$_why exit $_irc, qemu-img $_qrc;"
+    [ "$_irc" = 0 ] || cmp -s "$T/i.before" "$T/i/img" || _why="$_why the refusal changed the file;"
     cmp -s "$T/q.out" "$T/i.out" || _why="$_why stdout differs;"
     sed -n 's/^qemu-img: //p' "$T/q.err" >"$T/q.msgs"
     while IFS= read -r _m; do
@@ -100,6 +102,7 @@ done
 # qcow2 with a small cluster: the L1 table and the refcount table both grow
 setup qcow2 cluster_size=512 1M "$DATA1"
 same_resize "512-byte clusters: grow 1M -> 64M (the L1 table grows 64-fold)" -f qcow2 img 64M
+same_resize "512-byte clusters: grow to 2G (an L1 table longer than a refblock's range)" -f qcow2 img 2G
 same_resize "512-byte clusters: metadata preallocation of 48M (the refcount table grows)" \
     --preallocation=metadata -f qcow2 img +48M
 expect "512-byte clusters: the grown image still reads its data" \
@@ -153,6 +156,17 @@ same_resize "v3 with an internal snapshot: shrink" --shrink -f qcow2 img 2M
 qimg convert -l s1 -O raw "$T/q/img" "$T/q/s1.raw"
 qimg convert -l s1 -O raw "$T/i/img" "$T/i/s1.raw"
 expect "v3 with an internal snapshot: the snapshot reads as before" cmp -s "$T/q/s1.raw" "$T/i/s1.raw"
+
+# beyond qemu-img: persistent dirty bitmaps are refused (imgchain cannot
+# resize them), before anything is written
+setup qcow2 "" 4M "$DATA1"
+qimg bitmap --add "$T/i/img" b0
+cp "$T/i/img" "$T/i.before"
+expect_out "an image with a persistent bitmap is refused, saying so" 'persistent dirty bitmap' \
+    ic resize "$T/i/img" 8M
+expect "... and the file is unchanged, byte for byte" cmp -s "$T/i.before" "$T/i/img"
+expect "... and qemu-img still sees a consistent bitmap" \
+    sh -c "! qemu-img info '$T/i/img' 2>&1 | grep -q 'lacking bitmap support\|inconsistent'"
 
 # beyond qemu-img: a shrink lists the data it drops
 setup qcow2 "" 8M 'write -P 1 0 1M' 'write -P 2 5M 64k' 'write -P 3 6M 1M' 'write -z 7M 64k'
