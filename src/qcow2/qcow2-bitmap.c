@@ -31,6 +31,12 @@
  *     open needs bitmaps qemu can load (the refcount rebuild must count
  *     their clusters) and sets bitmaps_guard: every driver op that would
  *     change guest data or snapshots is refused with the same message.
+ *  5. Storing (qcow2_bitmaps_store) never writes over anything the header
+ *     reaches: new data clusters, new tables and a new directory go to
+ *     free clusters, the refcounts and everything else are flushed, then
+ *     one header write switches the extension to the new directory; the
+ *     old structures are freed after it.  A crash before the switch leaves
+ *     the old directory (and leaked clusters), after it the new one.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -314,4 +320,121 @@ int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp)
         ic_error_free(err);
     }
     return ret;
+}
+
+/* Serialized size of @d (entries padded to 8 bytes, no extra data). */
+static uint64_t dir_bytes(const struct qcow2_bitmap_dir *d)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < d->nb; i++)
+        n += IC_ALIGN_UP((uint64_t)QCOW2_BME_HEADER_LEN + strlen(d->bm[i].name), 8);
+    return n;
+}
+
+static void dir_serialize(const struct qcow2_bitmap_dir *d, uint8_t *buf)
+{
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < d->nb; i++) {
+        const struct qcow2_bitmap *b = &d->bm[i];
+        size_t nlen = strlen(b->name);
+        uint8_t *e = buf + pos;
+        ic_store_be64(e + QCOW2_BME_TABLE_OFFSET, b->table_offset);
+        ic_store_be32(e + QCOW2_BME_TABLE_SIZE, b->table_size);
+        ic_store_be32(e + QCOW2_BME_FLAGS, b->flags);
+        e[QCOW2_BME_TYPE] = QCOW2_BME_TYPE_DIRTY;
+        e[QCOW2_BME_GRANULARITY] = b->granularity_bits;
+        ic_store_be16(e + QCOW2_BME_NAME_SIZE, (uint16_t)nlen);
+        ic_store_be32(e + QCOW2_BME_EXTRA_SIZE, 0);
+        memcpy(e + QCOW2_BME_HEADER_LEN, b->name, nlen);
+        pos += IC_ALIGN_UP((uint64_t)QCOW2_BME_HEADER_LEN + nlen, 8);
+    }
+}
+
+int qcow2_bitmaps_store(struct ic_image *img, struct qcow2_bitmap_dir *d,
+                        struct qcow2_bitmap_bits *const *bits, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t old_dir_off = s->bitmap_dir_offset, old_dir_size = s->bitmap_dir_size;
+    struct qcow2_bitmap *old = calloc(d->nb ? d->nb : 1, sizeof(*old));
+    if (!old)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    memcpy(old, d->bm, d->nb * sizeof(*old));
+    int ret = 0;
+    /* 1. new data and tables, in free clusters */
+    for (uint32_t i = 0; i < d->nb && ret == 0; i++) {
+        if (!bits[i])
+            continue;
+        struct qcow2_bitmap *b = &d->bm[i];
+        uint64_t *table = calloc(b->table_size, sizeof(*table));
+        if (!table) {
+            ret = -ENOMEM;
+            break;
+        }
+        ret = qcow2_bitmap_data_store(img, bits[i], table, b->table_size);
+        if (ret == 0)
+            ret = qcow2_bitmap_table_store(img, table, b->table_size, &b->table_offset);
+        free(table);
+    }
+    /* 2. the new directory */
+    uint64_t size = dir_bytes(d);
+    int64_t dir_off = -EINVAL;
+    if (ret == 0 && (size == 0 || size > QCOW2_MAX_BITMAP_DIR || d->nb > QCOW2_MAX_BITMAPS))
+        ret = -EINVAL;
+    if (ret == 0) {
+        uint8_t *buf = calloc(1, (size_t)IC_ALIGN_UP(size, (uint64_t)s->cluster_size));
+        if (!buf)
+            ret = -ENOMEM;
+        if (ret == 0) {
+            dir_serialize(d, buf);
+            dir_off = qcow2_alloc_clusters(img, qcow2_size_to_clusters(s, size));
+            if (dir_off < 0)
+                ret = (int)dir_off;
+        }
+        if (ret == 0) {
+            ic_io_event(img->file, IC_EV_BITMAP_DIR_WRITE);
+            ret = ic_io_pwrite(img->file, buf, (size_t)size, (uint64_t)dir_off);
+        }
+        free(buf);
+    }
+    /* 3. everything the new directory reaches is durable, refcounts first */
+    if (ret == 0)
+        ret = qcow2_flush_metadata(img);
+    if (ret < 0) {
+        /* the header still names the old directory: new clusters leak */
+        memcpy(d->bm, old, d->nb * sizeof(*old));
+        free(old);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "cannot store the persistent dirty bitmaps: %s", strerror(-ret));
+    }
+    /* 4. the switch: one header write */
+    uint8_t ext[QCOW2_BITMAPS_EXT_LEN];
+    memcpy(ext, s->bitmaps_ext, sizeof(ext));
+    ic_store_be32(s->bitmaps_ext, d->nb);
+    ic_store_be32(s->bitmaps_ext + 4, 0);
+    ic_store_be64(s->bitmaps_ext + 8, size);
+    ic_store_be64(s->bitmaps_ext + 16, (uint64_t)dir_off);
+    ic_io_event(img->file, IC_EV_HEADER_EXT_UPDATE);
+    ret = qcow2_update_header(img);
+    if (ret == 0)
+        ret = ic_io_flush(img->file);
+    if (ret < 0) {
+        memcpy(s->bitmaps_ext, ext, sizeof(ext));
+        memcpy(d->bm, old, d->nb * sizeof(*old));
+        free(old);
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "cannot store the persistent dirty bitmaps: %s", strerror(-ret));
+    }
+    s->nb_bitmaps = d->nb;
+    s->bitmap_dir_size = size;
+    s->bitmap_dir_offset = (uint64_t)dir_off;
+    /* 5. the old structures are unreferenced now */
+    ret = qcow2_free_clusters(img, old_dir_off, old_dir_size);
+    for (uint32_t i = 0; i < d->nb && ret == 0; i++)
+        if (bits[i])
+            ret = qcow2_bitmap_table_free(img, &old[i]);
+    free(old);
+    if (ret < 0)
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "the old bitmaps could "
+                            "not be freed (they leak): %s", strerror(-ret));
+    return 0;
 }

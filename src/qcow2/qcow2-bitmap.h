@@ -54,6 +54,8 @@ enum {
 
 /* ---- in-memory form -------------------------------------------------------- */
 
+struct qcow2_bitmap_bits; /* qcow2-bitmap-data.c */
+
 /* One directory entry as read (CPU-endian). */
 struct qcow2_bitmap {
     char *name;                 /* up to the first NUL of the name field */
@@ -108,6 +110,15 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
  * and recorded as the data-path error (ic_image_fail) when not. */
 int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp);
 
+/* Makes @d the image's bitmap directory, crash-safely (design note 5):
+ * each bitmap with bits[i] gets new data clusters and a new table written
+ * from bits[i] (d->bm[i].table_offset is updated); the others keep their
+ * table.  Flags, granularities and names are written as @d has them.  The
+ * old directory, and the old tables and data of the re-stored bitmaps,
+ * are freed once the header names the new directory. */
+int qcow2_bitmaps_store(struct ic_image *img, struct qcow2_bitmap_dir *d,
+                        struct qcow2_bitmap_bits *const *bits, ic_error **errp);
+
 /* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
 
 /* qemu's check_table_entry: true when @entry may appear in a bitmap table
@@ -123,6 +134,13 @@ uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint8_t granularity_
  * entry is invalid. */
 int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
                             uint64_t **table, ic_error **errp);
+/* Writes @table (@n entries) big-endian to newly allocated clusters;
+ * the offset in *offset.  No flush. */
+int qcow2_bitmap_table_store(struct ic_image *img, const uint64_t *table, uint32_t n,
+                             uint64_t *offset);
+/* Frees @bm's data clusters and table (once nothing on disk refers to
+ * them). */
+int qcow2_bitmap_table_free(struct ic_image *img, const struct qcow2_bitmap *bm);
 
 /* ---- qcow2-bitmap-data.c ----------------------------------------------------- */
 
@@ -144,6 +162,11 @@ void qcow2_bitmap_bits_mark(struct qcow2_bitmap_bits *b, uint64_t off, uint64_t 
 /* Reads consistent bitmap @bm's data (qemu's load_bitmap_data). */
 int qcow2_bitmap_data_load(struct ic_image *img, const struct qcow2_bitmap *bm,
                            struct qcow2_bitmap_bits *out, ic_error **errp);
+/* Writes @b's data to newly allocated clusters, one per table entry whose
+ * bits are not all zero, and fills @table (@table_size entries; all-zero
+ * chunks get entry 0).  No flush. */
+int qcow2_bitmap_data_store(struct ic_image *img, const struct qcow2_bitmap_bits *b,
+                            uint64_t *table, uint32_t table_size);
 /* The first dirty extent at or after guest byte @from, clipped to
  * @virtual_size: false when there is none. */
 bool qcow2_bitmap_next_extent(const struct qcow2_bitmap_bits *b, uint64_t virtual_size,
