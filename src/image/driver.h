@@ -108,6 +108,11 @@ struct ic_driver {
      * (and a data file).  NULL: ic_io_flush(img->file). */
     int (*flush)(struct ic_image *img);
 
+    /* The flush of a clean close (ic_image_close, every writable layer):
+     * flush, then write what is kept up to date only until a clean close
+     * (qcow2's persistent dirty bitmaps).  NULL: flush. */
+    int (*finish)(struct ic_image *img);
+
     /* Status of [off, off+len) in THIS layer only.  Sets *pnum (0 < *pnum
      * <= len) to the length of the run that shares the status, *flags to
      * IC_BS_* bits and, with IC_BS_OFFSET_VALID, *map to the host offset in

@@ -185,9 +185,16 @@ int ic_image_close(ic_image *img)
     int ret = 0;
     /* Every writable layer is flushed, dirty or not: drivers keep state such
      * as QED's need-check bit or qcow2's dirty bit that a clean close clears
-     * only after everything before it is durable. */
-    if (!img->read_only && img->state != IC_IMAGE_ERROR)
-        ret = img->drv->flush ? img->drv->flush(img) : ic_io_flush(img->file);
+     * only after everything before it is durable.  A writable backing layer
+     * (commit's base) is finished here too, so its errors are reported. */
+    for (struct ic_image *l = img; l; l = l->backing) {
+        if (l->read_only || l->state == IC_IMAGE_ERROR)
+            continue;
+        int r = l->drv->finish ? l->drv->finish(l)
+                : l->drv->flush ? l->drv->flush(l) : ic_io_flush(l->file);
+        if (r < 0 && ret == 0)
+            ret = r;
+    }
     ic_image_free_chain(img);
     return ret;
 }

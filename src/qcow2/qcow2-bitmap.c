@@ -10,24 +10,24 @@
  *     and its bitmaps are lost to every reader, so there is nothing left
  *     to keep; the read-write open drops such an extension as qemu does
  *     (its clusters are then leaks that check -r frees).
- *  2. imgchain does not update bitmaps yet.  Writing guest data under a
- *     consistent bitmap without marking it would make it silently wrong,
- *     and clearing the autoclear bit (what the spec asks of a writer that
- *     does not maintain them) would throw away what a backup tool relies
- *     on.  So a read-write open of an image holding bitmaps is refused,
- *     naming them, before anything is written; read-only opens are not
- *     affected.  Bitmaps flagged in-use are included: they are kept until
- *     a bitmap tool removes them, and the refusal keeps them too.
+ *  2. Writing guest data under a consistent bitmap without marking it
+ *     would make it silently wrong, and clearing the autoclear bit (what
+ *     the spec asks of a writer that does not maintain them) would throw
+ *     away what a backup tool relies on.  So a read-write open keeps them
+ *     true (note 6) and keeps the bit; an image whose bitmaps qemu cannot
+ *     load (so neither can we keep them) is not opened read-write at all,
+ *     before anything is written.  Read-only opens read the image as
+ *     usual whatever its bitmaps.
  *  3. Parsing follows qemu's bitmap_list_load and check_dir_entry: the
  *     entry count must match the extension, the entries must fill the
  *     directory exactly, extra data is refused, and each entry must fit
  *     qemu's limits (qcow2-bitmap.h).  Every size comes from the disk and
  *     is checked before it is used; names are copied up to a NUL, as qemu
  *     copies them.
- *  4. The one exception is check and repair (an IC_OPEN_CHECK read-write
- *     open): its repairs change refcounts, COPIED flags, the snapshot
+ *  4. Check and repair (an IC_OPEN_CHECK read-write open) need no
+ *     maintenance: the repairs change refcounts, COPIED flags, the snapshot
  *     table and the dirty and corrupt bits, never what the guest reads, so
- *     every bitmap stays true and is kept with its autoclear bit.  Such an
+ *     every bitmap stays true as it is and is kept with its autoclear bit.  Such an
  *     open needs bitmaps qemu can load (the refcount rebuild must count
  *     their clusters) and sets bitmaps_guard: every driver op that would
  *     change guest data or snapshots is refused with the same message.
@@ -37,6 +37,19 @@
  *     one header write switches the extension to the new directory; the
  *     old structures are freed after it.  A crash before the switch leaves
  *     the old directory (and leaked clusters), after it the new one.
+ *  6. Maintenance, as qemu does it: a read-write open loads the data of
+ *     every enabled (auto) bitmap that is not in use; before the first
+ *     change of guest data it flags them in use on disk (a new directory,
+ *     one header switch, flushed), every write, zero write, discard and
+ *     compressed write then sets the bits of the granules it touches
+ *     before it reaches the disk, a snapshot apply or an emptying of the
+ *     image marks the whole disk, and the clean close stores them with the
+ *     flag cleared (note 5).  A crash anywhere leaves them in use, which
+ *     qemu reads as inconsistent, never as clean and wrong.  Disabled
+ *     bitmaps record nothing and in-use ones are kept exactly as they
+ *     are; neither is rewritten.  An open that changes no guest data
+ *     (rebase -u, snapshot -c/-d) writes no bitmap at all.  Resizing is
+ *     refused, as qemu refuses it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -436,5 +449,114 @@ int qcow2_bitmaps_store(struct ic_image *img, struct qcow2_bitmap_dir *d,
     if (ret < 0)
         return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret, "the old bitmaps could "
                             "not be freed (they leak): %s", strerror(-ret));
+    return 0;
+}
+
+/* ---- maintenance (design note 6) -------------------------------------------- */
+
+struct qcow2_bitmaps {
+    struct qcow2_bitmap_dir dir;
+    struct qcow2_bitmap_bits **bits;   /* [dir.nb]: the maintained ones, else NULL */
+    uint32_t nb_maintained;
+    bool in_use_on_disk;               /* the maintained ones are flagged in use */
+};
+
+void qcow2_bitmaps_free(struct qcow2_state *s)
+{
+    struct qcow2_bitmaps *m = s->bitmaps;
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->dir.nb; i++)
+        if (m->bits[i]) {
+            qcow2_bitmap_bits_free(m->bits[i]);
+            free(m->bits[i]);
+        }
+    free(m->bits);
+    qcow2_bitmap_dir_free(&m->dir);
+    free(m);
+    s->bitmaps = NULL;
+}
+
+int qcow2_bitmaps_load_rw(struct ic_image *img, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_bitmaps *m = calloc(1, sizeof(*m));
+    if (!m)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    s->bitmaps = m;
+    int ret = qcow2_bitmaps_load(img, &m->dir, errp);
+    if (ret == 0 && !(m->bits = calloc(m->dir.nb, sizeof(*m->bits))))
+        ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    for (uint32_t i = 0; ret == 0 && i < m->dir.nb; i++) {
+        const struct qcow2_bitmap *bm = &m->dir.bm[i];
+        /* disabled bitmaps record nothing and in-use ones are kept as
+         * they are: only enabled, consistent ones are maintained */
+        if (!(bm->flags & QCOW2_BME_FLAG_AUTO) || (bm->flags & QCOW2_BME_FLAG_IN_USE))
+            continue;
+        m->bits[i] = calloc(1, sizeof(*m->bits[i]));
+        if (!m->bits[i])
+            ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+        else
+            ret = qcow2_bitmap_data_load(img, bm, m->bits[i], errp);
+        if (ret == 0)
+            m->nb_maintained++;
+    }
+    if (ret < 0)
+        qcow2_bitmaps_free(s);
+    return ret;
+}
+
+int qcow2_bitmaps_begin(struct ic_image *img, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_bitmaps *m = s->bitmaps;
+    if (!m || !m->nb_maintained || m->in_use_on_disk)
+        return 0;
+    for (uint32_t i = 0; i < m->dir.nb; i++)
+        if (m->bits[i])
+            m->dir.bm[i].flags |= QCOW2_BME_FLAG_IN_USE;
+    struct qcow2_bitmap_bits **none = calloc(m->dir.nb, sizeof(*none));
+    if (!none)
+        return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    /* a new directory with the flags, no new data: one header switch */
+    int ret = qcow2_bitmaps_store(img, &m->dir, none, errp);
+    free(none);
+    if (ret < 0) {
+        for (uint32_t i = 0; i < m->dir.nb; i++)
+            if (m->bits[i])
+                m->dir.bm[i].flags &= ~QCOW2_BME_FLAG_IN_USE;
+        return ret;
+    }
+    m->in_use_on_disk = true;
+    return 0;
+}
+
+void qcow2_bitmaps_mark(struct ic_image *img, uint64_t off, uint64_t len)
+{
+    struct qcow2_bitmaps *m = qcow2_state(img)->bitmaps;
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->dir.nb; i++)
+        if (m->bits[i])
+            qcow2_bitmap_bits_mark(m->bits[i], off, len);
+}
+
+int qcow2_bitmaps_finish(struct ic_image *img, ic_error **errp)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    struct qcow2_bitmaps *m = s->bitmaps;
+    if (!m || !m->in_use_on_disk)
+        return 0;
+    for (uint32_t i = 0; i < m->dir.nb; i++)
+        if (m->bits[i])
+            m->dir.bm[i].flags &= ~QCOW2_BME_FLAG_IN_USE;
+    int ret = qcow2_bitmaps_store(img, &m->dir, m->bits, errp);
+    if (ret < 0) {
+        for (uint32_t i = 0; i < m->dir.nb; i++)
+            if (m->bits[i])
+                m->dir.bm[i].flags |= QCOW2_BME_FLAG_IN_USE;
+        return ret;
+    }
+    m->in_use_on_disk = false;
     return 0;
 }

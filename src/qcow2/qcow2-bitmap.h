@@ -119,6 +119,20 @@ int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp);
 int qcow2_bitmaps_store(struct ic_image *img, struct qcow2_bitmap_dir *d,
                         struct qcow2_bitmap_bits *const *bits, ic_error **errp);
 
+/* Maintenance for a read-write open (design note 6), state at
+ * s->bitmaps.  load_rw: loads the directory and the data of every enabled,
+ * consistent bitmap (writes nothing; fails as qemu's open fails).  begin:
+ * flags those in use on disk (new directory, one header switch) before
+ * the first change of guest data.  mark: records guest bytes [off,
+ * off+len) in each of them.  finish: stores them with the flag cleared
+ * (qcow2_bitmaps_store).  free: drops the state (a bitmap still flagged
+ * in use stays so on disk: inconsistent, never wrong). */
+int qcow2_bitmaps_load_rw(struct ic_image *img, ic_error **errp);
+int qcow2_bitmaps_begin(struct ic_image *img, ic_error **errp);
+void qcow2_bitmaps_mark(struct ic_image *img, uint64_t off, uint64_t len);
+int qcow2_bitmaps_finish(struct ic_image *img, ic_error **errp);
+void qcow2_bitmaps_free(struct qcow2_state *s);
+
 /* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
 
 /* qemu's check_table_entry: true when @entry may appear in a bitmap table
