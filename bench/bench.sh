@@ -188,6 +188,8 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
 "
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-chain.sh")
 "
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-bitmaps.sh")
+"
 fi
 
 echo
