@@ -23,6 +23,7 @@
 #ifndef IC_IMAGE_DRIVER_H
 #define IC_IMAGE_DRIVER_H
 
+#include "imgchain/bitmap.h"
 #include "imgchain/image.h"
 #include "util/opts.h"
 
@@ -130,6 +131,15 @@ struct ic_driver {
      * (qemu-img check's exit code 63). */
     int (*check)(struct ic_image *img, unsigned fix, ic_check_report_fn report, void *payload,
                  ic_check_result *res, ic_error **errp);
+
+    /* Persistent dirty bitmaps (imgchain/bitmap.h).  For IC_BITMAP_MERGE
+     * the source's dirty extents come as @ext (@next [start, length]
+     * pairs).  NULL: -ENOTSUP. */
+    int (*bitmap_change)(struct ic_image *img, ic_bitmap_action action, const char *name,
+                         uint64_t granularity, const uint64_t (*ext)[2], size_t next,
+                         ic_error **errp);
+    int (*bitmap_dump)(struct ic_image *img, const char *name, ic_bitmap_extent_fn fn,
+                       void *payload, ic_error **errp);
 
     /* Internal snapshots.  NULL: -ENOTSUP. */
     int (*snapshot_create)(struct ic_image *img, const ic_snapshot_info *sn, ic_error **errp);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgchain/bitmap.h"
 #include "qcow2.h"
 
 /* ---- bitmap directory entry (docs/interop/qcow2.txt, "Bitmap directory") */
@@ -132,6 +133,13 @@ int qcow2_bitmaps_begin(struct ic_image *img, ic_error **errp);
 void qcow2_bitmaps_mark(struct ic_image *img, uint64_t off, uint64_t len);
 int qcow2_bitmaps_finish(struct ic_image *img, ic_error **errp);
 void qcow2_bitmaps_free(struct qcow2_state *s);
+
+/* The driver ops bitmap_change and bitmap_dump (imgchain/bitmap.h). */
+int qcow2_bitmap_change(struct ic_image *img, ic_bitmap_action action, const char *name,
+                        uint64_t granularity, const uint64_t (*ext)[2], size_t next,
+                        ic_error **errp);
+int qcow2_bitmap_dump(struct ic_image *img, const char *name, ic_bitmap_extent_fn fn,
+                      void *payload, ic_error **errp);
 
 /* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
 

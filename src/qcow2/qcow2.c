@@ -1775,5 +1775,7 @@ const struct ic_driver ic_driver_qcow2 = {
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .change_backing = guarded_change_backing,
     .make_empty = guarded_make_empty,
+    .bitmap_change = qcow2_bitmap_change,
+    .bitmap_dump = qcow2_bitmap_dump,
     .get_info = qcow2_get_info,
 };

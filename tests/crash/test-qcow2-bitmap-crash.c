@@ -1,6 +1,7 @@
 /*
  * test-qcow2-bitmap-crash.c - crash at every flush of writes, snapshot
- * apply and commit into an image holding persistent dirty bitmaps
+ * apply, commit, and bitmap changes (add, merge, remove, clear between
+ * writes) on an image holding persistent dirty bitmaps
  * (CONVENTIONS.md section 4).
  *
  * The survivor must have no corruption, and every bitmap must still load
@@ -21,6 +22,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "imgchain/bitmap.h"
 #include "imgchain/chain-edit.h"
 #include "imgchain/snapshot.h"
 #include "qcow2/qcow2.h"
@@ -29,7 +31,7 @@
 
 #define DISK (8u << 20)
 
-enum op { OP_WRITES, OP_APPLY, OP_COMMIT };
+enum op { OP_WRITES, OP_APPLY, OP_COMMIT, OP_CHANGE };
 
 struct scenario {
     enum op op;
@@ -100,6 +102,21 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
         return ret;
     if (sc->op == OP_APPLY) {
         ret = ic_snapshot_apply(img, "s0", errp);
+    } else if (sc->op == OP_CHANGE) {
+        /* bitmap changes between writes: add, merge, remove, clear */
+        uint8_t buf[70000];
+        memset(buf, 0x6b, sizeof(buf));
+        ret = ic_bitmap_change(img, IC_BITMAP_ADD, "new", 4096, NULL, NULL, errp);
+        if (ret == 0)
+            ret = ic_image_pwrite(img, buf, sizeof(buf), 3000000, errp);
+        if (ret == 0)
+            ret = ic_bitmap_change(img, IC_BITMAP_MERGE, "def", 0, NULL, "fine", errp);
+        if (ret == 0)
+            ret = ic_bitmap_change(img, IC_BITMAP_REMOVE, "coarse", 0, NULL, NULL, errp);
+        if (ret == 0)
+            ret = ic_image_pwrite(img, buf, sizeof(buf), 6000000, errp);
+        if (ret == 0)
+            ret = ic_bitmap_change(img, IC_BITMAP_CLEAR, "off", 0, NULL, NULL, errp);
     } else {
         uint8_t *buf = malloc(300000);
         assert_non_null(buf);
@@ -164,8 +181,9 @@ static int verify(struct tu_loop_ctx *ctx, ic_error **errp)
         }
         qcow2_bitmap_bits_free(&b);
     }
-    if (ret == 0 && d.nb != 4)
-        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "%" PRIu32 " bitmaps left, not 4", d.nb);
+    /* a change adds one and removes one: 4 or 5 in between */
+    if (ret == 0 && (d.nb < 4 || d.nb > (sc->op == OP_CHANGE ? 5u : 4u)))
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "%" PRIu32 " bitmaps left", d.nb);
     ic_image_close(img);
     qcow2_bitmap_dir_free(&d);
     free(now);
@@ -226,6 +244,12 @@ static void test_qcow2_bitmap_crash__commit_never_leaves_a_clean_bitmap_missing_
     crash(OP_COMMIT, "cluster_size=65536", "bitmap commit");
 }
 
+static void test_qcow2_bitmap_crash__bitmap_changes_never_leave_a_clean_bitmap_missing_one(void **state)
+{
+    (void)state;
+    crash(OP_CHANGE, "cluster_size=65536", "bitmap add, merge, remove, clear");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap_crash__writes_with_extended_l2),
         cmocka_unit_test(test_qcow2_bitmap_crash__snapshot_apply_never_leaves_a_clean_bitmap_missing_one),
         cmocka_unit_test(test_qcow2_bitmap_crash__commit_never_leaves_a_clean_bitmap_missing_one),
+        cmocka_unit_test(test_qcow2_bitmap_crash__bitmap_changes_never_leave_a_clean_bitmap_missing_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
