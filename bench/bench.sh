@@ -190,6 +190,8 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
 "
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-domain.sh")
 "
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-bitmaps.sh")
+"
 fi
 
 echo

@@ -12,6 +12,7 @@
 #include "chain.h"
 #include "chain-edit.h"
 #include "snapshot.h"
+#include "bitmap.h"
 #include "snapmeta.h"
 #include "xml.h"
 #include "domain.h"

@@ -256,6 +256,12 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
     if (ret < 0)
         goto fail_close;
     base = parent->backing;
+    /* A base that cannot grow (a qcow2 image holding bitmaps, as in qemu)
+     * refuses here, before the journal exists and before any write; growing
+     * changes no view (past its old end the base read as zeroes). */
+    if (!resuming && base->size < top->size &&
+        (ret = ic_image_truncate(base, top->size, errp)) < 0)
+        goto fail_close;
     if (!o.no_dependents_scan && !resuming)
         warn_other_users(path, top, base, &o);
 

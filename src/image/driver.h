@@ -23,6 +23,7 @@
 #ifndef IC_IMAGE_DRIVER_H
 #define IC_IMAGE_DRIVER_H
 
+#include "imgchain/bitmap.h"
 #include "imgchain/image.h"
 #include "util/opts.h"
 
@@ -123,6 +124,11 @@ struct ic_driver {
      * (and a data file).  NULL: ic_io_flush(img->file). */
     int (*flush)(struct ic_image *img);
 
+    /* The flush of a clean close (ic_image_close, every writable layer):
+     * flush, then write what is kept up to date only until a clean close
+     * (qcow2's persistent dirty bitmaps).  NULL: flush. */
+    int (*finish)(struct ic_image *img);
+
     /* Status of [off, off+len) in THIS layer only.  Sets *pnum (0 < *pnum
      * <= len) to the length of the run that shares the status, *flags to
      * IC_BS_* bits and, with IC_BS_OFFSET_VALID, *map to the host offset in
@@ -156,6 +162,15 @@ struct ic_driver {
      * (qemu-img check's exit code 63). */
     int (*check)(struct ic_image *img, unsigned fix, ic_check_report_fn report, void *payload,
                  ic_check_result *res, ic_error **errp);
+
+    /* Persistent dirty bitmaps (imgchain/bitmap.h).  For IC_BITMAP_MERGE
+     * the source's dirty extents come as @ext (@next [start, length]
+     * pairs).  NULL: -ENOTSUP. */
+    int (*bitmap_change)(struct ic_image *img, ic_bitmap_action action, const char *name,
+                         uint64_t granularity, const uint64_t (*ext)[2], size_t next,
+                         ic_error **errp);
+    int (*bitmap_dump)(struct ic_image *img, const char *name, ic_bitmap_extent_fn fn,
+                       void *payload, ic_error **errp);
 
     /* Internal snapshots.  NULL: -ENOTSUP. */
     int (*snapshot_create)(struct ic_image *img, const ic_snapshot_info *sn, ic_error **errp);

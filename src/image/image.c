@@ -235,9 +235,16 @@ int ic_image_close(ic_image *img)
     int ret = 0;
     /* Every writable layer is flushed, dirty or not: drivers keep state such
      * as QED's need-check bit or qcow2's dirty bit that a clean close clears
-     * only after everything before it is durable. */
-    if (!img->read_only && img->state != IC_IMAGE_ERROR)
-        ret = flush_layer(img);
+     * only after everything before it is durable.  A writable backing layer
+     * (commit's base) is finished here too, so its errors are reported. */
+    for (struct ic_image *l = img; l; l = l->backing) {
+        if (l->read_only || l->state == IC_IMAGE_ERROR)
+            continue;
+        int r = l->drv->finish ? l->drv->finish(l)
+                : flush_layer(l);
+        if (r < 0 && ret == 0)
+            ret = r;
+    }
     ic_image_free_chain(img);
     return ret;
 }

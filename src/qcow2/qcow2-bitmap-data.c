@@ -178,3 +178,41 @@ bool qcow2_bitmap_next_extent(const struct qcow2_bitmap_bits *b, uint64_t virtua
     *len = end - s0;
     return true;
 }
+
+int qcow2_bitmap_data_store(struct ic_image *img, const struct qcow2_bitmap_bits *b,
+                            uint64_t *table, uint32_t table_size)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t per_cluster = (uint64_t)s->cluster_size * 8;
+    uint8_t *buf = malloc(s->cluster_size);
+    if (!buf)
+        return -ENOMEM;
+    int ret = 0;
+    memset(table, 0, (size_t)table_size * sizeof(*table));
+    for (uint32_t i = 0; i < table_size && ret == 0; i++) {
+        uint64_t first = (uint64_t)i * per_cluster;
+        if (first >= b->nbits)
+            break;
+        uint64_t nb = IC_MIN(per_cluster, b->nbits - first);
+        bool any = false;
+        memset(buf, 0, s->cluster_size);
+        for (uint64_t k = 0; k < (nb + 7) / 8; k++) {
+            uint64_t n = first + 8 * k;
+            buf[k] = (uint8_t)(b->w[n / 64] >> (n % 64));
+            any |= buf[k] != 0;
+        }
+        /* an all-zero chunk needs no cluster (entry 0), as qemu stores it */
+        if (!any)
+            continue;
+        int64_t off = qcow2_alloc_clusters(img, 1);
+        if (off < 0) {
+            ret = (int)off;
+            break;
+        }
+        table[i] = (uint64_t)off;
+        ic_io_event(img->file, IC_EV_BITMAP_DATA_WRITE);
+        ret = ic_io_pwrite(img->file, buf, s->cluster_size, (uint64_t)off);
+    }
+    free(buf);
+    return ret;
+}

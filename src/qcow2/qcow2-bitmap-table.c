@@ -93,3 +93,44 @@ int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
     *table = t;
     return 0;
 }
+
+int qcow2_bitmap_table_store(struct ic_image *img, const uint64_t *table, uint32_t n,
+                             uint64_t *offset)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t bytes = (uint64_t)n * 8; /* n <= 2^27 */
+    uint64_t alloc = IC_ALIGN_UP(bytes, (uint64_t)s->cluster_size);
+    uint8_t *raw = calloc(1, (size_t)alloc);
+    if (!raw)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        ic_store_be64(raw + 8 * (size_t)i, table[i]);
+    int64_t off = qcow2_alloc_clusters(img, alloc >> s->cluster_bits);
+    int ret = off < 0 ? (int)off : 0;
+    if (ret == 0) {
+        ic_io_event(img->file, IC_EV_BITMAP_TABLE_WRITE);
+        ret = ic_io_pwrite(img->file, raw, (size_t)alloc, (uint64_t)off);
+    }
+    free(raw);
+    if (ret == 0)
+        *offset = (uint64_t)off;
+    return ret;
+}
+
+int qcow2_bitmap_table_free(struct ic_image *img, const struct qcow2_bitmap *bm)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t *t = NULL;
+    int ret = qcow2_bitmap_table_load(img, bm, &t, NULL);
+    if (ret < 0)
+        return ret;
+    for (uint32_t i = 0; i < bm->table_size && ret == 0; i++) {
+        uint64_t off = t[i] & QCOW2_BMT_OFFSET_MASK;
+        if (off)
+            ret = qcow2_free_clusters(img, off, s->cluster_size);
+    }
+    free(t);
+    if (ret == 0)
+        ret = qcow2_free_clusters(img, bm->table_offset, (uint64_t)bm->table_size * 8);
+    return ret;
+}

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgchain/bitmap.h"
 #include "qcow2.h"
 
 /* ---- bitmap directory entry (docs/interop/qcow2.txt, "Bitmap directory") */
@@ -53,6 +54,8 @@ enum {
 #define QCOW2_BMT_ALL_ONES      1ull
 
 /* ---- in-memory form -------------------------------------------------------- */
+
+struct qcow2_bitmap_bits; /* qcow2-bitmap-data.c */
 
 /* One directory entry as read (CPU-endian). */
 struct qcow2_bitmap {
@@ -108,6 +111,36 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
  * and recorded as the data-path error (ic_image_fail) when not. */
 int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp);
 
+/* Makes @d the image's bitmap directory, crash-safely (design note 5):
+ * each bitmap with bits[i] gets new data clusters and a new table written
+ * from bits[i] (d->bm[i].table_offset is updated); the others keep their
+ * table.  Flags, granularities and names are written as @d has them.  The
+ * old directory, and the old tables and data of the re-stored bitmaps,
+ * are freed once the header names the new directory. */
+int qcow2_bitmaps_store(struct ic_image *img, struct qcow2_bitmap_dir *d,
+                        struct qcow2_bitmap_bits *const *bits, ic_error **errp);
+
+/* Maintenance for a read-write open (design note 6), state at
+ * s->bitmaps.  load_rw: loads the directory and the data of every enabled,
+ * consistent bitmap (writes nothing; fails as qemu's open fails).  begin:
+ * flags those in use on disk (new directory, one header switch) before
+ * the first change of guest data.  mark: records guest bytes [off,
+ * off+len) in each of them.  finish: stores them with the flag cleared
+ * (qcow2_bitmaps_store).  free: drops the state (a bitmap still flagged
+ * in use stays so on disk: inconsistent, never wrong). */
+int qcow2_bitmaps_load_rw(struct ic_image *img, ic_error **errp);
+int qcow2_bitmaps_begin(struct ic_image *img, ic_error **errp);
+void qcow2_bitmaps_mark(struct ic_image *img, uint64_t off, uint64_t len);
+int qcow2_bitmaps_finish(struct ic_image *img, ic_error **errp);
+void qcow2_bitmaps_free(struct qcow2_state *s);
+
+/* The driver ops bitmap_change and bitmap_dump (imgchain/bitmap.h). */
+int qcow2_bitmap_change(struct ic_image *img, ic_bitmap_action action, const char *name,
+                        uint64_t granularity, const uint64_t (*ext)[2], size_t next,
+                        ic_error **errp);
+int qcow2_bitmap_dump(struct ic_image *img, const char *name, ic_bitmap_extent_fn fn,
+                      void *payload, ic_error **errp);
+
 /* ---- qcow2-bitmap-table.c ---------------------------------------------------- */
 
 /* qemu's check_table_entry: true when @entry may appear in a bitmap table
@@ -123,6 +156,13 @@ uint64_t qcow2_bitmap_table_clusters(uint64_t virtual_size, uint8_t granularity_
  * entry is invalid. */
 int qcow2_bitmap_table_load(struct ic_image *img, const struct qcow2_bitmap *bm,
                             uint64_t **table, ic_error **errp);
+/* Writes @table (@n entries) big-endian to newly allocated clusters;
+ * the offset in *offset.  No flush. */
+int qcow2_bitmap_table_store(struct ic_image *img, const uint64_t *table, uint32_t n,
+                             uint64_t *offset);
+/* Frees @bm's data clusters and table (once nothing on disk refers to
+ * them). */
+int qcow2_bitmap_table_free(struct ic_image *img, const struct qcow2_bitmap *bm);
 
 /* ---- qcow2-bitmap-data.c ----------------------------------------------------- */
 
@@ -144,6 +184,11 @@ void qcow2_bitmap_bits_mark(struct qcow2_bitmap_bits *b, uint64_t off, uint64_t 
 /* Reads consistent bitmap @bm's data (qemu's load_bitmap_data). */
 int qcow2_bitmap_data_load(struct ic_image *img, const struct qcow2_bitmap *bm,
                            struct qcow2_bitmap_bits *out, ic_error **errp);
+/* Writes @b's data to newly allocated clusters, one per table entry whose
+ * bits are not all zero, and fills @table (@table_size entries; all-zero
+ * chunks get entry 0).  No flush. */
+int qcow2_bitmap_data_store(struct ic_image *img, const struct qcow2_bitmap_bits *b,
+                            uint64_t *table, uint32_t table_size);
 /* The first dirty extent at or after guest byte @from, clipped to
  * @virtual_size: false when there is none. */
 bool qcow2_bitmap_next_extent(const struct qcow2_bitmap_bits *b, uint64_t virtual_size,

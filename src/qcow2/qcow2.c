@@ -25,10 +25,10 @@
  *     writing sets the corrupt bit (best effort) and moves the image to
  *     the sticky ERROR state.
  *  6. Unknown autoclear bits are cleared on a read-write open, before any
- *     guest write.  An image holding persistent dirty bitmaps is not
- *     opened read-write at all (qcow2-bitmap.c design notes 1 and 2), so
- *     the bitmaps bit is only ever cleared where no bitmaps extension
- *     backs it.
+ *     guest write.  The bitmaps bit stays where a bitmaps extension backs
+ *     it: those bitmaps are kept true (qcow2-bitmap.c design note 6), and
+ *     the driver ops that change guest data record each change in them
+ *     first (the wrappers at the driver table).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -738,6 +738,7 @@ static void free_state(struct qcow2_state *s)
     s->pending_free = NULL;
     free(s->cbuf);
     s->cbuf = NULL;
+    qcow2_bitmaps_free(s);
 }
 
 static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
@@ -908,10 +909,20 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
      * not a multiple of 512 is a disk that many bytes shorter. */
     img->size = h->size & ~UINT64_C(511);
     img->cluster_size = cs;
-    /* before anything is written (qcow2-bitmap.c design notes 2 and 4) */
+    /* before anything is written (qcow2-bitmap.c design notes 2, 4, 6) */
     if (!img->read_only && qcow2_bitmaps_present(s)) {
-        if (!(flags & IC_OPEN_CHECK))
-            return qcow2_bitmaps_refuse_write(img, errp);
+        if (!(flags & IC_OPEN_CHECK)) {
+            ic_error *berr = NULL;
+            if ((ret = qcow2_bitmaps_load_rw(img, &berr)) < 0) {
+                ret = ic_error_set(errp, ic_error_kind_of(berr), ic_error_errno(berr),
+                                   "cannot load the persistent dirty bitmaps, so the image "
+                                   "cannot be written: %s", ic_error_message(berr));
+                ic_error_free(berr);
+                return ret;
+            }
+        }
+    }
+    if (!img->read_only && qcow2_bitmaps_present(s) && (flags & IC_OPEN_CHECK)) {
         struct qcow2_bitmap_dir d;
         ic_error *berr = NULL;
         if (qcow2_bitmaps_load(img, &d, &berr) < 0) {
@@ -961,8 +972,8 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     if (!img->read_only) {
         bool rewrite = false;
         uint64_t clear = h->autoclear_features & ~QCOW2_AUTOCLEAR_KNOWN;
-        if (s->bitmaps_guard)
-            clear &= ~QCOW2_AUTOCLEAR_BITMAPS; /* kept: the repair keeps them true */
+        if (qcow2_bitmaps_present(s))
+            clear &= ~QCOW2_AUTOCLEAR_BITMAPS; /* kept: they are kept true */
         if (h->version >= 3 && clear) {
             h->autoclear_features &= ~clear;
             rewrite = true;
@@ -1020,12 +1031,33 @@ static int qcow2_flush(struct ic_image *img)
     return ret;
 }
 
+/* The last step of a clean close: everything flushed, then the maintained
+ * bitmaps stored with their in-use flag cleared, then the frees that
+ * follow flushed.  A failure leaves them flagged in use (inconsistent, so
+ * never trusted), and is reported. */
+static int qcow2_finish(struct ic_image *img)
+{
+    int ret = qcow2_flush(img);
+    if (ret == 0 && qcow2_state(img)->bitmaps) {
+        ic_error *err = NULL;
+        ret = qcow2_bitmaps_finish(img, &err);
+        if (ret < 0) {
+            ic_image_fail(img, ret, "%s", ic_error_message(err));
+            ic_error_free(err);
+        }
+        if (ret == 0)
+            ret = qcow2_flush(img);
+    }
+    return ret;
+}
+
 static void qcow2_close(struct ic_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);
     if (!img->read_only && img->state != IC_IMAGE_ERROR) {
-        /* Errors were reported by the flush the generic layer ran before. */
-        int ret = qcow2_flush(img);
+        /* Errors were reported by the finish the generic layer ran before
+         * (a layer it did not finish still stores its bitmaps here). */
+        int ret = qcow2_finish(img);
         (void)ret;
     }
     free_state(s);
@@ -1596,43 +1628,87 @@ static int qcow2_create(ic_io *file, const struct ic_create_params *p, ic_error 
     return 0;
 }
 
-/* ---- ops refused while bitmaps_guard is set (qcow2-bitmap.c note 4) ----- */
+/* ---- ops that change guest data: refused while bitmaps_guard is set
+ * (qcow2-bitmap.c note 4), else recorded in the maintained bitmaps before
+ * the change (note 6) ------------------------------------------------------ */
+
+/* The maintained bitmaps flagged in use on disk before the first change
+ * of guest data (a no-op after it, or without bitmaps). */
+static int bitmaps_begin(struct ic_image *img)
+{
+    ic_error *err = NULL;
+    int ret = qcow2_bitmaps_begin(img, &err);
+    if (ret < 0) {
+        ic_image_fail(img, ret, "%s", ic_error_message(err));
+        ic_error_free(err);
+    }
+    return ret;
+}
 
 static int guarded_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
-    return ret < 0 ? ret : qcow2_cluster_pwrite(img, buf, len, off);
+    if (ret < 0)
+        return ret;
+    if ((ret = bitmaps_begin(img)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, off, len);
+    return qcow2_cluster_pwrite(img, buf, len, off);
 }
 
 static int guarded_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
-    return ret < 0 ? ret : qcow2_cluster_pwrite_zeroes(img, off, len, flags);
+    if (ret < 0)
+        return ret;
+    if ((ret = bitmaps_begin(img)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, off, len);
+    return qcow2_cluster_pwrite_zeroes(img, off, len, flags);
 }
 
 static int guarded_discard(struct ic_image *img, uint64_t off, uint64_t len)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
-    return ret < 0 ? ret : qcow2_cluster_discard(img, off, len);
+    if (ret < 0)
+        return ret;
+    if ((ret = bitmaps_begin(img)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, off, len);
+    return qcow2_cluster_discard(img, off, len);
 }
 
 static int guarded_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
                                      uint64_t off)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
-    return ret < 0 ? ret : qcow2_cluster_pwrite_compressed(img, buf, len, off);
+    if (ret < 0)
+        return ret;
+    if ((ret = bitmaps_begin(img)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, off, len);
+    return qcow2_cluster_pwrite_compressed(img, buf, len, off);
 }
 
 static int guarded_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
                                         uint64_t off)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
-    return ret < 0 ? ret : qcow2_cluster_pwrite_precompressed(img, cbuf, clen, off);
+    if (ret < 0)
+        return ret;
+    /* one cluster (or the shorter last one) */
+    if ((ret = bitmaps_begin(img)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, off, IC_MIN((uint64_t)img->cluster_size, img->size - off));
+    return qcow2_cluster_pwrite_precompressed(img, cbuf, clen, off);
 }
 
 static int guarded_truncate(struct ic_image *img, uint64_t size, ic_error **errp)
 {
     int ret = qcow2_bitmaps_guard(img, errp);
+    if (ret == 0 && qcow2_bitmaps_present(qcow2_state(img)))
+        ret = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                           "Can't resize an image which has bitmaps");
     return ret < 0 ? ret : qcow2_truncate(img, size, errp);
 }
 
@@ -1646,7 +1722,13 @@ static int guarded_snapshot_create(struct ic_image *img, const ic_snapshot_info 
 static int guarded_snapshot_goto(struct ic_image *img, const char *id_or_name, ic_error **errp)
 {
     int ret = qcow2_bitmaps_guard(img, errp);
-    return ret < 0 ? ret : qcow2_snapshot_goto(img, id_or_name, errp);
+    if (ret < 0)
+        return ret;
+    /* any cluster may change: all of the disk is dirty */
+    if ((ret = qcow2_bitmaps_begin(img, errp)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, 0, img->size);
+    return qcow2_snapshot_goto(img, id_or_name, errp);
 }
 
 static int guarded_snapshot_delete(struct ic_image *img, const char *id, const char *name,
@@ -1666,7 +1748,14 @@ static int guarded_change_backing(struct ic_image *img, const char *name, const 
 static int guarded_make_empty(struct ic_image *img, ic_error **errp)
 {
     int ret = qcow2_bitmaps_guard(img, errp);
-    return ret < 0 ? ret : qcow2_driver_make_empty(img, errp);
+    if (ret < 0)
+        return ret;
+    /* what the guest reads stays (the base holds it now), but every
+     * cluster of this layer changes: marked, as over-marking is safe */
+    if ((ret = qcow2_bitmaps_begin(img, errp)) < 0)
+        return ret;
+    qcow2_bitmaps_mark(img, 0, img->size);
+    return qcow2_driver_make_empty(img, errp);
 }
 
 const struct ic_driver ic_driver_qcow2 = {
@@ -1684,6 +1773,7 @@ const struct ic_driver ic_driver_qcow2 = {
     .compress = qcow2_cluster_compress,
     .pwrite_precompressed = guarded_pwrite_precompressed,
     .flush = qcow2_flush,
+    .finish = qcow2_finish,
     .block_status = qcow2_cluster_block_status,
     .truncate = guarded_truncate,
     .resize = qcow2_resize,
@@ -1696,5 +1786,7 @@ const struct ic_driver ic_driver_qcow2 = {
     .snapshot_load_tmp = qcow2_snapshot_load_tmp,
     .change_backing = guarded_change_backing,
     .make_empty = guarded_make_empty,
+    .bitmap_change = qcow2_bitmap_change,
+    .bitmap_dump = qcow2_bitmap_dump,
     .get_info = qcow2_get_info,
 };

@@ -87,10 +87,9 @@ enum {
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << QCOW2_COMPAT_LAZY_REFCOUNTS_BITNR)
 #define QCOW2_AUTOCLEAR_BITMAPS     (1ull << QCOW2_AUTOCLEAR_BITMAPS_BITNR)
 #define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << QCOW2_AUTOCLEAR_DATA_FILE_RAW_BITNR)
-/* Autoclear bits we keep on a read-write open.  The bitmaps bit is NOT
- * here: imgchain does not update dirty bitmaps, and an image holding them
- * is refused for writing (qcow2-bitmap.c), so the bit is cleared only when
- * set without a bitmaps extension. */
+/* Autoclear bits we keep on a read-write open, whatever else is set.  The
+ * bitmaps bit is kept only where a bitmaps extension backs it (the bitmaps
+ * are then kept true, qcow2-bitmap.c); alone it is cleared. */
 #define QCOW2_AUTOCLEAR_KNOWN       QCOW2_AUTOCLEAR_DATA_FILE_RAW
 
 enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
@@ -152,6 +151,8 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_REFBLOCK_CACHE     16u
 
 /* ---- in-memory state ---------------------------------------------------- */
+
+struct qcow2_bitmaps; /* qcow2-bitmap.c */
 
 /* The header, CPU-endian (parse/serialize in qcow2.c). */
 struct qcow2_header {
@@ -288,6 +289,9 @@ struct qcow2_state {
      * op that changes guest data or snapshots is refused (qcow2-bitmap.c
      * design note 4) */
     bool bitmaps_guard;
+    /* persistent dirty bitmaps maintained by this read-write open
+     * (qcow2-bitmap.c design note 6); NULL otherwise */
+    struct qcow2_bitmaps *bitmaps;
     uint8_t bitmaps_ext[QCOW2_BITMAPS_EXT_LEN];
     uint32_t nb_bitmaps;
     uint64_t bitmap_dir_size;

@@ -8,6 +8,7 @@
  * marking of guest ranges.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include "chain-fixture.h"
 #include "qcow2/qcow2.h"
 #include "qcow2/qcow2-bitmap.h"
+#include "util/error.h"
 
 static const char *top(void)
 {
@@ -208,6 +210,219 @@ static void test_qcow2_bitmap_data__marking_covers_every_granule_a_range_touches
     qcow2_bitmap_bits_free(&b);
 }
 
+/* ---- storing ------------------------------------------------------------------ */
+
+/* "START LENGTH\n" per extent of @b (malloc'd). */
+static char *extents_of(const struct qcow2_bitmap_bits *b, uint64_t size)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    out[0] = '\0';
+    uint64_t pos = 0, s, l;
+    while (qcow2_bitmap_next_extent(b, size, pos, &s, &l)) {
+        if (cap - n < 64) {
+            cap *= 2;
+            out = realloc(out, cap);
+            assert_non_null(out);
+        }
+        n += (size_t)snprintf(out + n, cap - n, "%llu %llu\n", (unsigned long long)s,
+                              (unsigned long long)l);
+        pos = s + l;
+    }
+    return out;
+}
+
+static int find_bitmap(const struct qcow2_bitmap_dir *d, const char *name)
+{
+    for (uint32_t i = 0; i < d->nb; i++)
+        if (!strcmp(d->bm[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+/* Opens @path for repair (metadata writes allowed while the guard refuses
+ * guest writes), marks [off, off+len) in bitmap @name, and stores it with
+ * @flags; *expect gets the extents stored. */
+static int mark_and_store(const char *path, ic_open_file_fn of, void *op, const char *name,
+                          uint64_t off, uint64_t len, uint32_t flags, char **expect,
+                          ic_error **errp)
+{
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_RDWR | IC_OPEN_CHECK | IC_OPEN_NO_BACKING | IC_OPEN_NO_LOCK;
+    o.open_file = of;
+    o.payload = op;
+    ic_image *img = NULL;
+    int ret = ic_image_open(&img, path, &o, errp);
+    if (ret < 0)
+        return ret;
+    struct qcow2_bitmap_dir d = { 0 };
+    struct qcow2_bitmap_bits b = { 0 };
+    ret = qcow2_bitmaps_load(img, &d, errp);
+    int i = ret == 0 ? find_bitmap(&d, name) : -1;
+    if (ret == 0 && i < 0)
+        ret = ic_error_set(errp, IC_ERR_NOTFOUND, ENOENT, "no bitmap %s", name);
+    if (ret == 0)
+        ret = qcow2_bitmap_data_load(img, &d.bm[i], &b, errp);
+    if (ret == 0) {
+        qcow2_bitmap_bits_mark(&b, off, len);
+        if (expect)
+            *expect = extents_of(&b, ic_image_size(img));
+        struct qcow2_bitmap_bits **bits = calloc(d.nb, sizeof(*bits));
+        assert_non_null(bits);
+        bits[i] = &b;
+        d.bm[i].flags = flags;
+        ret = qcow2_bitmaps_store(img, &d, bits, errp);
+        free(bits);
+    }
+    qcow2_bitmap_bits_free(&b);
+    qcow2_bitmap_dir_free(&d);
+    int cret = ic_image_close(img);
+    if (ret == 0 && cret < 0)
+        ret = ic_error_set(errp, IC_ERR_IO, -cret, "close failed");
+    return ret;
+}
+
+static void make_store_image(const char *p)
+{
+    assert_int_equal(tu_sh("qemu-img create -q -f qcow2 '%s' 64M && "
+                           "qemu-img bitmap --add -g 512 '%s' fine && "
+                           "qemu-img bitmap --add -g 1M '%s' coarse && "
+                           "qemu-io -c 'write 1M 70000' -c 'write 40M 3' '%s' >/dev/null && "
+                           "qemu-img bitmap --disable '%s' coarse && "
+                           "qemu-img bitmap --add '%s' used && "
+                           "python3 '%s/tests/helpers/qcow2-bitmap-poke.py' '%s' in-use used",
+                           p, p, p, p, p, p, top(), p), 0);
+}
+
+static void test_qcow2_bitmap_data__a_stored_bitmap_reads_back_in_qemu_with_its_new_marks(void **state)
+{
+    (void)state;
+    if (!have_qemu())
+        skip();
+    const char *p = cf_path("st.qcow2");
+    make_store_image(p);
+    char *coarse = NULL;
+    assert_int_equal(tu_sh_out(&coarse, "sh '%s/tests/helpers/qemu-dirty-extents.sh' '%s' coarse",
+                               top(), p), 0);
+    char *expect = NULL;
+    ic_error *err = NULL;
+    TU_ASSERT_OK(mark_and_store(p, NULL, NULL, "fine", 10000003, 99999, QCOW2_BME_FLAG_AUTO,
+                                &expect, &err), err);
+    assert_non_null(strstr(expect, "1048576 70144\n"));   /* qemu-io's, kept */
+    assert_non_null(strstr(expect, "9999872 100352\n"));  /* ours, 512-byte granules */
+    char *q = NULL;
+    assert_int_equal(tu_sh_out(&q, "sh '%s/tests/helpers/qemu-dirty-extents.sh' '%s' fine",
+                               top(), p), 0);
+    assert_string_equal(q, expect);
+    free(q);
+    /* the disabled bitmap is untouched, the in-use one still in use */
+    assert_int_equal(tu_sh_out(&q, "sh '%s/tests/helpers/qemu-dirty-extents.sh' '%s' coarse",
+                               top(), p), 0);
+    assert_string_equal(q, coarse);
+    free(q);
+    assert_int_equal(tu_sh("qemu-img check -q '%s'", p), 0);
+    assert_int_equal(tu_sh("qemu-img info --output=json '%s' | python3 -c 'import json,sys; "
+                           "b=json.load(sys.stdin)[\"format-specific\"][\"data\"][\"bitmaps\"]; "
+                           "sys.exit(0 if [(x[\"name\"],x[\"flags\"]) for x in b]==[(\"fine\","
+                           "[\"auto\"]),(\"coarse\",[]),(\"used\",[\"in-use\",\"auto\"])] else 1)'",
+                           p), 0);
+    /* stored again with the in-use flag: qemu sees it in use */
+    TU_ASSERT_OK(mark_and_store(p, NULL, NULL, "fine", 0, 1,
+                                QCOW2_BME_FLAG_AUTO | QCOW2_BME_FLAG_IN_USE, NULL, &err), err);
+    assert_int_equal(tu_sh("qemu-img info '%s' | grep -A4 '\\[0\\]:' | grep -q in-use", p), 0);
+    assert_int_equal(tu_sh("qemu-img check -q '%s'", p), 0);
+    free(expect);
+    free(coarse);
+}
+
+struct store_crash {
+    char *before;   /* extents of "fine" before the store */
+    char *after;    /* extents it was stored with */
+};
+
+static int sc_setup(struct tu_loop_ctx *ctx, ic_error **errp)
+{
+    (void)errp;
+    make_store_image(ctx->path);
+    return 0;
+}
+
+static int sc_run(struct tu_loop_ctx *ctx, ic_error **errp)
+{
+    struct store_crash *sc = ctx->payload;
+    char *exp = NULL;
+    int ret = mark_and_store(ctx->path, ctx->open_file, ctx->open_payload, "fine", 5000000, 3000000,
+                             QCOW2_BME_FLAG_AUTO, &exp, errp);
+    if (exp && !sc->after)
+        sc->after = exp;
+    else
+        free(exp);
+    return ret;
+}
+
+/* The survivor: no corruption, and "fine" is wholly the old or the new
+ * bitmap, never a mix and never unreadable. */
+static int sc_verify(struct tu_loop_ctx *ctx, ic_error **errp)
+{
+    struct store_crash *sc = ctx->payload;
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_NO_BACKING | IC_OPEN_CHECK | IC_OPEN_NO_LOCK;
+    ic_image *img = NULL;
+    int ret = ic_image_open(&img, ctx->path, &o, errp);
+    if (ret < 0)
+        return ret;
+    ic_check_result r;
+    ret = ic_image_check(img, 0, NULL, NULL, &r, errp);
+    if (ret == 0 && (r.corruptions || r.check_errors))
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "%" PRId64 " corruptions after a crash",
+                           r.corruptions);
+    struct qcow2_bitmap_dir d = { 0 };
+    struct qcow2_bitmap_bits b = { 0 };
+    if (ret == 0)
+        ret = qcow2_bitmaps_load(img, &d, errp);
+    int i = ret == 0 ? find_bitmap(&d, "fine") : -1;
+    if (ret == 0 && i < 0)
+        ret = ic_error_set(errp, IC_ERR_CORRUPT, ENOENT, "bitmap lost after a crash");
+    if (ret == 0)
+        ret = qcow2_bitmap_data_load(img, &d.bm[i], &b, errp);
+    if (ret == 0) {
+        char *now = extents_of(&b, ic_image_size(img));
+        if (strcmp(now, sc->before) && (!sc->after || strcmp(now, sc->after)))
+            ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "bitmap is neither the old nor the "
+                               "new one after a crash at flush %u", ctx->n);
+        free(now);
+    }
+    qcow2_bitmap_bits_free(&b);
+    qcow2_bitmap_dir_free(&d);
+    ic_image_close(img);
+    return ret;
+}
+
+static void test_qcow2_bitmap_data__a_crash_at_any_flush_of_a_store_leaves_old_or_new(void **state)
+{
+    (void)state;
+    if (!have_qemu())
+        skip();
+    struct store_crash sc = { 0 };
+    make_store_image(cf_path("ref.qcow2"));
+    sc.before = our_extents("ref.qcow2", "fine");
+    struct tu_crash_loop cfg = {
+        .name = "bitmap store",
+        .target = "target.qcow2",
+        .setup = sc_setup,
+        .run = sc_run,
+        .verify = sc_verify,
+        .payload = &sc,
+        .seeds = 2,
+    };
+    struct tu_crash_summary sum;
+    tu_crash_loop_run(&cfg, &sum);
+    assert_true(sum.crash_points >= 3);
+    free(sc.before);
+    free(sc.after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +432,8 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap_data__extents_equal_qemus_with_extended_l2),
         cmocka_unit_test(test_qcow2_bitmap_data__all_ones_entries_read_as_dirty),
         cmocka_unit_test(test_qcow2_bitmap_data__marking_covers_every_granule_a_range_touches),
+        cmocka_unit_test(test_qcow2_bitmap_data__a_stored_bitmap_reads_back_in_qemu_with_its_new_marks),
+        cmocka_unit_test(test_qcow2_bitmap_data__a_crash_at_any_flush_of_a_store_leaves_old_or_new),
     };
     return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
 }

@@ -1,9 +1,12 @@
 /*
  * test-qcow2-bitmap.c - persistent dirty bitmaps at the driver level: the
- * directory parser against qemu's rules (on hand-built buffers), the
- * refusal of read-write opens of an image holding bitmaps (made by
- * qemu-img) with the file left byte for byte as it was, read-only opens
- * unaffected, and an extension qemu ignores dropped as qemu drops it.
+ * directory parser against qemu's rules (on hand-built buffers); on images
+ * made by qemu-img: a read-write open that changes no guest data writes
+ * nothing, the first write flags enabled bitmaps in use until a clean close
+ * stores them, a resize is refused, a repair open refuses guest writes,
+ * bitmaps qemu cannot load block every write with the file untouched,
+ * read-only opens are unaffected, and an extension qemu ignores is dropped
+ * as qemu drops it.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -254,7 +257,25 @@ static ic_image *try_open(const char *name, unsigned flags, ic_error **err)
     return try_open_cache(name, flags, IC_CACHE_DEFAULT, err);
 }
 
-static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused(void **state)
+/* The flags of bitmap @name as the directory on disk has them now. */
+static uint32_t disk_flags(const char *img_name, const char *name)
+{
+    ic_error *err = NULL;
+    ic_image *img = try_open(img_name, IC_OPEN_FORCE_SHARE, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    struct qcow2_bitmap_dir d;
+    TU_ASSERT_OK(qcow2_bitmap_dir_load(img, &d, &err), err);
+    uint32_t f = UINT32_MAX;
+    for (uint32_t i = 0; i < d.nb; i++)
+        if (!strcmp(d.bm[i].name, name))
+            f = d.bm[i].flags;
+    qcow2_bitmap_dir_free(&d);
+    ic_image_close(img);
+    assert_int_not_equal(f, UINT32_MAX);
+    return f;
+}
+
+static void test_qcow2_bitmap__a_read_write_open_writes_nothing_before_guest_data_changes(void **state)
 {
     (void)state;
     if (!make_bitmap_image("a.qcow2", NULL))
@@ -262,25 +283,56 @@ static void test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refus
     uint8_t *before, *after;
     size_t blen, alen;
     assert_int_equal(tu_read_file(cf_path("a.qcow2"), &before, &blen), 0);
-    const ic_cache_mode modes[] = { IC_CACHE_DEFAULT, IC_CACHE_NONE };
-    for (size_t i = 0; i < 2; i++) {
-        ic_error *err = NULL;
-        assert_null(try_open_cache("a.qcow2", IC_OPEN_RDWR, modes[i], &err));
-        assert_non_null(err);
-        assert_int_equal(ic_error_kind_of(err), IC_ERR_UNSUPPORTED);
-        assert_int_equal(ic_error_errno(err), ENOTSUP);
-        assert_non_null(strstr(ic_error_message(err), "a.qcow2: image has persistent dirty "
-                               "bitmaps (bm0, bm1) that imgchain cannot keep up to date; "
-                               "refusing to write it"));
-        ic_error_free(err);
-    }
+    ic_error *err = NULL;
+    ic_image *img = try_open("a.qcow2", IC_OPEN_RDWR, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    uint8_t buf[512];
+    TU_ASSERT_OK(ic_image_pread(img, buf, sizeof(buf), 1u << 20, &err), err);
+    TU_ASSERT_OK(ic_image_close(img), err);
     assert_int_equal(tu_read_file(cf_path("a.qcow2"), &after, &alen), 0);
     assert_int_equal(alen, blen);
     assert_memory_equal(after, before, blen);
     free(after);
     free(before);
-    cf_assert_qemu_clean("a.qcow2");
-    assert_int_equal(tu_sh("qemu-img info '%s' | grep -q 'name: bm1'", cf_path("a.qcow2")), 0);
+}
+
+static void test_qcow2_bitmap__the_first_write_flags_enabled_bitmaps_in_use_until_a_clean_close(void **state)
+{
+    (void)state;
+    if (!make_bitmap_image("u.qcow2", NULL))
+        skip();
+    ic_error *err = NULL;
+    ic_image *img = try_open("u.qcow2", IC_OPEN_RDWR | IC_OPEN_NO_LOCK, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    assert_int_equal(disk_flags("u.qcow2", "bm0"), QCOW2_BME_FLAG_AUTO);
+    uint8_t buf[4096];
+    memset(buf, 7, sizeof(buf));
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 40u << 20, &err), err);
+    /* on disk before the data: bm0 in use; bm1 (disabled) untouched */
+    assert_int_equal(disk_flags("u.qcow2", "bm0"), QCOW2_BME_FLAG_AUTO | QCOW2_BME_FLAG_IN_USE);
+    assert_int_equal(disk_flags("u.qcow2", "bm1"), 0);
+    TU_ASSERT_OK(ic_image_close(img), err);
+    assert_int_equal(disk_flags("u.qcow2", "bm0"), QCOW2_BME_FLAG_AUTO);
+    assert_int_equal(disk_flags("u.qcow2", "bm1"), 0);
+    cf_assert_qemu_clean("u.qcow2");
+    char *ext = NULL;
+    assert_int_equal(tu_sh_out(&ext, "sh '%s/tests/helpers/qemu-dirty-extents.sh' '%s' bm0",
+                               getenv("IC_TOP") ? getenv("IC_TOP") : ".", cf_path("u.qcow2")), 0);
+    assert_string_equal(ext, "1048576 1048576\n41943040 65536\n");
+    free(ext);
+}
+
+static void test_qcow2_bitmap__a_resize_of_an_image_with_bitmaps_is_refused(void **state)
+{
+    (void)state;
+    if (!make_bitmap_image("rs.qcow2", NULL))
+        skip();
+    ic_error *err = NULL;
+    ic_image *img = try_open("rs.qcow2", IC_OPEN_RDWR, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    TU_ASSERT_ERR(ic_image_truncate(img, 128u << 20, &err), err, ENOTSUP,
+                  "Can't resize an image which has bitmaps");
+    TU_ASSERT_OK(ic_image_close(img), err);
 }
 
 static void test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data(void **state)
@@ -343,7 +395,7 @@ static void test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing(
     free(before);
 }
 
-static void test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out(void **state)
+static void test_qcow2_bitmap__the_repair_refusal_counts_the_names_it_leaves_out(void **state)
 {
     (void)state;
     if (!make_bitmap_image("many.qcow2", NULL))
@@ -352,7 +404,11 @@ static void test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out(void *
         assert_int_equal(tu_sh("qemu-img bitmap --add '%s' name-of-bitmap-number-%02d",
                                cf_path("many.qcow2"), i), 0);
     ic_error *err = NULL;
-    assert_null(try_open("many.qcow2", IC_OPEN_RDWR, &err));
+    ic_image *img = try_open("many.qcow2", IC_OPEN_RDWR | IC_OPEN_CHECK, &err);
+    TU_ASSERT_OK(img ? 0 : -1, err);
+    uint8_t buf[512] = { 0 };
+    assert_int_equal(ic_image_pwrite(img, buf, sizeof(buf), 0, &err), -ENOTSUP);
+    ic_image_close(img);
     const char *m = ic_error_message(err);
     assert_non_null(strstr(m, "(bm0, bm1, name-of-bitmap-number-00, "));
     assert_non_null(strstr(m, " more) that imgchain cannot keep up to date"));
@@ -361,20 +417,33 @@ static void test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out(void *
     ic_error_free(err);
 }
 
-static void test_qcow2_bitmap__an_unreadable_directory_still_blocks_writes(void **state)
+static void test_qcow2_bitmap__bitmaps_qemu_cannot_load_block_every_write(void **state)
 {
     (void)state;
     if (!make_bitmap_image("bad.qcow2", NULL))
         skip();
     assert_int_equal(tu_sh("python3 '%s/tests/helpers/qcow2-bitmap-poke.py' '%s' break-dir",
                            getenv("IC_TOP") ? getenv("IC_TOP") : ".", cf_path("bad.qcow2")), 0);
+    uint8_t *before, *after;
+    size_t blen, alen;
+    assert_int_equal(tu_read_file(cf_path("bad.qcow2"), &before, &blen), 0);
     ic_error *err = NULL;
     assert_null(try_open("bad.qcow2", IC_OPEN_RDWR, &err));
-    assert_int_equal(ic_error_kind_of(err), IC_ERR_UNSUPPORTED);
-    assert_non_null(strstr(ic_error_message(err), "image has 2 persistent dirty bitmap(s) "
-                           "(bitmap directory unreadable: Bitmap 'bm0' doesn't satisfy the "
-                           "constraints)"));
+    assert_int_equal(ic_error_kind_of(err), IC_ERR_CORRUPT);
+    assert_non_null(strstr(ic_error_message(err), "bad.qcow2: cannot load the persistent dirty "
+                           "bitmaps, so the image cannot be written: Bitmap 'bm0' doesn't "
+                           "satisfy the constraints"));
     ic_error_free(err);
+    err = NULL;
+    /* nor for a repair: its refcount rebuild could not count them */
+    assert_null(try_open("bad.qcow2", IC_OPEN_RDWR | IC_OPEN_CHECK, &err));
+    assert_non_null(strstr(ic_error_message(err), "bitmap directory unreadable"));
+    ic_error_free(err);
+    assert_int_equal(tu_read_file(cf_path("bad.qcow2"), &after, &alen), 0);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(after, before, blen);
+    free(after);
+    free(before);
     err = NULL;
     ic_image *img = try_open("bad.qcow2", 0, &err);
     TU_ASSERT_OK(img ? 0 : -1, err);
@@ -420,11 +489,13 @@ int main(void)
         cmocka_unit_test(test_qcow2_bitmap__tables_past_one_gib_together_are_refused),
         cmocka_unit_test(test_qcow2_bitmap__table_entries_are_checked_as_qemu_checks_them),
         cmocka_unit_test(test_qcow2_bitmap__table_size_follows_the_disk_and_the_granularity),
-        cmocka_unit_test(test_qcow2_bitmap__read_write_open_of_an_image_with_bitmaps_is_refused),
+        cmocka_unit_test(test_qcow2_bitmap__a_read_write_open_writes_nothing_before_guest_data_changes),
+        cmocka_unit_test(test_qcow2_bitmap__the_first_write_flags_enabled_bitmaps_in_use_until_a_clean_close),
+        cmocka_unit_test(test_qcow2_bitmap__a_resize_of_an_image_with_bitmaps_is_refused),
         cmocka_unit_test(test_qcow2_bitmap__an_open_for_repair_refuses_every_change_of_guest_data),
         cmocka_unit_test(test_qcow2_bitmap__read_only_opens_read_the_image_and_write_nothing),
-        cmocka_unit_test(test_qcow2_bitmap__the_refusal_counts_the_names_it_leaves_out),
-        cmocka_unit_test(test_qcow2_bitmap__an_unreadable_directory_still_blocks_writes),
+        cmocka_unit_test(test_qcow2_bitmap__the_repair_refusal_counts_the_names_it_leaves_out),
+        cmocka_unit_test(test_qcow2_bitmap__bitmaps_qemu_cannot_load_block_every_write),
         cmocka_unit_test(test_qcow2_bitmap__an_extension_qemu_ignores_is_dropped_on_read_write_open),
     };
     return cmocka_run_group_tests(tests, cf_setup, cf_teardown);
