@@ -266,11 +266,19 @@ expect_out "r2 records the CD as 'no'" "<disk name='hdc' snapshot='no'/>" ic sna
 expect "the CD image was never written" test "$(md5sum <"$I/cd.iso")" = "$(head -c 1M /dev/zero | md5sum)"
 
 # ---- the per-domain lock: a second writer gets exit 75 at once
-qemu-io -f raw -c 'sleep 3000' "$T/state/vm.lock" >/dev/null 2>&1 &
+qemu-io -f raw -c 'sleep 20000' "$T/state/vm.lock" >/dev/null 2>&1 &
 holder=$!
-sleep 0.5
+# wait until the holder has its lock: /proc/locks lists the file's inode
+# (asking imgchain would take a lock and could make qemu-io fail instead)
+ino=$(stat -c %i "$T/state/vm.lock")
+n=0
+while [ $n -lt 200 ] && ! grep -q ":$ino " /proc/locks; do
+    sleep 0.05; n=$((n + 1))
+done
 refuse "a locked domain" 75 "vm: domain is locked by another process" ic snapshot-create-as $SD vm m13
-wait "$holder"
+expect_rc "a reader is refused too while a writer holds the lock" 75 ic snapshot-list $SD vm
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
 
 # ---- an interrupted create: prepare-phase journal with an overlay made
 qimg create -q -f qcow2 -b "$I/a.mine" -F qcow2 "$I/half.a"
