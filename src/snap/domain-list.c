@@ -161,7 +161,7 @@ int ic_domain_snapshot_list(const char ***names_out, size_t *n_out, const ic_dom
         if (keep)
             v[k++] = v[i];
     }
-    if (!(flags & IC_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL))
+    if (k > 1 && !(flags & IC_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL))
         qsort(v, k, sizeof(*v), cmp_name);
     *names_out = v;
     *n_out = k;

@@ -145,6 +145,20 @@ expect_out "s4: the domain writes the reused files" "<source file='$I/a.mine'/>"
 expect "s4: a reused file is not listed as imgchain's" sh -c "! grep -q a.mine '$T/state/vm.imgchain.json'"
 validate_all s4
 
+# ---- a QED overlay, and --no-metadata (done on disk, not recorded)
+expect "snapshot-create-as q1 with a QED overlay for vda" ic snapshot-create-as $SD vm q1 \
+    --diskspec "vda,driver=qed,file=$I/a.q1" --diskspec "vdb,file=$I/b.q1"
+expect_out "the vda overlay is QED" '^file format: qed$' qimg info -U "$I/a.q1"
+expect_out "q1 records the driver" "<driver type='qed'/>" ic snapshot-dumpxml $SD vm q1
+expect "snapshot-create-as --no-metadata" ic snapshot-create-as $SD vm q2 --no-metadata --disk-only
+expect "--no-metadata: the overlays exist" test -f "$I/a.q2" -a -f "$I/b.q2"
+expect "--no-metadata: no snapshot file" test ! -e "$T/state/vm/q2.xml"
+expect_out "--no-metadata: the domain writes the new overlays" "<source file='$I/a.q2'/>" ic dumpxml $SD vm
+expect_out "--no-metadata: q1 stays current" '^q1$' ic snapshot-current $SD vm --name
+expect_out "--no-metadata: imgchain still knows it made them" "\"path\": \"$I/a.q2\"" \
+    cat "$T/state/vm.imgchain.json"
+validate_all q1
+
 # ---- refusals: each with libvirt's (or imgchain's) message, nothing changed
 refuse "a name in use" 1 'domain moment s2 already exists' ic snapshot-create-as $SD vm s2
 refuse "mixing internal and external in one snapshot" 1 \
@@ -181,7 +195,7 @@ refuse "--validate: an unknown element" 1 'extra content|did not expect|Invalid'
     ic snapshot-create $SD vm --validate --xmlfile /dev/stdin <<EOF
 <domainsnapshot><name>m11</name><bogus/></domainsnapshot>
 EOF
-refuse "undefine with snapshots" 1 'cannot delete inactive domain with 4 snapshots' ic undefine $SD vm
+refuse "undefine with snapshots" 1 'cannot delete inactive domain with 5 snapshots' ic undefine $SD vm
 refuse "an unknown domain" 1 "failed to get domain 'nope'" ic snapshot-list $SD nope
 
 # atomic: vdb's overlay cannot be made (no such folder) after vda's was:
@@ -252,11 +266,19 @@ expect_out "r2 records the CD as 'no'" "<disk name='hdc' snapshot='no'/>" ic sna
 expect "the CD image was never written" test "$(md5sum <"$I/cd.iso")" = "$(head -c 1M /dev/zero | md5sum)"
 
 # ---- the per-domain lock: a second writer gets exit 75 at once
-qemu-io -f raw -c 'sleep 3000' "$T/state/vm.lock" >/dev/null 2>&1 &
+qemu-io -f raw -c 'sleep 20000' "$T/state/vm.lock" >/dev/null 2>&1 &
 holder=$!
-sleep 0.5
+# wait until the holder has its lock: /proc/locks lists the file's inode
+# (asking imgchain would take a lock and could make qemu-io fail instead)
+ino=$(stat -c %i "$T/state/vm.lock")
+n=0
+while [ $n -lt 200 ] && ! grep -q ":$ino " /proc/locks; do
+    sleep 0.05; n=$((n + 1))
+done
 refuse "a locked domain" 75 "vm: domain is locked by another process" ic snapshot-create-as $SD vm m13
-wait "$holder"
+expect_rc "a reader is refused too while a writer holds the lock" 75 ic snapshot-list $SD vm
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
 
 # ---- an interrupted create: prepare-phase journal with an overlay made
 qimg create -q -f qcow2 -b "$I/a.mine" -F qcow2 "$I/half.a"

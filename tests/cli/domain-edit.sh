@@ -70,4 +70,17 @@ bad=0
 for f in "$T"/state2/vm/*.xml; do virt-xml-validate "$f" domainsnapshot >/dev/null 2>&1 || bad=1; done
 expect "the imported metadata files are valid" test "$bad" = 0
 expect "imported snapshots' files are not imgchain's" test ! -f "$T/state2/vm.imgchain.json"
+
+# snapshot-list --output=json: one object per snapshot, libvirt's facts
+ic snapshot-list $SD2 vm --output=json >"$T/list.json"
+expect "snapshot-list --output=json: the tree as JSON" python3 - "$T/list.json" <<'PY'
+import json, sys
+v = {o["name"]: o for o in json.load(open(sys.argv[1]))}
+assert sorted(v) == ["s1", "s2", "s3", "s4"], sorted(v)
+assert v["s1"]["parent"] is None and v["s1"]["location"] == "internal", v["s1"]
+assert v["s2"]["parent"] == "s1" and v["s2"]["location"] == "external", v["s2"]
+assert v["s1"]["descendants"] == len(v) - 1, v["s1"]
+assert sum(o["current"] for o in v.values()) == 1
+assert all(o["state"] == "shutoff" for o in v.values())
+PY
 finish

@@ -214,6 +214,27 @@ expect_out "s3 and s6 left" '^s6$' ic snapshot-list $SD vm --name
 expect "delete s3 then s6" sh -c "$IMGCHAIN_BIN snapshot-delete $SD vm s3 && $IMGCHAIN_BIN snapshot-delete $SD vm s6"
 expect_active final "after deleting everything"
 expect_out "no snapshot left" '^$' ic snapshot-list $SD vm --name
+# --overlay names the new overlay; --delete-children drops s7's children
+writes 9; take s7 --disk-only
+writes 10; take s8 --disk-only
+writes 11
+expect "revert --force --overlay vda=... --delete-children to s7" \
+    ic snapshot-revert $SD vm s7 --force --overlay "vda=$I/mine.vda" --delete-children
+expect_out "vda is on the named overlay" "^$I/mine.vda\$" active vda
+expect_active s7 "after revert to s7"
+expect_out "s8 went with --delete-children" '^s7$' ic snapshot-list $SD vm --name
+refuse "--overlay for a disk the snapshot does not have" "names no external disk" \
+    ic snapshot-revert $SD vm s7 --overlay "vdz=$I/x" --force
+refuse "--overlay onto an existing file" "already exists" \
+    ic snapshot-revert $SD vm s7 --overlay "vda=$I/a.qcow2" --force
+check_all "after revert to s7"
+# --metadata: the images stay exactly as they are
+find "$I" -type f | sort | xargs md5sum >"$T/img.before"
+expect_out "delete --metadata" '^Domain snapshot s7 deleted$' ic snapshot-delete $SD vm s7 --metadata
+find "$I" -type f | sort | xargs md5sum >"$T/img.after"
+expect "delete --metadata touched no image" cmp "$T/img.before" "$T/img.after"
+expect_active s7 "after delete --metadata"
+
 expect "c.raw (snapshot='no') was never touched" test "$(md5sum <"$I/c.raw")" = "$(head -c 1M /dev/zero | md5sum)"
 expect "undefine" ic undefine $SD vm
 finish
