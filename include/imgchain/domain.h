@@ -145,7 +145,7 @@ IC_EXTERN bool ic_domain_image_owned(const ic_domain *dom, const char *path);
  * with IC_DOMAIN_OPEN_WRITE): qcow2 internal snapshots for internal disks,
  * new overlays (mode 0600, absolute backing name and format recorded) for
  * external ones.  All disks or none: a failure on one disk undoes the
- * others and the message names the disk.  Journalled (docs/...).
+ * others and the message names the disk.  Journalled (docs/domain-lifecycle.md section 5).
  * @param name_out receives the snapshot's name (free()); may be NULL
  * @return 0; -EINVAL a refused document, flag combination or disk;
  *   -EEXIST the name is in use or an overlay file exists; -ENOTSUP a mode

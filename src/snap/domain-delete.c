@@ -451,6 +451,15 @@ static int plan_rewrites(struct dplan *p, json_object *meta, ic_error **errp)
             replace_in_disks(c->revert_disks, c->nrevert_disks, rp);
             changed = true;
         }
+        if (ret == 0 && changed && c->parent_name && !strcmp(c->parent_name, p->victim->name)) {
+            /* already re-parented as the store's remove will: the step then
+             * loads before and after the victim is gone (a redo after a
+             * crash runs it again once the victim is removed) */
+            free(c->parent_name);
+            c->parent_name = p->victim->parent_name ? strdup(p->victim->parent_name) : NULL;
+            if (p->victim->parent_name && !c->parent_name)
+                ret = oom(errp);
+        }
         if (ret == 0 && changed) {
             char *xml = NULL;
             ret = ic_snapshot_def_format(&xml, c, IC_SNAPSHOT_FORMAT_SECURE, errp);

@@ -7,8 +7,9 @@
  * Owns: the step vocabulary of D.journal after its commit record
  * (docs/domain-lifecycle.md section 5).  A revert or delete plans every
  * step, writes them into the journal with "next": 0, then runs them; after
- * each step the journal is rewritten with the next index.  Recovery runs
- * the same executor from the recorded index.
+ * each step that copies data or applies a snapshot (commit, rebase,
+ * internal-apply) the journal is rewritten with the next index.  Recovery runs the same executor from the recorded
+ * index.
  *
  * Invariants:
  *  1. Every step is idempotent: running it again after it completed (a
@@ -234,11 +235,19 @@ int ic_dom_steps_run(ic_domain *dom, json_object *j, ic_error **errp)
         k = (size_t)json_object_get_int64(next);
     size_t n = json_object_array_length(steps);
     for (; k < n; k++) {
-        int ret = run_one(dom, json_object_array_get_idx(steps, k), k, errp);
+        json_object *step = json_object_array_get_idx(steps, k);
+        int ret = run_one(dom, step, k, errp);
         if (ret < 0)
             return ret;
+        /* progress is recorded after the steps that copy data or apply a
+         * snapshot: every step is idempotent (invariant 1), so recovery may
+         * redo the others, and each mark costs two fsyncs; an apply is
+         * marked so that a redo never discards writes made after it */
+        const char *op = ic_dom_jstr(step, "do");
+        bool costly = op && (!strcmp(op, "commit") || !strcmp(op, "rebase") ||
+                             !strcmp(op, "internal-apply"));
         json_object_object_add(j, "next", json_object_new_int64((int64_t)k + 1));
-        if (k + 1 < n && (ret = ic_dom_journal_write(dom, j, errp)) < 0)
+        if (costly && k + 1 < n && (ret = ic_dom_journal_write(dom, j, errp)) < 0)
             return ret;
     }
     return ic_dom_journal_remove(dom, errp);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -527,6 +528,31 @@ const char *ic_domain_recovered(const ic_domain *dom)
 
 /* ---- define / undefine / list -------------------------------------------- */
 
+/* libvirt refuses a second domain with the UUID of another. */
+static int uuid_unused(const char *state_dir, const char *name, const char *uuid,
+                       ic_error **errp)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int ret = ic_domain_list(&names, &n, state_dir, errp);
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        if (!strcmp(names[i], name))
+            continue;
+        ic_domain *other = NULL;
+        ic_error *e = NULL;
+        if (ic_domain_open(&other, state_dir, names[i], 0, &e) < 0) {
+            ic_error_free(e);
+            continue;   /* an unreadable domain is reported where it is used */
+        }
+        if (other->def->uuid && !strcasecmp(other->def->uuid, uuid))
+            ret = ic_error_set(errp, IC_ERR_EXISTS, EEXIST,
+                               "domain '%s' is already defined with uuid %s", names[i], uuid);
+        ic_domain_close(other);
+    }
+    ic_domain_names_free(names, n);
+    return ret;
+}
+
 int ic_domain_define(const char *state_dir, const char *xml, size_t len, char **name_out,
                      ic_error **errp)
 {
@@ -565,6 +591,10 @@ int ic_domain_define(const char *state_dir, const char *xml, size_t len, char **
             goto out;
         }
     } else {
+        /* checked before the lock file exists: a refused define leaves no
+         * file behind */
+        if (def->uuid && (ret = uuid_unused(state_dir, def->name, def->uuid, errp)) < 0)
+            goto out;
         if ((ret = take_lock(&dom->lock, state_dir, def->name, true, errp)) < 0)
             goto out;
         char uuid[37];

@@ -162,6 +162,14 @@ static void test_domain__defines_lists_and_refuses_to_undefine_with_snapshots(vo
     TU_ASSERT_ERR(ic_domain_define(c->state, other, strlen(other), NULL, &err), err, EEXIST,
                   "domain 'vm' already exists with uuid 11111111-2222-3333-4444-555555555555");
     free(other);
+    /* another name with the same UUID is refused too */
+    char *twin = domain_xml(c, "twin");
+    TU_ASSERT_ERR(ic_domain_define(c->state, twin, strlen(twin), NULL, &err), err, EEXIST,
+                  "domain 'vm' is already defined with uuid 11111111-2222-3333-4444-555555555555");
+    free(twin);
+    char *twin_lock = tu_path(c->state, "twin.lock");
+    assert_false(exists(twin_lock));   /* a refused define leaves nothing */
+    free(twin_lock);
     free(xml);
 
     ic_domain *dom = open_dom(c, true);
