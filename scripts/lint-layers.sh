@@ -79,7 +79,7 @@ for f in tools/*.c tools/*.h; do
     if grep -q -E '(drv|ops)->' "$f"; then bad "$f calls a driver or io op"; fi
 done
 # Rule 6: citations of documents that are not in the repository.
-CITE='\.\./shared|shared/(reference|design)|CONVENTIONS\.md|qcow2-qed\.md|libvirt-snapshots\.md|[Rr]eference:? +(sections? +)?[0-9]+\.[0-9]+|/work/'
+CITE='\.\./shared|shared/(reference|design)|CONVENTIONS\.md|qcow2-qed\.md|libvirt-snapshots\.md|domain-snapshots\.md|[Rr]eference:? +(sections? +)?[0-9]+\.[0-9]+|/work/'
 for f in $(find src include tools tests scripts bench -type f \( -name '*.[ch]' -o -name '*.sh' -o -name '*.py' -o -name '*.inc' -o -name '*.def' \) 2>/dev/null) Makefile; do
     [ -f "$f" ] || continue
     [ "$f" = scripts/lint-layers.sh ] && continue

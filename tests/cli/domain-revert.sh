@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/cli/domain-revert.sh - snapshot-revert and snapshot-delete of whole
-# domains (docs/domain-snapshots.md section 8).
+# domains (docs/domain-lifecycle.md section 8).
 #
 # Every scenario runs in a temporary --state-dir.  Data is written with
 # `imgchain io` between snapshots and read back after each revert; every
