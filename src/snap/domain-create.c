@@ -26,6 +26,13 @@
  *     may have reached the disk, so the journal file decides (recovery).
  *  5. One snapshot is internal on all its selected disks or external on
  *     all of them (libvirt's rule); a tree may mix both.
+ *  6. A new qcow2 overlay gets an enabled, empty persistent bitmap of the
+ *     same name and granularity for every enabled, consistent bitmap of
+ *     the image it freezes (libvirt does the same), so an incremental
+ *     backup that tracks the disk goes on in the overlay, where the writes
+ *     now land.  Disabled and in-use bitmaps stay behind, unchanged: the
+ *     frozen image is only read.  Adding them is part of the overlay's
+ *     step, so a failure undoes the overlay like any other.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,6 +40,7 @@
 #include <string.h>
 
 #include "domain-internal.h"
+#include "imgchain/bitmap.h"
 #include "imgchain/image.h"
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
@@ -642,6 +650,49 @@ static int build_plan(struct plan *p, ic_error **errp)
     return 0;
 }
 
+/* Note 6: the overlay @s->file gets an enabled, empty bitmap for every
+ * enabled, consistent bitmap of the image it freezes. */
+static int carry_bitmaps(struct plan *p, struct step *s, ic_error **errp)
+{
+    if (strcmp(s->fmt, "qcow2") || !s->image_fmt || strcmp(s->image_fmt, "qcow2"))
+        return 0;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.format = "qcow2";
+    oo.flags = IC_OPEN_NO_BACKING;
+    oo.open_file = p->dom->open_file;
+    oo.payload = p->dom->open_payload;
+    ic_image *frozen = NULL;
+    ic_image_info *info = NULL;
+    int ret = ic_image_open(&frozen, s->image, &oo, errp);
+    if (ret == 0)
+        ret = ic_image_get_info(frozen, &info, errp);
+    ic_image_close(frozen);
+    if (ret < 0)
+        return ret;
+    bool any = false;
+    for (size_t i = 0; i < info->nb_bitmaps; i++)
+        any |= info->bitmaps[i].enabled && !info->bitmaps[i].in_use;
+    ic_image *ov = NULL;
+    if (any) {
+        oo.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING;
+        ret = ic_image_open(&ov, s->file, &oo, errp);
+    }
+    for (size_t i = 0; any && ret == 0 && i < info->nb_bitmaps; i++) {
+        const ic_bitmap_info *b = &info->bitmaps[i];
+        if (b->enabled && !b->in_use)
+            ret = ic_bitmap_change(ov, IC_BITMAP_ADD, b->name, b->granularity, NULL, NULL,
+                                   errp);
+    }
+    int cret = ic_image_close(ov);
+    if (ret == 0 && cret < 0)
+        ret = ic_error_set_errno(errp, cret, "%s: flush", s->file);
+    if (ret < 0)
+        ic_error_prepend(errp, "disk %s: cannot add the persistent bitmaps of %s to %s",
+                         s->target, s->image, s->file);
+    ic_image_info_free(info);
+    return ret;
+}
+
 static int run_step(struct plan *p, struct step *s, ic_error **errp)
 {
     int ret;
@@ -664,7 +715,9 @@ static int run_step(struct plan *p, struct step *s, ic_error **errp)
     co.backing_format = s->image_fmt;
     co.open_file = p->dom->open_file;
     co.payload = p->dom->open_payload;
-    return ic_image_create(s->file, &co, errp);
+    if ((ret = ic_image_create(s->file, &co, errp)) < 0)
+        return ret;
+    return carry_bitmaps(p, s, errp);
 }
 
 static json_object *journal_new(const struct plan *p, const char *phase)
