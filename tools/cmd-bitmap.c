@@ -15,6 +15,10 @@
  *     "length"}.  It opens the image read-only (-U shares it) and cannot
  *     be mixed with actions.
  *  3. Exit codes: 0 ok, 1 failure, 64 usage, 75 locked.
+ *  4. convert --bitmaps (cli-bitmap.h) is built on the same calls: the
+ *     source's bitmaps are checked before the conversion (qcow2 target, no
+ *     bitmap in use unless --skip-broken-bitmaps) and copied after it: add
+ *     with the same granularity, merge from the source, disable if it was.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -24,6 +28,7 @@
 
 #include <imgchain/bitmap.h>
 
+#include "cli-bitmap.h"
 #include "cli-util.h"
 
 #define MAX_ACTIONS 64
@@ -204,3 +209,79 @@ CLI_COMMAND(cmd_bitmap, "bitmap", run_bitmap,
             "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
             "[-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [-f FMT] FILE BITMAP | "
             "bitmap --dump [--output=human|json] [-U] [-f FMT] FILE BITMAP")
+
+/* ---- convert --bitmaps (cli-bitmap.h) --------------------------------------- */
+
+static int source_bitmaps(const char *src, const char *src_fmt, bool share, ic_image **img,
+                          ic_image_info **info)
+{
+    int rc = cli_open_image(img, src, src_fmt,
+                            IC_OPEN_NO_BACKING | (share ? IC_OPEN_FORCE_SHARE : 0));
+    if (rc)
+        return rc;
+    ic_error *err = NULL;
+    if (ic_image_get_info(*img, info, &err) < 0) {
+        ic_image_close(*img);
+        *img = NULL;
+        return cli_fail(err, CLI_EXIT_FAIL);
+    }
+    return 0;
+}
+
+int cli_bitmaps_check(const char *src, const char *src_fmt, bool share, const char *out_fmt,
+                      bool skip_broken)
+{
+    if (!out_fmt || strcmp(out_fmt, "qcow2")) {
+        cli_errorf("Format driver '%s' does not support bitmaps", out_fmt ? out_fmt : "raw");
+        return CLI_EXIT_FAIL;
+    }
+    ic_image *img = NULL;
+    ic_image_info *info = NULL;
+    int rc = source_bitmaps(src, src_fmt, share, &img, &info);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < info->nb_bitmaps && !rc; i++)
+        if (info->bitmaps[i].in_use && !skip_broken) {
+            cli_errorf("%s: Cannot copy inconsistent bitmap '%s'; try --skip-broken-bitmaps, "
+                       "or remove it with 'imgchain bitmap --remove'", src,
+                       info->bitmaps[i].name);
+            rc = CLI_EXIT_FAIL;
+        }
+    ic_image_info_free(info);
+    ic_image_close(img);
+    return rc;
+}
+
+int cli_bitmaps_copy(const char *src, const char *src_fmt, bool share, const char *dst)
+{
+    ic_image *simg = NULL, *dimg = NULL;
+    ic_image_info *info = NULL;
+    int rc = source_bitmaps(src, src_fmt, share, &simg, &info);
+    if (rc)
+        return rc;
+    if (info->nb_bitmaps)
+        rc = cli_open_image(&dimg, dst, "qcow2", IC_OPEN_RDWR | IC_OPEN_NO_BACKING);
+    for (size_t i = 0; i < info->nb_bitmaps && !rc; i++) {
+        const ic_bitmap_info *b = &info->bitmaps[i];
+        if (b->in_use) {
+            fprintf(stderr, "imgchain: warning: Skipping inconsistent bitmap '%s'\n", b->name);
+            continue;
+        }
+        ic_error *err = NULL;
+        if (ic_bitmap_change(dimg, IC_BITMAP_ADD, b->name, b->granularity, NULL, NULL, &err) < 0 ||
+            ic_bitmap_change(dimg, IC_BITMAP_MERGE, b->name, 0, simg, b->name, &err) < 0 ||
+            (!b->enabled &&
+             ic_bitmap_change(dimg, IC_BITMAP_DISABLE, b->name, 0, NULL, NULL, &err) < 0)) {
+            cli_errorf("%s: cannot copy bitmap '%s': %s", dst, b->name, ic_error_message(err));
+            ic_error_free(err);
+            rc = CLI_EXIT_FAIL;
+        }
+    }
+    ic_image_info_free(info);
+    ic_image_close(simg);
+    if (dimg && ic_image_close(dimg) < 0 && !rc) {
+        cli_errorf("%s: could not close the image", dst);
+        rc = CLI_EXIT_FAIL;
+    }
+    return rc;
+}

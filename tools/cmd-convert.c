@@ -24,18 +24,23 @@
 
 #include <imgchain/chain.h>
 
+#include "cli-bitmap.h"
 #include "cli-util.h"
+
+enum { OPT_BITMAPS = 0x300, OPT_SKIP_BROKEN };
 
 static int run_convert(int argc, char **argv)
 {
     static const struct option longopts[] = {
+        { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
         { "force-share", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     ic_convert_options o = IC_CONVERT_OPTIONS_INIT;
     struct cli_snapshot_arg snap = { 0 };
-    bool progress = false, quiet = false;
+    bool progress = false, quiet = false, bitmaps = false, skip_broken = false;
     int c, rc;
     optind = 1;
     opterr = 0;
@@ -78,6 +83,12 @@ static int run_convert(int argc, char **argv)
         case 'U':
             o.force_share = true;
             break;
+        case OPT_BITMAPS:
+            bitmaps = true;
+            break;
+        case OPT_SKIP_BROKEN:
+            skip_broken = true;
+            break;
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
@@ -96,6 +107,15 @@ static int run_convert(int argc, char **argv)
         return cli_usage_error("convert", argc - optind < 2 ? "SRC and DST are required"
                                                             : "too many arguments");
     }
+    if (skip_broken && !bitmaps) {
+        cli_snapshot_arg_free(&snap);
+        return cli_usage_error("convert", "Use of --skip-broken-bitmaps requires --bitmaps");
+    }
+    if (bitmaps && (rc = cli_bitmaps_check(argv[optind], o.src_format, o.force_share,
+                                           o.out_format, skip_broken)) != 0) {
+        cli_snapshot_arg_free(&snap);
+        return rc;
+    }
     o.snapshot_id = snap.id;
     o.snapshot_name = snap.name;
     o.snapshot = snap.id_or_name;
@@ -112,6 +132,8 @@ static int run_convert(int argc, char **argv)
     cli_snapshot_arg_free(&snap);
     if (ret < 0)
         return cli_fail(err, CLI_EXIT_FAIL);
+    if (bitmaps)
+        return cli_bitmaps_copy(argv[optind], o.src_format, o.force_share, argv[optind + 1]);
     return CLI_EXIT_OK;
 }
 

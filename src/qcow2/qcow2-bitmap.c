@@ -304,8 +304,8 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp)
     if (qcow2_bitmap_dir_load(img, &d, &derr) < 0) {
         int r = ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                              "image has %" PRIu32 " persistent dirty bitmap(s) (bitmap directory "
-                             "unreadable: %s) that imgchain cannot keep up to date; refusing to "
-                             "write it", s->nb_bitmaps, ic_error_message(derr));
+                             "unreadable: %s) and is open for check and repair only; refusing "
+                             "to change its guest data", s->nb_bitmaps, ic_error_message(derr));
         ic_error_free(derr);
         return r;
     }
@@ -326,8 +326,8 @@ int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp)
         snprintf(names + n, sizeof(names) - n, ", and %" PRIu32 " more", d.nb - shown);
     qcow2_bitmap_dir_free(&d);
     return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
-                        "image has persistent dirty bitmaps (%s) that imgchain cannot keep up to "
-                        "date; refusing to write it", names);
+                        "image has persistent dirty bitmaps (%s) and is open for check and "
+                        "repair only; refusing to change its guest data", names);
 }
 
 int qcow2_bitmaps_guard(struct ic_image *img, ic_error **errp)

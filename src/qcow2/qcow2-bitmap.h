@@ -101,9 +101,10 @@ void qcow2_bitmap_dir_free(struct qcow2_bitmap_dir *d);
  * error names the bitmap in qemu's words. */
 int qcow2_bitmaps_load(struct ic_image *img, struct qcow2_bitmap_dir *out, ic_error **errp);
 
-/* The refusal of a read-write open while bitmaps cannot be kept up to
- * date: always sets @errp (IC_ERR_UNSUPPORTED, naming the bitmaps) and
- * returns -ENOTSUP.  Reads the directory for the names; writes nothing. */
+/* The refusal of a change of guest data in an open for check and repair
+ * (bitmaps_guard, design note 4): always sets @errp (IC_ERR_UNSUPPORTED,
+ * naming the bitmaps) and returns -ENOTSUP.  Reads the directory for the
+ * names; writes nothing. */
 int qcow2_bitmaps_refuse_write(struct ic_image *img, ic_error **errp);
 
 /* For an image opened with bitmaps_guard set: 0 otherwise; else the

@@ -909,28 +909,25 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
      * not a multiple of 512 is a disk that many bytes shorter. */
     img->size = h->size & ~UINT64_C(511);
     img->cluster_size = cs;
-    /* before anything is written (qcow2-bitmap.c design notes 2, 4, 6) */
+    /* before anything is written (qcow2-bitmap.c design notes 2, 4, 6): a
+     * normal open maintains the bitmaps, an open for repair guards them;
+     * either needs bitmaps qemu can load */
     if (!img->read_only && qcow2_bitmaps_present(s)) {
-        if (!(flags & IC_OPEN_CHECK)) {
-            ic_error *berr = NULL;
-            if ((ret = qcow2_bitmaps_load_rw(img, &berr)) < 0) {
-                ret = ic_error_set(errp, ic_error_kind_of(berr), ic_error_errno(berr),
-                                   "cannot load the persistent dirty bitmaps, so the image "
-                                   "cannot be written: %s", ic_error_message(berr));
-                ic_error_free(berr);
-                return ret;
-            }
-        }
-    }
-    if (!img->read_only && qcow2_bitmaps_present(s) && (flags & IC_OPEN_CHECK)) {
-        struct qcow2_bitmap_dir d;
         ic_error *berr = NULL;
-        if (qcow2_bitmaps_load(img, &d, &berr) < 0) {
-            ic_error_free(berr);
-            return qcow2_bitmaps_refuse_write(img, errp);
-        }
+        struct qcow2_bitmap_dir d = { 0 };
+        if (flags & IC_OPEN_CHECK)
+            ret = qcow2_bitmaps_load(img, &d, &berr);
+        else
+            ret = qcow2_bitmaps_load_rw(img, &berr);
         qcow2_bitmap_dir_free(&d);
-        s->bitmaps_guard = true;
+        if (ret < 0) {
+            ret = ic_error_set(errp, ic_error_kind_of(berr), ic_error_errno(berr),
+                               "cannot load the persistent dirty bitmaps, so the image "
+                               "cannot be written: %s", ic_error_message(berr));
+            ic_error_free(berr);
+            return ret;
+        }
+        s->bitmaps_guard = !!(flags & IC_OPEN_CHECK);
     }
     /* L1 */
     s->l1_size = h->l1_size;

@@ -2,7 +2,7 @@
  * test-qcow2-bitmap-crash.c - crash at every flush of writes, snapshot
  * apply, commit, and bitmap changes (add, merge, remove, clear between
  * writes) on an image holding persistent dirty bitmaps
- * (docs/architecture.md, "The crash-ordering rule").
+ * (the crash loop of tests/helpers/testutil.h).
  *
  * The survivor must have no corruption, and every bitmap must still load
  * (qemu's rules); a bitmap that is not flagged in use (consistent) must

@@ -1,7 +1,7 @@
 /*
  * test-qcow2-bitmap-errpath.c - EIO and ENOSPC at every named metadata
  * event (once and persistent) while writes go into an image holding
- * persistent dirty bitmaps (docs/architecture.md, "Test kinds"): each run succeeds
+ * persistent dirty bitmaps (the fault loop, tests/helpers/testutil.h): each run succeeds
  * or fails with a message; afterwards the image checks with 0 corruptions
  * (leaks allowed, imgchain and qemu-img), every bitmap still loads by
  * qemu's rules, and a bitmap left consistent (not in use) has a dirty bit

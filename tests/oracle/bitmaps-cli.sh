@@ -7,7 +7,7 @@
 # extents equal (qemu-nbd, x-dirty-bitmap), qemu-img check clean.  Errors
 # as qemu-img's (existing name, missing bitmap, bad granularity, in-use
 # bitmap, v2 image), exit 1, nothing changed.  --dump prints exactly the
-# extents qemu exports.
+# extents qemu exports.  convert --bitmaps copies them as qemu-img's does.
 . "$(dirname "$0")/../lib.sh"
 cd "$T" || exit 1
 POKE="python3 $IC_TOP/tests/helpers/qcow2-bitmap-poke.py"
@@ -83,6 +83,40 @@ import struct, sys
 f = open(sys.argv[1], "rb"); h = f.read(65536)
 sys.exit(1 if struct.unpack(">Q", h[88:96])[0] & 1 or struct.pack(">I", 0x23852875) in h[:4096] else 0)' i.qcow2
 done
+
+# convert --bitmaps against qemu-img convert --bitmaps: the top image's
+# bitmaps (enabled, disabled, 512 B to 2 MiB) copied with their flags and
+# bits, plain and compressed, from a chain; in-use ones refused before the
+# target exists, or skipped with --skip-broken-bitmaps; a raw target refused
+rm -f cb.qcow2 cbase.qcow2
+qimg create -q -f qcow2 cbase.qcow2 24M
+qio -c 'write -P 7 0 4M' cbase.qcow2 >/dev/null
+qimg create -q -f qcow2 -b cbase.qcow2 -F qcow2 cb.qcow2
+qimg bitmap --add cb.qcow2 on
+qimg bitmap --add -g 512 cb.qcow2 fine
+qio -c 'write -P 8 1M 100k' -c 'write -z 9M 4k' cb.qcow2 >/dev/null
+qimg bitmap --add -g 2M cb.qcow2 big
+qimg bitmap --disable cb.qcow2 fine
+qio -c 'write -P 9 20M 3' cb.qcow2 >/dev/null
+for c in "" "-c"; do
+    rm -f i.qcow2 q.qcow2
+    expect "convert --bitmaps $c" ic convert --bitmaps $c -O qcow2 cb.qcow2 i.qcow2
+    qimg convert --bitmaps $c -O qcow2 cb.qcow2 q.qcow2
+    same "convert --bitmaps $c"
+    expect "convert --bitmaps $c: the data is the chain's" qimg compare -q cb.qcow2 i.qcow2
+done
+$POKE cb.qcow2 in-use on
+rm -f i.qcow2 q.qcow2
+expect_rc "convert --bitmaps with an in-use bitmap exits 1" 1 ic convert --bitmaps -O qcow2 cb.qcow2 i.qcow2
+expect_out "convert --bitmaps with an in-use bitmap says why" "Cannot copy inconsistent bitmap 'on'" ic convert --bitmaps -O qcow2 cb.qcow2 i.qcow2
+if [ -e i.qcow2 ]; then fail "the refused convert created its target"; else pass "the refused convert created no target"; fi
+expect_out "--skip-broken-bitmaps skips it with a warning" "warning: Skipping inconsistent bitmap 'on'" \
+    ic convert --bitmaps --skip-broken-bitmaps -O qcow2 cb.qcow2 i.qcow2
+qimg convert --bitmaps --skip-broken-bitmaps -O qcow2 cb.qcow2 q.qcow2 2>/dev/null
+same "convert --bitmaps --skip-broken-bitmaps"
+expect_out "a raw target cannot hold bitmaps" "Format driver 'raw' does not support bitmaps" ic convert --bitmaps -O raw cb.qcow2 x.raw
+expect_rc "--skip-broken-bitmaps needs --bitmaps" 64 ic convert --skip-broken-bitmaps -O qcow2 cb.qcow2 y.qcow2
+rm -f i.qcow2 q.qcow2 cb.qcow2 cbase.qcow2 x.raw y.qcow2
 
 # errors, each leaving the image as it was
 rm -f e.qcow2

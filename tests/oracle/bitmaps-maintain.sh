@@ -8,6 +8,7 @@
 #    tests/helpers/qemu-dirty-extents.sh) of every enabled bitmap contain
 #    qemu's (io writes, zero writes, discards, compressed writes: equal);
 #    disabled bitmaps read exactly as before; in-use ones keep their flag;
+#  - imgchain bitmap --dump prints the extents qemu exports;
 #  - qemu-img info lists every bitmap with the flags it had; qemu-img check
 #    is clean.
 # Bitmaps qemu cannot load still make every write refuse, with nothing
@@ -88,6 +89,10 @@ judge() {
             else fail "$1: $b differs from qemu's"; diff q.ext i.ext | head -n 6 | sed 's/^/    /'; fi
         elif contains i.ext q.ext >c.out; then pass "$1: $b holds every extent qemu marks"
         else fail "$1: $b misses some of qemu's"; sed 's/^/    /' c.out; fi
+        ic bitmap --dump --output=json i.qcow2 $b | python3 -c '
+import json, sys
+for e in json.load(sys.stdin): print(e["start"], e["length"])' >d.ext
+        expect "$1: bitmap --dump $b prints what qemu exports" cmp d.ext i.ext
     done
     $DIRTY i.qcow2 off >i.ext
     expect "$1: the disabled bitmap is as it was" cmp i.ext base.off
