@@ -989,6 +989,23 @@ int ic_dom_live_snapshot_create(ic_domain *dom, const char *xml, size_t len, uns
 
 /* ---- recovery of an interrupted live create ------------------------------------- */
 
+/* What a recovery did, as one line ("thawed the guest, removed node X,
+ * removed file F"); truncated, never overflowing, when very long. */
+struct note {
+    char buf[1024];
+    size_t off;
+};
+
+static void note_add(struct note *nt, const char *what, const char *name)
+{
+    if (nt->off >= sizeof(nt->buf) - 1)
+        return;
+    int w = snprintf(nt->buf + nt->off, sizeof(nt->buf) - nt->off, "%s%s%s",
+                     nt->off ? ", " : "", what, name ? name : "");
+    if (w > 0)
+        nt->off += (size_t)w < sizeof(nt->buf) - nt->off ? (size_t)w : sizeof(nt->buf) - 1 - nt->off;
+}
+
 int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **detail,
                         ic_error **errp)
 {
@@ -1032,8 +1049,8 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
                 switched = true;
         }
     }
-    char buf[1024] = "";
-    size_t off = 0;
+    struct note nt = { .off = 0 };
+    nt.buf[0] = '\0';
     /* thaw: a freeze was asked and the agent says frozen (we froze only a
      * thawed guest) */
     const char *qga = jgets(j, "qga");
@@ -1044,7 +1061,7 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
         if (ret == 0)
             ret = ic_qga_fsfreeze_status(g, &frozen, errp);
         if (ret == 0 && frozen && (ret = ic_qga_fsfreeze_thaw(g, errp)) >= 0) {
-            off += (size_t)snprintf(buf + off, sizeof(buf) - off, "thawed the guest");
+            note_add(&nt, "thawed the guest", NULL);
             ret = 0;
         }
         ic_qga_close(g);
@@ -1053,7 +1070,7 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
         ic_qmp_close(q);
         *finished = true;
         ret = ic_dom_create_finish(dom, j, errp);
-        if (ret == 0 && off && !(*detail = strdup(buf)))
+        if (ret == 0 && nt.off && !(*detail = strdup(nt.buf)))
             ret = oom(errp);
         return ret;
     }
@@ -1067,28 +1084,25 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
             json_object_object_add(args, "node-name", json_object_new_string(nodes[m]));
             ic_error *e = NULL;
             int r = ic_qmp_execute(q, "blockdev-del", args, NULL, &e);
-            if (r == 0)
-                off += (size_t)snprintf(buf + off, off < sizeof(buf) ? sizeof(buf) - off : 0,
-                                        "%snode %s", off ? ", " : "removed ", nodes[m]);
-            else if (!strstr(ic_error_message(e), "Failed to find node")) {
+            if (r == 0) {
+                note_add(&nt, "removed node ", nodes[m]);
+            } else if (!strstr(ic_error_message(e), "Failed to find node")) {
                 ic_error_propagate(errp, e);
                 ret = r;
-            } else
+            } else {
                 ic_error_free(e);
+            }
         }
         const char *file = jgets(s, "file");
         if (ret == 0 && file && ic_dom_jbool(s, "created") &&
-            ic_dir_path_type(file) != IC_DIR_PATH_MISSING) {
-            ret = ic_dir_unlink(file, errp);
-            if (ret == 0 && off < sizeof(buf))
-                off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%sfile %s",
-                                        off ? ", " : "removed ", file);
-        }
+            ic_dir_path_type(file) != IC_DIR_PATH_MISSING &&
+            (ret = ic_dir_unlink(file, errp)) == 0)
+            note_add(&nt, "removed file ", file);
     }
     ic_qmp_close(q);
     if (ret == 0)
         ret = ic_dom_journal_remove(dom, errp);
-    if (ret == 0 && off && !(*detail = strdup(buf)))
+    if (ret == 0 && nt.off && !(*detail = strdup(nt.buf)))
         ret = oom(errp);
     return ret;
 }
