@@ -768,8 +768,10 @@ static int live_external(struct lplan *p, char **name_out, ic_error **errp)
     fault_kill("kill-after-transaction");
     int tret = 0;
     ic_error *terr = NULL;
+    /* our freeze succeeded: thaw at once (the status round trip of
+     * thaw() is for paths that do not know what the freeze did) */
     if (p->frozen)
-        tret = thaw(p->g, &terr);
+        tret = ic_qga_fsfreeze_thaw(p->g, &terr);
     ret = journal_save(p, "commit", errp);
     if (ret == 0)
         ret = ic_dom_create_finish(dom, p->j, errp);

@@ -231,6 +231,14 @@ rm -f "$T/ga/refuse"
 if [ "$(nodes vm2)" = "$before_nodes2" ] && [ -z "$(strays vm2 'vm2-.*\.q1$')" ] && [ "$(frozen)" = thawed ]; then
     pass "refused freeze: thawed, no stray nodes or files"
 else fail "refused freeze left state behind"; fi
+touch "$T/ga/short"
+expect_out "an agent freezing fewer file systems than asked fails the snapshot" \
+    "froze 0 file systems, 1 were asked" \
+    ic snapshot-create-as $S vm2 q1 --disk-only --quiesce --quiesce-mountpoint "$MNT"
+rm -f "$T/ga/short"
+if [ "$(nodes vm2)" = "$before_nodes2" ] && [ -z "$(strays vm2 'vm2-.*\.q1$')" ] && [ "$(frozen)" = thawed ]; then
+    pass "short freeze: thawed, no stray nodes or files"
+else fail "short freeze left state behind"; fi
 hmp_write vm2 vda 0x44 0 64k
 expect_out "--quiesce --quiesce-mountpoint freezes exactly that file system and thaws it" \
     "Domain snapshot q1 created" ic snapshot-create-as $S vm2 q1 --disk-only --quiesce --quiesce-mountpoint "$MNT"

@@ -9,7 +9,9 @@ Anything else (guest-fsfreeze-freeze above all, or a freeze-list naming any
 other file system or none) is answered with an error, never forwarded, and
 recorded in STATEDIR/violations, which the test requires to stay empty.
 While STATEDIR/refuse exists, a freeze-list is answered with an error
-instead (the test's "agent refuses to freeze").  Agent replies are passed
+instead (the test's "agent refuses to freeze"); while STATEDIR/short
+exists, with a count of 0 (an agent freezing fewer file systems than
+asked), and nothing is frozen.  Agent replies are passed
 back verbatim (the 0xff sentinel included).
 """
 import json
@@ -17,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 LISTEN, AGENT, MOUNT, STATE = sys.argv[1:5]
 ALLOWED = {"guest-sync", "guest-sync-delimited", "guest-ping",
@@ -44,9 +47,21 @@ def verdict(msg):
             return "qga-proxy: refused freeze-list of %r" % (mps,)
         if os.path.exists(os.path.join(STATE, "refuse")):
             return "test: the agent refuses to freeze"
+        if os.path.exists(os.path.join(STATE, "short")):
+            return 0
         return None
     record("command %r" % (cmd,))
     return "qga-proxy: command %r is not allowed" % (cmd,)
+
+
+def stamp(msg):
+    """Appends "freeze T" / "thaw T" (monotonic seconds) to STATEDIR/timings
+    as a freeze-list or thaw is passed on: bench/bench-live.sh measures the
+    freeze window of any client there."""
+    cmd = msg.get("execute")
+    if cmd in ("guest-fsfreeze-freeze-list", "guest-fsfreeze-thaw"):
+        with open(os.path.join(STATE, "timings"), "a") as f:
+            f.write("%s %.6f\n" % ("freeze" if cmd.endswith("list") else "thaw", time.monotonic()))
 
 
 def pump_back(agent, cli):
@@ -90,7 +105,11 @@ def serve(cli):
                 buf = text[len(raw):]
                 why = verdict(msg)
                 if why is None:
+                    stamp(msg)
                     agent.sendall(raw + b"\n")
+                elif why == 0:
+                    # "short": claims nothing was frozen, freezes nothing
+                    cli.sendall(b'{"return": 0}\n')
                 else:
                     error(cli, why)
     except OSError:
