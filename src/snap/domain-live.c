@@ -916,6 +916,10 @@ int ic_dom_live_snapshot_create(ic_domain *dom, const char *xml, size_t len, uns
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "Flag 'VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY' is required by flag "
                             "'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE'");
+    if ((flags & IC_DOMAIN_SNAPSHOT_CREATE_LIVE) && (flags & IC_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY))
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
+                            "live snapshot creation is supported only during full system "
+                            "snapshots");
     struct ic_dom_live *l = dom->live;
     if (l && l->nmountpoints && !(flags & IC_DOMAIN_SNAPSHOT_CREATE_QUIESCE))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,

@@ -120,8 +120,10 @@ expect_out "snapshot-revert of a running domain is refused: stop it first" \
     "cannot revert a running domain.*stop it first" ic snapshot-revert $S vm3 s1
 expect_out "snapshot-delete of a running domain is refused: stop it first" \
     "stop it first" ic snapshot-delete $S vm3 s1
-expect_out "imgchain never writes an image qemu holds: its lock refuses the write" \
-    "lock" ic io "$T/vm3-vda.s1" -c "write -P 0x33 0 4k"
+expect_rc "imgchain never writes an image qemu holds: its lock refuses the write (exit 75)" 75 \
+    ic io "$T/vm3-vda.s1" -c "write -P 0x33 0 4k"
+expect_out "the refusal says which lock" 'vm3-vda.s1: failed to get "write" lock' \
+    ic io "$T/vm3-vda.s1" -c "write -P 0x33 0 4k"
 
 # failures before the transaction leave the VM on its images, no nodes, no files
 before_nodes=$(nodes vm3)
