@@ -187,6 +187,35 @@ expect_out "the internal snapshot is in the active layer of every disk" "i1" \
     qimg snapshot -l "$T/vm3-vdb.s2"
 expect_out "the overlay carries the persistent bitmap" "inc0" qimg info "$T/vm3-vda.s1"
 
+# ---- recovery when the VM is gone too ---------------------------------------------
+# Killed after the transaction, the guest writes, qemu quits: the grown
+# overlay says the switch happened, so the next command finishes it.
+define_vm vmx vda
+start_vm vmx vda
+ic define $S "$T/vmx.xml" --qmp "$T/vmx.qmp" >/dev/null
+icf kill-after-transaction snapshot-create-as $S vmx x1 --disk-only >/dev/null 2>&1
+hmp_write vmx vda 0x66 0 1M
+qmp vmx quit >/dev/null
+eval "qp=\$QPID_vmx"
+for _i in $(seq 1 100); do kill -0 "$qp" 2>/dev/null || break; sleep 0.05; done
+expect_out "qemu gone, overlay grown: the next command finishes the snapshot" \
+    "finished interrupted snapshot-create-live of 'x1'" ic snapshot-create-as $S vmx o1 --disk-only
+expect "and the guest's writes are in the finished snapshot's overlay, under the new one" \
+    qio -f qcow2 -r -c "read -P 0x66 0 1M" "$T/vmx-vda.o1"
+# Killed after adding nodes, qemu quits: nothing took writes, so the files go.
+define_vm vmy vda
+start_vm vmy vda
+ic define $S "$T/vmy.xml" --qmp "$T/vmy.qmp" >/dev/null
+icf kill-after-add snapshot-create-as $S vmy y1 --disk-only >/dev/null 2>&1
+qmp vmy quit >/dev/null
+eval "qp=\$QPID_vmy"
+for _i in $(seq 1 100); do kill -0 "$qp" 2>/dev/null || break; sleep 0.05; done
+expect_out "qemu gone, overlay untouched: the next command rolls back and removes the file" \
+    "rolled back interrupted snapshot-create-live of 'y1': removed file $T/vmy-vda.y1" \
+    ic snapshot-create-as $S vmy o1 --disk-only
+expect_out "the offline snapshot then sits on the old image" "backing file: $T/vmy-vda.qcow2\$" \
+    qimg info "$T/vmy-vda.o1"
+
 # ---- a two-disk domain quiesced through the guest agent ------------------------
 if ! command -v qemu-ga >/dev/null; then
     echo "SKIP: quiesce cases: qemu-ga is not installed (scripts/install-deps.sh installs qemu-guest-agent)"
