@@ -287,6 +287,13 @@ IC_EXTERN int ic_domain_refresh_live(ic_domain *dom, ic_error **errp);
  */
 IC_EXTERN int ic_domain_set_quiesce_mountpoints(ic_domain *dom, const char *const *mps,
                                                 size_t n, ic_error **errp);
+/**
+ * True when @p dom (opened either way) has the journal of an interrupted
+ * live snapshot: it may hold the guest frozen and nodes in qemu, so a
+ * front end recovers it at once (a WRITE open) even for a read-only
+ * command.
+ */
+IC_EXTERN bool ic_domain_live_pending(ic_domain *dom);
 /** True when snapshot @p name was taken with the guest quiesced. */
 IC_EXTERN bool ic_domain_snapshot_quiesced(const ic_domain *dom, const char *name);
 

@@ -899,6 +899,17 @@ static int live_internal(struct lplan *p, char **name_out, ic_error **errp)
 
 /* ---- entry ----------------------------------------------------------------------- */
 
+bool ic_domain_live_pending(ic_domain *dom)
+{
+    json_object *j = NULL;
+    if (!dom || ic_dom_journal_load(dom, &j, NULL) < 0 || !j)
+        return false;
+    const char *op = jgets(j, "op");
+    bool live = op && !strcmp(op, "snapshot-create-live");
+    json_object_put(j);
+    return live;
+}
+
 int ic_dom_live_check(ic_domain *dom, ic_error **errp)
 {
     return ic_domain_is_running(dom, errp);

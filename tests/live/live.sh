@@ -278,9 +278,12 @@ expect_out "the private file records the snapshot as quiesced" '"quiesced": \[ *
     sh -c "tr -d '\n' < '$T/state/vm2.imgchain.json'"
 env IMGCHAIN_TEST_LIVE_FAULT=kill-after-freeze "$IMGCHAIN_BIN" snapshot-create-as $S vm2 q2 --disk-only --quiesce --quiesce-mountpoint "$MNT" >/dev/null 2>&1
 expect_out "killed while frozen: the file system is frozen" "^frozen$" frozen
-expect_out "the next command thaws the guest and removes the stray nodes and files" \
+expect_rc "check --domain reports the interrupted live snapshot (exit 76) and leaves it" 76 \
+    ic check --domain vm2 $S
+expect_out "still frozen after check --domain" "^frozen$" frozen
+expect_out "the next command, even a read-only one, thaws the guest and removes the stray nodes and files" \
     "rolled back interrupted snapshot-create-live of 'q2': thawed the guest, removed node .*removed file $T/vm2-vda.q2" \
-    ic snapshot-current $S vm2 q1
+    ic snapshot-list $S vm2
 expect_out "thawed after the recovery" "^thawed$" frozen
 if [ "$(strays vm2 'vm2-.*\.q2$')" = "" ]; then pass "no q2 file is left"; else fail "q2 files left"; fi
 hmp_write vm2 vdb 0x55 0 64k
