@@ -2,8 +2,10 @@
  * test-domain-live.c - the running-domain API of imgchain/domain.h without
  * qemu: recorded sockets, "running" decided by the QMP socket only (a
  * fake QMP peer in a thread answers or misbehaves), refusals of revert and
- * delete while it runs, and the flag rules of a live create.  The real
- * qemu sequence is tests/live/live.sh.
+ * delete while it runs, the flag rules of a live create, and the whole
+ * live sequence against a fake qemu and a fake agent: the only place the
+ * "freeze every file system" path (guest-fsfreeze-freeze) runs, since the
+ * real agent of tests/live/live.sh runs on the host.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -16,6 +18,8 @@
 
 #include "testutil.h"
 #include "imgchain/domain.h"
+#include "io/io-dir.h"
+#include <json-c/json.h>
 
 struct fake {
     int lfd;
@@ -67,6 +71,115 @@ static int listen_at(const char *path)
     struct timeval tv = { 5, 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
+}
+
+
+/* ---- a fake qemu and a fake agent that answer by command ------------------ */
+
+/* Serves connections one after the other until @stop, answering each
+ * command as qemu or qemu-ga would for a one-disk VM whose active node
+ * "nvda" is @image; records the commands, in order, in @log. */
+struct fakevm {
+    int lfd;
+    bool agent;
+    const char *image;
+    bool fail_transaction;
+    volatile bool stop;
+    bool frozen;
+    char log[4096];
+};
+
+static void logcmd(struct fakevm *f, const char *cmd)
+{
+    size_t n = strlen(f->log);
+    snprintf(f->log + n, sizeof(f->log) - n, "%s%s", n ? " " : "", cmd);
+}
+
+static char *answer(struct fakevm *f, json_object *msg)
+{
+    json_object *ex = NULL, *args = NULL, *id = NULL;
+    json_object_object_get_ex(msg, "execute", &ex);
+    json_object_object_get_ex(msg, "arguments", &args);
+    json_object_object_get_ex(msg, "id", &id);
+    const char *cmd = ex ? json_object_get_string(ex) : "?";
+    logcmd(f, cmd);
+    char ret[1024];
+    const char *err = NULL;
+    bool delim = false;
+    if (!strcmp(cmd, "query-block")) {
+        snprintf(ret, sizeof(ret),
+                 "[{\"device\": \"\", \"qdev\": \"/machine/peripheral/vda/virtio-backend\", "
+                 "\"inserted\": {\"node-name\": \"nvda\", \"file\": \"%s\", \"image\": "
+                 "{\"filename\": \"%s\", \"format\": \"qcow2\", \"virtual-size\": 1048576, "
+                 "\"cluster-size\": 65536}}}]", f->image, f->image);
+    } else if (!strcmp(cmd, "query-named-block-nodes")) {
+        snprintf(ret, sizeof(ret), "[{\"node-name\": \"nvda\", \"dirty-bitmaps\": "
+                 "[{\"name\": \"inc\", \"persistent\": true, \"recording\": true, "
+                 "\"granularity\": 65536}]}]");
+    } else if (!strcmp(cmd, "transaction") && f->fail_transaction) {
+        err = "Transaction failed (test)";
+    } else if (!strcmp(cmd, "guest-sync-delimited")) {
+        json_object *v = NULL;
+        json_object_object_get_ex(args, "id", &v);
+        snprintf(ret, sizeof(ret), "%lld", (long long)json_object_get_int64(v));
+        delim = true;
+    } else if (!strcmp(cmd, "guest-fsfreeze-status")) {
+        snprintf(ret, sizeof(ret), "\"%s\"", f->frozen ? "frozen" : "thawed");
+    } else if (!strcmp(cmd, "guest-fsfreeze-freeze")) {
+        f->frozen = true;
+        snprintf(ret, sizeof(ret), "2");
+    } else if (!strcmp(cmd, "guest-fsfreeze-thaw")) {
+        f->frozen = false;
+        snprintf(ret, sizeof(ret), "2");
+    } else {
+        snprintf(ret, sizeof(ret), "{}");
+    }
+    char *out = NULL;
+    const char *ids = id ? json_object_get_string(id) : NULL;
+    int r;
+    if (err)
+        r = asprintf(&out, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"%s\"}%s%s%s}\n",
+                     err, ids ? ", \"id\": \"" : "", ids ? ids : "", ids ? "\"" : "");
+    else
+        r = asprintf(&out, "%s{\"return\": %s%s%s%s}\n", delim ? "\xff" : "", ret,
+                     ids ? ", \"id\": \"" : "", ids ? ids : "", ids ? "\"" : "");
+    return r < 0 ? NULL : out;
+}
+
+static void *serve_vm(void *arg)
+{
+    struct fakevm *f = arg;
+    while (!f->stop) {
+        int fd = accept(f->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;   /* the accept timeout: look at @stop again */
+        const char *g = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n";
+        if (!f->agent && write(fd, g, strlen(g)) < 0) {
+            close(fd);
+            continue;
+        }
+        char buf[8192];
+        size_t len = 0;
+        ssize_t r;
+        while ((r = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
+            len += (size_t)r;
+            buf[len] = 0;
+            char *nl;
+            while ((nl = strchr(buf, '\n'))) {
+                *nl = 0;
+                json_object *msg = json_tokener_parse(buf);
+                char *out = msg ? answer(f, msg) : NULL;
+                json_object_put(msg);
+                if (out && write(fd, out, strlen(out)) < 0)
+                    r = -1;
+                free(out);
+                len -= (size_t)(nl + 1 - buf);
+                memmove(buf, nl + 1, len + 1);
+            }
+        }
+        close(fd);
+    }
+    return NULL;
 }
 
 struct ctx {
@@ -190,12 +303,106 @@ static void test_domain_live__quiesce_mountpoints_need_quiesce_and_absolute_path
     teardown_domain(&c);
 }
 
+/* Runs a quiesced live create (no mountpoints: every guest file system,
+ * which only this fake agent is ever asked) against fakes. */
+static void live_create(struct ctx *c, struct fakevm *q, struct fakevm *g, int *ret,
+                        ic_error **err)
+{
+    char *img = tu_path(c->dir, "a.qcow2");
+    char *ga = tu_path(c->dir, "vm.qga");
+    q->lfd = listen_at(c->sock);
+    q->image = img;
+    g->lfd = listen_at(ga);
+    g->agent = true;
+    struct timeval tv = { 0, 100000 };
+    setsockopt(q->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(g->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ic_error *e = NULL;
+    TU_ASSERT_OK(ic_domain_set_sockets(c->dom, c->sock, ga, &e), e);
+    pthread_t tq, tg;
+    assert_int_equal(pthread_create(&tq, NULL, serve_vm, q), 0);
+    assert_int_equal(pthread_create(&tg, NULL, serve_vm, g), 0);
+    const char *doc = "<domainsnapshot><name>s1</name></domainsnapshot>";
+    *ret = ic_domain_snapshot_create(c->dom, doc, strlen(doc),
+                                     IC_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+                                         IC_DOMAIN_SNAPSHOT_CREATE_QUIESCE, NULL, err);
+    q->stop = g->stop = true;
+    pthread_join(tq, NULL);
+    pthread_join(tg, NULL);
+    close(q->lfd);
+    close(g->lfd);
+    free(img);
+    free(ga);
+}
+
+static void test_domain_live__quiesce_without_mountpoints_freezes_all_then_switches_and_thaws(
+    void **state)
+{
+    (void)state;
+    struct ctx c;
+    setup_domain(&c);
+    struct fakevm q = { 0 }, g = { 0 };
+    ic_error *err = NULL;
+    int ret;
+    live_create(&c, &q, &g, &ret, &err);
+    TU_ASSERT_OK(ret, err);
+    assert_string_equal(g.log, "guest-sync-delimited guest-fsfreeze-status "
+                               "guest-fsfreeze-freeze guest-fsfreeze-thaw");
+    assert_false(g.frozen);
+    assert_non_null(strstr(q.log, "blockdev-add blockdev-add transaction"));
+    assert_null(strstr(q.log, "blockdev-del"));
+    assert_true(ic_domain_snapshot_quiesced(c.dom, "s1"));
+    assert_int_equal(ic_domain_snapshot_count(c.dom), 1);
+    /* the overlay: made natively on the image qemu reported */
+    char *ov = tu_path(c.dir, "a.s1");
+    ic_image *img = NULL;
+    ic_open_options oo = IC_OPEN_OPTIONS_INIT;
+    oo.flags = IC_OPEN_NO_BACKING;
+    TU_ASSERT_OK(ic_image_open(&img, ov, &oo, &err), err);
+    char *base = tu_path(c.dir, "a.qcow2");
+    assert_string_equal(ic_image_backing_name(img), base);
+    assert_int_equal(ic_image_size(img), 1048576);
+    ic_image_close(img);
+    assert_string_equal(ic_domain_get_def(c.dom)->disks[0].src->path, ov);
+    free(ov);
+    free(base);
+    teardown_domain(&c);
+}
+
+static void test_domain_live__a_failed_transaction_thaws_and_removes_nodes_and_files(void **state)
+{
+    (void)state;
+    struct ctx c;
+    setup_domain(&c);
+    struct fakevm q = { .fail_transaction = true }, g = { 0 };
+    ic_error *err = NULL;
+    int ret;
+    live_create(&c, &q, &g, &ret, &err);
+    TU_ASSERT_ERR(ret, err, EIO, "transaction: qemu says: Transaction failed (test)");
+    assert_false(g.frozen);
+    assert_non_null(strstr(g.log, "guest-fsfreeze-freeze guest-fsfreeze-status "
+                                  "guest-fsfreeze-thaw"));
+    assert_non_null(strstr(q.log, "transaction blockdev-del blockdev-del"));
+    char *ov = tu_path(c.dir, "a.s1");
+    assert_int_equal(ic_dir_path_type(ov), IC_DIR_PATH_MISSING);
+    free(ov);
+    char *j = tu_path(c.state, "vm.journal");
+    assert_int_equal(ic_dir_path_type(j), IC_DIR_PATH_MISSING);
+    free(j);
+    assert_int_equal(ic_domain_snapshot_count(c.dom), 0);
+    assert_false(ic_domain_snapshot_quiesced(c.dom, "s1"));
+    teardown_domain(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_domain_live__sockets_are_kept_in_the_private_file_and_checked),
         cmocka_unit_test(test_domain_live__running_means_the_qmp_socket_answers),
         cmocka_unit_test(test_domain_live__quiesce_mountpoints_need_quiesce_and_absolute_paths),
+        cmocka_unit_test(
+            test_domain_live__quiesce_without_mountpoints_freezes_all_then_switches_and_thaws),
+        cmocka_unit_test(test_domain_live__a_failed_transaction_thaws_and_removes_nodes_and_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
