@@ -475,6 +475,27 @@ static void undo(struct lplan *p)
     ic_dom_journal_remove(p->dom, NULL);
 }
 
+/* The metadata of a switched snapshot (ic_dom_create_finish), with
+ * "quiesced" recorded in the private file in the same write. */
+static int finish(ic_domain *dom, json_object *j, ic_error **errp)
+{
+    const char *name = jgets(j, "snapshot");
+    if (name && ic_dom_jbool(j, "quiesce") && !ic_dom_jbool(j, "no_metadata") &&
+        !ic_domain_snapshot_quiesced(dom, name)) {
+        json_object *a = NULL;
+        if (!json_object_object_get_ex(dom->priv, "quiesced", &a) ||
+            !json_object_is_type(a, json_type_array)) {
+            if (!(a = json_object_new_array()))
+                return oom(errp);
+            json_object_object_add(dom->priv, "quiesced", a);
+        }
+        if (json_object_array_add(a, json_object_new_string(name)) < 0)
+            return oom(errp);
+    }
+    /* it saves the private file (every step is external) */
+    return ic_dom_create_finish(dom, j, errp);
+}
+
 static int make_overlay(struct lplan *p, struct lstep *s, ic_error **errp)
 {
     if (s->reuse)
@@ -774,17 +795,7 @@ static int live_external(struct lplan *p, char **name_out, ic_error **errp)
         tret = ic_qga_fsfreeze_thaw(p->g, &terr);
     ret = journal_save(p, "commit", errp);
     if (ret == 0)
-        ret = ic_dom_create_finish(dom, p->j, errp);
-    if (ret == 0 && quiesce && !(p->flags & IC_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)) {
-        json_object *a = NULL;
-        json_object_object_get_ex(dom->priv, "quiesced", &a);
-        if (!a || !json_object_is_type(a, json_type_array)) {
-            a = json_object_new_array();
-            json_object_object_add(dom->priv, "quiesced", a);
-        }
-        json_object_array_add(a, json_object_new_string(def->name));
-        ret = ic_dom_save_priv(dom, errp);
-    }
+        ret = finish(dom, p->j, errp);
     if (ret == 0 && tret < 0) {
         ic_error_propagate(errp, terr);
         terr = NULL;
@@ -1035,7 +1046,7 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
                             dom->journal_path);
     if (!strcmp(jgets(j, "phase") ? jgets(j, "phase") : "", "commit")) {
         *finished = true;
-        return ic_dom_create_finish(dom, j, errp);
+        return finish(dom, j, errp);
     }
     size_t n = json_object_array_length(steps);
     ic_qmp *q = NULL;
@@ -1086,7 +1097,7 @@ int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **d
     if (ret == 0 && switched) {
         ic_qmp_close(q);
         *finished = true;
-        ret = ic_dom_create_finish(dom, j, errp);
+        ret = finish(dom, j, errp);
         if (ret == 0 && nt.off && !(*detail = strdup(nt.buf)))
             ret = oom(errp);
         return ret;

@@ -286,6 +286,13 @@ expect_out "the next command, even a read-only one, thaws the guest and removes 
     ic snapshot-list $S vm2
 expect_out "thawed after the recovery" "^thawed$" frozen
 if [ "$(strays vm2 'vm2-.*\.q2$')" = "" ]; then pass "no q2 file is left"; else fail "q2 files left"; fi
+icf kill-after-transaction snapshot-create-as $S vm2 q3 --disk-only --quiesce --quiesce-mountpoint "$MNT" >/dev/null 2>&1
+expect_out "killed after the transaction while frozen: still frozen" "^frozen$" frozen
+expect_out "the next command thaws the guest and finishes the quiesced snapshot" \
+    "finished interrupted snapshot-create-live of 'q3': thawed the guest" ic domblklist $S vm2
+expect_out "thawed after finishing" "^thawed$" frozen
+expect_out "the finished snapshot is recorded as quiesced" '"quiesced": \[ *"q1", *"q3"' \
+    sh -c "tr -d '\n' < '$T/state/vm2.imgchain.json'"
 hmp_write vm2 vdb 0x55 0 64k
 qmp vm2 quit >/dev/null
 eval "qp=\$QPID_vm2"
@@ -293,7 +300,8 @@ for _i in $(seq 1 100); do kill -0 "$qp" 2>/dev/null || break; sleep 0.05; done
 expect "vm2: data before the quiesced snapshot is in the base, after it in the overlay" sh -c \
     "qemu-io -f qcow2 -r -c 'read -P 0x44 0 64k' '$T/vm2-vda.qcow2' >/dev/null &&
      qemu-io -f qcow2 -r -c 'read -P 0 0 64k' '$T/vm2-vdb.qcow2' | grep -q 'read 65536' &&
-     qemu-io -f qcow2 -r -c 'read -P 0x55 0 64k' '$T/vm2-vdb.q1' | grep -q 'read 65536'"
+     qemu-io -f qcow2 -r -c 'read -P 0 0 64k' '$T/vm2-vdb.q1' | grep -q 'read 65536' &&
+     qemu-io -f qcow2 -r -c 'read -P 0x55 0 64k' '$T/vm2-vdb.q3' | grep -q 'read 65536'"
 if [ -s "$T/ga/violations" ]; then
     fail "the agent proxy saw forbidden requests:"; sed 's/^/    /' "$T/ga/violations"
 else
