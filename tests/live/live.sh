@@ -164,6 +164,12 @@ expect_out "an internal snapshot of the running VM goes through snapshot-save" \
 expect_out "the internal snapshot is recorded with its state" "i1 .*running|i1 .*paused" \
     ic snapshot-list $S vm3
 
+expect_out "an internal snapshot without metadata is taken in the images only" \
+    "Domain snapshot i2 created" ic snapshot-create-as $S vm3 i2 --no-metadata
+expect_out "a snapshot-save job qemu fails is reported with qemu's reason" \
+    "snapshot-save: qemu says: .*i2" ic snapshot-create-as $S vm3 i2
+expect_out "and nothing is recorded for it" "^ s2 .*\$|^ i1 " ic snapshot-list $S vm3
+if ic snapshot-list $S vm3 --name | grep -qx i2; then fail "i2 was recorded"; else pass "i2 is not in the metadata"; fi
 expect_out "--halt stops the VM with quit after the snapshot" \
     "Domain snapshot s3 created" ic snapshot-create-as $S vm3 s3 --disk-only --halt
 eval "qp=\$QPID_vm3"
