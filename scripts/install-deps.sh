@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libxml2-dev zlib1g-dev libzstd-dev libaio-dev
 libjson-c-dev libcmocka-dev qemu-utils libxml2-utils libvirt-clients libvirt0 valgrind time
-python3"
+python3 qemu-system-x86 qemu-guest-agent"
 missing=""
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

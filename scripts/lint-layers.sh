@@ -1,14 +1,15 @@
 #!/bin/sh
 # Enforces the layering of docs/architecture.md: dependencies point one way.
-#   util <- io <- image <- {qcow2, qed} <- chain <- snap -> xml
+#   util <- io <- image <- {qcow2, qed} <- chain <- snap -> {xml, qmp}
 # Rules (each violation is one line naming the file; exit 1 if any):
 #   1. a module includes only the modules below it;
 #   2. from another module it includes only that module's interface
 #      headers (INTERFACE below), never a private one such as io/io-aio.h;
 #   3. only src/image calls driver ops and only src/io calls io ops: no
 #      `drv->` or `ops->` anywhere else;
-#   4. only src/xml includes libxml2; only the POSIX, aio, lock and folder
-#      backends of src/io use the OS file API;
+#   4. only src/xml includes libxml2; only src/qmp opens sockets and
+#      builds QMP / guest-agent messages; only the POSIX, aio, lock and
+#      folder backends of src/io use the OS file API;
 #   5. tools/ includes only the public headers (include/imgchain);
 #   6. no comment cites a file outside the repository (the design notes
 #      and format references live in docs/).
@@ -27,13 +28,14 @@ allowed() {
         qed)   echo "util io image qed" ;;
         chain) echo "util io image chain" ;;
         xml)   echo "util xml" ;;
-        snap)  echo "util io image chain snap xml" ;;
+        qmp)   echo "util qmp" ;;
+        snap)  echo "util io image chain snap xml qmp" ;;
         *)     echo "?" ;;
     esac
 }
 
 # Headers another module may include (every util header is one).
-INTERFACE="io/io.h io/io-dir.h io/io-journal.h image/image.h image/driver.h chain/chain.h xml/xml.h"
+INTERFACE="io/io.h io/io-dir.h io/io-journal.h image/image.h image/driver.h chain/chain.h xml/xml.h qmp/qmp.h"
 
 for dir in src/*/; do
     [ -d "$dir" ] || continue
@@ -67,6 +69,7 @@ for dir in src/*/; do
                if grep -q -E '(drv|ops)->' "$f"; then fail=1; fi ;;
         esac
         if [ "$mod" != xml ] && grep -q '#include <libxml/' "$f"; then bad "$f includes libxml2 (only src/xml may)"; fi
+        if [ "$mod" != qmp ] && grep -Eq '#include <sys/(socket|un)\.h>|"execute"' "$f"; then bad "$f speaks to a socket or builds a QMP message (only src/qmp may)"; fi
         case "$f" in
             src/io/io-posix.c|src/io/io-aio.c|src/io/io-lock.c|src/io/io-dir.c) ;;
             *) if grep -Eq '#include <(fcntl|sys/file|sys/stat)\.h>' "$f"; then bad "$f uses the OS file API (only src/io's backends may)"; fi ;;
@@ -75,7 +78,7 @@ for dir in src/*/; do
 done
 for f in tools/*.c tools/*.h; do
     [ -f "$f" ] || continue
-    if grep -Eq '#include "(util|io|image|qcow2|qed|chain|snap|xml)/' "$f"; then bad "$f includes a private header"; fi
+    if grep -Eq '#include "(util|io|image|qcow2|qed|chain|snap|xml|qmp)/' "$f"; then bad "$f includes a private header"; fi
     if grep -q -E '(drv|ops)->' "$f"; then bad "$f calls a driver or io op"; fi
 done
 # Rule 6: citations of documents that are not in the repository.

@@ -29,6 +29,18 @@ int cli_domain_open(ic_domain **out, const char *dir, const char *name, bool wri
     ic_error *err = NULL;
     if (ic_domain_open(out, dir, name, write ? IC_DOMAIN_OPEN_WRITE : 0, &err) < 0)
         return cli_domain_fail(err);
+    if (!write && ic_domain_live_pending(*out)) {
+        /* an interrupted live snapshot may hold the guest frozen: every
+         * command on the domain recovers it (docs/domain-live.md) */
+        ic_domain_close(*out);
+        *out = NULL;
+        int rc = cli_domain_open(out, dir, name, true);
+        if (rc)
+            return rc;
+        ic_domain_close(*out);
+        *out = NULL;
+        return cli_domain_open(out, dir, name, false);
+    }
     const char *r = ic_domain_recovered(*out);
     const char *p = ic_domain_pending(*out);
     if (r)

@@ -22,16 +22,33 @@
 
 /* ---- define ------------------------------------------------------------- */
 
+/* define --qmp SOCK [--qga SOCK]: the sockets of the qemu running the
+ * domain, kept in its private file (docs/domain-live.md). */
+static int define_sockets(const char *dir, const char *name, const char *qmp, const char *qga)
+{
+    ic_domain *dom = NULL;
+    int rc = cli_domain_open(&dom, dir, name, true);
+    if (rc == 0) {
+        ic_error *err = NULL;
+        if (ic_domain_set_sockets(dom, qmp, qga, &err) < 0)
+            rc = cli_domain_fail(err);
+    }
+    ic_domain_close(dom);
+    return rc;
+}
+
 static int run_define(int argc, char **argv)
 {
     static const struct option longopts[] = {
         OPT_STATE_DIR,
         { "file", required_argument, NULL, 'f' },
         { "validate", no_argument, NULL, 'V' },
+        { "qmp", required_argument, NULL, 'Q' },
+        { "qga", required_argument, NULL, 'G' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *sd = NULL, *file = NULL;
+    const char *sd = NULL, *file = NULL, *qmp = NULL, *qga = NULL;
     int c;
     optind = 1;
     opterr = 0;
@@ -40,7 +57,9 @@ static int run_define(int argc, char **argv)
         case CLI_OPT_STATE_DIR: sd = optarg; break;
         case 'f': file = optarg; break;
         case 'V': break; /* the domain schema is libvirt's business: parsed, not validated */
-        case 'h': printf("usage: imgchain define [--state-dir DIR] FILE\n"); return 0;
+        case 'Q': qmp = optarg; break;
+        case 'G': qga = optarg; break;
+        case 'h': printf("usage: imgchain define [--state-dir DIR] FILE [--qmp SOCK [--qga SOCK]]\n"); return 0;
         default: return cli_usage_error("define", "bad option '%s'", argv[optind - 1]);
         }
     }
@@ -48,6 +67,8 @@ static int run_define(int argc, char **argv)
         file = argv[optind++];
     if (!file || optind != argc)
         return cli_usage_error("define", "expects one FILE");
+    if (qga && !qmp)
+        return cli_usage_error("define", "--qga needs --qmp");
     char *dir = NULL, *xml = NULL, *name = NULL;
     size_t len = 0;
     int rc = cli_state_dir(&dir, sd);
@@ -59,6 +80,8 @@ static int run_define(int argc, char **argv)
             cli_errorf("%s: %s", file, ic_error_message(err));
             rc = ic_error_kind_of(err) == IC_ERR_BUSY ? CLI_EXIT_LOCKED : CLI_EXIT_FAIL;
             ic_error_free(err);
+        } else if (qmp && (rc = define_sockets(dir, name, qmp, qga)) != 0) {
+            ;
         } else {
             printf("Domain '%s' defined from %s\n\n", name, file);
         }
@@ -232,7 +255,9 @@ static int run_dumpxml(int argc, char **argv)
     ic_domain *dom = NULL;
     if ((rc = cli_state_dir(&dir, sd)) == 0 && (rc = cli_domain_open(&dom, dir, name, false)) == 0) {
         ic_error *err = NULL;
-        if (ic_domain_get_xml(dom, secure ? IC_DOMAIN_XML_SECURE : 0, &xml, &err) < 0)
+        if (ic_domain_refresh_live(dom, &err) < 0)   /* running: qemu's active layers */
+            rc = cli_domain_fail(err);
+        else if (ic_domain_get_xml(dom, secure ? IC_DOMAIN_XML_SECURE : 0, &xml, &err) < 0)
             rc = cli_domain_fail(err);
         else
             printf("%s\n", xml);
@@ -255,7 +280,11 @@ static int run_domblklist(int argc, char **argv)
         return rc < 0 ? 0 : rc;
     char *dir = NULL;
     ic_domain *dom = NULL;
-    if ((rc = cli_state_dir(&dir, sd)) == 0 && (rc = cli_domain_open(&dom, dir, name, false)) == 0) {
+    ic_error *lerr = NULL;
+    if ((rc = cli_state_dir(&dir, sd)) == 0 && (rc = cli_domain_open(&dom, dir, name, false)) == 0 &&
+        ic_domain_refresh_live(dom, &lerr) < 0)   /* running: qemu's active layers */
+        rc = cli_domain_fail(lerr);
+    if (rc == 0) {
         const ic_domain_def *def = ic_domain_get_def(dom);
         static const char *const h2[] = { "Target", "Source" };
         static const char *const h4[] = { "Type", "Device", "Target", "Source" };

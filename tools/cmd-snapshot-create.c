@@ -23,7 +23,13 @@ enum {
     OPT_REDEFINE = 0x300, OPT_CURRENT, OPT_NO_METADATA, OPT_HALT, OPT_DISK_ONLY,
     OPT_REUSE, OPT_QUIESCE, OPT_ATOMIC, OPT_LIVE, OPT_VALIDATE, OPT_PRINT_XML,
     OPT_XMLFILE, OPT_NAME, OPT_DESC, OPT_MEMSPEC, OPT_DISKSPEC, OPT_DOMAIN,
+    OPT_QUIESCE_MP,
 };
+
+/* --quiesce-mountpoint M (repeatable, snapshot-create-as): the guest file
+ * systems a live --quiesce freezes (docs/domain-live.md). */
+static const char **quiesce_mps;
+static size_t nquiesce_mps;
 
 #define COMMON_CREATE_OPTS                                                    \
     { "state-dir", required_argument, NULL, CLI_OPT_STATE_DIR },              \
@@ -66,6 +72,12 @@ static int create(const char *sd, const char *domain, const char *xml, size_t le
     int rc = cli_state_dir(&dir, sd);
     if (rc == 0)
         rc = cli_domain_open(&dom, dir, domain, true);
+    if (rc == 0) {
+        ic_error *err = NULL;
+        if (nquiesce_mps &&
+            ic_domain_set_quiesce_mountpoints(dom, quiesce_mps, nquiesce_mps, &err) < 0)
+            rc = cli_domain_fail(err);
+    }
     if (rc == 0) {
         ic_error *err = NULL;
         if (ic_domain_snapshot_create(dom, xml, len, flags, &name, &err) < 0) {
@@ -344,18 +356,24 @@ static int run_snapshot_create_as(int argc, char **argv)
         { "description", required_argument, NULL, OPT_DESC },
         { "memspec", required_argument, NULL, OPT_MEMSPEC },
         { "diskspec", required_argument, NULL, OPT_DISKSPEC },
+        { "quiesce-mountpoint", required_argument, NULL, OPT_QUIESCE_MP },
         { NULL, 0, NULL, 0 },
     };
     const char *sd = NULL, *domain = NULL, *name = NULL, *desc = NULL, *mem = NULL;
     const char **specs = calloc((size_t)argc, sizeof(*specs));
+    const char **mps = calloc((size_t)argc, sizeof(*mps));
     size_t nspecs = 0;
     unsigned flags = 0;
     bool print_xml = false;
     int c;
-    if (!specs) {
+    if (!specs || !mps) {
+        free(specs);
+        free(mps);
         cli_errorf("out of memory");
         return CLI_EXIT_FAIL;
     }
+    quiesce_mps = mps;
+    nquiesce_mps = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -368,15 +386,19 @@ static int run_snapshot_create_as(int argc, char **argv)
         case OPT_DESC: desc = optarg; break;
         case OPT_MEMSPEC: mem = optarg; break;
         case OPT_DISKSPEC: specs[nspecs++] = optarg; break;
+        case OPT_QUIESCE_MP: mps[nquiesce_mps++] = optarg; break;
         case 'h':
             printf("usage: imgchain snapshot-create-as [--state-dir DIR] DOMAIN [--name NAME] "
                    "[--description DESC] [--print-xml] [--no-metadata] [--disk-only] "
                    "[--reuse-external] [--atomic] [--validate] [--memspec MEMSPEC] "
-                   "[[--diskspec] DISKSPEC]...\n");
+                   "[[--diskspec] DISKSPEC]... [--quiesce [--quiesce-mountpoint M]...] "
+                   "[--halt]\n");
             free(specs);
+            free(mps);
             return 0;
         default:
             free(specs);
+            free(mps);
             return cli_usage_error("snapshot-create-as", "bad option '%s'", argv[optind - 1]);
         }
     }
@@ -391,6 +413,7 @@ static int run_snapshot_create_as(int argc, char **argv)
         specs[nspecs++] = argv[optind++];
     if (!domain) {
         free(specs);
+        free(mps);
         return cli_usage_error("snapshot-create-as", "expects DOMAIN");
     }
     struct buf b = { 0 };
@@ -419,6 +442,9 @@ static int run_snapshot_create_as(int argc, char **argv)
         else
             rc = create(sd, domain, b.s, b.len, flags, NULL);
     }
+    free(mps);
+    quiesce_mps = NULL;
+    nquiesce_mps = 0;
     free(b.s);
     return rc;
 }
@@ -427,4 +453,5 @@ CLI_COMMAND(cmd_snapshot_create_as, "snapshot-create-as", run_snapshot_create_as
             "snapshot-create-as [--state-dir DIR] DOMAIN [--name NAME] [--description DESC]\n"
             "      [--print-xml] [--no-metadata] [--disk-only] [--reuse-external] [--atomic]\n"
             "      [--validate] [--memspec MEMSPEC] [--diskspec DISK[,snapshot=internal|external|no]\n"
-            "      [,driver=qcow2|qed][,stype=file|block][,file=PATH]]...")
+            "      [,driver=qcow2|qed][,stype=file|block][,file=PATH]]...\n"
+            "      [--quiesce [--quiesce-mountpoint M]...] [--halt]  (running domains: live)")

@@ -256,6 +256,47 @@ IC_EXTERN int ic_domain_snapshot_revert_files(ic_domain *dom, const char *name,
 IC_EXTERN int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags,
                                         ic_error **errp);
 
+/* ---- running domains (docs/domain-live.md) ---------------------------- */
+
+/**
+ * Records the QMP socket of the qemu running the domain and, optionally,
+ * its guest agent's socket (absolute paths; @p qmp NULL forgets both) in
+ * the private file.  Opened with IC_DOMAIN_OPEN_WRITE.
+ */
+IC_EXTERN int ic_domain_set_sockets(ic_domain *dom, const char *qmp, const char *qga,
+                                    ic_error **errp);
+/** The recorded sockets (borrowed), or NULL. */
+IC_EXTERN const char *ic_domain_qmp_socket(const ic_domain *dom);
+IC_EXTERN const char *ic_domain_qga_socket(const ic_domain *dom);
+/**
+ * 1 when the domain runs: its QMP socket answers qemu's greeting; 0 when
+ * no socket is recorded or nothing listens; -errno when the socket
+ * answers but not as qemu.  Nothing is inferred from image locks.
+ */
+IC_EXTERN int ic_domain_is_running(ic_domain *dom, ic_error **errp);
+/**
+ * For a running domain, replaces (in memory only) the disk sources of
+ * @p dom by the active layers qemu reports (query-block), so dumpxml and
+ * domblklist show what is active.  1 running, 0 not, -errno.
+ */
+IC_EXTERN int ic_domain_refresh_live(ic_domain *dom, ic_error **errp);
+/**
+ * The mountpoints the next live --quiesce snapshot freezes (with
+ * guest-fsfreeze-freeze-list, checking the count frozen); none: every file
+ * system (guest-fsfreeze-freeze).
+ */
+IC_EXTERN int ic_domain_set_quiesce_mountpoints(ic_domain *dom, const char *const *mps,
+                                                size_t n, ic_error **errp);
+/**
+ * True when @p dom (opened either way) has the journal of an interrupted
+ * live snapshot: it may hold the guest frozen and nodes in qemu, so a
+ * front end recovers it at once (a WRITE open) even for a read-only
+ * command.
+ */
+IC_EXTERN bool ic_domain_live_pending(ic_domain *dom);
+/** True when snapshot @p name was taken with the guest quiesced. */
+IC_EXTERN bool ic_domain_snapshot_quiesced(const ic_domain *dom, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

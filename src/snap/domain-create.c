@@ -846,6 +846,13 @@ int ic_domain_snapshot_create(ic_domain *dom, const char *xml, size_t len, unsig
         return ic_error_set(errp, IC_ERR_INVALID, EROFS,
                             "ic_domain_snapshot_create: %s: the domain is opened read-only",
                             dom->name);
+    /* a running domain (its QMP socket answers): qemu switches the disks */
+    if (!(flags & IC_DOMAIN_SNAPSHOT_CREATE_REDEFINE)) {
+        int live = ic_dom_live_check(dom, errp);
+        if (live != 0)
+            return live < 0 ? live
+                            : ic_dom_live_snapshot_create(dom, xml, len, flags, name_out, errp);
+    }
     int ret = check_flags(flags, errp);
     if (ret < 0)
         return ret;

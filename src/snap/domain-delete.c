@@ -607,6 +607,11 @@ int ic_domain_snapshot_delete(ic_domain *dom, const char *name, unsigned flags, 
     if (flags & ~all)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "unsupported flags (0x%x)",
                             flags & ~all);
+    if (!(flags & IC_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)) {
+        int live = ic_dom_live_refuse(dom, "delete a snapshot of", errp);
+        if (live < 0)
+            return live;
+    }
     if ((flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN) &&
         (flags & IC_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,

@@ -39,6 +39,7 @@ struct ic_domain {
     void *open_payload;
     char *pending;       /* a journal found at open (readers) */
     char *recovered;     /* what a WRITE open did with a journal */
+    struct ic_dom_live *live;  /* domain-live.c: options of a live snapshot */
 };
 
 /* ---- domain.c ---- */
@@ -104,6 +105,23 @@ bool ic_dom_same_file(const char *a, const char *b);
 /* The images whose recorded backing file is @path (depth 1). */
 int ic_dom_children_of(char ***out, size_t *n, const ic_domain *dom, const char *path,
                        ic_error **errp);
+
+/* ---- domain-live.c (a running domain: docs/domain-live.md) ---- */
+struct ic_dom_live;
+void ic_dom_live_free(struct ic_dom_live *l);
+/* 1 when the domain's QMP socket answers, 0 when none is recorded or
+ * nothing listens, -errno. */
+int ic_dom_live_check(ic_domain *dom, ic_error **errp);
+/* -EBUSY "cannot WHAT a running domain ...: stop it first" when running. */
+int ic_dom_live_refuse(ic_domain *dom, const char *what, ic_error **errp);
+/* ic_domain_snapshot_create() of a running domain. */
+int ic_dom_live_snapshot_create(ic_domain *dom, const char *xml, size_t len, unsigned flags,
+                                char **name_out, ic_error **errp);
+/* Recovers a "snapshot-create-live" journal: *finished says whether the
+ * snapshot was finished (qemu had switched) or rolled back; *detail (heap,
+ * may stay NULL) what was thawed, removed or unlinked. */
+int ic_dom_live_recover(ic_domain *dom, json_object *j, bool *finished, char **detail,
+                        ic_error **errp);
 
 /* small json helpers */
 const char *ic_dom_jstr(json_object *o, const char *key);

@@ -86,7 +86,11 @@ int ic_dom_recover(ic_domain *dom, ic_error **errp)
     const char *phase = ic_dom_jstr(j, "phase");
     const char *snap = ic_dom_jstr(j, "snapshot");
     bool commit = !strcmp(phase, "commit");
-    if (!strcmp(op, "snapshot-create")) {
+    char *live_detail = NULL;
+    if (!strcmp(op, "snapshot-create-live")) {
+        /* qemu, not the phase, says whether the live switch happened */
+        ret = ic_dom_live_recover(dom, j, &commit, &live_detail, errp);
+    } else if (!strcmp(op, "snapshot-create")) {
         ret = commit ? ic_dom_create_finish(dom, j, errp) : ic_dom_create_rollback(dom, j, errp);
     } else if (!strcmp(op, "snapshot-revert") || !strcmp(op, "snapshot-delete")) {
         /* before the commit record only new overlays exist (the create
@@ -98,8 +102,9 @@ int ic_dom_recover(ic_domain *dom, ic_error **errp)
     }
     if (ret == 0) {
         free(dom->recovered);
-        if (asprintf(&dom->recovered, "%s interrupted %s of '%s'",
-                     commit ? "finished" : "rolled back", op, snap ? snap : "") < 0) {
+        if (asprintf(&dom->recovered, "%s interrupted %s of '%s'%s%s",
+                     commit ? "finished" : "rolled back", op, snap ? snap : "",
+                     live_detail ? ": " : "", live_detail ? live_detail : "") < 0) {
             dom->recovered = NULL;
             ret = ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
         }
@@ -107,6 +112,7 @@ int ic_dom_recover(ic_domain *dom, ic_error **errp)
         ic_error_prepend(errp, "%s: cannot recover the %s", dom->name,
                          dom->pending ? dom->pending : "interrupted operation");
     }
+    free(live_detail);
     json_object_put(j);
     return ret;
 }

@@ -627,6 +627,9 @@ int ic_domain_snapshot_revert_files(ic_domain *dom, const char *name, const char
     if (flags & ~all)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "unsupported flags (0x%x)",
                             flags & ~all);
+    int live = ic_dom_live_refuse(dom, "revert", errp);
+    if (live < 0)
+        return live;
     if ((flags & IC_DOMAIN_SNAPSHOT_REVERT_RUNNING) && (flags & IC_DOMAIN_SNAPSHOT_REVERT_PAUSED))
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "Flags 'VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING' and "

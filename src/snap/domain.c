@@ -397,6 +397,7 @@ void ic_domain_close(ic_domain *dom)
     free(dom->journal_path);
     free(dom->pending);
     free(dom->recovered);
+    ic_dom_live_free(dom->live);
     free(dom);
 }
 

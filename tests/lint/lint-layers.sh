@@ -38,8 +38,12 @@ mk; printf '#include <fcntl.h>\n' >> "$T/t/src/chain/chain.c"
 violates "the OS file API outside src/io's backends fails" 'chain.c uses the OS file API'
 mk; printf '#include <libxml/tree.h>\n' >> "$T/t/src/chain/chain.c"
 violates "libxml2 outside src/xml fails" 'includes libxml2'
-mk; mkdir -p "$T/t/src/qmp"; printf '#include "util/error.h"\n' > "$T/t/src/qmp/qmp.c"
-violates "a module without a layer rule fails" 'src/qmp is not a known layer'
+mk; mkdir -p "$T/t/src/rpc"; printf '#include "util/error.h"\n' > "$T/t/src/rpc/rpc.c"
+violates "a module without a layer rule fails" 'src/rpc is not a known layer'
+mk; printf '#include <sys/socket.h>\n' >> "$T/t/src/chain/chain.c"
+violates "a socket outside src/qmp fails" 'chain.c speaks to a socket or builds a QMP message'
+mk; printf 'void q(json_object *o) { json_object_object_add(o, "execute", 0); }\n' >> "$T/t/src/chain/chain.c"
+violates "a QMP message built outside src/qmp fails" 'chain.c speaks to a socket or builds a QMP message'
 # (the patterns are split in this file so that it passes rule 6 itself)
 for cite in '../sha''red/reference/x.md' 'CONVENTIONS.''md section 3' 'refer''ence 1.13' \
             'qcow2-qed.''md section 2' '/wo''rk/shared/x'; do
