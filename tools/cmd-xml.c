@@ -26,60 +26,8 @@
 #include <imgchain/xml.h>
 
 #include "cli.h"
+#include "cli-domain.h"
 
-/* Matches the library's document limit (src/xml). */
-#define XML_MAX_FILE (64u << 20)
-
-static int read_input(char **out, size_t *len_out, const char *path)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        cli_errorf("%s: %s", path, strerror(errno));
-        return CLI_EXIT_FAIL;
-    }
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    int rc = CLI_EXIT_OK;
-    while (buf) {
-        if (len == cap) {
-            if (cap > XML_MAX_FILE) {
-                cli_errorf("%s: larger than %u bytes", path, XML_MAX_FILE);
-                rc = CLI_EXIT_FAIL;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) {
-            if (ferror(f)) {
-                cli_errorf("%s: %s", path, strerror(errno));
-                rc = CLI_EXIT_FAIL;
-            }
-            break;
-        }
-    }
-    if (f != stdin)
-        fclose(f);
-    if (!buf) {
-        cli_errorf("out of memory");
-        return CLI_EXIT_FAIL;
-    }
-    if (rc != CLI_EXIT_OK) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *len_out = len;
-    return CLI_EXIT_OK;
-}
 
 struct xml_opts {
     bool redefine, metadata, secure, validate;
@@ -167,7 +115,7 @@ static int load_snapshot(ic_snapshot_def **def, const struct xml_opts *o)
 {
     char *xml = NULL;
     size_t len = 0;
-    int rc = read_input(&xml, &len, o->file);
+    int rc = cli_read_document(&xml, &len, o->file);
     if (rc != CLI_EXIT_OK)
         return rc;
     ic_error *err = NULL;
@@ -219,7 +167,7 @@ static int xml_validate(int argc, char **argv)
         return cli_usage_error("xml validate", "expects exactly one FILE");
     char *xml = NULL;
     size_t len = 0;
-    int rc = read_input(&xml, &len, argv[1]);
+    int rc = cli_read_document(&xml, &len, argv[1]);
     if (rc != CLI_EXIT_OK)
         return rc;
     ic_error *err = NULL;
@@ -263,7 +211,7 @@ static int xml_align(int argc, char **argv)
     if (o.domain) {
         char *xml = NULL;
         size_t len = 0;
-        if ((rc = read_input(&xml, &len, o.domain)) != CLI_EXIT_OK)
+        if ((rc = cli_read_document(&xml, &len, o.domain)) != CLI_EXIT_OK)
             return rc;
         int ret = ic_domain_def_parse(&dom, xml, len, &err);
         free(xml);
