@@ -117,6 +117,7 @@ int ic_copy_init(struct ic_copy_engine *e, const struct ic_copy_config *cfg, ic_
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "copy engine: bad geometry");
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);
+    e->live = true;
     if (cfg->lend_to) {
         const struct ic_io_lender lender = { lend_hold, lend_release, e };
         int depth = ic_io_lend(cfg->lend_to, &lender);
@@ -313,6 +314,8 @@ int ic_copy_take_error(struct ic_copy_engine *e, ic_error **errp)
 
 int ic_copy_fini(struct ic_copy_engine *e)
 {
+    if (!e->live)
+        return 0; /* never set up, or already torn down */
     ic_copy_stop(e);
     for (unsigned i = 0; i < e->nreaders; i++)
         pthread_join(e->readers[i].thread, NULL);
@@ -329,6 +332,7 @@ int ic_copy_fini(struct ic_copy_engine *e)
     e->err = NULL;
     pthread_cond_destroy(&e->cond);
     pthread_mutex_destroy(&e->lock);
+    e->live = false;
     return ret < 0 ? ret : 0;
 }
 

@@ -33,6 +33,9 @@
 #define IC_COPY_MAX_BUFS 2
 /* Buffer alignment (O_DIRECT: the largest common logical block size). */
 #define IC_COPY_ALIGN ((size_t)4096)
+/* Writer-side planners ask block status for at most this much at once, so
+ * progress moves. */
+#define IC_COPY_STATUS_MAX ((uint64_t)64 << 20)
 
 struct ic_copy_slot {
     uint64_t off;
@@ -104,6 +107,7 @@ struct ic_copy_engine {
     uint64_t next_stripe;        /* stripe mode: next unclaimed guest offset */
     uint64_t skipped, skip_woken, skip_seen; /* stripe mode: skipped bytes */
     uint64_t done;               /* stripe mode: progress (writer only) */
+    bool live;                   /* set up and not torn down */
     bool stop;
     bool lent;
     int err_ret;                 /* first failure (0 or -errno) */
@@ -169,7 +173,8 @@ void ic_copy_stop(struct ic_copy_engine *e);
 /* The first reader failure: 0, or -errno with its error moved to *errp. */
 int ic_copy_take_error(struct ic_copy_engine *e, ic_error **errp);
 /* Joins the readers, takes every lent buffer back and frees the buffers;
- * returns a write-behind failure the backend kept (0 or -errno). */
+ * returns a write-behind failure the backend kept (0 or -errno).  Does
+ * nothing on an engine whose ic_copy_init failed or that is torn down. */
 int ic_copy_fini(struct ic_copy_engine *e);
 
 #endif

@@ -319,7 +319,7 @@ static void test_behind__only_an_o_direct_aio_backend_takes_a_lender(void **stat
     lender_fini(&l);
 }
 
-/* The convert engine (chain-convert.c design note 6b) lends its slots to a
+/* The copy engine (src/chain/chain-convert.c design note 5) lends its slots to a
  * target on an O_DIRECT aio backend: the copy goes behind, the result is
  * exact, and the target is no longer than its data. */
 static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **state)
