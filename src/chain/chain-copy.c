@@ -188,6 +188,7 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
         st->max_in_flight = as.max_in_flight;
     st->fills = pipe.stats.fills;
     st->fills_while_writing = pipe.stats.fills_while_writing;
+    st->writes_while_filling = pipe.stats.writes_while_filling;
     ic_copy_fini(&pipe);
     for (unsigned i = 0; i < nimg; i++)
         ic_image_close(rimg[i]);

@@ -16,6 +16,7 @@ struct ic_copy_stats {
     uint64_t zero_bytes;     /* bytes written as zeroes */
     uint64_t fills;          /* slots read by the copy engine */
     uint64_t fills_while_writing; /* of which begun while the base was being written */
+    uint64_t writes_while_filling; /* writes begun while a reader was filling */
 };
 
 /* Makes every range allocated above @base in @top's view read the same in

@@ -360,6 +360,7 @@ static void rebase_pipe_stop(struct rebase *rb)
     if (rb->stats) {
         rb->stats->fills = rb->pipe.stats.fills;
         rb->stats->fills_while_writing = rb->pipe.stats.fills_while_writing;
+        rb->stats->writes_while_filling = rb->pipe.stats.writes_while_filling;
     }
     ic_copy_fini(&rb->pipe);
     for (unsigned i = 0; i < rb->nreaders; i++) {

@@ -27,14 +27,19 @@
  *     c. A slot is refilled only when it is FREE: neither the writer nor
  *        the backend still reads its buffer.
  *     d. Memory is bounded: nslots x nbufs buffers, whatever the image.
- *  4. `writing` counts the slots in WRITING or HELD; a fill that begins
- *     while it is non-zero is a read overlapping a write, which the
- *     statistics count (the engine exists for that overlap).
+ *  4. `writing` counts the slots in WRITING or HELD, `filling` those in
+ *     FILLING.  A fill that begins while a write is in flight, or a write
+ *     that begins while a fill is, is a read overlapping a write, which the
+ *     statistics count: the engine exists for that overlap.
  *  5. Stripe mode ends when every reader is done and no slot is FILLING or
  *     READY.  Skipped runs need no slot: readers add them to `skipped`,
  *     which the writer turns into progress when it wakes; readers wake it
  *     at least every COPY_SKIP_WAKE skipped bytes so progress moves over a
  *     long sparse stretch.
+ *  6. In queue mode the writer takes only the slots it asked for, the
+ *     lowest offsets first: the others stay ready while the ranges it
+ *     queues next are read, so the readers fill slots while the writer
+ *     writes instead of everything being read first and written after.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -166,9 +171,20 @@ static void set_error(struct ic_copy_engine *e, int ret, ic_error *err)
 static void begin_fill(struct ic_copy_engine *e, struct ic_copy_slot *s)
 {
     s->state = SLOT_FILLING;
+    e->filling++;
     e->stats.fills++;
     if (e->writing)
         e->stats.fills_while_writing++;
+}
+
+/* Under lock: @s is handed to the writer (note 4). */
+static void begin_write(struct ic_copy_engine *e, struct ic_copy_slot *s)
+{
+    s->state = SLOT_WRITING;
+    e->writing++;
+    e->stats.writes++;
+    if (e->filling)
+        e->stats.writes_while_filling++;
 }
 
 /* Queue mode: fills @s with @ctx; takes and returns with the lock held. */
@@ -184,6 +200,7 @@ static void fill_slot(struct ic_copy_engine *e, void *ctx, struct ic_copy_slot *
     else
         ic_error_free(err);
     s->state = SLOT_READY;
+    e->filling--;
     pthread_cond_broadcast(&e->cond);
 }
 
@@ -356,10 +373,12 @@ struct ic_copy_slot *ic_copy_claim(struct ic_copy_engine *e)
     return s;
 }
 
+/* Ends a fill in stripe mode. */
 static void slot_set(struct ic_copy_engine *e, struct ic_copy_slot *s, int state)
 {
     pthread_mutex_lock(&e->lock);
     s->state = state;
+    e->filling--;
     pthread_cond_broadcast(&e->cond);
     pthread_mutex_unlock(&e->lock);
 }
@@ -428,11 +447,8 @@ int ic_copy_next(struct ic_copy_engine *e, struct ic_copy_slot **out)
         }
         e->skip_seen = e->skipped;
         bool stopped = e->stop;
-        if (s && !stopped) {
-            s->state = SLOT_WRITING;
-            e->writing++;
-            e->stats.writes++;
-        }
+        if (s && !stopped)
+            begin_write(e, s);
         pthread_mutex_unlock(&e->lock);
         if (stopped)
             return -ECANCELED;
@@ -523,13 +539,22 @@ int ic_copy_collect(struct ic_copy_engine *e, struct ic_copy_slot **ready, unsig
             break;
         pthread_cond_wait(&e->cond, &e->lock);
     }
+    if (ret == 0 && want > 0) {
+        /* the @want lowest offsets (note 6) */
+        for (unsigned i = 0; i < want; i++)
+            for (unsigned j = i + 1; j < *n; j++)
+                if (ready[j]->off < ready[i]->off) {
+                    struct ic_copy_slot *t = ready[i];
+                    ready[i] = ready[j];
+                    ready[j] = t;
+                }
+        *n = want;
+    }
     if (ret < 0) {
         *n = 0;
     } else {
         for (unsigned i = 0; i < *n; i++)
-            ready[i]->state = SLOT_WRITING;
-        e->writing += *n;
-        e->stats.writes += *n;
+            begin_write(e, ready[i]);
     }
     pthread_mutex_unlock(&e->lock);
     return ret;

@@ -65,6 +65,7 @@ struct ic_copy_engine_stats {
     uint64_t fills;          /* slots filled */
     uint64_t fills_while_writing; /* fills begun while the writer had a write in flight */
     uint64_t writes;         /* slots handed to the writer */
+    uint64_t writes_while_filling; /* of which while a reader was filling another */
 };
 
 struct ic_copy_config {
@@ -104,6 +105,7 @@ struct ic_copy_engine {
     unsigned readers_done;       /* stripe mode (under lock) */
     unsigned outstanding;        /* queue mode: slots not free (writer only) */
     unsigned writing;            /* slots the writer or the backend still writes */
+    unsigned filling;            /* slots being filled */
     uint64_t next_stripe;        /* stripe mode: next unclaimed guest offset */
     uint64_t skipped, skip_woken, skip_seen; /* stripe mode: skipped bytes */
     uint64_t done;               /* stripe mode: progress (writer only) */
@@ -157,9 +159,10 @@ static inline bool ic_copy_empty(const struct ic_copy_engine *e)
 }
 /* Queues [off, off+len) (len <= slot_size) with @flags; not when full. */
 void ic_copy_queue(struct ic_copy_engine *e, uint64_t off, size_t len, unsigned flags);
-/* Waits until min(@want, outstanding) slots are filled, stores them (now
- * WRITING) in @ready (room for IC_COPY_MAX_SLOTS), *n their number; fills
- * queued slots itself when no reader runs.  0, or the first failure. */
+/* Waits until min(@want, outstanding) slots are filled and stores that
+ * many of them (now WRITING), the lowest offsets first, in @ready (room for
+ * IC_COPY_MAX_SLOTS), *n their number; fills queued slots itself when no
+ * reader runs.  0, or the first failure. */
 int ic_copy_collect(struct ic_copy_engine *e, struct ic_copy_slot **ready, unsigned *n,
                     unsigned want, ic_error **errp);
 /* Frees collected slots for new ranges. */
