@@ -36,10 +36,10 @@
  *     which the writer turns into progress when it wakes; readers wake it
  *     at least every COPY_SKIP_WAKE skipped bytes so progress moves over a
  *     long sparse stretch.
- *  6. In queue mode the writer takes only the slots it asked for, the
- *     lowest offsets first: the others stay ready while the ranges it
- *     queues next are read, so the readers fill slots while the writer
- *     writes instead of everything being read first and written after.
+ *  6. In queue mode the writer takes every ready slot at once: when the
+ *     readers are slower than the writer (a cold source), the slots still
+ *     filling are read while the ready ones are written; when they are
+ *     faster, everything is ready by then and there is nothing to overlap.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -538,17 +538,6 @@ int ic_copy_collect(struct ic_copy_engine *e, struct ic_copy_slot **ready, unsig
         if (*n >= want)
             break;
         pthread_cond_wait(&e->cond, &e->lock);
-    }
-    if (ret == 0 && want > 0) {
-        /* the @want lowest offsets (note 6) */
-        for (unsigned i = 0; i < want; i++)
-            for (unsigned j = i + 1; j < *n; j++)
-                if (ready[j]->off < ready[i]->off) {
-                    struct ic_copy_slot *t = ready[i];
-                    ready[i] = ready[j];
-                    ready[j] = t;
-                }
-        *n = want;
     }
     if (ret < 0) {
         *n = 0;

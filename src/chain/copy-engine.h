@@ -159,10 +159,10 @@ static inline bool ic_copy_empty(const struct ic_copy_engine *e)
 }
 /* Queues [off, off+len) (len <= slot_size) with @flags; not when full. */
 void ic_copy_queue(struct ic_copy_engine *e, uint64_t off, size_t len, unsigned flags);
-/* Waits until min(@want, outstanding) slots are filled and stores that
- * many of them (now WRITING), the lowest offsets first, in @ready (room for
- * IC_COPY_MAX_SLOTS), *n their number; fills queued slots itself when no
- * reader runs.  0, or the first failure. */
+/* Waits until min(@want, outstanding) slots are filled and stores every
+ * filled one (now WRITING) in @ready (room for IC_COPY_MAX_SLOTS), *n their
+ * number; fills queued slots itself when no reader runs.  0, or the first
+ * failure. */
 int ic_copy_collect(struct ic_copy_engine *e, struct ic_copy_slot **ready, unsigned *n,
                     unsigned want, ic_error **errp);
 /* Frees collected slots for new ranges. */
