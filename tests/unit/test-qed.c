@@ -558,18 +558,33 @@ int main(void)
         cmocka_unit_test(test_qed__probe_matches_the_magic_and_nothing_else),
         cmocka_unit_test(test_qed__refuses_hostile_headers_with_a_clear_error),
         cmocka_unit_test(test_qed__opens_table_size_one_which_qemu_refuses),
-        cmocka_unit_test_setup_teardown(test_qed__create_lays_out_header_name_and_l1_like_qemu, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__records_a_non_raw_backing_format_as_probed, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__create_refuses_bad_options_before_touching_the_file, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__info_reports_cluster_size_and_the_need_check_bit, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flush, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__never_sets_need_check_when_a_backing_file_is_open, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__read_write_open_with_need_check_repairs_invalid_entries, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__unrepairable_need_check_image_opens_but_refuses_writes, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__clears_unknown_autoclear_bits_only_when_writable, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__change_backing_rewrites_name_and_feature_bits, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__truncate_grows_and_refuses_to_shrink, cf_setup, cf_teardown),
-        cmocka_unit_test_setup_teardown(test_qed__make_empty_drops_every_cluster_and_shrinks_the_file, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__create_lays_out_header_name_and_l1_like_qemu, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__records_a_non_raw_backing_format_as_probed, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__create_refuses_bad_options_before_touching_the_file, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__info_reports_cluster_size_and_the_need_check_bit, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flush,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__never_sets_need_check_when_a_backing_file_is_open, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__read_write_open_with_need_check_repairs_invalid_entries,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__unrepairable_need_check_image_opens_but_refuses_writes,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__clears_unknown_autoclear_bits_only_when_writable, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__change_backing_rewrites_name_and_feature_bits, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__truncate_grows_and_refuses_to_shrink, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__make_empty_drops_every_cluster_and_shrinks_the_file, cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
