@@ -56,8 +56,9 @@
 #include <string.h>
 
 #include "chain-journal.h"
-#include "copy-engine.h"
 #include "chain-rebase.h"
+#include "copy-engine.h"
+#include "copy-zero.h"
 #include "util/path.h"
 
 /* Compare granularity for formats without clusters (raw overlays cannot
@@ -135,11 +136,6 @@ static int view_zero(struct ic_image *img, uint64_t off, uint64_t len, bool *zer
     return 0;
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
 /* ic_copy_fill_fn: both views of a chunk, old into buf[0], new into
  * buf[1], with the thread's own handles. */
 static int rebase_fill(void *ctx, struct ic_copy_slot *s, ic_error **errp)
@@ -172,12 +168,12 @@ static int compare_and_write(struct rebase *rb, const struct ic_copy_slot *sl, i
             continue;
         }
         /* extend over following differing grains of the same kind */
-        bool zero = all_zero(obuf + (b - off), (size_t)(ge - b));
+        bool zero = ic_buf_is_zero(obuf + (b - off), (size_t)(ge - b));
         uint64_t we = ge;
         while (we < end) {
             uint64_t ne = IC_MIN(we + rb->grain, end);
             const uint8_t *op = obuf + (we - off), *np = nbuf + (we - off);
-            if (!memcmp(op, np, (size_t)(ne - we)) || all_zero(op, (size_t)(ne - we)) != zero)
+            if (!memcmp(op, np, (size_t)(ne - we)) || ic_buf_is_zero(op, (size_t)(ne - we)) != zero)
                 break;
             we = ne;
         }
