@@ -35,7 +35,7 @@ allowed() {
 }
 
 # Headers another module may include (every util header is one).
-INTERFACE="io/io.h io/io-dir.h io/io-journal.h image/image.h image/driver.h chain/chain.h xml/xml.h qmp/qmp.h"
+INTERFACE="io/io.h io/io-dir.h image/image.h image/driver.h chain/chain.h xml/xml.h qmp/qmp.h"
 
 for dir in src/*/; do
     [ -d "$dir" ] || continue

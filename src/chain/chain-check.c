@@ -35,7 +35,7 @@
 #include <string.h>
 
 #include "chain-journal.h"
-#include "io/io-journal.h"
+#include "io/io-dir.h"
 #include "util/path.h"
 
 /* Bytes read to probe a file's real format (the drivers' probe contract). */
@@ -157,8 +157,8 @@ static void check_relative(struct cc *c, unsigned depth, const char *cur, const 
         c->oom = true;
         return;
     }
-    char *rv = ic_io_realpath(via_img);
-    char *rc = ic_io_realpath(name);
+    char *rv = ic_dir_realpath(via_img);
+    char *rc = ic_dir_realpath(name);
     if (rc && (!rv || strcmp(rv, rc)))
         add_finding(c, IC_CHAIN_RELATIVE_NAME, IC_CHAIN_WARNING, depth, cur,
                     "%s: relative backing name '%s' means %s from the image's folder but %s "

@@ -2,14 +2,14 @@
  * chain-copy.c - ic_copy_above_base(): commit's bulk copy, with parallel
  * reads and batches of writes in flight.
  *
- * Design notes (the pipeline follows chain-convert.c note 9):
+ * Design notes:
  *  1. What it owns: moving the ranges allocated above the base from the
  *     top's view into the base.  Ordering against the journal and the base
  *     flush stays with chain-commit.c.
  *  2. The caller's thread is the planner and the only writer: it walks
  *     block status on its own chain, writes zero ranges itself, hands data
  *     chunks (at most COPY_SLOT_SIZE each) to the read pipeline
- *     (chain-pipe.c) and writes the slots the readers filled.  Up to
+ *     (copy-engine.c, queue mode) and writes the slots the readers filled.  Up to
  *     COPY_READERS reader threads read the slots through their own
  *     handles.
  *  3. Invariants:
@@ -41,24 +41,22 @@
 #include <string.h>
 
 #include "chain-copy.h"
-#include "chain-pipe.h"
+#include "copy-engine.h"
 
 /* Bytes per slot: 1 MiB measured faster and smaller than 2 MiB (bench
  * commit row: 0.69 s / 13.5 MiB against 0.77 s / 21 MiB). */
 #define COPY_SLOT_SIZE ((size_t)1 << 20)
 /* Slots in the pipeline: 8 x 1 MiB keeps peak memory well under qemu-img
  * commit's (~25 MiB) while half of them can be written as one batch. */
-#define COPY_SLOTS IC_PIPE_MAX_SLOTS
+#define COPY_SLOTS IC_COPY_MAX_SLOTS
 /* Reader threads (as convert's CONVERT_READERS). */
-#define COPY_READERS IC_PIPE_MAX_READERS
+#define COPY_READERS IC_COPY_MAX_READERS
 /* The writer waits for this many ready slots (or every outstanding one)
  * before writing, so a batch keeps several requests in flight. */
 #define COPY_BATCH_MIN 4
-/* Longest block-status query, so progress moves. */
-#define COPY_STATUS_MAX ((uint64_t)64 << 20)
 
-/* ic_pipe_fill_fn: a reader's context is its handle on the top's chain. */
-static int copy_fill(void *ctx, struct ic_pipe_slot *s, ic_error **errp)
+/* ic_copy_fill_fn: a reader's context is its handle on the top's chain. */
+static int copy_fill(void *ctx, struct ic_copy_slot *s, ic_error **errp)
 {
     return ic_image_pread(ctx, s->buf[0], s->len, s->off, errp);
 }
@@ -95,7 +93,7 @@ static unsigned open_readers(struct ic_image **imgs, struct ic_image *top)
 }
 
 /* Writes the @n ready slots @ready into @base. */
-static int write_batch(struct ic_image *base, struct ic_pipe_slot **ready, unsigned n,
+static int write_batch(struct ic_image *base, struct ic_copy_slot **ready, unsigned n,
                        struct ic_copy_stats *st, ic_error **errp)
 {
     struct ic_io_req reqs[COPY_SLOTS];
@@ -119,17 +117,19 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
     struct ic_copy_stats st_local;
     struct ic_copy_stats *st = stats ? stats : &st_local;
     memset(st, 0, sizeof(*st));
-    struct ic_pipe pipe;
-    int ret = ic_pipe_init(&pipe, COPY_SLOTS, COPY_SLOT_SIZE, 1, copy_fill, top, errp);
+    struct ic_copy_engine pipe;
+    const struct ic_copy_config cfg = { .nslots = COPY_SLOTS, .slot_size = COPY_SLOT_SIZE,
+                                        .nbufs = 1, .fill = copy_fill, .inline_ctx = top };
+    int ret = ic_copy_init(&pipe, &cfg, errp);
     if (ret < 0)
         return ret;
     struct ic_image *rimg[COPY_READERS];
     unsigned nimg = open_readers(rimg, top);
     /* Handles whose thread did not start stay idle (closed at the end);
      * without any reader the caller reads (note 5). */
-    for (unsigned i = 0; i < nimg && ic_pipe_add_reader(&pipe, rimg[i]); i++)
+    for (unsigned i = 0; i < nimg && ic_copy_add_reader(&pipe, rimg[i], NULL); i++)
         ;
-    st->readers = pipe.nreaders;
+    st->readers = pipe.stats.readers;
 
     uint64_t size = top->size;
     uint64_t pos = 0;                  /* planned up to here */
@@ -138,10 +138,10 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
         progress(0, size, payload);
     while (ret == 0) {
         /* Plan: hand data chunks to free slots; zero ranges directly. */
-        while (ret == 0 && !ic_pipe_full(&pipe) && (run_len > 0 || pos < size)) {
+        while (ret == 0 && !ic_copy_full(&pipe) && (run_len > 0 || pos < size)) {
             if (run_len == 0) {
                 ic_block_status bs;
-                ret = ic_image_block_status(top, base, pos, IC_MIN(COPY_STATUS_MAX, size - pos),
+                ret = ic_image_block_status(top, base, pos, IC_MIN(IC_COPY_STATUS_MAX, size - pos),
                                             &bs, errp);
                 if (ret < 0)
                     break;
@@ -162,22 +162,22 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
                 continue;
             }
             size_t n = (size_t)IC_MIN(run_len, (uint64_t)COPY_SLOT_SIZE);
-            ic_pipe_queue(&pipe, run_off, n, 0);
+            ic_copy_queue(&pipe, run_off, n, 0);
             run_off += n;
             run_len -= n;
         }
-        if (ret < 0 || ic_pipe_empty(&pipe))
+        if (ret < 0 || ic_copy_empty(&pipe))
             break;
         /* A batch of filled slots (the caller reads when there are no
          * readers), written together. */
-        struct ic_pipe_slot *ready[IC_PIPE_MAX_SLOTS];
+        struct ic_copy_slot *ready[IC_COPY_MAX_SLOTS];
         unsigned nready = 0;
-        ret = ic_pipe_collect(&pipe, ready, &nready, COPY_BATCH_MIN, errp);
+        ret = ic_copy_collect(&pipe, ready, &nready, COPY_BATCH_MIN, errp);
         if (ret < 0)
             break;
         ret = write_batch(base, ready, nready, st, errp);
-        ic_pipe_release(&pipe, ready, nready);
-        uint64_t done = ic_pipe_done_below(&pipe, run_len > 0 ? run_off : pos);
+        ic_copy_release(&pipe, ready, nready);
+        uint64_t done = ic_copy_done_below(&pipe, run_len > 0 ? run_off : pos);
         if (ret == 0 && progress)
             progress(done, size, payload);
     }
@@ -186,7 +186,10 @@ int ic_copy_above_base(struct ic_image *top, struct ic_image *base, unsigned zer
     struct ic_io_stats as;
     if (ic_io_get_stats(base->file, &as))
         st->max_in_flight = as.max_in_flight;
-    ic_pipe_fini(&pipe);
+    st->fills = pipe.stats.fills;
+    st->fills_while_writing = pipe.stats.fills_while_writing;
+    st->writes_while_filling = pipe.stats.writes_while_filling;
+    ic_copy_fini(&pipe);
     for (unsigned i = 0; i < nimg; i++)
         ic_image_close(rimg[i]);
     return ret;

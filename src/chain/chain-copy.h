@@ -14,6 +14,9 @@ struct ic_copy_stats {
     unsigned max_in_flight;  /* the base's aio backend: most requests in flight */
     uint64_t data_bytes;     /* bytes read and written */
     uint64_t zero_bytes;     /* bytes written as zeroes */
+    uint64_t fills;          /* slots read by the copy engine */
+    uint64_t fills_while_writing; /* of which begun while the base was being written */
+    uint64_t writes_while_filling; /* writes begun while a reader was filling */
 };
 
 /* Makes every range allocated above @base in @top's view read the same in

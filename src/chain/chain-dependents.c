@@ -16,7 +16,7 @@
  *     IC_OPEN_CHECK, so running VMs and dirty images do not stop the scan.
  *     A file that cannot be followed counts as unreadable; the scan goes on.
  *  4. Bounded: folder recursion and chain walks both stop at max_depth
- *     (default 64), and symlinked folders are never entered (io-journal.c),
+ *     (default 64), and symlinked folders are never entered (src/io/io-dir.c),
  *     so link cycles end; a backing loop is found by the walker every
  *     chain walk shares (src/image/image-walk.c) and counts as unreadable.
  */
@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "chain-journal.h"
-#include "io/io-journal.h"
+#include "io/io-dir.h"
 #include "util/path.h"
 
 /* Folder depth and chain length limit when the caller gives none: deeper
@@ -118,7 +118,7 @@ static int examine(struct scan *sc, const char *path)
     struct ic_walk w;
     ic_walk_init(&w, sc->max_depth);
     for (unsigned depth = 0; ret == 0; depth++) {
-        char *real = ic_io_realpath(cur);
+        char *real = ic_dir_realpath(cur);
         if (!real) {
             if (depth > 0)
                 sc->unreadable++; /* dangling backing name */
@@ -198,7 +198,7 @@ static int walk_cb(void *payload, const char *path, int kind)
 static int walk_dir(struct scan *sc, const char *dir, unsigned level)
 {
     struct walk w = { sc, level };
-    int ret = ic_io_dir_foreach(dir, walk_cb, &w);
+    int ret = ic_dir_foreach(dir, walk_cb, &w, NULL);
     /* An unreadable subfolder is skipped; only ENOMEM stops the scan. */
     if (ret < 0 && ret != -ENOMEM && level > 0)
         return 0;
@@ -277,7 +277,7 @@ int ic_chain_dependents(ic_dependents **out, const char *target, const char *con
     if (opts->version != IC_DEPENDENTS_OPTIONS_VERSION)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_chain_dependents: unknown options version %u", opts->version);
-    char *real = ic_io_realpath(target);
+    char *real = ic_dir_realpath(target);
     if (!real) {
         int e = errno ? errno : ENOENT;
         return ic_error_set(errp, ic_error_kind_from_errno(e), e, "ic_chain_dependents: %s: %s",

@@ -24,7 +24,7 @@
 
 #include "chain-find.h"
 #include "chain-journal.h"
-#include "io/io-journal.h"
+#include "io/io-dir.h"
 #include "util/path.h"
 
 /* True when @name, taken relative to @overlay's folder, is the file that
@@ -35,8 +35,8 @@ static bool names_backing_of(const struct ic_image *overlay, const char *name)
         return false;
     char *cand = ic_path_resolve_backing(overlay->filename, name);
     char *want = ic_path_resolve_backing(overlay->filename, overlay->backing_name);
-    char *rc = cand ? ic_io_realpath(cand) : NULL;
-    char *rw = want ? ic_io_realpath(want) : NULL;
+    char *rc = cand ? ic_dir_realpath(cand) : NULL;
+    char *rw = want ? ic_dir_realpath(want) : NULL;
     bool same = rc && rw && !strcmp(rc, rw);
     free(rc);
     free(rw);

@@ -33,7 +33,7 @@
 #include <string.h>
 
 #include "chain-journal.h"
-#include "io/io-journal.h"
+#include "io/io-dir.h"
 #include "util/endian.h"
 #include "util/overflow.h"
 
@@ -277,10 +277,7 @@ int ic_journal_create(struct ic_journal **out, const struct ic_journal_rec *rec,
     j->live_slot = 1; /* the first record goes to slot 0 */
     ret = write_slot(j, errp);
     if (ret == 0) {
-        ret = ic_io_sync_parent_dir(j->path);
-        if (ret < 0)
-            ic_error_set(errp, IC_ERR_IO, -ret, "%s: cannot sync the folder: %s", j->path,
-                         strerror(-ret));
+        ret = ic_dir_sync_parent(j->path, errp);
     }
     if (ret < 0) {
         /* No image was touched yet: the journal can go. */
@@ -347,11 +344,11 @@ int ic_journal_finish(struct ic_journal *j, ic_error **errp)
     int r = ic_io_remove(j->path);
     if (r < 0 && r != -ENOENT && ret == 0)
         ret = r;
-    if (ret == 0)
-        ret = ic_io_sync_parent_dir(j->path);
     if (ret < 0)
         ic_error_set(errp, IC_ERR_IO, -ret, "%s: cannot remove the journal: %s", j->path,
                      strerror(-ret));
+    else
+        ret = ic_dir_sync_parent(j->path, errp);
     ic_journal_rec_clear(&j->rec);
     free(j->path);
     free(j);
@@ -431,8 +428,8 @@ int ic_journal_remove(const char *image, ic_error **errp)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
     int ret = ic_io_remove(path);
     if (ret == 0)
-        ret = ic_io_sync_parent_dir(path);
-    if (ret < 0 && ret != -ENOENT)
+        ret = ic_dir_sync_parent(path, errp);
+    else if (ret != -ENOENT)
         ret = ic_error_set(errp, IC_ERR_IO, -ret, "%s: cannot remove: %s", path, strerror(-ret));
     else
         ret = 0;
@@ -444,7 +441,7 @@ int ic_journal_remove(const char *image, ic_error **errp)
 
 char *ic_chain_realpath(const char *path)
 {
-    char *r = ic_io_realpath(path);
+    char *r = ic_dir_realpath(path);
     return r ? r : strdup(path);
 }
 
@@ -452,7 +449,7 @@ bool ic_chain_same_file(const char *a, const char *b)
 {
     if (!strcmp(a, b))
         return true;
-    char *ra = ic_io_realpath(a), *rb = ic_io_realpath(b);
+    char *ra = ic_dir_realpath(a), *rb = ic_dir_realpath(b);
     bool same = ra && rb && !strcmp(ra, rb);
     free(ra);
     free(rb);

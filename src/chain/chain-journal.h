@@ -84,13 +84,6 @@ bool ic_chain_same_file(const char *a, const char *b);
 /* Tells the user something through opts' warn callback (may be NULL). */
 void ic_chain_warnf(ic_chain_warn_fn fn, void *payload, const char *fmt, ...) IC_PRINTF(3, 4);
 
-/* ---- bulk copy (chain-rebase.c; commit's copy is chain-copy.c) ---------- */
-
-/* Buffers are aligned for O_DIRECT. */
-#define IC_COPY_ALIGN 4096u
-/* Block-status queries cover at most this much at once, so progress moves. */
-#define IC_COPY_STATUS_MAX (64u << 20)
-
 /* ---- users of images (chain-dependents.c) --------------------------------- */
 
 struct ic_dep_hit {

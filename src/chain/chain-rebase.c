@@ -39,8 +39,8 @@
  *     compared per cluster of FILE (64 KiB for formats without clusters);
  *     differing clusters get the old view's bytes, or zeroes written
  *     without unmapping (so the new backing cannot show through).
- *  5. The chunks to compare go through the read pipeline (chain-pipe.c):
- *     up to IC_PIPE_MAX_READERS reader threads, each with its own
+ *  5. The chunks to compare go through the read pipeline (copy-engine.c, queue mode):
+ *     up to IC_COPY_MAX_READERS reader threads, each with its own
  *     read-only handles on the old and the new backing chains, read both
  *     views of a chunk into the slot's two buffers while the caller's
  *     thread plans, compares and writes FILE (the only thread that touches
@@ -56,8 +56,9 @@
 #include <string.h>
 
 #include "chain-journal.h"
-#include "chain-pipe.h"
 #include "chain-rebase.h"
+#include "copy-engine.h"
+#include "copy-zero.h"
 #include "util/path.h"
 
 /* Compare granularity for formats without clusters (raw overlays cannot
@@ -86,9 +87,9 @@ struct rebase {
     struct ic_image *new_in_old; /* the new backing's layer inside the old chain */
     uint32_t grain;
     const ic_rebase_options *o;
-    struct ic_pipe pipe;
+    struct ic_copy_engine pipe;
     struct rebase_views mine;  /* the caller's: old and new above */
-    struct rebase_views readers[IC_PIPE_MAX_READERS];
+    struct rebase_views readers[IC_COPY_MAX_READERS];
     unsigned nreaders;         /* reader views opened */
     struct ic_rebase_stats *stats;
 };
@@ -135,14 +136,9 @@ static int view_zero(struct ic_image *img, uint64_t off, uint64_t len, bool *zer
     return 0;
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
-/* ic_pipe_fill_fn: both views of a chunk, old into buf[0], new into
+/* ic_copy_fill_fn: both views of a chunk, old into buf[0], new into
  * buf[1], with the thread's own handles. */
-static int rebase_fill(void *ctx, struct ic_pipe_slot *s, ic_error **errp)
+static int rebase_fill(void *ctx, struct ic_copy_slot *s, ic_error **errp)
 {
     struct rebase_views *v = ctx;
     int ret;
@@ -158,7 +154,7 @@ static int rebase_fill(void *ctx, struct ic_pipe_slot *s, ic_error **errp)
 }
 
 /* Writes FILE where the views of a filled slot differ. */
-static int compare_and_write(struct rebase *rb, const struct ic_pipe_slot *sl, ic_error **errp)
+static int compare_and_write(struct rebase *rb, const struct ic_copy_slot *sl, ic_error **errp)
 {
     int ret;
     const uint8_t *obuf = sl->buf[0], *nbuf = sl->buf[1];
@@ -172,12 +168,12 @@ static int compare_and_write(struct rebase *rb, const struct ic_pipe_slot *sl, i
             continue;
         }
         /* extend over following differing grains of the same kind */
-        bool zero = all_zero(obuf + (b - off), (size_t)(ge - b));
+        bool zero = ic_buf_is_zero(obuf + (b - off), (size_t)(ge - b));
         uint64_t we = ge;
         while (we < end) {
             uint64_t ne = IC_MIN(we + rb->grain, end);
             const uint8_t *op = obuf + (we - off), *np = nbuf + (we - off);
-            if (!memcmp(op, np, (size_t)(ne - we)) || all_zero(op, (size_t)(ne - we)) != zero)
+            if (!memcmp(op, np, (size_t)(ne - we)) || ic_buf_is_zero(op, (size_t)(ne - we)) != zero)
                 break;
             we = ne;
         }
@@ -200,15 +196,15 @@ static int compare_and_write(struct rebase *rb, const struct ic_pipe_slot *sl, i
  * larger), compares and writes them, and frees their slots. */
 static int rebase_drain(struct rebase *rb, unsigned want, ic_error **errp)
 {
-    struct ic_pipe_slot *ready[IC_PIPE_MAX_SLOTS];
+    struct ic_copy_slot *ready[IC_COPY_MAX_SLOTS];
     unsigned n = 0;
-    int ret = ic_pipe_collect(&rb->pipe, ready, &n, want, errp);
+    int ret = ic_copy_collect(&rb->pipe, ready, &n, want, errp);
     for (unsigned i = 0; ret == 0 && i < n; i++) {
         ret = compare_and_write(rb, ready[i], errp);
         if (rb->stats)
             rb->stats->compared_bytes += ready[i]->len;
     }
-    ic_pipe_release(&rb->pipe, ready, n);
+    ic_copy_release(&rb->pipe, ready, n);
     return ret;
 }
 
@@ -216,12 +212,12 @@ static int rebase_drain(struct rebase *rb, unsigned want, ic_error **errp)
 static int rebase_queue(struct rebase *rb, uint64_t off, uint64_t len, unsigned flags,
                         ic_error **errp)
 {
-    if (ic_pipe_full(&rb->pipe)) {
+    if (ic_copy_full(&rb->pipe)) {
         int ret = rebase_drain(rb, 1, errp);
         if (ret < 0)
             return ret;
     }
-    ic_pipe_queue(&rb->pipe, off, (size_t)len, flags);
+    ic_copy_queue(&rb->pipe, off, (size_t)len, flags);
     return 0;
 }
 
@@ -293,10 +289,10 @@ static int rebase_copy(struct rebase *rb, ic_error **errp)
             return ret;
         off += pnum;
         if (o->progress)
-            o->progress(ic_pipe_done_below(&rb->pipe, off), size, o->payload);
+            o->progress(ic_copy_done_below(&rb->pipe, off), size, o->payload);
     }
-    while (!ic_pipe_empty(&rb->pipe))
-        if ((ret = rebase_drain(rb, IC_PIPE_MAX_SLOTS, errp)) < 0)
+    while (!ic_copy_empty(&rb->pipe))
+        if ((ret = rebase_drain(rb, IC_COPY_MAX_SLOTS, errp)) < 0)
             return ret;
     if (o->progress)
         o->progress(size, size, o->payload);
@@ -334,14 +330,15 @@ static bool open_reader_views(struct rebase_views *v, const struct rebase *rb)
 static int rebase_pipe_start(struct rebase *rb, ic_error **errp)
 {
     rb->mine = (struct rebase_views){ rb->old, rb->new };
-    int ret = ic_pipe_init(&rb->pipe, REBASE_SLOTS, IC_REBASE_CHUNK, 2, rebase_fill, &rb->mine,
-                           errp);
+    const struct ic_copy_config cfg = { .nslots = REBASE_SLOTS, .slot_size = IC_REBASE_CHUNK,
+                                        .nbufs = 2, .fill = rebase_fill, .inline_ctx = &rb->mine };
+    int ret = ic_copy_init(&rb->pipe, &cfg, errp);
     if (ret < 0)
         return ret;
     if (!rb->top->open_file && !rb->o->open_file) {
-        while (rb->nreaders < IC_PIPE_MAX_READERS &&
+        while (rb->nreaders < IC_COPY_MAX_READERS &&
                open_reader_views(&rb->readers[rb->nreaders], rb)) {
-            if (!ic_pipe_add_reader(&rb->pipe, &rb->readers[rb->nreaders])) {
+            if (!ic_copy_add_reader(&rb->pipe, &rb->readers[rb->nreaders], NULL)) {
                 ic_image_close(rb->readers[rb->nreaders].old);
                 ic_image_close(rb->readers[rb->nreaders].new);
                 break;
@@ -350,13 +347,18 @@ static int rebase_pipe_start(struct rebase *rb, ic_error **errp)
         }
     }
     if (rb->stats)
-        rb->stats->readers = rb->pipe.nreaders;
+        rb->stats->readers = rb->pipe.stats.readers;
     return 0;
 }
 
 static void rebase_pipe_stop(struct rebase *rb)
 {
-    ic_pipe_fini(&rb->pipe);
+    if (rb->stats) {
+        rb->stats->fills = rb->pipe.stats.fills;
+        rb->stats->fills_while_writing = rb->pipe.stats.fills_while_writing;
+        rb->stats->writes_while_filling = rb->pipe.stats.writes_while_filling;
+    }
+    ic_copy_fini(&rb->pipe);
     for (unsigned i = 0; i < rb->nreaders; i++) {
         ic_image_close(rb->readers[i].old);
         ic_image_close(rb->readers[i].new);

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "image.h"
-#include "io/io-journal.h"
+#include "io/io-dir.h"
 #include "util/path.h"
 
 void ic_walk_init(struct ic_walk *w, unsigned max_depth)
@@ -38,7 +38,7 @@ int ic_walk_visit(struct ic_walk *w, const char *path)
 {
     if (w->n > 0 && w->n > w->max_depth)
         return IC_WALK_TOO_DEEP;
-    char *real = ic_io_realpath(path);
+    char *real = ic_dir_realpath(path);
     if (!real)
         real = strdup(path);
     if (!real)

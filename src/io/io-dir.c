@@ -1,5 +1,7 @@
 /*
- * io-dir.c - whole files and directories for the snapshot metadata store.
+ * io-dir.c - whole files and directories: the snapshot metadata store,
+ * the durability of chain journals' creation and removal, real paths and
+ * folder scans.
  *
  * Design notes
  * ------------
@@ -21,6 +23,11 @@
  *     left behind by a crash.
  *  4. EINTR is retried and short writes are continued.
  *  5. The test hook is inert unless installed (see io-dir.h).
+ *  6. One folder fsync (fsync_dir) serves every caller; a file system that
+ *     cannot fsync a folder (EINVAL) or is read-only (EROFS) has nothing
+ *     to make durable there.
+ *  7. ic_dir_foreach never follows a symlinked folder: a scan of a tree
+ *     with a link cycle still ends.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +39,7 @@
 #include <unistd.h>
 
 #include "io-dir.h"
+#include "io.h"
 #include "util/error.h"
 
 static ic_dir_hook_fn hook_fn;
@@ -102,7 +110,7 @@ static int fsync_dir(const char *dir, ic_error **errp)
     if (fd < 0)
         return ic_error_set_errno(errp, -errno, "%s: cannot open directory", dir);
     int ret = 0;
-    if (fsync(fd) < 0 && errno != EINVAL)
+    if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
         ret = ic_error_set_errno(errp, -errno, "%s: cannot fsync directory", dir);
     close(fd);
     return ret;
@@ -453,5 +461,79 @@ int ic_dir_unlink(const char *path, ic_error **errp)
     else
         ret = fsync_dir(dir, errp);
     free(dir);
+    return ret;
+}
+
+/* ---- real paths, folder sync and scans (chain editing) --------------------- */
+
+char *ic_dir_realpath(const char *path)
+{
+    return realpath(path, NULL);
+}
+
+int ic_dir_sync_parent(const char *path, ic_error **errp)
+{
+    char *dir = dir_of(path);
+    if (!dir)
+        return ic_error_set_errno(errp, -ENOMEM, "%s: out of memory", path);
+    int ret = fsync_dir(dir, errp);
+    free(dir);
+    return ret;
+}
+
+int ic_dir_foreach(const char *dir, int (*fn)(void *payload, const char *path, int kind),
+                   void *payload, ic_error **errp)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return ic_error_set_errno(errp, -errno, "%s: cannot read the folder", dir);
+    int ret = 0;
+    size_t dlen = strlen(dir);
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            if (errno)
+                ret = ic_error_set_errno(errp, -errno, "%s: cannot read the folder", dir);
+            break;
+        }
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        size_t n = dlen + 1 + strlen(de->d_name) + 1;
+        char *p = malloc(n);
+        if (!p) {
+            ret = ic_error_set_errno(errp, -ENOMEM, "%s: out of memory", dir);
+            break;
+        }
+        snprintf(p, n, "%s%s%s", dir, dlen && dir[dlen - 1] == '/' ? "" : "/", de->d_name);
+        int kind;
+        switch (de->d_type) {
+        case DT_REG:
+            kind = IC_DIRENT_FILE;
+            break;
+        case DT_DIR:
+            kind = IC_DIRENT_DIR;
+            break;
+        case DT_LNK: {
+            int k = ic_io_file_kind(p);
+            kind = (k == IC_FILE_REGULAR || k == IC_FILE_BLOCK) ? IC_DIRENT_FILE : IC_DIRENT_OTHER;
+            break;
+        }
+        case DT_UNKNOWN: {
+            int k = ic_io_file_kind(p);
+            kind = k == IC_FILE_REGULAR ? IC_DIRENT_FILE : k == IC_FILE_DIR ? IC_DIRENT_DIR
+                                                                          : IC_DIRENT_OTHER;
+            break;
+        }
+        default:
+            kind = IC_DIRENT_OTHER;
+            break;
+        }
+        ret = fn(payload, p, kind);
+        free(p);
+        if (ret)
+            break;
+    }
+    closedir(d);
     return ret;
 }

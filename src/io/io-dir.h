@@ -1,6 +1,8 @@
 /*
  * io-dir.h - whole files and directories: the OS side of the snapshot
- * metadata store (src/snap/snap-meta.c).
+ * metadata store (src/snap/snap-meta.c), and the real paths, folder fsync
+ * and folder scans of chain editing (journals, loop detection, the
+ * dependents scan).
  *
  * Small and generic: atomic replacement of a file, reading a file whole,
  * listing a directory, mkdir -p, unlink, and asking what a path is.  Image
@@ -87,5 +89,24 @@ int ic_dir_create_empty(const char *path, unsigned mode, ic_error **errp);
 
 /* Unlinks @path and fsyncs its directory.  0 or -errno (-ENOENT if missing). */
 int ic_dir_unlink(const char *path, ic_error **errp);
+
+/* The canonical absolute path of @path (symlinks resolved), malloc'd; a
+ * query: NULL with errno set when it cannot be resolved (missing: ENOENT). */
+char *ic_dir_realpath(const char *path);
+
+/* Makes the entries of the folder containing @path durable (fsync of the
+ * folder), after a file there was created or removed.  0 or -errno. */
+int ic_dir_sync_parent(const char *path, ic_error **errp);
+
+/* What ic_dir_foreach reports for one entry. */
+enum { IC_DIRENT_FILE = 1, IC_DIRENT_DIR, IC_DIRENT_OTHER };
+
+/* Calls @fn for every entry of folder @dir except "." and "..", with the
+ * joined path and IC_DIRENT_*.  A symlink to a file counts as a file, a
+ * symlink to a folder as OTHER (callers never recurse through links).
+ * Stops at the first non-zero return of @fn and returns it (no error set);
+ * -errno with *errp set when the folder cannot be read. */
+int ic_dir_foreach(const char *dir, int (*fn)(void *payload, const char *path, int kind),
+                   void *payload, ic_error **errp);
 
 #endif

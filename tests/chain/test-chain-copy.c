@@ -3,7 +3,9 @@
  * (src/chain/chain-copy.c: reader threads read in parallel, a raw base
  * receives batches with several writes in flight, and the result is the
  * top's view) and safe rebase's (src/chain/chain-rebase.c: reader threads
- * read both views, and the overlay keeps its content).
+ * read both views, and the overlay keeps its content), and that the copy
+ * engine under convert, commit and rebase (src/chain/copy-engine.c) reads
+ * while a write is in flight.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,10 +21,12 @@
 
 #include "imgchain/chain-edit.h"
 #include "imgchain/image.h"
+#include "chain/chain-convert.h"
 #include "chain/chain-copy.h"
 #include "chain/chain-journal.h"
 #include "chain/chain-rebase.h"
 #include "chain-fixture.h"
+#include "rec-io.h"
 
 #define MiB (1024u * 1024u)
 #define SIZE (40u * MiB)
@@ -83,6 +87,45 @@ static void test_chain_copy__keeps_several_writes_in_flight_into_a_raw_base(void
     /* 13 + 12 + 4 MiB of data runs; one 4 MiB run of zeroes. */
     assert_int_equal(st.data_bytes, 29u * MiB);
     assert_int_equal(st.zero_bytes, 4u * MiB);
+    /* 13 + 12 + 4 one-MiB slots, each read once and written once */
+    assert_int_equal(st.fills, 29);
+}
+
+/* The engine's reader issues reads while the writer has a write in
+ * flight: the target is a disk whose every write takes 5 ms, so a reader
+ * that waited for the writer would show no fill begun during a write. */
+static void test_copy_engine__issues_reads_while_a_write_is_in_flight(void **state)
+{
+    (void)state;
+    make_chain("base.qcow2", "qcow2");
+    uint64_t n1 = 0;
+    uint8_t *want = cf_view("top.qcow2", &n1);
+    cf_create("out.raw", "raw", SIZE, NULL, NULL, NULL);
+    struct rec_io *slow = rec_io_open(cf_path("out.raw"), true, -1);
+    slow->write_delay_us = 5000;
+    ic_image *dst = rec_io_image(slow, "raw", true);
+    ic_image *src = cf_open("top.qcow2", 0);
+    struct ic_copy_engine_stats st;
+    ic_error *err = NULL;
+    if (ic_copy_image(dst, src, NULL, NULL, NULL, &st, &err) < 0)
+        fail_msg("copy: %s", ic_error_message(err));
+    assert_int_equal(ic_image_close(src), 0);
+    assert_int_equal(ic_image_close(dst), 0);
+    uint64_t n2 = 0;
+    uint8_t *got = cf_view("out.raw", &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(want, got, n1);
+    free(want);
+    free(got);
+    /* 13 + 12 + 4 MiB of data in 2 MiB slots (runs widened to granules),
+     * every one written */
+    assert_int_equal(st.readers, 1);
+    assert_true(st.fills >= 15);
+    assert_int_equal(st.writes, st.fills);
+    /* more fills than slots: some slot was refilled, which can only begin
+     * after a write, and the writer goes straight on to the next one */
+    assert_true(st.fills > st.slots);
+    assert_true(st.fills_while_writing > 0);
 }
 
 static void test_chain_copy__reads_in_parallel_for_a_qcow2_base(void **state)
@@ -151,6 +194,8 @@ static void test_chain_rebase__onto_nothing_reads_both_views_in_parallel(void **
     uint64_t base_only = 30u * MiB - 13u * MiB - 4u * MiB - (9u * MiB - 65536);
     assert_int_equal(st.compared_bytes, base_only);
     assert_int_equal(st.written_bytes, base_only);
+    /* one fill per 512 KiB chunk compared (both views at once) */
+    assert_true(st.fills >= base_only / (512u << 10));
 }
 
 static void test_chain_rebase__onto_a_lower_image_copies_only_the_layers_between(void **state)
@@ -176,6 +221,8 @@ int main(void)
             cf_teardown),
         cmocka_unit_test_setup_teardown(test_chain_copy__reads_in_parallel_for_a_qcow2_base,
                                         cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_copy_engine__issues_reads_while_a_write_is_in_flight, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
             test_chain_copy__commit_through_two_layers_gives_the_top_view, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(

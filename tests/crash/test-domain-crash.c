@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/domain.h"
 #include "imgchain/snapshot.h"
 #include "io/io-crash.h"
@@ -203,7 +204,9 @@ static char get_byte(const char *path)
 
 static void env_new(struct env *e)
 {
-    e->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    e->dir = strdup(cf_dir);
+    assert_non_null(e->dir);
     e->state = tu_path(e->dir, "state");
     e->a = tu_path(e->dir, "a.qcow2");
     e->b = tu_path(e->dir, "b.qcow2");
@@ -226,7 +229,7 @@ static void env_new(struct env *e)
 
 static void env_free(struct env *e)
 {
-    tu_rmtree(e->dir);
+    cf_teardown(NULL);
     free(e->dir);
     free(e->state);
     free(e->a);

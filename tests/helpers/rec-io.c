@@ -4,6 +4,8 @@
  */
 #include <stdlib.h>
 
+#include <unistd.h>
+
 #include "rec-io.h"
 #include "io/io.h"
 
@@ -34,6 +36,8 @@ static int rec_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
         r->nwrites++;
     }
     r->armed = false;
+    if (r->write_delay_us)
+        usleep(r->write_delay_us);
     return ic_io_pwrite(r->inner, buf, len, off);
 }
 static int rec_flush(ic_io *io)

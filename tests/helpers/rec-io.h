@@ -1,7 +1,8 @@
 /*
  * rec-io.h - a pass-through I/O backend that records what a driver asks of
  * the file: the write that follows a chosen metadata event, and prefetch
- * hints.  For tests of write granularity and readahead.
+ * hints.  For tests of write granularity and readahead; it can also
+ * make every write slow.
  */
 #ifndef IC_TEST_REC_IO_H
 #define IC_TEST_REC_IO_H
@@ -22,6 +23,7 @@ struct rec_io {
     uint64_t write_off[REC_IO_MAX], write_len[REC_IO_MAX];
     unsigned nprefetch; /* prefetch hints (at most REC_IO_MAX kept) */
     uint64_t prefetch_off[REC_IO_MAX], prefetch_len[REC_IO_MAX];
+    unsigned write_delay_us; /* every write sleeps this long first (a slow disk) */
 };
 
 /* Opens @path (POSIX backend, no locks; read-write with @rdwr) wrapped in

@@ -85,25 +85,6 @@ char *tu_tmpdir(void)
     return tmpl;
 }
 
-struct tu_dir *tu_dir_new(const char *name)
-{
-    struct tu_dir *d = calloc(1, sizeof(*d));
-    assert_non_null(d);
-    d->dir = tu_tmpdir();
-    d->path = tu_path(d->dir, name);
-    return d;
-}
-
-void tu_dir_free(struct tu_dir *d)
-{
-    if (!d)
-        return;
-    tu_rmtree(d->dir);
-    free(d->dir);
-    free(d->path);
-    free(d);
-}
-
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;

@@ -59,18 +59,12 @@ void tu_assert_err_(int64_t ret, ic_error **err, int errnum, const char *part, b
 /* ---- 2. temp dirs and files -------------------------------------------- */
 
 /* Creates a fresh directory ($TMPDIR or /tmp)/ic-test.XXXXXX; asserts.
- * Returns a malloc'd path; remove with tu_rmtree() and free(). */
+ * Returns a malloc'd path; remove with tu_rmtree() and free().  Tests take
+ * their folder from the chain fixture (tests/helpers/chain-fixture.h),
+ * which is built on this. */
 char *tu_tmpdir(void);
 /* Removes @dir and everything below it (missing is fine). */
 void tu_rmtree(const char *dir);
-/* The fixture of many test files: a fresh temp dir and the path of a file
- * named @name in it (not created).  tu_dir_free removes the dir. */
-struct tu_dir {
-    char *dir;
-    char *path;
-};
-struct tu_dir *tu_dir_new(const char *name);
-void tu_dir_free(struct tu_dir *d);
 /* "dir/name", malloc'd (asserts on allocation failure). */
 char *tu_path(const char *dir, const char *name);
 /* Writes @len bytes to @path (created/replaced); 0 or -errno. */

@@ -12,7 +12,7 @@ mk() {
     rm -rf "$T/t"; mkdir -p "$T/t/src/util" "$T/t/src/io" "$T/t/src/image" "$T/t/src/chain" "$T/t/tools"
     printf '#include "util/error.h"\n' > "$T/t/src/io/io.c"
     printf '#include "io/io.h"\nint f(void) { return drv->open(0); }\n' > "$T/t/src/image/image.c"
-    printf '#include "image/image.h"\n#include "io/io-journal.h"\n' > "$T/t/src/chain/chain.c"
+    printf '#include "image/image.h"\n#include "io/io-dir.h"\n' > "$T/t/src/chain/chain.c"
     printf '#include <imgchain/imgchain.h>\n' > "$T/t/tools/cli.c"
 }
 # violates DESC PATTERN: the lint fails on the tree and says PATTERN.

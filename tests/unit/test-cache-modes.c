@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "image/image.h"
 #include "io/io.h"
 
@@ -149,7 +150,7 @@ static long fd_flags_of(const char *path)
 static void test_cache_modes__every_mode_reaches_the_file_descriptor(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir(); /* skipped below where it has no O_DIRECT */
+    const char *dir = cf_dir; /* skipped below where it has no O_DIRECT */
     char *path = tu_path(dir, "a.qcow2");
     ic_error *err = NULL;
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
@@ -158,9 +159,7 @@ static void test_cache_modes__every_mode_reaches_the_file_descriptor(void **stat
     TU_ASSERT_OK(ic_image_create(path, &co, &err), err);
     int probe = open(path, O_RDONLY | O_DIRECT);
     if (probe < 0) {
-        tu_rmtree(dir);
         free(path);
-        free(dir);
         skip(); /* no O_DIRECT on this file system */
     }
     close(probe);
@@ -188,9 +187,7 @@ static void test_cache_modes__every_mode_reaches_the_file_descriptor(void **stat
                      fl);
         assert_int_equal(ic_image_close(img), 0);
     }
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_cache_modes__an_unknown_mode_or_options_version_is_refused(void **state)
@@ -214,7 +211,7 @@ static void test_cache_modes__an_unknown_mode_or_options_version_is_refused(void
 static void test_cache_modes__a_deferred_flush_runs_before_the_next_write_only(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir;
     char *path = tu_path(dir, "f");
     assert_int_equal(tu_write_file(path, "x", 1), 0);
     struct logio *l = log_open(path);
@@ -235,9 +232,7 @@ static void test_cache_modes__a_deferred_flush_runs_before_the_next_write_only(v
     l->log[l->n] = '\0';
     assert_string_equal(l->log, "FWFWF");
     ic_io_close(io);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 /* Writes 192 KiB into a fresh qcow2 opened on the logging backend with
@@ -276,7 +271,7 @@ static char *qcow2_close_log(const char *dir, ic_cache_mode cache)
 static void test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir;
     char *wb = qcow2_close_log(dir, IC_CACHE_WRITEBACK);
     char *un = qcow2_close_log(dir, IC_CACHE_UNSAFE);
     size_t lw = strlen(wb), lu = strlen(un);
@@ -291,18 +286,22 @@ static void test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2(vo
     assert_non_null(strchr(un, 'F'));
     free(wb);
     free(un);
-    tu_rmtree(dir);
-    free(dir);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cache_modes__the_parser_takes_qemu_img_names_and_nothing_else),
-        cmocka_unit_test(test_cache_modes__every_mode_reaches_the_file_descriptor),
+        cmocka_unit_test_setup_teardown(
+            test_cache_modes__every_mode_reaches_the_file_descriptor,
+            cf_setup, cf_teardown),
         cmocka_unit_test(test_cache_modes__an_unknown_mode_or_options_version_is_refused),
-        cmocka_unit_test(test_cache_modes__a_deferred_flush_runs_before_the_next_write_only),
-        cmocka_unit_test(test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2),
+        cmocka_unit_test_setup_teardown(
+            test_cache_modes__a_deferred_flush_runs_before_the_next_write_only,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2,
+            cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/domain.h"
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
@@ -52,7 +53,9 @@ static int read_byte(const char *path, uint64_t off)
 static struct ctx *fixture(void)
 {
     struct ctx *c = calloc(1, sizeof(*c));
-    c->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    c->dir = strdup(cf_dir);
+    assert_non_null(c->dir);
     c->state = tu_path(c->dir, "state");
     c->a = tu_path(c->dir, "a.qcow2");
     c->b = tu_path(c->dir, "b.qcow2");
@@ -85,7 +88,7 @@ static struct ctx *fixture(void)
 static void fixture_free(struct ctx *c)
 {
     ic_dir_set_hook(NULL, NULL);
-    tu_rmtree(c->dir);
+    cf_teardown(NULL);
     free(c->dir);
     free(c->state);
     free(c->a);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/domain.h"
 #include "imgchain/snapshot.h"
 #include "io/io-dir.h"
@@ -61,7 +62,9 @@ static char *domain_xml(const struct ctx *c, const char *name)
 static int setup(void **state)
 {
     struct ctx *c = calloc(1, sizeof(*c));
-    c->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    c->dir = strdup(cf_dir);
+    assert_non_null(c->dir);
     c->state = tu_path(c->dir, "state");
     c->a = tu_path(c->dir, "a.qcow2");
     c->b = tu_path(c->dir, "b.qcow2");
@@ -82,7 +85,7 @@ static int teardown(void **state)
 {
     struct ctx *c = *state;
     ic_dir_set_hook(NULL, NULL);
-    tu_rmtree(c->dir);
+    cf_teardown(NULL);
     free(c->dir);
     free(c->state);
     free(c->a);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "image/image.h"
 
 static const char *probe(const void *data, size_t len, const char *name)
@@ -99,8 +100,7 @@ static void test_foreign__dmg_is_a_name_that_any_magic_beats(void **state)
 static void test_foreign__probe_file_refuses_by_name(void **state)
 {
     (void)state;
-    struct tu_dir *d = tu_dir_new("x.img");
-    const char *path = d->path;
+    const char *path = cf_path("x.img");
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite("vhdxfile", 1, 8, f), 8);
@@ -116,14 +116,12 @@ static void test_foreign__probe_file_refuses_by_name(void **state)
     assert_string_equal(ic_error_message(err), want);
     ic_error_free(err);
     ic_io_close(io);
-    tu_dir_free(d);
 }
 
 static void test_foreign__probed_raw_refuses_a_first_sector_that_changes_the_probe(void **state)
 {
     (void)state;
-    struct tu_dir *d = tu_dir_new("r.img");
-    const char *path = d->path;
+    const char *path = cf_path("r.img");
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     static uint8_t zero[4096];
@@ -162,7 +160,6 @@ static void test_foreign__probed_raw_refuses_a_first_sector_that_changes_the_pro
     TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
     TU_ASSERT_OK(ic_image_pwrite(img, "vhdxfile", 8, 0, &err), err);
     assert_int_equal(ic_image_close(img), 0);
-    tu_dir_free(d);
 }
 
 int main(void)
@@ -171,8 +168,12 @@ int main(void)
         cmocka_unit_test(test_foreign__vmdk_descriptors_probe_as_qemu_reads_them),
         cmocka_unit_test(test_foreign__each_magic_names_its_format),
         cmocka_unit_test(test_foreign__dmg_is_a_name_that_any_magic_beats),
-        cmocka_unit_test(test_foreign__probe_file_refuses_by_name),
-        cmocka_unit_test(test_foreign__probed_raw_refuses_a_first_sector_that_changes_the_probe),
+        cmocka_unit_test_setup_teardown(
+            test_foreign__probe_file_refuses_by_name,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_foreign__probed_raw_refuses_a_first_sector_that_changes_the_probe,
+            cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

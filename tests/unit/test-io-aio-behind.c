@@ -14,23 +14,16 @@
 #include <sys/stat.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/chain.h"
 #include "io/io-aio.h"
 
 #define CHUNK ((size_t)256 << 10)
 #define NBUF 8
 
-static int setup(void **state)
-{
-    *state = tu_dir_new("data.img");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tu_dir_free(*state);
-    return 0;
-}
+/* The file every test works on, in the chain fixture's folder (cf_setup
+ * makes it, cf_teardown removes it). */
+#define FILE_PATH cf_path("data.img")
 
 /* A lender of NBUF buffers that counts holds and releases per buffer;
  * a buffer is reused only once it came back. */
@@ -152,9 +145,9 @@ static void assert_file_is_chunks(const char *path, uint64_t nchunks)
 
 static void test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
-    ic_io *io = open_lent(f->path, &l);
+    ic_io *io = open_lent(FILE_PATH, &l);
     const uint64_t n = 64;
     for (uint64_t i = 0; i < n; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)(i % NBUF), i), CHUNK, i * CHUNK), 0);
@@ -172,21 +165,21 @@ static void test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once(
         assert_int_equal(l.out[i], 0);
     assert_int_equal(ic_io_aio_lend(io, NULL), 0);
     assert_int_equal(ic_io_close(io), 0);
-    assert_file_is_chunks(f->path, n);
+    assert_file_is_chunks(FILE_PATH, n);
     lender_fini(&l);
 }
 
 static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
-    ic_io *io = open_lent(f->path, &l);
+    ic_io *io = open_lent(FILE_PATH, &l);
     for (uint64_t i = 0; i < 3; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)i, i), CHUNK, i * CHUNK), 0);
     /* the size as written, while the file itself is longer */
     assert_int_equal(ic_io_get_size(io), (int64_t)(3 * CHUNK));
     struct stat sb;
-    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(stat(FILE_PATH, &sb), 0);
     assert_int_equal((uint64_t)sb.st_size, IC_AIO_BEHIND_RESERVE);
     /* a read past the size as written is short, as at end of file */
     uint8_t *r;
@@ -198,7 +191,7 @@ static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void 
     for (size_t k = CHUNK; k < 2 * CHUNK; k++)
         assert_int_equal(r[k], 0);
     assert_int_equal(ic_io_flush(io), 0);
-    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(stat(FILE_PATH, &sb), 0);
     assert_int_equal((uint64_t)sb.st_size, 3 * CHUNK);
     struct ic_io_stats st;
     assert_true(ic_io_aio_get_stats(io, &st));
@@ -206,7 +199,7 @@ static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void 
     /* close cuts it off too, without a flush */
     assert_int_equal(ic_io_pwrite(io, take(&l, 3, 3), CHUNK, 3 * CHUNK), 0);
     assert_int_equal(ic_io_close(io), 0);
-    assert_file_is_chunks(f->path, 4);
+    assert_file_is_chunks(FILE_PATH, 4);
     free(want);
     free(r);
     lender_fini(&l);
@@ -214,9 +207,9 @@ static void test_behind__the_reservation_is_invisible_and_cut_off_at_flush(void 
 
 static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_write(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
-    ic_io *io = open_lent(f->path, &l);
+    ic_io *io = open_lent(FILE_PATH, &l);
     uint8_t *r, *want = malloc(CHUNK);
     assert_int_equal(posix_memalign((void **)&r, 4096, CHUNK), 0); /* reads need no bounce */
     for (uint64_t round = 0; round < 16; round++) {
@@ -240,7 +233,7 @@ static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_wri
     /* and they are in the file, after the lent writes they overlap */
     uint8_t *data;
     size_t flen;
-    assert_int_equal(tu_read_file(f->path, &data, &flen), 0);
+    assert_int_equal(tu_read_file(FILE_PATH, &data, &flen), 0);
     assert_int_equal(flen, 16 * CHUNK);
     for (uint64_t round = 0; round < 16; round++) {
         tu_fill_pattern(want, CHUNK, 1000 + round);
@@ -255,9 +248,9 @@ static void test_behind__later_reads_and_small_overlapping_writes_see_a_lent_wri
 
 static void test_behind__a_buffer_the_lender_refuses_is_written_at_once(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
-    ic_io *io = open_lent(f->path, &l);
+    ic_io *io = open_lent(FILE_PATH, &l);
     l.refuse = true;
     for (uint64_t i = 0; i < 4; i++)
         assert_int_equal(ic_io_pwrite(io, take(&l, (int)i, i), CHUNK, i * CHUNK), 0);
@@ -266,15 +259,15 @@ static void test_behind__a_buffer_the_lender_refuses_is_written_at_once(void **s
     assert_int_equal(st.behind_writes, 0);
     assert_int_equal(l.releases, 0);
     assert_int_equal(ic_io_close(io), 0);
-    assert_file_is_chunks(f->path, 4);
+    assert_file_is_chunks(FILE_PATH, 4);
     lender_fini(&l);
 }
 
 static void test_behind__a_failed_lent_write_reaches_the_next_call_and_detach(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
-    ic_io *io = open_lent(f->path, &l);
+    ic_io *io = open_lent(FILE_PATH, &l);
     /* a lent buffer the kernel cannot read: the worker's pwrite fails */
     uint8_t *bad = mmap(NULL, CHUNK, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(bad != MAP_FAILED);
@@ -297,19 +290,19 @@ static void test_behind__a_failed_lent_write_reaches_the_next_call_and_detach(vo
 
 static void test_behind__only_an_o_direct_aio_backend_takes_a_lender(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct lender l;
     lender_init(&l);
     const struct ic_io_lender cb = { l_hold, l_release, &l };
     ic_io *io;
     ic_error *err = NULL;
-    TU_ASSERT_OK(ic_io_open_file(&io, f->path, IC_IO_RDWR | IC_IO_CREATE, &err), err);
+    TU_ASSERT_OK(ic_io_open_file(&io, FILE_PATH, IC_IO_RDWR | IC_IO_CREATE, &err), err);
     assert_int_equal(ic_io_aio_lend(io, &cb), -ENOTSUP);
     ic_io_close(io);
-    TU_ASSERT_OK(ic_io_open_aio(&io, f->path, IC_IO_RDWR, &err), err);
+    TU_ASSERT_OK(ic_io_open_aio(&io, FILE_PATH, IC_IO_RDWR, &err), err);
     assert_int_equal(ic_io_aio_lend(io, &cb), -ENOTSUP); /* buffered */
     ic_io_close(io);
-    if (open_direct(&io, f->path, 0)) {
+    if (open_direct(&io, FILE_PATH, 0)) {
         assert_int_equal(ic_io_aio_lend(io, &cb), 0);
         assert_int_equal(ic_io_aio_lend(io, &cb), -EBUSY);
         assert_int_equal(ic_io_aio_lend(io, NULL), 0);
@@ -319,14 +312,14 @@ static void test_behind__only_an_o_direct_aio_backend_takes_a_lender(void **stat
     lender_fini(&l);
 }
 
-/* The convert engine (chain-convert.c design note 6b) lends its slots to a
+/* The copy engine (src/chain/chain-convert.c design note 5) lends its slots to a
  * target on an O_DIRECT aio backend: the copy goes behind, the result is
  * exact, and the target is no longer than its data. */
 static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **state)
 {
-    struct tu_dir *f = *state;
-    char *src_path = tu_path(f->dir, "src.qcow2");
-    char *dst_path = tu_path(f->dir, "dst.qcow2");
+    (void)state;
+    char *src_path = tu_path(cf_dir, "src.qcow2");
+    char *dst_path = tu_path(cf_dir, "dst.qcow2");
     ic_error *err = NULL;
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
     co.format = "qcow2";
@@ -379,7 +372,7 @@ static void test_behind__the_copy_engine_writes_a_direct_target_behind(void **st
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, cf_setup, cf_teardown)
     const struct CMUnitTest tests[] = {
         T(test_behind__lent_writes_go_behind_and_every_buffer_comes_back_once),
         T(test_behind__the_reservation_is_invisible_and_cut_off_at_flush),

@@ -7,22 +7,15 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "io/io-aio.h"
 
 #define CHUNK 65536
 #define NREQ 64
 
-static int setup(void **state)
-{
-    *state = tu_dir_new("data.img");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tu_dir_free(*state);
-    return 0;
-}
+/* The file every test works on, in the chain fixture's folder (cf_setup
+ * makes it, cf_teardown removes it). */
+#define FILE_PATH cf_path("data.img")
 
 static ic_io *open_aio(const char *path, unsigned flags, unsigned aio_flags)
 {
@@ -72,9 +65,9 @@ static void batch_roundtrip(const char *path, unsigned flags, unsigned aio_flags
 
 static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct ic_io_stats st;
-    batch_roundtrip(f->path, 0, 0, &st);
+    batch_roundtrip(FILE_PATH, 0, 0, &st);
     assert_true(st.async);
     assert_true(st.max_in_flight >= 16);
     assert_true(st.max_in_flight <= IC_AIO_QUEUE_DEPTH);
@@ -84,9 +77,9 @@ static void test_io_aio__batch_keeps_at_least_16_requests_in_flight(void **state
 
 static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct ic_io_stats st;
-    batch_roundtrip(f->path, IC_IO_DIRECT, 0, &st);
+    batch_roundtrip(FILE_PATH, IC_IO_DIRECT, 0, &st);
     assert_true(st.async);
     assert_true(st.max_in_flight >= 16);
     assert_int_equal(st.bounced, 0);
@@ -94,9 +87,9 @@ static void test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce(void *
 
 static void test_io_aio__works_synchronously_without_an_aio_context(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     struct ic_io_stats st;
-    batch_roundtrip(f->path, IC_IO_DIRECT, IC_AIO_SYNC, &st);
+    batch_roundtrip(FILE_PATH, IC_IO_DIRECT, IC_AIO_SYNC, &st);
     assert_false(st.async);
     assert_int_equal(st.aio_requests, 0);
     assert_int_equal(st.sync_requests, 2 * NREQ);
@@ -105,8 +98,8 @@ static void test_io_aio__works_synchronously_without_an_aio_context(void **state
 /* Random unaligned writes and reads with O_DIRECT against a memory model. */
 static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
 {
-    struct tu_dir *f = *state;
-    ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE | IC_IO_DIRECT, 0);
+    (void)state;
+    ic_io *io = open_aio(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE | IC_IO_DIRECT, 0);
     assert_true(ic_io_aio_alignment(io) >= 512);
     enum { SPACE = 256 * 1024 };
     uint8_t *model = calloc(1, SPACE), *buf = malloc(SPACE + 1), *rd = malloc(SPACE + 1);
@@ -139,7 +132,7 @@ static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
     /* the bytes on disk, read with plain buffered I/O */
     uint8_t *disk;
     size_t dlen;
-    assert_int_equal(tu_read_file(f->path, &disk, &dlen), 0);
+    assert_int_equal(tu_read_file(FILE_PATH, &disk, &dlen), 0);
     assert_int_equal(dlen, size);
     assert_memory_equal(disk, model, dlen);
     free(disk);
@@ -150,9 +143,9 @@ static void test_io_aio__direct_unaligned_requests_match_a_model(void **state)
 
 static void test_io_aio__overlapping_requests_in_one_batch_take_effect_in_order(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     for (int direct = 0; direct < 2; direct++) {
-        ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE | (direct ? IC_IO_DIRECT : 0), 0);
+        ic_io *io = open_aio(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE | (direct ? IC_IO_DIRECT : 0), 0);
         enum { N = 48 };
         uint8_t *w = aligned((size_t)N * 8192), *r = aligned(8192 * 2);
         struct ic_io_req reqs[N + 1];
@@ -178,12 +171,12 @@ static void test_io_aio__overlapping_requests_in_one_batch_take_effect_in_order(
 
 static void test_io_aio__reads_past_end_of_file_are_zero_filled_or_short(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     uint8_t data[1000];
     tu_fill_pattern(data, sizeof(data), 3);
-    assert_int_equal(tu_write_file(f->path, data, sizeof(data)), 0);
+    assert_int_equal(tu_write_file(FILE_PATH, data, sizeof(data)), 0);
     for (int direct = 0; direct < 2; direct++) {
-        ic_io *io = open_aio(f->path, direct ? IC_IO_DIRECT : 0, 0);
+        ic_io *io = open_aio(FILE_PATH, direct ? IC_IO_DIRECT : 0, 0);
         uint8_t *b = aligned(8192);
         memset(b, 0xCC, 8192);
         struct ic_io_req req = { IC_IO_REQ_READ, b, 8192, 0, 1 };
@@ -203,8 +196,8 @@ static void test_io_aio__reads_past_end_of_file_are_zero_filled_or_short(void **
 
 static void test_io_aio__each_request_gets_its_own_result(void **state)
 {
-    struct tu_dir *f = *state;
-    ic_io *io = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
+    (void)state;
+    ic_io *io = open_aio(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE, 0);
     uint8_t a[512], b[512];
     memset(a, 1, sizeof(a));
     struct ic_io_req reqs[3] = {
@@ -219,7 +212,7 @@ static void test_io_aio__each_request_gets_its_own_result(void **state)
     assert_memory_equal(b, a, sizeof(a));
     ic_io_close(io);
     /* a read-only backend refuses writes: the error is per request */
-    io = open_aio(f->path, 0, 0);
+    io = open_aio(FILE_PATH, 0, 0);
     reqs[0].ret = reqs[2].ret = 1;
     struct ic_io_req two[2] = { reqs[2], reqs[0] };
     assert_int_equal(ic_io_submit(io, two, 2), -EBADF);
@@ -249,10 +242,10 @@ static void test_io_aio__direct_on_a_file_system_without_o_direct_is_a_clear_err
 
 static void test_io_aio__missing_file_is_enoent_naming_it(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_io *io = NULL;
     ic_error *err = NULL;
-    char *p = tu_path(f->dir, "nope.img");
+    char *p = tu_path(cf_dir, "nope.img");
     int ret = ic_io_open_aio(&io, p, 0, &err);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_NOTFOUND);
     TU_ASSERT_ERR(ret, err, ENOENT, "nope.img: No such file or directory");
@@ -261,21 +254,21 @@ static void test_io_aio__missing_file_is_enoent_naming_it(void **state)
 
 static void test_io_aio__takes_the_same_locks_as_the_posix_backend(void **state)
 {
-    struct tu_dir *f = *state;
-    ic_io *w = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
+    (void)state;
+    ic_io *w = open_aio(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE, 0);
     ic_io *other = NULL;
     ic_error *err = NULL;
-    int ret = ic_io_open_file(&other, f->path, IC_IO_RDWR, &err);
+    int ret = ic_io_open_file(&other, FILE_PATH, IC_IO_RDWR, &err);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_BUSY);
     TU_ASSERT_ERR(ret, err, EBUSY, "data.img: failed to get \"write\" lock");
-    ret = ic_io_open_file(&other, f->path, 0, &err); /* a reader refuses a writer */
+    ret = ic_io_open_file(&other, FILE_PATH, 0, &err); /* a reader refuses a writer */
     TU_ASSERT_ERR(ret, err, EBUSY, "shared \"write\" lock");
-    TU_ASSERT_OK(ic_io_open_file(&other, f->path, IC_IO_SHARE, &err), err);
+    TU_ASSERT_OK(ic_io_open_file(&other, FILE_PATH, IC_IO_SHARE, &err), err);
     ic_io_close(other);
     ic_io_close(w);
     /* and the reverse */
-    TU_ASSERT_OK(ic_io_open_file(&other, f->path, IC_IO_RDWR, &err), err);
-    ret = ic_io_open_aio(&w, f->path, IC_IO_RDWR, &err);
+    TU_ASSERT_OK(ic_io_open_file(&other, FILE_PATH, IC_IO_RDWR, &err), err);
+    ret = ic_io_open_aio(&w, FILE_PATH, IC_IO_RDWR, &err);
     TU_ASSERT_ERR(ret, err, EBUSY, "data.img");
     ic_io_close(other);
 }
@@ -309,7 +302,7 @@ static void lend_release(void *payload, const void *buf)
 
 static void test_io_aio__capabilities_are_vtable_ops_with_defaults(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
     ic_io *m;
     TU_ASSERT_OK(ic_io_open_mem(&m, "m", &err), err);
@@ -321,14 +314,14 @@ static void test_io_aio__capabilities_are_vtable_ops_with_defaults(void **state)
     assert_int_equal(ic_io_lend(m, NULL), 0);
     ic_io_close(m);
 
-    ic_io *buffered = open_aio(f->path, IC_IO_RDWR | IC_IO_CREATE, 0);
+    ic_io *buffered = open_aio(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE, 0);
     assert_int_equal(ic_io_alignment(buffered), 1);
     assert_true(ic_io_get_stats(buffered, &st));
     assert_int_equal(ic_io_lend(buffered, &lender), -ENOTSUP); /* not O_DIRECT */
     ic_io_close(buffered);
 
     ic_io *direct = NULL;
-    if (ic_io_open_aio_ex(&direct, f->path, IC_IO_RDWR | IC_IO_DIRECT, 0, &err) < 0) {
+    if (ic_io_open_aio_ex(&direct, FILE_PATH, IC_IO_RDWR | IC_IO_DIRECT, 0, &err) < 0) {
         ic_error_free(err);
         skip(); /* no O_DIRECT here */
     }
@@ -344,7 +337,7 @@ static void test_io_aio__capabilities_are_vtable_ops_with_defaults(void **state)
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, cf_setup, cf_teardown)
     const struct CMUnitTest tests[] = {
         T(test_io_aio__batch_keeps_at_least_16_requests_in_flight),
         T(test_io_aio__direct_batch_of_aligned_requests_needs_no_bounce),

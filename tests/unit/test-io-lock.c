@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 
 struct fixture {
     char *dir;
@@ -30,7 +31,9 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    f->dir = strdup(cf_dir);
+    assert_non_null(f->dir);
     f->img = tu_path(f->dir, "vm disk.qcow2"); /* a space, to test quoting */
     *state = f;
     if (!tu_have_prog("qemu-img") || !tu_have_prog("qemu-io"))
@@ -56,7 +59,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     stop_qemu(f);
-    tu_rmtree(f->dir);
+    cf_teardown(NULL);
     free(f->dir);
     free(f->img);
     free(f);

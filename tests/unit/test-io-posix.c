@@ -6,18 +6,11 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 
-static int setup(void **state)
-{
-    *state = tu_dir_new("f.img");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tu_dir_free(*state);
-    return 0;
-}
+/* The file every test works on, in the chain fixture's folder (cf_setup
+ * makes it, cf_teardown removes it). */
+#define FILE_PATH cf_path("f.img")
 
 static ic_io *open_ok(const char *path, unsigned flags)
 {
@@ -29,34 +22,34 @@ static ic_io *open_ok(const char *path, unsigned flags)
 
 static void test_io_posix__missing_file_is_enoent_naming_it(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_io *io = (ic_io *)1;
     ic_error *err = NULL;
-    int ret = ic_io_open_file(&io, f->path, 0, &err);
+    int ret = ic_io_open_file(&io, FILE_PATH, 0, &err);
     assert_null(io);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_NOTFOUND);
-    assert_non_null(strstr(ic_error_message(err), f->path));
+    assert_non_null(strstr(ic_error_message(err), FILE_PATH));
     TU_ASSERT_ERR(ret, err, ENOENT, "f.img: No such file or directory");
-    assert_false(ic_io_file_exists(f->path));
-    assert_int_equal(ic_io_file_kind(f->path), -ENOENT);
+    assert_false(ic_io_file_exists(FILE_PATH));
+    assert_int_equal(ic_io_file_kind(FILE_PATH), -ENOENT);
 }
 
 static void test_io_posix__directory_is_refused_with_eisdir(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_io *io;
     ic_error *err = NULL;
-    int ret = ic_io_open_file(&io, f->dir, 0, &err);
+    int ret = ic_io_open_file(&io, cf_dir, 0, &err);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_INVALID);
     TU_ASSERT_ERR(ret, err, EISDIR, ": is a directory");
-    assert_int_equal(ic_io_file_kind(f->dir), IC_FILE_DIR);
+    assert_int_equal(ic_io_file_kind(cf_dir), IC_FILE_DIR);
 }
 
 static void test_io_posix__create_writes_reads_and_sizes_a_file(void **state)
 {
-    struct tu_dir *f = *state;
-    ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
-    assert_string_equal(ic_io_name(io), f->path);
+    (void)state;
+    ic_io *io = open_ok(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE);
+    assert_string_equal(ic_io_name(io), FILE_PATH);
     assert_true(ic_io_posix_fd(io) >= 0);
     uint8_t w[5000], r[6000];
     tu_fill_pattern(w, sizeof(w), 1);
@@ -71,28 +64,28 @@ static void test_io_posix__create_writes_reads_and_sizes_a_file(void **state)
     assert_int_equal(ic_io_pread_exact(io, r, 100, 5950), -EIO);
     assert_int_equal(ic_io_flush(io), 0);
     ic_io_close(io);
-    assert_true(ic_io_file_exists(f->path));
-    assert_int_equal(ic_io_file_kind(f->path), IC_FILE_REGULAR);
+    assert_true(ic_io_file_exists(FILE_PATH));
+    assert_int_equal(ic_io_file_kind(FILE_PATH), IC_FILE_REGULAR);
 }
 
 static void test_io_posix__create_never_truncates_and_excl_refuses_existing(void **state)
 {
-    struct tu_dir *f = *state;
-    assert_int_equal(tu_write_file(f->path, "hello", 5), 0);
-    ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
+    (void)state;
+    assert_int_equal(tu_write_file(FILE_PATH, "hello", 5), 0);
+    ic_io *io = open_ok(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE);
     assert_int_equal(ic_io_get_size(io), 5);
     ic_io_close(io);
     ic_error *err = NULL;
-    int ret = ic_io_open_file(&io, f->path, IC_IO_RDWR | IC_IO_CREATE | IC_IO_EXCL, &err);
+    int ret = ic_io_open_file(&io, FILE_PATH, IC_IO_RDWR | IC_IO_CREATE | IC_IO_EXCL, &err);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_EXISTS);
     TU_ASSERT_ERR(ret, err, EEXIST, "f.img: File exists");
 }
 
 static void test_io_posix__read_only_handle_refuses_writes(void **state)
 {
-    struct tu_dir *f = *state;
-    assert_int_equal(tu_write_file(f->path, "hello", 5), 0);
-    ic_io *io = open_ok(f->path, 0);
+    (void)state;
+    assert_int_equal(tu_write_file(FILE_PATH, "hello", 5), 0);
+    ic_io *io = open_ok(FILE_PATH, 0);
     assert_int_equal(ic_io_pwrite(io, "x", 1, 0), -EBADF);
     assert_int_equal(ic_io_truncate(io, 0), -EINVAL);
     ic_io_close(io);
@@ -100,8 +93,8 @@ static void test_io_posix__read_only_handle_refuses_writes(void **state)
 
 static void test_io_posix__truncate_and_punch_hole_make_zeroes(void **state)
 {
-    struct tu_dir *f = *state;
-    ic_io *io = open_ok(f->path, IC_IO_RDWR | IC_IO_CREATE);
+    (void)state;
+    ic_io *io = open_ok(FILE_PATH, IC_IO_RDWR | IC_IO_CREATE);
     enum { SZ = 1 << 20 };
     uint8_t *w = malloc(SZ), *r = malloc(SZ);
     memset(w, 0x33, SZ);
@@ -135,11 +128,11 @@ static void test_io_posix__truncate_and_punch_hole_make_zeroes(void **state)
 
 static void test_io_posix__remove_deletes_and_reports_missing(void **state)
 {
-    struct tu_dir *f = *state;
-    assert_int_equal(tu_write_file(f->path, "x", 1), 0);
-    assert_int_equal(ic_io_remove(f->path), 0);
-    assert_false(ic_io_file_exists(f->path));
-    assert_int_equal(ic_io_remove(f->path), -ENOENT);
+    (void)state;
+    assert_int_equal(tu_write_file(FILE_PATH, "x", 1), 0);
+    assert_int_equal(ic_io_remove(FILE_PATH), 0);
+    assert_false(ic_io_file_exists(FILE_PATH));
+    assert_int_equal(ic_io_remove(FILE_PATH), -ENOENT);
 }
 
 static void test_io_posix__direct_on_a_file_system_without_o_direct_is_unsupported(void **state)
@@ -190,15 +183,15 @@ static size_t write_bulk_and_count_cached(const char *path, unsigned flags)
 
 static void test_io_posix__stream_output_leaves_no_page_cache_after_flush(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     size_t none;
-    if (tu_cached_pages(f->dir, &none) == -ENOTSUP)
+    if (tu_cached_pages(cf_dir, &none) == -ENOTSUP)
         skip(); /* tmpfs: the page cache is the file */
-    char *plain = tu_path(f->dir, "plain.img");
+    char *plain = tu_path(cf_dir, "plain.img");
     /* the control: without the hint the written data stays cached, so the
      * count below measures the hint and not the machine */
     size_t cached_plain = write_bulk_and_count_cached(plain, 0);
-    size_t cached_stream = write_bulk_and_count_cached(f->path, IC_IO_STREAM);
+    size_t cached_stream = write_bulk_and_count_cached(FILE_PATH, IC_IO_STREAM);
     assert_true(cached_plain > 4096 / 2);
     assert_int_equal(cached_stream, 0);
     free(plain);
@@ -206,7 +199,7 @@ static void test_io_posix__stream_output_leaves_no_page_cache_after_flush(void *
 
 int main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, cf_setup, cf_teardown)
     const struct CMUnitTest tests[] = {
         T(test_io_posix__missing_file_is_enoent_naming_it),
         T(test_io_posix__directory_is_refused_with_eisdir),

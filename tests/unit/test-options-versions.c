@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/chain.h"
 #include "imgchain/chain-edit.h"
 
@@ -18,14 +19,16 @@ static char *dir;
 static int setup(void **state)
 {
     (void)state;
-    dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    dir = strdup(cf_dir);
+    assert_non_null(dir);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tu_rmtree(dir);
+    cf_teardown(NULL);
     free(dir);
     return 0;
 }

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/snapshot.h"
 
 struct fx {
@@ -31,7 +32,9 @@ struct fx {
 static int fx_setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    f->dir = strdup(cf_dir);
+    assert_non_null(f->dir);
     f->path = tu_path(f->dir, "a.qcow2");
     ic_error *err = NULL;
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
@@ -55,7 +58,7 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
     struct fx *f = *state;
-    tu_rmtree(f->dir);
+    cf_teardown(NULL);
     free(f->dir);
     free(f->path);
     free(f);

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qcow2/qcow2.h"
 #include "util/endian.h"
 
@@ -28,7 +29,9 @@ static size_t good_len;
 static int setup_all(void **state)
 {
     (void)state;
-    dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    dir = strdup(cf_dir);
+    assert_non_null(dir);
     good = tu_path(dir, "good.qcow2");
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
     ic_error *err = NULL;
@@ -53,7 +56,7 @@ static int setup_all(void **state)
 static int teardown_all(void **state)
 {
     (void)state;
-    tu_rmtree(dir);
+    cf_teardown(NULL);
     free(dir);
     free(good);
     free(good_bytes);

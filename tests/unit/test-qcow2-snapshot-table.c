@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/snapshot.h"
 #include "util/endian.h"
 
@@ -69,7 +70,9 @@ static int fx_setup_opts(void **state, const char *opts)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    f->dir = tu_tmpdir();
+    cf_setup(NULL); /* the one test-folder fixture */
+    f->dir = strdup(cf_dir);
+    assert_non_null(f->dir);
     f->path = tu_path(f->dir, "a.qcow2");
     make_base(f->path, opts);
     assert_int_equal(tu_read_file(f->path, &f->m.b, &f->m.len), 0);
@@ -98,7 +101,7 @@ static int fx_teardown(void **state)
 {
     struct fx *f = *state;
     clear_lines(f);
-    tu_rmtree(f->dir);
+    cf_teardown(NULL);
     free(f->dir);
     free(f->path);
     free(f->m.b);

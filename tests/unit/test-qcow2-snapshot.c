@@ -13,22 +13,15 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/snapshot.h"
 #include "io/io-mem.h"
 
 #define DISK (4u << 20)
 
-static int fx_setup(void **state)
-{
-    *state = tu_dir_new("a.qcow2");
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    tu_dir_free(*state);
-    return 0;
-}
+/* The file every test works on, in the chain fixture's folder (cf_setup
+ * makes it, cf_teardown removes it). */
+#define FILE_PATH cf_path("a.qcow2")
 
 static ic_image *make(const char *path, const char *opts)
 {
@@ -61,9 +54,9 @@ static void assert_clean(ic_image *img)
 
 static void test_qcow2_snapshot__create_lists_every_field(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
-    ic_image *img = make(f->path, NULL);
+    ic_image *img = make(FILE_PATH, NULL);
     TU_ASSERT_OK(ic_snapshot_create(img, "first", &err), err);
     ic_snapshot_info *v = NULL;
     int n = ic_snapshot_list(img, &v, &err);
@@ -82,9 +75,9 @@ static void test_qcow2_snapshot__create_lists_every_field(void **state)
 
 static void test_qcow2_snapshot__create_refuses_an_existing_name(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
-    ic_image *img = make(f->path, NULL);
+    ic_image *img = make(FILE_PATH, NULL);
     TU_ASSERT_OK(ic_snapshot_create(img, "x", &err), err);
     TU_ASSERT_ERR(ic_snapshot_create(img, "x", &err), err, EEXIST, "already exists");
     TU_ASSERT_ERR(ic_snapshot_create(img, "", &err), err, EINVAL, "empty");
@@ -93,9 +86,9 @@ static void test_qcow2_snapshot__create_refuses_an_existing_name(void **state)
 
 static void test_qcow2_snapshot__apply_restores_data_and_delete_frees(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
-    ic_image *img = make(f->path, NULL);
+    ic_image *img = make(FILE_PATH, NULL);
     uint8_t want[65536], got[65536], other[65536];
     TU_ASSERT_OK(ic_image_pread(img, want, sizeof(want), 65536, &err), err);
     TU_ASSERT_OK(ic_snapshot_create(img, "s", &err), err);
@@ -114,15 +107,15 @@ static void test_qcow2_snapshot__apply_restores_data_and_delete_frees(void **sta
 
 static void test_qcow2_snapshot__refcount_bits_1_refuses_before_writing(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
-    ic_image *img = make(f->path, "refcount_bits=1");
+    ic_image *img = make(FILE_PATH, "refcount_bits=1");
     TU_ASSERT_OK(ic_image_flush(img, &err), err);
     uint8_t *before = NULL, *after = NULL;
     size_t lb = 0, la = 0;
-    assert_int_equal(tu_read_file(f->path, &before, &lb), 0);
+    assert_int_equal(tu_read_file(FILE_PATH, &before, &lb), 0);
     TU_ASSERT_ERR(ic_snapshot_create(img, "s", &err), err, ERANGE, "refcount_bits=1");
-    assert_int_equal(tu_read_file(f->path, &after, &la), 0);
+    assert_int_equal(tu_read_file(FILE_PATH, &after, &la), 0);
     assert_int_equal(la, lb);
     assert_memory_equal(after, before, la);
     assert_clean(img);
@@ -133,9 +126,9 @@ static void test_qcow2_snapshot__refcount_bits_1_refuses_before_writing(void **s
 
 static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_active_tree(void **state)
 {
-    struct tu_dir *f = *state;
+    (void)state;
     ic_error *err = NULL;
-    ic_image *img = make(f->path, NULL);
+    ic_image *img = make(FILE_PATH, NULL);
     char name[32];
     for (int i = 0; i < 1000; i++) {
         snprintf(name, sizeof(name), "s%d", i);
@@ -144,7 +137,7 @@ static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_activ
     ic_image_close(img);
     /* reopen through a fault wrapper that only counts events */
     ic_io *file = NULL, *wrap = NULL;
-    assert_int_equal(tu_file_to_mem(&file, f->path), 0);
+    assert_int_equal(tu_file_to_mem(&file, FILE_PATH), 0);
     TU_ASSERT_OK(ic_io_fault_wrap(&wrap, file, &err), err);
     ic_io *borrowed = NULL;
     assert_int_equal(tu_io_borrow(&borrowed, wrap), 0);
@@ -167,17 +160,17 @@ static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_activ
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_qcow2_snapshot__create_lists_every_field, fx_setup,
-                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_snapshot__create_lists_every_field, cf_setup,
+                                        cf_teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_snapshot__create_refuses_an_existing_name,
-                                        fx_setup, fx_teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_snapshot__apply_restores_data_and_delete_frees,
-                                        fx_setup, fx_teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_snapshot__refcount_bits_1_refuses_before_writing,
-                                        fx_setup, fx_teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_active_tree, fx_setup,
-            fx_teardown),
+            test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_active_tree, cf_setup,
+            cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

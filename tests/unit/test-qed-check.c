@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qed-damage.h"
 
 struct fx {
@@ -50,7 +51,8 @@ static ic_image *open_img(const char *path, unsigned flags)
  * 11-12 (guest 1025-1026), 13-14 L2#2, 15 (guest 4). */
 static void fx_init(struct fx *f)
 {
-    f->dir = tu_tmpdir();
+    f->dir = strdup(cf_dir); /* cf_setup made it, cf_teardown removes it */
+    assert_non_null(f->dir);
     f->path = tu_path(f->dir, "a.qed");
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
     co.format = "qed";
@@ -71,7 +73,6 @@ static void fx_init(struct fx *f)
 static void fx_free(struct fx *f)
 {
     tu_model_free(f->m);
-    tu_rmtree(f->dir);
     free(f->dir);
     free(f->path);
 }
@@ -279,14 +280,22 @@ static void test_qed_check__clears_need_check_left_set_on_a_clean_image(void **s
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_qed_check__counts_clusters_on_a_clean_image),
-        cmocka_unit_test(test_qed_check__finds_and_repairs_an_invalid_l2_offset),
-        cmocka_unit_test(test_qed_check__repairs_invalid_entries_then_the_image_is_clean),
-        cmocka_unit_test(test_qed_check__reports_a_double_reference_and_leaves_it),
-        cmocka_unit_test(test_qed_check__repairs_leaks_at_the_end_by_truncating),
-        cmocka_unit_test(test_qed_check__repairs_leaks_in_the_middle_by_compaction),
-        cmocka_unit_test(test_qed_check__moves_an_l2_table_when_compacting),
-        cmocka_unit_test(test_qed_check__clears_need_check_left_set_on_a_clean_image),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__counts_clusters_on_a_clean_image, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__finds_and_repairs_an_invalid_l2_offset, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__repairs_invalid_entries_then_the_image_is_clean, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__reports_a_double_reference_and_leaves_it, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__repairs_leaks_at_the_end_by_truncating, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__repairs_leaks_in_the_middle_by_compaction, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__moves_an_l2_table_when_compacting, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_check__clears_need_check_left_set_on_a_clean_image, cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

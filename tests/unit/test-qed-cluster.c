@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qed-damage.h"
 #include "rec-io.h"
 #include "image/image.h"
@@ -28,14 +29,14 @@ struct fx {
 
 static void fx_init(struct fx *f)
 {
-    f->dir = tu_tmpdir();
+    f->dir = strdup(cf_dir); /* cf_setup made it, cf_teardown removes it */
+    assert_non_null(f->dir);
     f->top = tu_path(f->dir, "top.qed");
     f->base = tu_path(f->dir, "base.raw");
 }
 
 static void fx_free(struct fx *f)
 {
-    tu_rmtree(f->dir);
     free(f->dir);
     free(f->top);
     free(f->base);
@@ -392,16 +393,29 @@ static void test_qed_l2_cache__evicts_the_least_recently_used_table(void **state
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_qed_cluster__random_writes_read_back_like_the_model),
-        cmocka_unit_test(test_qed_cluster__partial_writes_copy_head_and_tail_from_the_backing_file),
-        cmocka_unit_test(test_qed_cluster__zero_writes_hide_the_backing_without_allocating),
-        cmocka_unit_test(test_qed_cluster__allocates_data_then_l2_at_eof_like_qemu),
-        cmocka_unit_test(test_qed_cluster__block_status_returns_long_runs_across_tables),
-        cmocka_unit_test(test_qed_cluster__reports_a_bad_l2_entry_as_corruption_and_stops_writing),
-        cmocka_unit_test(test_qed_cluster__refuses_cow_when_the_backing_file_is_not_open),
-        cmocka_unit_test(test_qed_cluster__qed_works_over_raw_and_under_another_qed),
-        cmocka_unit_test(test_qed_cluster__l2_updates_write_whole_aligned_4k_blocks),
-        cmocka_unit_test(test_qed_l2_cache__evicts_the_least_recently_used_table),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__random_writes_read_back_like_the_model, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__partial_writes_copy_head_and_tail_from_the_backing_file,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__zero_writes_hide_the_backing_without_allocating,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__allocates_data_then_l2_at_eof_like_qemu, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__block_status_returns_long_runs_across_tables, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__reports_a_bad_l2_entry_as_corruption_and_stops_writing,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__refuses_cow_when_the_backing_file_is_not_open, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__qed_works_over_raw_and_under_another_qed, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_cluster__l2_updates_write_whole_aligned_4k_blocks, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_l2_cache__evicts_the_least_recently_used_table, cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

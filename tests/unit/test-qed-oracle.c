@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qed-damage.h"
 
 #define QIMG "ulimit -v 4000000; timeout 120 qemu-img"
@@ -196,7 +197,8 @@ static void test_qed_oracle__matrix_of_cluster_sizes_table_sizes_and_backing_for
     static const uint32_t table_sizes[] = { 1, 2, 4, 16 };
     static const char *const formats[] = { "raw", "qcow2", "qed" };
     for (size_t f = 0; f < IC_ARRAY_SIZE(formats); f++) {
-        char *dir = tu_tmpdir();
+        cf_reset(); /* each backing format in an empty folder */
+        const char *dir = cf_dir;
         make_base(dir, formats[f]);
         for (size_t c = 0; c < IC_ARRAY_SIZE(cluster_sizes); c++) {
             for (size_t t = 0; t < IC_ARRAY_SIZE(table_sizes); t++) {
@@ -206,15 +208,13 @@ static void test_qed_oracle__matrix_of_cluster_sizes_table_sizes_and_backing_for
                 cell_imgchain_writes(dir, cluster_sizes[c], table_sizes[t], formats[f]);
             }
         }
-        tu_rmtree(dir);
-        free(dir);
     }
 }
 
 static void test_qed_oracle__create_writes_the_same_bytes_as_qemu_img(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir;
     assert_int_equal(tu_sh("cd '%s' && " QIMG " create -q -f raw base.raw 3M && "
                            QIMG " create -q -f qcow2 base.qcow2 3M", dir), 0);
     static const struct {
@@ -250,8 +250,6 @@ static void test_qed_oracle__create_writes_the_same_bytes_as_qemu_img(void **sta
         free(mine);
         free(theirs);
     }
-    tu_rmtree(dir);
-    free(dir);
 }
 
 /* One damaged image: counters equal qemu's, repair leaves it clean. */
@@ -298,7 +296,8 @@ static void test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_c
     };
     for (size_t i = 0; i < IC_ARRAY_SIZE(cases); i++) {
         print_message("damage: %s\n", cases[i].what);
-        char *dir = tu_tmpdir();
+        cf_reset(); /* each damage on a fresh image */
+        const char *dir = cf_dir;
         char *path = tu_path(dir, "d.qed");
         assert_int_equal(tu_sh("cd '%s' && " QIMG " create -q -f qed -o cluster_size=4096,"
                                "table_size=2 d.qed 16M && " QIO " -c 'write -P 1 0 16k' "
@@ -335,9 +334,7 @@ static void test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_c
             assert_int_equal(rc, 2);
         }
         free(out);
-        tu_rmtree(dir);
         free(path);
-        free(dir);
     }
 }
 
@@ -348,9 +345,15 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_qed_oracle__create_writes_the_same_bytes_as_qemu_img),
-        cmocka_unit_test(test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_clean),
-        cmocka_unit_test(test_qed_oracle__matrix_of_cluster_sizes_table_sizes_and_backing_formats),
+        cmocka_unit_test_setup_teardown(
+            test_qed_oracle__create_writes_the_same_bytes_as_qemu_img,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_oracle__check_counts_damage_like_qemu_and_repair_makes_it_clean,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed_oracle__matrix_of_cluster_sizes_table_sizes_and_backing_formats,
+            cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "qed-damage.h"
 #include "image/image.h"
 #include "io/io-mem.h"
@@ -210,7 +211,7 @@ static void test_qed__opens_table_size_one_which_qemu_refuses(void **state)
 static void test_qed__create_lays_out_header_name_and_l1_like_qemu(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *base = tu_path(dir, "base.raw"), *path = tu_path(dir, "a.qed");
     assert_int_equal(tu_write_file(base, "", 0), 0);
     assert_int_equal(tu_sh("truncate -s 1M %s", base), 0);
@@ -247,16 +248,14 @@ static void test_qed__create_lays_out_header_name_and_l1_like_qemu(void **state)
     assert_int_equal(in.image_size, 1024);
     assert_int_equal(in.features, 0);
     assert_int_equal(in.file_size, 5 * 65536);
-    tu_rmtree(dir);
     free(base);
     free(path);
-    free(dir);
 }
 
 static void test_qed__records_a_non_raw_backing_format_as_probed(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *base = tu_path(dir, "base.qed"), *path = tu_path(dir, "top.qed");
     create_qed(base, 1 << 20, "cluster_size=4096", NULL, NULL);
     create_qed(path, 0, NULL, "base.qed", "qed");
@@ -268,16 +267,14 @@ static void test_qed__records_a_non_raw_backing_format_as_probed(void **state)
     assert_string_equal(ic_image_format(ic_image_backing(img)), "qed");
     assert_int_equal(ic_image_size(img), 1 << 20);
     ic_image_close(img);
-    tu_rmtree(dir);
     free(base);
     free(path);
-    free(dir);
 }
 
 static void test_qed__create_refuses_bad_options_before_touching_the_file(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "keep.qed");
     assert_int_equal(tu_write_file(path, "precious", 8), 0);
     struct {
@@ -310,9 +307,7 @@ static void test_qed__create_refuses_bad_options_before_touching_the_file(void *
         assert_memory_equal(b, "precious", 8);
         free(b);
     }
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 /* ---- info, need-check, autoclear ------------------------------------------------- */
@@ -320,7 +315,7 @@ static void test_qed__create_refuses_bad_options_before_touching_the_file(void *
 static void test_qed__info_reports_cluster_size_and_the_need_check_bit(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 1 << 20, "cluster_size=8192", NULL, NULL);
     assert_int_equal(qd_set_need_check(path, true), 0);
@@ -334,15 +329,13 @@ static void test_qed__info_reports_cluster_size_and_the_need_check_bit(void **st
     assert_string_equal(info->format, "qed");
     ic_image_info_free(info);
     ic_image_close(img);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flush(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 1 << 20, "cluster_size=4096", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR);
@@ -367,15 +360,13 @@ static void test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flu
     assert_int_equal(ic_image_close(img), 0);
     assert_int_equal(qd_read_info(path, &in), 0);
     assert_false(in.features & 2);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__never_sets_need_check_when_a_backing_file_is_open(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *base = tu_path(dir, "b.raw"), *path = tu_path(dir, "a.qed");
     assert_int_equal(tu_sh("truncate -s 1M %s", base), 0);
     create_qed(path, 0, "cluster_size=4096", "b.raw", "raw");
@@ -388,16 +379,14 @@ static void test_qed__never_sets_need_check_when_a_backing_file_is_open(void **s
     assert_int_equal(qd_read_info(path, &in), 0);
     assert_int_equal(in.features, 0x5);
     assert_int_equal(ic_image_close(img), 0);
-    tu_rmtree(dir);
     free(base);
     free(path);
-    free(dir);
 }
 
 static void test_qed__read_write_open_with_need_check_repairs_invalid_entries(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 4 << 20, "cluster_size=4096", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR);
@@ -430,15 +419,13 @@ static void test_qed__read_write_open_with_need_check_repairs_invalid_entries(vo
     struct qd_info in;
     assert_int_equal(qd_read_info(path, &in), 0);
     assert_false(in.features & 2);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__unrepairable_need_check_image_opens_but_refuses_writes(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 4 << 20, "cluster_size=4096", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR);
@@ -459,15 +446,13 @@ static void test_qed__unrepairable_need_check_image_opens_but_refuses_writes(voi
     struct qd_info in;
     assert_int_equal(qd_read_info(path, &in), 0);
     assert_true(in.features & 2); /* still needs a check */
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__clears_unknown_autoclear_bits_only_when_writable(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 1 << 20, "cluster_size=4096", NULL, NULL);
     assert_int_equal(qd_poke_le64(path, 32, 0x80), 0);
@@ -481,9 +466,7 @@ static void test_qed__clears_unknown_autoclear_bits_only_when_writable(void **st
     assert_int_equal(v, 0);
     assert_int_equal(qd_peek_le64(path, 24, &v), 0);
     assert_int_equal(v, 0x40);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 /* ---- backing change, resize, make_empty -------------------------------------------- */
@@ -491,7 +474,7 @@ static void test_qed__clears_unknown_autoclear_bits_only_when_writable(void **st
 static void test_qed__change_backing_rewrites_name_and_feature_bits(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 1 << 20, "cluster_size=4096", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR | IC_OPEN_NO_BACKING);
@@ -519,15 +502,13 @@ static void test_qed__change_backing_rewrites_name_and_feature_bits(void **state
     ic_image_close(img);
     assert_int_equal(qd_read_info(path, &qi), 0);
     assert_int_equal(qi.features, 0);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__truncate_grows_and_refuses_to_shrink(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 1 << 20, "cluster_size=4096", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR);
@@ -542,15 +523,13 @@ static void test_qed__truncate_grows_and_refuses_to_shrink(void **state)
     struct qd_info qi;
     assert_int_equal(qd_read_info(path, &qi), 0);
     assert_int_equal(qi.image_size, 2 << 20);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 static void test_qed__make_empty_drops_every_cluster_and_shrinks_the_file(void **state)
 {
     (void)state;
-    char *dir = tu_tmpdir();
+    const char *dir = cf_dir; /* cf_setup made it, cf_teardown removes it */
     char *path = tu_path(dir, "a.qed");
     create_qed(path, 4 << 20, "cluster_size=4096,table_size=2", NULL, NULL);
     ic_image *img = open_path(path, IC_OPEN_RDWR);
@@ -570,9 +549,7 @@ static void test_qed__make_empty_drops_every_cluster_and_shrinks_the_file(void *
     struct qd_info qi;
     assert_int_equal(qd_read_info(path, &qi), 0);
     assert_int_equal(qi.file_size, 3 * 4096);
-    tu_rmtree(dir);
     free(path);
-    free(dir);
 }
 
 int main(void)
@@ -581,18 +558,33 @@ int main(void)
         cmocka_unit_test(test_qed__probe_matches_the_magic_and_nothing_else),
         cmocka_unit_test(test_qed__refuses_hostile_headers_with_a_clear_error),
         cmocka_unit_test(test_qed__opens_table_size_one_which_qemu_refuses),
-        cmocka_unit_test(test_qed__create_lays_out_header_name_and_l1_like_qemu),
-        cmocka_unit_test(test_qed__records_a_non_raw_backing_format_as_probed),
-        cmocka_unit_test(test_qed__create_refuses_bad_options_before_touching_the_file),
-        cmocka_unit_test(test_qed__info_reports_cluster_size_and_the_need_check_bit),
-        cmocka_unit_test(test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flush),
-        cmocka_unit_test(test_qed__never_sets_need_check_when_a_backing_file_is_open),
-        cmocka_unit_test(test_qed__read_write_open_with_need_check_repairs_invalid_entries),
-        cmocka_unit_test(test_qed__unrepairable_need_check_image_opens_but_refuses_writes),
-        cmocka_unit_test(test_qed__clears_unknown_autoclear_bits_only_when_writable),
-        cmocka_unit_test(test_qed__change_backing_rewrites_name_and_feature_bits),
-        cmocka_unit_test(test_qed__truncate_grows_and_refuses_to_shrink),
-        cmocka_unit_test(test_qed__make_empty_drops_every_cluster_and_shrinks_the_file),
+        cmocka_unit_test_setup_teardown(
+            test_qed__create_lays_out_header_name_and_l1_like_qemu, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__records_a_non_raw_backing_format_as_probed, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__create_refuses_bad_options_before_touching_the_file, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__info_reports_cluster_size_and_the_need_check_bit, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__sets_need_check_for_allocating_writes_and_clears_it_on_flush,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__never_sets_need_check_when_a_backing_file_is_open, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__read_write_open_with_need_check_repairs_invalid_entries,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__unrepairable_need_check_image_opens_but_refuses_writes,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__clears_unknown_autoclear_bits_only_when_writable, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__change_backing_rewrites_name_and_feature_bits, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__truncate_grows_and_refuses_to_shrink, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qed__make_empty_drops_every_cluster_and_shrinks_the_file, cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

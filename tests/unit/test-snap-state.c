@@ -10,30 +10,14 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "chain-fixture.h"
 #include "imgchain/snapshot.h"
 
 #define MiB (1024ULL * 1024)
 
-static struct tu_dir *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = tu_dir_new("base.qcow2");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_dir_free(dir);
-    dir = NULL;
-    return 0;
-}
-
 static char *path(const char *name)
 {
-    return tu_path(dir->dir, name);
+    return tu_path(cf_dir, name);
 }
 
 static void create(const char *p, const char *backing, uint64_t size)
@@ -312,30 +296,31 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_a_fresh_overlay_allocates_nothing_though_its_backing_holds_data, setup,
-            teardown),
+            test_a_fresh_overlay_allocates_nothing_though_its_backing_holds_data, cf_setup,
+            cf_teardown),
         cmocka_unit_test_setup_teardown(test_a_write_into_the_overlay_is_found_at_its_offset,
-                                        setup, teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_a_qemu_io_zero_write_in_a_qemu_img_overlay_counts_as_allocated, setup,
-            teardown),
-        cmocka_unit_test_setup_teardown(test_an_empty_image_allocates_nothing, setup, teardown),
+            test_a_qemu_io_zero_write_in_a_qemu_img_overlay_counts_as_allocated, cf_setup,
+            cf_teardown),
+        cmocka_unit_test_setup_teardown(test_an_empty_image_allocates_nothing, cf_setup,
+                                        cf_teardown),
         cmocka_unit_test_setup_teardown(test_a_fresh_internal_snapshot_is_the_active_state,
-                                        setup, teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(test_a_write_after_the_snapshot_makes_the_states_differ,
-                                        setup, teardown),
+                                        cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_a_write_to_an_unallocated_cluster_makes_the_states_differ, setup, teardown),
+            test_a_write_to_an_unallocated_cluster_makes_the_states_differ, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_applying_the_snapshot_makes_the_states_equal_again, setup, teardown),
+            test_applying_the_snapshot_makes_the_states_equal_again, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_the_check_works_while_the_caller_holds_the_image_writable, setup, teardown),
+            test_the_check_works_while_the_caller_holds_the_image_writable, cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
-            test_qemu_img_snapshots_and_qemu_io_writes_are_judged_alike, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_resize_since_the_snapshot_is_a_difference, setup,
-                                        teardown),
+            test_qemu_img_snapshots_and_qemu_io_writes_are_judged_alike, cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(test_a_resize_since_the_snapshot_is_a_difference, cf_setup,
+                                        cf_teardown),
         cmocka_unit_test_setup_teardown(test_an_unknown_snapshot_or_a_raw_image_is_an_error,
-                                        setup, teardown),
+                                        cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
