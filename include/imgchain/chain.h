@@ -17,9 +17,10 @@
 extern "C" {
 #endif
 
-#define IC_CONVERT_OPTIONS_VERSION 2
+#define IC_CONVERT_OPTIONS_VERSION 3
 typedef struct ic_convert_options {
-    unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields */
+    unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields,
+                                * 2 no rate_limit */
     const char *src_format;    /* format of the source's top image; NULL = probe */
     const char *out_format;    /* "raw" (default, as qemu-img), "qcow2", "qed" */
     const char *options;       /* -o string for the new image (no backing_file) */
@@ -34,10 +35,11 @@ typedef struct ic_convert_options {
     ic_cache_mode cache;       /* -t: the target's; the default writes it O_DIRECT
                                 * where it can (the page cache with compress) */
     ic_cache_mode src_cache;   /* -T: the source chain's */
+    uint64_t rate_limit;       /* -r: guest bytes per second; 0 = unlimited */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT }
+      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0 }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

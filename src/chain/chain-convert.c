@@ -83,6 +83,7 @@
 
 #include "imgchain/chain.h"
 #include "chain.h"
+#include "chain-ratelimit.h"
 #include "util/overflow.h"
 
 /* Bytes read per ic_image_pread() call (one slot buffer): large enough
@@ -999,7 +1000,9 @@ static int convert_options(ic_convert_options *o, const ic_convert_options *opts
     if (opts->version < 1 || opts->version > IC_CONVERT_OPTIONS_VERSION)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_image_convert: unknown options version %u", opts->version);
-    memcpy(o, opts, opts->version >= 2 ? sizeof(*o) : offsetof(ic_convert_options, cache));
+    memcpy(o, opts, opts->version >= 3   ? sizeof(*o)
+                    : opts->version == 2 ? offsetof(ic_convert_options, rate_limit)
+                                         : offsetof(ic_convert_options, cache));
     if (opts->version < 2 && opts->direct)
         o->cache = IC_CACHE_NONE;
     o->version = IC_CONVERT_OPTIONS_VERSION;
@@ -1013,6 +1016,13 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     int ret = convert_options(&ocur, vopts, errp);
     if (ret < 0)
         return ret;
+    /* -r: the limit waits in the engine's progress hook (chain-ratelimit.c) */
+    struct ic_ratelimit_progress rlp;
+    if (ocur.rate_limit) {
+        ic_ratelimit_progress_init(&rlp, ocur.rate_limit, ocur.progress, ocur.payload);
+        ocur.progress = ic_ratelimit_progress_cb;
+        ocur.payload = &rlp;
+    }
     const ic_convert_options *opts = &ocur;
     if (!src_path || !*src_path || !dst_path || !*dst_path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_image_convert: no file name given");
