@@ -10,7 +10,7 @@
  *     ic_cache_mode; by default the target is written O_DIRECT where the
  *     file system allows and flushed before exit, and -t unsafe skips only
  *     that final flush), -l snapshot, -U force-share source, -p progress,
- *     -q quiet.
+ *     -q quiet, -r rate limit in bytes per second (qemu-img's suffixes).
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -39,7 +39,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:pqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:r:pqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -69,6 +69,12 @@ static int run_convert(int argc, char **argv)
             if ((rc = cli_parse_snapshot_arg("convert", optarg, &snap)) != 0)
                 return rc;
             break;
+        case 'r':
+            if (cli_parse_rate("convert", optarg, &o.rate_limit) != 0) {
+                cli_snapshot_arg_free(&snap);
+                return CLI_EXIT_USAGE;
+            }
+            break;
         case 'p':
             progress = true;
             break;
@@ -81,7 +87,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-U] SRC DST\n");
+                   "[-q] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -117,4 +123,4 @@ static int run_convert(int argc, char **argv)
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
             "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t CACHE] [-T CACHE] "
-            "[-l SNAPSHOT] [-U] SRC DST")
+            "[-l SNAPSHOT] [-r RATE] [-U] SRC DST")
