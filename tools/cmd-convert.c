@@ -10,7 +10,9 @@
  *     ic_cache_mode; by default the target is written O_DIRECT where the
  *     file system allows and flushed before exit, and -t unsafe skips only
  *     that final flush), -l snapshot, -U force-share source, -p progress,
- *     -q quiet, -r rate limit in bytes per second (qemu-img's suffixes).
+ *     -q quiet, -r rate limit in bytes per second (qemu-img's suffixes),
+ *     -n write into the existing DST, -W out-of-order writes (accepted:
+ *     the engine already overlaps its writes as it sees fit).
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -39,7 +41,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:r:pqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -75,6 +77,12 @@ static int run_convert(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             break;
+        case 'n':
+            o.no_create = true;
+            break;
+        case 'W':
+            /* out-of-order writes: accepted; the engine's order is its own */
+            break;
         case 'p':
             progress = true;
             break;
@@ -87,7 +95,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST\n");
+                   "[-q] [-n] [-W] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -122,5 +130,5 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t CACHE] [-T CACHE] "
-            "[-l SNAPSHOT] [-r RATE] [-U] SRC DST")
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-t CACHE] "
+            "[-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")

@@ -36,10 +36,13 @@ typedef struct ic_convert_options {
                                 * where it can (the page cache with compress) */
     ic_cache_mode src_cache;   /* -T: the source chain's */
     uint64_t rate_limit;       /* -r: guest bytes per second; 0 = unlimited */
+    bool no_create;            /* -n: write into the existing @dst (of out_format, at
+                                * least as large as the source) instead of creating it;
+                                * `options` must then be NULL */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0 }
+      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

@@ -69,6 +69,14 @@
  *     with one thread).  compress() touches no image state, so it may run
  *     while the writer's image is idle; memory stays bounded: one output
  *     buffer of a slot's size, whatever the number of threads.
+ * 11. -n writes into an existing target instead (of -O's format, opened
+ *     with its own backing chain left alone): it must be at least as large
+ *     as the source; [0, source size) is first made to read as zeroes
+ *     (ic_image_pwrite_zeroes, unmapping where it can), so the copy can
+ *     skip zero runs as it does for a new image (qemu-img writes zeroes
+ *     over those runs instead; the result reads the same, and the target
+ *     past the source's size is left as it was).  A failed -n convert
+ *     never removes the target.
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -1009,6 +1017,17 @@ static int convert_options(ic_convert_options *o, const ic_convert_options *opts
     return 0;
 }
 
+/* -n (design note 11): the existing target must hold the source, and
+ * reads as zeroes over it before the copy, which then skips zero runs as
+ * for a new image. */
+static int convert_prepare_existing(ic_image *dst, uint64_t size, ic_error **errp)
+{
+    if (ic_image_size(dst) < size)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: output file is smaller than "
+                            "input file", ic_image_filename(dst));
+    return ic_image_pwrite_zeroes(dst, 0, size, IC_ZERO_MAY_UNMAP, errp);
+}
+
 int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *vopts,
                      ic_error **errp)
 {
@@ -1033,6 +1052,9 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->compress && !format_compresses(out_fmt))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s does not support compression (-c)", dst_path, out_fmt);
+    if (opts->no_create && opts->options)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: -o has no effect when skipping image creation", dst_path);
     ret = refuse_backing_option(opts->options, dst_path, errp);
     if (ret < 0)
         return ret;
@@ -1045,23 +1067,28 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
         goto out_src;
 
     bool existed = ic_io_file_exists(dst_path);
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = out_fmt;
-    co.size = ic_image_size(src);
-    co.size_set = true;
-    co.options = opts->options;
-    ret = ic_image_create(dst_path, &co, errp);
-    if (ret < 0)
-        goto out_src;
+    if (!opts->no_create) {
+        ic_create_options co = IC_CREATE_OPTIONS_INIT;
+        co.format = out_fmt;
+        co.size = ic_image_size(src);
+        co.size_set = true;
+        co.options = opts->options;
+        ret = ic_image_create(dst_path, &co, errp);
+        if (ret < 0)
+            goto out_src;
+    }
 
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
+    /* -n: an existing target keeps its chain, so its zero writes hide it */
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_STREAM | (opts->no_create ? 0 : IC_OPEN_NO_BACKING);
     /* design note 6: -c keeps the default target in the page cache */
     dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
                                                                   : opts->cache;
     ret = ic_image_open(&dst, dst_path, &dop, errp);
+    if (ret == 0 && opts->no_create)
+        ret = convert_prepare_existing(dst, ic_image_size(src), errp);
     if (ret == 0) {
         /* more readers open their own handles (design note 9) */
         struct more_sources ms = { src_path, opts, ic_image_size(src) };
