@@ -12,7 +12,9 @@
  *     that final flush), -l snapshot, -U force-share source, -p progress,
  *     -q quiet, -r rate limit in bytes per second (qemu-img's suffixes),
  *     -n write into the existing DST, -W out-of-order writes (accepted:
- *     the engine already overlaps its writes as it sees fit).
+ *     the engine already overlaps its writes as it sees fit), -B/-F the
+ *     target is an overlay of BACKING (of format FMT) holding what the
+ *     source's top image allocates.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -41,7 +43,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -77,6 +79,12 @@ static int run_convert(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             break;
+        case 'B':
+            o.backing = optarg;
+            break;
+        case 'F':
+            o.backing_format = optarg;
+            break;
         case 'n':
             o.no_create = true;
             break;
@@ -95,7 +103,8 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-n] [-W] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST\n");
+                   "[-q] [-n] [-W] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
+                   "[-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -130,5 +139,5 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-t CACHE] "
-            "[-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] "
+            "[-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")

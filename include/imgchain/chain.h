@@ -39,10 +39,15 @@ typedef struct ic_convert_options {
     bool no_create;            /* -n: write into the existing @dst (of out_format, at
                                 * least as large as the source) instead of creating it;
                                 * `options` must then be NULL */
+    const char *backing;       /* -B: the target is an overlay of this file (recorded as
+                                * given), holding only what the source's top image
+                                * allocates above its own backing file (qemu-img's rule) */
+    const char *backing_format; /* -F: the format of `backing` (required with it) */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false }
+      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false, NULL, \
+      NULL }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

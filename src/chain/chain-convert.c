@@ -23,8 +23,7 @@
  *     fails afterwards, so a failed convert leaves nothing behind.
  *  5. Refused before anything is created: a target that is the source or
  *     one of its backing files (same real path), -c for a format without
- *     compression, backing_file in -o (convert flattens; see
- *     docs of qemu-img -B, not supported).
+ *     compression, backing_file in -o (use -B, design note 12).
  *  6. The target is opened by ic_image_open() as bulk output
  *     (IC_OPEN_STREAM) in the -t cache mode, which picks its backend
  *     (src/image/image-cache.c note 1): by default O_DIRECT where the file
@@ -77,6 +76,11 @@
  *     over those runs instead; the result reads the same, and the target
  *     past the source's size is left as it was).  A failed -n convert
  *     never removes the target.
+ * 12. -B BACKING -F FMT makes the target an overlay of BACKING holding
+ *     only what the source's top image allocates above its own backing
+ *     file (qemu-img's rule); that single-layer copy is
+ *     chain-convert-backing.c's.  Refused as qemu-img refuses them: no -F,
+ *     a raw target; and -c with -B (not supported).
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -91,6 +95,7 @@
 
 #include "imgchain/chain.h"
 #include "chain.h"
+#include "chain-convert-backing.h"
 #include "chain-ratelimit.h"
 #include "util/overflow.h"
 
@@ -1055,6 +1060,15 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->no_create && opts->options)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "%s: -o has no effect when skipping image creation", dst_path);
+    if (opts->backing && !opts->no_create && !opts->backing_format)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: Use of backing file requires explicit backing format", dst_path);
+    if (opts->backing && ic_driver_find(out_fmt)->headerless)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: Backing file not supported "
+                            "for file format '%s'", dst_path, out_fmt);
+    if (opts->backing && opts->compress)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: -c with -B is not "
+                            "supported", dst_path);
     ret = refuse_backing_option(opts->options, dst_path, errp);
     if (ret < 0)
         return ret;
@@ -1073,6 +1087,8 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
         co.size = ic_image_size(src);
         co.size_set = true;
         co.options = opts->options;
+        co.backing_file = opts->backing;
+        co.backing_format = opts->backing_format;
         ret = ic_image_create(dst_path, &co, errp);
         if (ret < 0)
             goto out_src;
@@ -1082,14 +1098,26 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
     /* -n: an existing target keeps its chain, so its zero writes hide it */
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_STREAM | (opts->no_create ? 0 : IC_OPEN_NO_BACKING);
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_STREAM |
+                (opts->no_create || opts->backing ? 0 : IC_OPEN_NO_BACKING);
     /* design note 6: -c keeps the default target in the page cache */
     dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
                                                                   : opts->cache;
     ret = ic_image_open(&dst, dst_path, &dop, errp);
-    if (ret == 0 && opts->no_create)
+    if (ret == 0 && opts->backing) {
+        /* design note 12 */
+        ret = ic_convert_top_into_overlay(src, dst, opts, errp);
+        if (ret == 0)
+            ret = ic_image_flush_final(dst, errp);
+        int cret = ic_image_close(dst);
+        if (ret == 0 && cret < 0)
+            ret = ic_error_set(errp, ic_error_kind_from_errno(-cret), -cret,
+                               "%s: closing the target failed: %s", dst_path, strerror(-cret));
+        dst = NULL;
+    } else if (ret == 0 && opts->no_create) {
         ret = convert_prepare_existing(dst, ic_image_size(src), errp);
-    if (ret == 0) {
+    }
+    if (ret == 0 && dst) {
         /* more readers open their own handles (design note 9) */
         struct more_sources ms = { src_path, opts, ic_image_size(src) };
         ret = copy_image(dst, src, open_more_source, &ms, opts, errp);
