@@ -14,7 +14,7 @@
  *     -n write into the existing DST, -W out-of-order writes (accepted:
  *     the engine already overlaps its writes as it sees fit), -B/-F the
  *     target is an overlay of BACKING (of format FMT) holding what the
- *     source's top image allocates.
+ *     source's top image allocates, -S the sparse threshold.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -27,8 +27,25 @@
 #include <string.h>
 
 #include <imgchain/chain.h>
+#include <imgchain/util.h>
 
 #include "cli-util.h"
+
+/* -S SIZE: qemu-img's rule and messages (multiples of 512 up to 16 MiB). */
+static int cli_parse_sparse(const char *arg, uint64_t *out)
+{
+    if (ic_parse_size(arg, out) < 0)
+        return cli_usage_error("convert", "Invalid buffer size for sparse output specified. "
+                                          "You may use k, M, G, T, P or E suffixes for "
+                                          "kilobytes, megabytes, gigabytes, terabytes, "
+                                          "petabytes and exabytes.");
+    if (*out % 512 || *out > (16u << 20))
+        return cli_usage_error("convert", "Invalid buffer size for sparse output specified. "
+                                          "Valid sizes are multiples of 512 up to 16777216. "
+                                          "Select 0 to disable sparse detection (fully "
+                                          "allocates output).");
+    return 0;
+}
 
 static int run_convert(int argc, char **argv)
 {
@@ -43,7 +60,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:S:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -85,6 +102,13 @@ static int run_convert(int argc, char **argv)
         case 'F':
             o.backing_format = optarg;
             break;
+        case 'S':
+            if (cli_parse_sparse(optarg, &o.sparse_size) != 0) {
+                cli_snapshot_arg_free(&snap);
+                return CLI_EXIT_USAGE;
+            }
+            o.sparse_size_set = true;
+            break;
         case 'n':
             o.no_create = true;
             break;
@@ -103,7 +127,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-n] [-W] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
+                   "[-q] [-n] [-W] [-S SIZE] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
                    "[-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
@@ -139,5 +163,5 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] "
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-S SIZE] "
             "[-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")

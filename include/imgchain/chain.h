@@ -43,11 +43,16 @@ typedef struct ic_convert_options {
                                 * given), holding only what the source's top image
                                 * allocates above its own backing file (qemu-img's rule) */
     const char *backing_format; /* -F: the format of `backing` (required with it) */
+    bool sparse_size_set;      /* -S given: */
+    uint64_t sparse_size;      /* zero runs of at least this many bytes (taken as aligned
+                                * windows of the next power of two, at least 4 KiB and
+                                * the target's cluster) are not written; 0 writes every
+                                * byte (a fully allocated target) */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
       NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false, NULL, \
-      NULL }
+      NULL, false, 0 }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

@@ -81,6 +81,15 @@
  *     file (qemu-img's rule); that single-layer copy is
  *     chain-convert-backing.c's.  Refused as qemu-img refuses them: no -F,
  *     a raw target; and -c with -B (not supported).
+ * 13. -S SIZE (qemu-img's sparse threshold): inside data runs, zeroes are
+ *     skipped only in whole windows of SIZE bytes aligned in the guest
+ *     (clipped to the slot), as qemu-img's output shows it: a window with
+ *     any data is written whole.  SIZE is rounded up to a power of two at
+ *     least the granule, which gives qemu's windows for the power-of-two
+ *     sizes.  Runs the block status calls zero are skipped whatever SIZE,
+ *     as in qemu-img; -S 0 writes every byte, those runs included
+ *     (fully_allocate), qemu-img's fully allocated output.  -c ignores -S
+ *     (its clusters are written or skipped whole).
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -261,6 +270,8 @@ struct copy_state {
     uint64_t granule;
     uint64_t stripe;         /* CONVERT_STRIPE or the granule, the larger */
     bool compress;
+    bool fully_allocate;     /* -S 0 (design note 13) */
+    uint64_t sparse;         /* zero-detection window: a multiple of granule (note 13) */
     size_t buf_size;
     const ic_convert_options *opts;
 
@@ -406,7 +417,7 @@ static int read_stripe(struct copy_state *s, ic_image *src, uint64_t off, uint64
                          errp);
         if (ret < 0)
             return ret;
-        if (zero) {
+        if (zero && !s->fully_allocate) {
             /* a zero run up to the stripe's end may go on: look further
              * and take the stripes it covers if they are still free */
             uint64_t end = off + len;
@@ -621,7 +632,12 @@ static int write_slot(struct copy_state *s, const struct slot *sl, ic_error **er
     int ret;
     for (size_t pos = 0; pos < n;) {
         size_t g = (size_t)IC_MIN(s->granule, (uint64_t)(n - pos));
-        bool zero = buf_is_zero(sl->buf + pos, g);
+        if (!s->compress && s->sparse > s->granule) {
+            /* the -S window around this granule, clipped to the slot */
+            uint64_t goff = sl->off + pos;
+            g = (size_t)IC_MIN(s->sparse - goff % s->sparse, (uint64_t)(n - pos));
+        }
+        bool zero = !s->fully_allocate && buf_is_zero(sl->buf + pos, g);
         if (s->compress) {
             if (!zero) {
                 ret = ic_image_pwrite_compressed(s->dst, sl->buf + pos, g, sl->off + pos, errp);
@@ -821,6 +837,12 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
         s.granule = cs;
     } else {
         s.granule = IC_MAX(CONVERT_MIN_GRANULE, cs);
+        /* -S (design note 13) */
+        if (opts && opts->sparse_size_set && opts->sparse_size == 0)
+            s.fully_allocate = true;
+        for (s.sparse = s.granule; opts && opts->sparse_size_set &&
+                                   s.sparse < opts->sparse_size && s.sparse < CONVERT_MAX_GRANULE;)
+            s.sparse <<= 1;
     }
     if (s.granule > CONVERT_MAX_GRANULE || !IC_IS_POW2(s.granule))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
