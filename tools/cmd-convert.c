@@ -14,7 +14,8 @@
  *     -n write into the existing DST, -W out-of-order writes (accepted:
  *     the engine already overlaps its writes as it sees fit), -B/-F the
  *     target is an overlay of BACKING (of format FMT) holding what the
- *     source's top image allocates, -S the sparse threshold.
+ *     source's top image allocates, -S the sparse threshold, --salvage
+ *     unreadable sectors read as zeroes, each named on stderr.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -22,6 +23,7 @@
  *     exist), 64 usage, 75 an image is locked.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,15 @@
 #include <imgchain/util.h>
 
 #include "cli-util.h"
+
+enum { OPT_SALVAGE = 0x100 };
+
+/* --salvage: one line per unreadable sector, as qemu-img prints them. */
+static void salvage_warn(uint64_t offset, int errnum, void *payload)
+{
+    (void)payload;
+    cli_errorf("warning: error while reading offset %" PRIu64 ": %s", offset, strerror(errnum));
+}
 
 /* -S SIZE: qemu-img's rule and messages (multiples of 512 up to 16 MiB). */
 static int cli_parse_sparse(const char *arg, uint64_t *out)
@@ -51,6 +62,7 @@ static int run_convert(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "force-share", no_argument, NULL, 'U' },
+        { "salvage", no_argument, NULL, OPT_SALVAGE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -109,6 +121,10 @@ static int run_convert(int argc, char **argv)
             }
             o.sparse_size_set = true;
             break;
+        case OPT_SALVAGE:
+            o.salvage = true;
+            o.salvage_warn = salvage_warn;
+            break;
         case 'n':
             o.no_create = true;
             break;
@@ -127,7 +143,7 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-n] [-W] [-S SIZE] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
+                   "[-q] [-n] [-W] [-S SIZE] [--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
                    "[-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
@@ -164,4 +180,4 @@ static int run_convert(int argc, char **argv)
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
             "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-S SIZE] "
-            "[-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")
+            "[--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] [-U] SRC DST")

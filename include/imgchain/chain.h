@@ -48,11 +48,16 @@ typedef struct ic_convert_options {
                                 * windows of the next power of two, at least 4 KiB and
                                 * the target's cluster) are not written; 0 writes every
                                 * byte (a fully allocated target) */
+    bool salvage;              /* --salvage: a source sector that cannot be read reads
+                                * as zeroes, and is reported to salvage_warn */
+    void (*salvage_warn)(uint64_t offset, int errnum, void *payload); /* may be called
+                                * from several threads at once; NULL: not reported */
+    void *salvage_payload;
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
       NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false, NULL, \
-      NULL, false, 0 }
+      NULL, false, 0, false, NULL, NULL }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

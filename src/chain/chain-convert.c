@@ -90,6 +90,11 @@
  *     as in qemu-img; -S 0 writes every byte, those runs included
  *     (fully_allocate), qemu-img's fully allocated output.  -c ignores -S
  *     (its clusters are written or skipped whole).
+ * 14. --salvage: a read that fails is retried sector by sector; each
+ *     sector that still fails reads as zeroes and is reported through
+ *     opts->salvage_warn (from the reader thread that met it), as
+ *     qemu-img reports every sector it could not read.  Block-status
+ *     errors still fail the convert.
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -363,6 +368,25 @@ static void extend_stripe(struct copy_state *s, uint64_t *stripe_end, uint64_t e
 /* Reads [start, end) (granule aligned, or ending at the disk's end) into
  * slots of at most buf_size bytes; bytes before @counted were already
  * reported as skipped. */
+/* --salvage (design note 14): reads [off, off+n) sector by sector into
+ * @buf, zeroes and reports each sector that cannot be read. */
+static int read_salvaging(const struct copy_state *s, ic_image *src, uint8_t *buf, size_t n,
+                          uint64_t off)
+{
+    for (size_t pos = 0; pos < n; pos += 512) {
+        size_t len = n - pos < 512 ? n - pos : 512;
+        ic_error *err = NULL;
+        int ret = ic_image_pread(src, buf + pos, len, off + pos, &err);
+        ic_error_free(err);
+        if (ret < 0) {
+            memset(buf + pos, 0, len);
+            if (s->opts->salvage_warn)
+                s->opts->salvage_warn(off + pos, -ret, s->opts->salvage_payload);
+        }
+    }
+    return 0;
+}
+
 static int read_window(struct copy_state *s, ic_image *src, uint64_t start, uint64_t end,
                        uint64_t counted, ic_error **errp)
 {
@@ -371,7 +395,16 @@ static int read_window(struct copy_state *s, ic_image *src, uint64_t start, uint
         struct slot *sl = slot_claim(s);
         if (!sl)
             return -ECANCELED;
-        int ret = ic_image_pread(src, sl->buf, n, off, errp);
+        int ret;
+        if (s->opts && s->opts->salvage) {
+            ic_error *err = NULL;
+            ret = ic_image_pread(src, sl->buf, n, off, &err);
+            ic_error_free(err);
+            if (ret < 0)
+                ret = read_salvaging(s, src, sl->buf, n, off);
+        } else {
+            ret = ic_image_pread(src, sl->buf, n, off, errp);
+        }
         if (ret < 0) {
             slot_set(s, sl, SLOT_FREE);
             return ret;
