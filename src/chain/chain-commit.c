@@ -130,17 +130,21 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
     }
     /* Parallel reads, batches of writes toward a raw base (chain-copy.c);
      * the base is flushed before the journal may say EMPTY. */
-    /* -r: the limit waits in the engine's progress hook (chain-ratelimit.c) */
+    /* -r: the limit waits in the engine's progress hook, on the bytes its
+     * statistics say were written (chain-ratelimit.c) */
+    struct ic_copy_stats cst;
+    memset(&cst, 0, sizeof(cst));
     struct ic_ratelimit_progress rlp;
     ic_chain_progress_fn progress = o->progress;
     void *payload = o->payload;
     if (o->rate_limit) {
-        ic_ratelimit_progress_init(&rlp, o->rate_limit, progress, payload);
+        ic_ratelimit_progress_init(&rlp, o->rate_limit, &cst.data_bytes, &cst.zero_bytes,
+                                   progress, payload);
         progress = ic_ratelimit_progress_cb;
         payload = &rlp;
     }
     ret = ic_copy_above_base(top, base, base->backing ? 0 : IC_ZERO_MAY_UNMAP, progress,
-                             payload, NULL, errp);
+                             payload, &cst, errp);
     if (ret < 0)
         return ret;
     return ic_image_flush(base, errp);

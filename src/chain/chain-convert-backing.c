@@ -21,7 +21,8 @@
  *     bytes: this path copies one layer, not a chain, and stays apart from
  *     the parallel engine of chain-convert.c.  Progress (and with it the
  *     rate limit) is reported after every piece, in guest bytes, from 0 to
- *     the virtual size.
+ *     the virtual size.  The -r limit counts the bytes of the ranges
+ *     copied (chain-ratelimit.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include "imgchain/chain.h"
 #include "chain.h"
 #include "chain-convert-backing.h"
+#include "chain-ratelimit.h"
 
 #define CONVERT_BACKING_BUF     (1u << 20)
 #define CONVERT_BACKING_GRANULE 4096u
@@ -70,6 +72,8 @@ int ic_convert_top_into_overlay(ic_image *src, ic_image *dst, const ic_convert_o
     uint8_t *buf = malloc(CONVERT_BACKING_BUF);
     if (!buf)
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "out of memory");
+    struct ic_ratelimit rl;
+    ic_ratelimit_init(&rl, opts->rate_limit, NULL, NULL, NULL);
     if (opts->progress)
         opts->progress(0, size, opts->payload);
     int ret = 0;
@@ -81,6 +85,7 @@ int ic_convert_top_into_overlay(ic_image *src, ic_image *dst, const ic_convert_o
         if ((st.flags & IC_BS_ALLOCATED) && st.depth == 0) {
             if (st.flags & IC_BS_ZERO) {
                 ret = ic_image_pwrite_zeroes(dst, off, len, 0, errp);
+                ic_ratelimit_account(&rl, len);
             } else {
                 for (uint64_t done = 0; done < len && ret == 0;) {
                     size_t n = len - done < CONVERT_BACKING_BUF ? (size_t)(len - done)
@@ -88,6 +93,7 @@ int ic_convert_top_into_overlay(ic_image *src, ic_image *dst, const ic_convert_o
                     ret = ic_image_pread(src, buf, n, off + done, errp);
                     if (ret == 0)
                         ret = write_piece(dst, buf, n, off + done, errp);
+                    ic_ratelimit_account(&rl, n);
                     done += n;
                     if (ret == 0 && opts->progress)
                         opts->progress(off + done, size, opts->payload);

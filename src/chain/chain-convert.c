@@ -277,6 +277,7 @@ struct copy_state {
     bool compress;
     bool fully_allocate;     /* -S 0 (design note 13) */
     uint64_t sparse;         /* zero-detection window: a multiple of granule (note 13) */
+    struct ic_ratelimit *rl; /* -r; NULL: no limit */
     size_t buf_size;
     const ic_convert_options *opts;
 
@@ -830,6 +831,8 @@ static int write_all(struct copy_state *s, struct reader *readers, unsigned *sta
         int ret = write_slot(s, sl, errp);
         if (ret < 0)
             return ret;
+        if (s->rl)
+            ic_ratelimit_account(s->rl, sl->len); /* -r: the data read and written */
         s->done += sl->progress;
         progress(s, s->done);
         slot_written(s, sl);
@@ -854,6 +857,11 @@ static int copy_image(ic_image *dst, ic_image *src, source_opener open_more, voi
         .compress = opts->compress,
         .opts = opts,
     };
+    struct ic_ratelimit rl;
+    if (opts && opts->rate_limit) {
+        ic_ratelimit_init(&rl, opts->rate_limit, NULL, NULL, NULL);
+        s.rl = &rl;
+    }
     if (dst->read_only)
         return ic_error_set(errp, IC_ERR_INVALID, EROFS, "%s: target is opened read-only",
                             dst->filename);
@@ -1095,13 +1103,6 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     int ret = convert_options(&ocur, vopts, errp);
     if (ret < 0)
         return ret;
-    /* -r: the limit waits in the engine's progress hook (chain-ratelimit.c) */
-    struct ic_ratelimit_progress rlp;
-    if (ocur.rate_limit) {
-        ic_ratelimit_progress_init(&rlp, ocur.rate_limit, ocur.progress, ocur.payload);
-        ocur.progress = ic_ratelimit_progress_cb;
-        ocur.payload = &rlp;
-    }
     const ic_convert_options *opts = &ocur;
     if (!src_path || !*src_path || !dst_path || !*dst_path)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_image_convert: no file name given");

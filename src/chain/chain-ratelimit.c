@@ -12,13 +12,18 @@
  *     end of the current one, so idle time is not banked beyond a slice.
  *  2. The clock and the sleep are injectable (a fake clock in the unit
  *     tests); the defaults are CLOCK_MONOTONIC and nanosleep.
- *  3. The copy engines are not changed: the limit hooks into their
- *     progress callback (ic_ratelimit_progress_cb), which they call after
- *     each chunk with the bytes done so far; the wait there holds the
- *     engine back.  The caller's own progress callback is still called.
+ *  3. Only what is copied counts (qemu's commit counts the ranges
+ *     allocated above the base, not the whole disk): convert accounts each
+ *     slot it writes (chain-convert.c) and each range -B copies
+ *     (chain-convert-backing.c); commit's engine (chain-copy.c) is not
+ *     changed: the limit hooks into its progress callback
+ *     (ic_ratelimit_progress_cb), which it calls after each batch, and
+ *     counts what its statistics say was written since; the wait there
+ *     holds the engine back.  The caller's own progress callback is still
+ *     called.
  *  4. Arithmetic saturates: a huge rate or byte count never wraps.
- *  5. One limiter is used by one thread: the engines report progress from
- *     a single thread (chain-copy.c's caller loop, chain-convert.c's
+ *  5. One limiter is used by one thread: the engines account from a
+ *     single thread (chain-copy.c's caller loop, chain-convert.c's
  *     writer).
  */
 #include <errno.h>
@@ -96,9 +101,12 @@ void ic_ratelimit_account(struct ic_ratelimit *rl, uint64_t n)
 }
 
 void ic_ratelimit_progress_init(struct ic_ratelimit_progress *p, uint64_t rate,
+                                const uint64_t *count_a, const uint64_t *count_b,
                                 ic_progress_fn progress, void *payload)
 {
     ic_ratelimit_init(&p->rl, rate, NULL, NULL, NULL);
+    p->count_a = count_a;
+    p->count_b = count_b;
     p->last = 0;
     p->progress = progress;
     p->payload = payload;
@@ -107,9 +115,10 @@ void ic_ratelimit_progress_init(struct ic_ratelimit_progress *p, uint64_t rate,
 void ic_ratelimit_progress_cb(uint64_t done, uint64_t total, void *payload)
 {
     struct ic_ratelimit_progress *p = payload;
-    if (done > p->last) {
-        ic_ratelimit_account(&p->rl, done - p->last);
-        p->last = done;
+    uint64_t now = sat_add(*p->count_a, *p->count_b);
+    if (now > p->last) {
+        ic_ratelimit_account(&p->rl, now - p->last);
+        p->last = now;
     }
     if (p->progress)
         p->progress(done, total, p->payload);

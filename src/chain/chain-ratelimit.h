@@ -39,15 +39,19 @@ uint64_t ic_ratelimit_delay(struct ic_ratelimit *rl, uint64_t n);
 /* ic_ratelimit_delay, then sleeps that long. */
 void ic_ratelimit_account(struct ic_ratelimit *rl, uint64_t n);
 
-/* A progress callback that rate-limits on the bytes each report adds, and
+/* A progress callback that rate-limits on what the counters say was
+ * copied since the previous report (the sum of *count_a and *count_b, both
+ * maintained by the engine in the thread that reports progress), and
  * passes the report on: for wrapping a copy engine's progress hook. */
 struct ic_ratelimit_progress {
     struct ic_ratelimit rl;
-    uint64_t last;              /* done at the previous report */
+    const uint64_t *count_a, *count_b;
+    uint64_t last;              /* the sum at the previous report */
     ic_progress_fn progress;    /* the caller's; may be NULL */
     void *payload;
 };
 void ic_ratelimit_progress_init(struct ic_ratelimit_progress *p, uint64_t rate,
+                                const uint64_t *count_a, const uint64_t *count_b,
                                 ic_progress_fn progress, void *payload);
 void ic_ratelimit_progress_cb(uint64_t done, uint64_t total, void *payload);
 
