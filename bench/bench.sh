@@ -192,6 +192,8 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
 "
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-bitmaps.sh")
 "
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-qemuimg.sh")
+"
 fi
 
 echo
@@ -199,6 +201,7 @@ echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | h
 echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process (/bin/true)"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
 echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
+echo " resize and measure rows: see bench-qemuimg.sh;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
 echo
