@@ -62,6 +62,33 @@ static const char *const create_only[] = {
     "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.key-secret", "nocow",
 };
 
+/* Keys amend changes. */
+static const char *const amendable[] = {
+    "size", "compat", "backing_file", "backing_fmt", "data_file", "data_file_raw",
+    "lazy_refcounts", "refcount_bits",
+};
+
+/* qemu-img validates the key names before any value: a key that is
+ * neither amendable nor a creation option is refused first. */
+static int check_keys(ic_opts *opts, ic_error **errp)
+{
+    const char *v;
+    for (size_t i = 0; i < sizeof(amendable) / sizeof(amendable[0]); i++)
+        (void)ic_opts_take_str(opts, amendable[i], &v);
+    for (size_t i = 0; i < sizeof(create_only) / sizeof(create_only[0]); i++)
+        (void)ic_opts_take_str(opts, create_only[i], &v);
+    ic_error *e = NULL;
+    if (ic_opts_check_unused(opts, "qcow2", &e) == 0)
+        return 0;
+    /* name the first key nobody took, in qemu-img's words */
+    const char *m = ic_error_message(e);
+    const char *q1 = strchr(m, '\''), *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
+    int ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL, "Invalid parameter '%.*s'",
+                           q1 && q2 ? (int)(q2 - q1 - 1) : 0, q1 ? q1 + 1 : "");
+    ic_error_free(e);
+    return ret;
+}
+
 static int bad_bool(const char *key, ic_error **errp)
 {
     return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "Parameter '%s' expects 'on' or 'off'",
@@ -356,6 +383,33 @@ static int downgrade(struct ic_image *img, ic_error **errp)
     return 0;
 }
 
+/* Refuses a width that cannot hold a refcount of @imrt, with qemu's
+ * message. */
+static int check_width(struct ic_image *img, const uint32_t *imrt, uint64_t nb, uint32_t order,
+                       ic_error **errp)
+{
+    uint64_t max = order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
+    for (uint64_t c = 0; c < nb; c++)
+        if (imrt[c] > max)
+            return ic_error_set(errp, IC_ERR_UNSUPPORTED, ERANGE, "Cannot decrease refcount "
+                                "entry width to %u bits: Cluster at offset %#" PRIx64 " has a "
+                                "refcount of %" PRIu32, 1u << order,
+                                c << qcow2_state(img)->cluster_bits, imrt[c]);
+    return 0;
+}
+
+/* The refusal of a narrower width, on an image that may be read-only. */
+static int refcount_width_check(struct ic_image *img, uint32_t order, ic_error **errp)
+{
+    uint32_t *imrt = NULL;
+    uint64_t nb = 0;
+    int ret = qcow2_calculate_refcounts(img, &imrt, &nb, errp);
+    if (ret == 0)
+        ret = check_width(img, imrt, nb, order, errp);
+    free(imrt);
+    return ret;
+}
+
 static int change_refcount_width(struct ic_image *img, uint32_t order, ic_error **errp)
 {
     int ret = qcow2_flush_metadata(img);
@@ -365,16 +419,9 @@ static int change_refcount_width(struct ic_image *img, uint32_t order, ic_error 
     uint64_t nb = 0;
     if ((ret = qcow2_calculate_refcounts(img, &imrt, &nb, errp)) < 0)
         return ret;
-    uint64_t max = order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
-    for (uint64_t c = 0; c < nb; c++)
-        if (imrt[c] > max) {
-            free(imrt);
-            return ic_error_set(errp, IC_ERR_UNSUPPORTED, ERANGE, "Cannot decrease refcount "
-                                "entry width to %u bits: Cluster at offset %#" PRIx64 " has a "
-                                "refcount of %" PRIu32, 1u << order,
-                                c << qcow2_state(img)->cluster_bits, imrt[c]);
-        }
-    ret = qcow2_rebuild_refcount_structure_order(img, imrt, nb, order, errp);
+    ret = check_width(img, imrt, nb, order, errp);
+    if (ret == 0)
+        ret = qcow2_rebuild_refcount_structure_order(img, imrt, nb, order, errp);
     free(imrt);
     return ret;
 }
@@ -391,19 +438,11 @@ int qcow2_amend(struct ic_image *img, ic_opts *opts, bool dry_run, ic_error **er
 {
     struct qcow2_state *s = qcow2_state(img);
     struct amend_req r;
-    int ret = parse_req(opts, &r, errp);
+    int ret = check_keys(opts, errp);
+    if (ret == 0)
+        ret = parse_req(opts, &r, errp);
     if (ret < 0)
         return ret;
-    ic_error *e = NULL;
-    if (ic_opts_check_unused(opts, "qcow2", &e) < 0) {
-        /* name the first key nobody took, in qemu-img's words */
-        const char *m = ic_error_message(e);
-        const char *q1 = strchr(m, '\''), *q2 = q1 ? strchr(q1 + 1, '\'') : NULL;
-        ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL, "Invalid parameter '%.*s'",
-                           q1 && q2 ? (int)(q2 - q1 - 1) : 0, q1 ? q1 + 1 : "");
-        ic_error_free(e);
-        return ret;
-    }
     uint32_t old_version = s->h.version;
     uint32_t new_version = r.has_compat ? r.version : old_version;
     uint32_t order = r.has_rbits ? order_of(r.rbits) : s->refcount_order;
@@ -426,6 +465,8 @@ int qcow2_amend(struct ic_image *img, ic_opts *opts, bool dry_run, ic_error **er
         lazy = false;
     if (r.has_size && r.size != img->size &&
         (ret = qcow2_resize(img, r.size, IC_PREALLOC_OFF, true, errp)) < 0)
+        return ret;
+    if (order < s->refcount_order && (ret = refcount_width_check(img, order, errp)) < 0)
         return ret;
     if (new_version < old_version && (ret = downgrade_check(img, order, errp)) < 0)
         return ret;
