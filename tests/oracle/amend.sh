@@ -33,7 +33,8 @@ flatmap() {
 # the format-specific info and the size as qemu-img reports them
 spec() {
     qimg info -U -f "$FMT" --output=json "$1" 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["virtual-size"], json.dumps(d.get("format-specific"), sort_keys=True))'
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["virtual-size"], json.dumps(d.get("format-specific"), sort_keys=True))' |
+        sed 's|/[qi]/|/X/|g' # each copy's own absolute data file name
 }
 
 # same_amend DESC ARGS...: both tools on their copy (the last argument is
@@ -123,16 +124,22 @@ setup qcow2 compression_type=zstd 4M "$DATA1"
 same_amend "zstd without compressed clusters: compat=0.10" -o compat=0.10 img
 setup qcow2 compression_type=zstd 4M 'write -c 0 64k'
 same_amend "zstd with compressed clusters: compat=0.10 is refused" -o compat=0.10 img
-rm -rf "$T/q" "$T/i"; mkdir -p "$T/q" "$T/i"
-(cd "$T/q" && qimg create -q -f qcow2 -o data_file=img.data,data_file_raw=on img 4M)
-qio -c 'write -P 5 0 64k' "$T/q/img" >/dev/null
-cp "$T/q/img.data" "$T/q/other.data"; cp "$T/q/img" "$T/q/img.data" "$T/q/other.data" "$T/i/"; FMT=qcow2
+# qemu-img 7.2 opens a relative data-file name from the current folder,
+# not the image's: each copy is made with its own absolute data file
+mkdf() { # DIR
+    qimg create -q -f qcow2 -o "data_file=$1/img.data,data_file_raw=on" "$1/img" 4M
+    qio -c 'write -P 5 0 64k' "$1/img" >/dev/null
+    cp "$1/img.data" "$1/other.data"
+}
+rm -rf "$T/q" "$T/i"; mkdir -p "$T/q" "$T/i"; mkdf "$T/q"; mkdf "$T/i"; FMT=qcow2
 same_amend "external data file: compat=0.10 is refused" -o compat=0.10 img
 same_amend "external data file: data_file_raw=on when already raw" -o data_file_raw=on img
 same_amend "external data file: data_file_raw=off" -o data_file_raw=off img
 same_amend "external data file: data_file_raw=on on an existing image is refused" -o data_file_raw=on img
-(cd "$T/q" && qimg amend -o data_file=other.data img); (cd "$T/i" && ic amend -o data_file=other.data img)
-expect "external data file: data_file renames it in the header as qemu-img does" cmp "$T/q/img" "$T/i/img"
+qimg amend -o "data_file=$T/q/other.data" "$T/q/img"; ic amend -o "data_file=$T/i/other.data" "$T/i/img"
+expect "external data file: data_file renames it in the header as qemu-img does" \
+    python3 -c "import sys; q = open(sys.argv[1], 'rb').read(); i = open(sys.argv[2], 'rb').read(); sys.exit(q.replace(b'/q/', b'/i/') != i)" "$T/q/img" "$T/i/img"
+expect "... and the renamed image reads its data" qio -c 'read -P 5 0 64k' "$T/i/img"
 setup qcow2 "" 4M "$DATA1"
 for o in backing_file=x backing_fmt=raw cluster_size=4k preallocation=full compression_type=zstd \
          extended_l2=on foo=1 compat=0.9 compat= refcount_bits=3 refcount_bits=128 refcount_bits=0 \
