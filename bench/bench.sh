@@ -196,6 +196,7 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
     # qemu-ga, root or loop devices)
     live=$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-live.sh")
     [ -n "$live" ] && rows="$rows$live
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-qemuimg.sh")
 "
 fi
 
@@ -205,6 +206,7 @@ echo "median wall time; info and map: median of $REPEAT executions per run, minu
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
 echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
 echo " rows marked (ms): milliseconds, bench-live.sh's live snapshot beside the same sequence driven step by step through QMP;"
+echo " resize and measure rows: see bench-qemuimg.sh;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
 echo

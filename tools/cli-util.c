@@ -36,6 +36,19 @@ int cli_parse_size(const char *cmd, const char *what, const char *arg, uint64_t 
     return 0;
 }
 
+int cli_parse_rate(const char *cmd, const char *arg, uint64_t *out)
+{
+    int r = ic_parse_size(arg, out);
+    if (r == -ERANGE || (r == 0 && *out > INT64_MAX))
+        return cli_usage_error(cmd, "Invalid rate limit specified. Must be between 0 and "
+                                    "9223372036854775807.");
+    if (r < 0)
+        return cli_usage_error(cmd, "Invalid rate limit specified. You may use k, M, G, T, P "
+                                    "or E suffixes for kilobytes, megabytes, gigabytes, "
+                                    "terabytes, petabytes and exabytes.");
+    return 0;
+}
+
 void cli_print_json(json_object *obj)
 {
     const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY |

@@ -22,6 +22,9 @@ int cli_parse_output(const char *cmd, const char *arg, bool *json);
 /* Parses a size or offset argument with ic_parse_size(); a usage error
  * naming @what when malformed. */
 int cli_parse_size(const char *cmd, const char *what, const char *arg, uint64_t *out);
+/* -r RATE (commit, convert): bytes per second with qemu-img's suffixes, at
+ * most INT64_MAX; qemu-img's messages; returns 0 or the usage exit code. */
+int cli_parse_rate(const char *cmd, const char *arg, uint64_t *out);
 
 /* Prints @obj as qemu-img does: pretty, 4-space indent, '/' unescaped,
  * followed by a newline.  Does not free @obj. */

@@ -64,7 +64,9 @@ static int run_commit(int argc, char **argv)
             quiet = true;
             break;
         case 'r':
-            return cli_usage_error("commit", "-r (rate limit) is not supported");
+            if (cli_parse_rate("commit", optarg, &o.rate_limit) != 0)
+                return CLI_EXIT_USAGE;
+            break;
         case OPT_PROGRESS:
             if (cli_parse_progress("commit", optarg, &progress, &ui) != 0)
                 return CLI_EXIT_USAGE;
@@ -76,8 +78,8 @@ static int run_commit(int argc, char **argv)
             o.no_dependents_scan = true;
             break;
         case 'h':
-            printf("usage: imgchain commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] "
-                   "[--progress=json] [--resume] FILE\n");
+            printf("usage: imgchain commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-r RATE] "
+                   "[-p] [--progress=json] [--resume] FILE\n");
             return CLI_EXIT_OK;
         case ':':
             return cli_usage_error("commit", "option '%s' needs an argument", argv[optind - 1]);
@@ -109,4 +111,5 @@ static int run_commit(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_commit, "commit", run_commit,
-            "commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [--progress=json] [--resume] FILE")
+            "commit [-q] [-f FMT] [-t CACHE] [-b BASE] [-d] [-r RATE] [-p] [--progress=json] "
+            "[--resume] FILE")

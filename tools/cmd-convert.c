@@ -10,7 +10,12 @@
  *     ic_cache_mode; by default the target is written O_DIRECT where the
  *     file system allows and flushed before exit, and -t unsafe skips only
  *     that final flush), -l snapshot, -U force-share source, -p progress,
- *     -q quiet.
+ *     -q quiet, -r rate limit in bytes per second (qemu-img's suffixes),
+ *     -n write into the existing DST, -W out-of-order writes (accepted:
+ *     the engine already overlaps its writes as it sees fit), -B/-F the
+ *     target is an overlay of BACKING (of format FMT) holding what the
+ *     source's top image allocates, -S the sparse threshold, --salvage
+ *     unreadable sectors read as zeroes, each named on stderr.
  *  2. -p prints "    (xx.xx/100%)" with a carriage return on stderr, only
  *     when stderr is a terminal, at most once per 1/100 of a percent, and a
  *     final newline; the output never ends mid-line.
@@ -18,16 +23,42 @@
  *     exist), 64 usage, 75 an image is locked.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <imgchain/chain.h>
+#include <imgchain/util.h>
 
 #include "cli-bitmap.h"
 #include "cli-util.h"
 
 enum { OPT_BITMAPS = 0x300, OPT_SKIP_BROKEN };
+enum { OPT_SALVAGE = 0x100 };
+
+/* --salvage: one line per unreadable sector, as qemu-img prints them. */
+static void salvage_warn(uint64_t offset, int errnum, void *payload)
+{
+    (void)payload;
+    cli_errorf("warning: error while reading offset %" PRIu64 ": %s", offset, strerror(errnum));
+}
+
+/* -S SIZE: qemu-img's rule and messages (multiples of 512 up to 16 MiB). */
+static int cli_parse_sparse(const char *arg, uint64_t *out)
+{
+    if (ic_parse_size(arg, out) < 0)
+        return cli_usage_error("convert", "Invalid buffer size for sparse output specified. "
+                                          "You may use k, M, G, T, P or E suffixes for "
+                                          "kilobytes, megabytes, gigabytes, terabytes, "
+                                          "petabytes and exabytes.");
+    if (*out % 512 || *out > (16u << 20))
+        return cli_usage_error("convert", "Invalid buffer size for sparse output specified. "
+                                          "Valid sizes are multiples of 512 up to 16777216. "
+                                          "Select 0 to disable sparse detection (fully "
+                                          "allocates output).");
+    return 0;
+}
 
 static int run_convert(int argc, char **argv)
 {
@@ -35,6 +66,7 @@ static int run_convert(int argc, char **argv)
         { "bitmaps", no_argument, NULL, OPT_BITMAPS },
         { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
         { "force-share", no_argument, NULL, 'U' },
+        { "salvage", no_argument, NULL, OPT_SALVAGE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -44,7 +76,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:ct:T:l:pqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:S:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -74,6 +106,35 @@ static int run_convert(int argc, char **argv)
             if ((rc = cli_parse_snapshot_arg("convert", optarg, &snap)) != 0)
                 return rc;
             break;
+        case 'r':
+            if (cli_parse_rate("convert", optarg, &o.rate_limit) != 0) {
+                cli_snapshot_arg_free(&snap);
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        case 'B':
+            o.backing = optarg;
+            break;
+        case 'F':
+            o.backing_format = optarg;
+            break;
+        case 'S':
+            if (cli_parse_sparse(optarg, &o.sparse_size) != 0) {
+                cli_snapshot_arg_free(&snap);
+                return CLI_EXIT_USAGE;
+            }
+            o.sparse_size_set = true;
+            break;
+        case OPT_SALVAGE:
+            o.salvage = true;
+            o.salvage_warn = salvage_warn;
+            break;
+        case 'n':
+            o.no_create = true;
+            break;
+        case 'W':
+            /* out-of-order writes: accepted; the engine's order is its own */
+            break;
         case 'p':
             progress = true;
             break;
@@ -92,7 +153,8 @@ static int run_convert(int argc, char **argv)
         case 'h':
             cli_snapshot_arg_free(&snap);
             printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
-                   "[-q] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-U] SRC DST\n");
+                   "[-q] [-n] [-W] [-S SIZE] [--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
+                   "[--bitmaps [--skip-broken-bitmaps]] [-U] SRC DST\n");
             return CLI_EXIT_OK;
         case ':':
             cli_snapshot_arg_free(&snap);
@@ -138,5 +200,6 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-t CACHE] [-T CACHE] "
-            "[-l SNAPSHOT] [-U] SRC DST")
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-S SIZE] "
+            "[--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
+            "[--bitmaps [--skip-broken-bitmaps]] [-U] SRC DST")

@@ -36,9 +36,10 @@ typedef void (*ic_chain_warn_fn)(const char *line, void *payload);
 
 /* ---- commit ----------------------------------------------------------- */
 
-#define IC_COMMIT_OPTIONS_VERSION 2
+#define IC_COMMIT_OPTIONS_VERSION 3
 typedef struct ic_commit_options {
-    unsigned version;          /* IC_COMMIT_OPTIONS_VERSION; 1 has no cache field */
+    unsigned version;          /* IC_COMMIT_OPTIONS_VERSION; 1 has no cache field,
+                                * 2 no rate_limit */
     const char *format;        /* FILE's format; NULL = probe */
     const char *base;          /* -b: the base image: a backing name as the chain records
                                 * it, relative to the folder of the image naming it
@@ -55,10 +56,11 @@ typedef struct ic_commit_options {
     void *payload;             /* passed to progress, warn and open_file */
     ic_cache_mode cache;       /* -t, for every image of the chain; the default
                                 * writes the base O_DIRECT where it can */
+    uint64_t rate_limit;       /* -r: bytes per second copied; 0 = unlimited */
 } ic_commit_options;
 #define IC_COMMIT_OPTIONS_INIT \
     { IC_COMMIT_OPTIONS_VERSION, NULL, NULL, false, false, false, 0, NULL, NULL, NULL, NULL, \
-      IC_CACHE_DEFAULT }
+      IC_CACHE_DEFAULT, 0 }
 
 /**
  * Writes the data of @p path (and of every image between it and the base)

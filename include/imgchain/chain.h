@@ -17,9 +17,10 @@
 extern "C" {
 #endif
 
-#define IC_CONVERT_OPTIONS_VERSION 2
+#define IC_CONVERT_OPTIONS_VERSION 3
 typedef struct ic_convert_options {
-    unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields */
+    unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields,
+                                * 2 no rate_limit */
     const char *src_format;    /* format of the source's top image; NULL = probe */
     const char *out_format;    /* "raw" (default, as qemu-img), "qcow2", "qed" */
     const char *options;       /* -o string for the new image (no backing_file) */
@@ -34,10 +35,29 @@ typedef struct ic_convert_options {
     ic_cache_mode cache;       /* -t: the target's; the default writes it O_DIRECT
                                 * where it can (the page cache with compress) */
     ic_cache_mode src_cache;   /* -T: the source chain's */
+    uint64_t rate_limit;       /* -r: guest bytes per second; 0 = unlimited */
+    bool no_create;            /* -n: write into the existing @dst (of out_format, at
+                                * least as large as the source) instead of creating it;
+                                * `options` must then be NULL */
+    const char *backing;       /* -B: the target is an overlay of this file (recorded as
+                                * given), holding only what the source's top image
+                                * allocates above its own backing file (qemu-img's rule) */
+    const char *backing_format; /* -F: the format of `backing` (required with it) */
+    bool sparse_size_set;      /* -S given: */
+    uint64_t sparse_size;      /* zero runs of at least this many bytes (taken as aligned
+                                * windows of the next power of two, at least 4 KiB and
+                                * the target's cluster) are not written; 0 writes every
+                                * byte (a fully allocated target) */
+    bool salvage;              /* --salvage: a source sector that cannot be read reads
+                                * as zeroes, and is reported to salvage_warn */
+    void (*salvage_warn)(uint64_t offset, int errnum, void *payload); /* may be called
+                                * from several threads at once; NULL: not reported */
+    void *salvage_payload;
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
-      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT }
+      NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false, NULL, \
+      NULL, false, 0, false, NULL, NULL }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

@@ -198,6 +198,21 @@ IC_EXTERN int ic_image_resize(ic_image *img, uint64_t size, ic_prealloc prealloc
 IC_EXTERN int ic_image_resize_check(ic_image *img, uint64_t size, ic_prealloc prealloc,
                                     ic_error **errp);
 
+/* ---- amend -------------------------------------------------------------- */
+
+/**
+ * Changes the options of an existing image as `qemu-img amend -o` does
+ * (qcow2: compat, lazy_refcounts, refcount_bits, data_file,
+ * data_file_raw, size), refusing with qemu's messages before anything is
+ * written.  @p img must be open read-write.
+ * @return 0; -EINVAL bad or creation-only options; -ENOTSUP a format or a
+ *   change that cannot be made; -errno on I/O errors.
+ */
+IC_EXTERN int ic_image_amend(ic_image *img, const char *options, ic_error **errp);
+/** Runs every refusal of ic_image_amend() and nothing else (@p img may be
+ * read-only), so a caller can refuse before opening for writing. */
+IC_EXTERN int ic_image_amend_check(ic_image *img, const char *options, ic_error **errp);
+
 /* ---- measure ------------------------------------------------------------ */
 
 /** What `qemu-img measure` reports (bytes). */

@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "chain-copy.h"
+#include "chain-ratelimit.h"
 #include "chain-find.h"
 #include "chain-journal.h"
 #include "util/path.h"
@@ -129,8 +130,21 @@ static int commit_copy(struct ic_image *top, struct ic_image *base, const ic_com
     }
     /* Parallel reads, batches of writes toward a raw base (chain-copy.c);
      * the base is flushed before the journal may say EMPTY. */
-    ret = ic_copy_above_base(top, base, base->backing ? 0 : IC_ZERO_MAY_UNMAP, o->progress,
-                             o->payload, NULL, errp);
+    /* -r: the limit waits in the engine's progress hook, on the bytes its
+     * statistics say were written (chain-ratelimit.c) */
+    struct ic_copy_stats cst;
+    memset(&cst, 0, sizeof(cst));
+    struct ic_ratelimit_progress rlp;
+    ic_chain_progress_fn progress = o->progress;
+    void *payload = o->payload;
+    if (o->rate_limit) {
+        ic_ratelimit_progress_init(&rlp, o->rate_limit, &cst.data_bytes, &cst.zero_bytes,
+                                   progress, payload);
+        progress = ic_ratelimit_progress_cb;
+        payload = &rlp;
+    }
+    ret = ic_copy_above_base(top, base, base->backing ? 0 : IC_ZERO_MAY_UNMAP, progress,
+                             payload, &cst, errp);
     if (ret < 0)
         return ret;
     return ic_image_flush(base, errp);
@@ -179,7 +193,9 @@ int ic_chain_commit(const char *path, const ic_commit_options *opts, ic_error **
                             "ic_chain_commit: unknown options version %u", opts->version);
     /* a version 1 struct ends before the cache field */
     if (opts)
-        memcpy(&o, opts, opts->version >= 2 ? sizeof(o) : offsetof(ic_commit_options, cache));
+        memcpy(&o, opts, opts->version >= 3   ? sizeof(o)
+                         : opts->version == 2 ? offsetof(ic_commit_options, rate_limit)
+                                              : offsetof(ic_commit_options, cache));
     struct ic_journal_rec rec;
     bool stale = false;
     int ret = ic_journal_load(&rec, &stale, path, o.open_file, o.payload, errp);

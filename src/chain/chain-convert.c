@@ -41,6 +41,23 @@
  *  7. The target is flushed at the end (ic_image_flush_final): its data is
  *     durable when the copy returns, except with -t unsafe, which skips
  *     that final flush only (qemu-img convert's default mode).
+ *  8. -S SIZE (qemu-img's sparse threshold): inside data runs, zeroes are
+ *     skipped only in whole windows of SIZE bytes aligned in the guest
+ *     (clipped to the slot), as qemu-img's output shows it: a window with
+ *     any data is written whole.  SIZE is rounded up to a power of two at
+ *     least the granule, which gives qemu's windows for the power-of-two
+ *     sizes.  Runs the block status calls zero are skipped whatever SIZE,
+ *     as in qemu-img; -S 0 writes every byte, those runs included
+ *     (fully_allocate), qemu-img's fully allocated output.  -c ignores -S
+ *     (its clusters are written or skipped whole).
+ *  9. --salvage: a read that fails is retried sector by sector; each
+ *     sector that still fails reads as zeroes and is reported through
+ *     opts->salvage_warn (from the reader thread that met it), as
+ *     qemu-img reports every sector it could not read.  Block-status
+ *     errors still fail the convert.
+ * 10. -r RATE: the writer accounts each slot it writes to the rate limiter
+ *     (chain-ratelimit.c) and waits there; zero runs it skips do not
+ *     count.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,6 +65,7 @@
 #include <string.h>
 
 #include "chain-convert.h"
+#include "chain-ratelimit.h"
 #include "copy-compress.h"
 #include "copy-zero.h"
 #include "util/overflow.h"
@@ -83,6 +101,10 @@ struct convert_copy {
     ic_image *dst;
     uint64_t granule;
     bool compress;
+    bool fully_allocate;     /* -S 0 (design note 8) */
+    uint64_t sparse;         /* -S window: a power-of-two multiple of granule (note 8) */
+    const ic_convert_options *opts;
+    struct ic_ratelimit *rl; /* -r (design note 10); NULL: no limit */
     struct ic_copy_compress *pool; /* -c with a split compressor, else NULL */
 };
 
@@ -93,15 +115,45 @@ struct convert_reader {
 
 /* Reads [start, end) (granule aligned, or ending at the disk's end) into
  * slots; bytes before @counted were already reported as skipped. */
+/* --salvage (design note 9): reads [off, off+n) sector by sector into
+ * @buf, zeroes and reports each sector that cannot be read. */
+static void read_salvaging(const struct convert_copy *c, ic_image *src, uint8_t *buf, size_t n,
+                           uint64_t off)
+{
+    for (size_t pos = 0; pos < n; pos += 512) {
+        size_t len = n - pos < 512 ? n - pos : 512;
+        ic_error *err = NULL;
+        int ret = ic_image_pread(src, buf + pos, len, off + pos, &err);
+        ic_error_free(err);
+        if (ret < 0) {
+            memset(buf + pos, 0, len);
+            if (c->opts->salvage_warn)
+                c->opts->salvage_warn(off + pos, -ret, c->opts->salvage_payload);
+        }
+    }
+}
+
 static int read_window(struct ic_copy_engine *e, ic_image *src, uint64_t start, uint64_t end,
                        uint64_t counted, ic_error **errp)
 {
+    const struct convert_copy *c = e->cfg.job;
     for (uint64_t off = start; off < end;) {
         size_t n = (size_t)IC_MIN((uint64_t)e->cfg.slot_size, end - off);
         struct ic_copy_slot *sl = ic_copy_claim(e);
         if (!sl)
             return -ECANCELED;
-        int ret = ic_image_pread(src, sl->buf[0], n, off, errp);
+        int ret;
+        if (c->opts->salvage) {
+            ic_error *err = NULL;
+            ret = ic_image_pread(src, sl->buf[0], n, off, &err);
+            ic_error_free(err);
+            if (ret < 0) {
+                read_salvaging(c, src, sl->buf[0], n, off);
+                ret = 0;
+            }
+        } else {
+            ret = ic_image_pread(src, sl->buf[0], n, off, errp);
+        }
         if (ret < 0) {
             ic_copy_unclaim(e, sl);
             return ret;
@@ -151,7 +203,7 @@ static int convert_stripe(struct ic_copy_engine *e, void *ctx, uint64_t off, uin
                          errp);
         if (ret < 0)
             return ret;
-        if (zero) {
+        if (zero && !c->fully_allocate) {
             /* a zero run up to the stripe's end may go on: look further
              * and take the stripes it covers if they are still free */
             uint64_t end = off + len;
@@ -200,6 +252,18 @@ static int write_slot(const struct convert_copy *c, const struct ic_copy_slot *s
     if (c->compress)
         return ic_copy_compress_write(c->pool, c->dst, sl->buf[0], sl->len, sl->off,
                                       (size_t)c->granule, errp);
+    if (c->fully_allocate) /* -S 0 (design note 8) */
+        return ic_image_pwrite(c->dst, sl->buf[0], sl->len, sl->off, errp);
+    if (c->sparse > c->granule) {
+        /* -S: zero windows aligned in the guest (design note 8); the slot
+         * starts on a granule, so its head goes up to the next window */
+        size_t head = (size_t)IC_MIN(c->sparse - sl->off % c->sparse, (uint64_t)sl->len);
+        int ret = ic_copy_write_nonzero(c->dst, sl->buf[0], head, sl->off, head, errp);
+        if (ret < 0 || head == sl->len)
+            return ret;
+        return ic_copy_write_nonzero(c->dst, sl->buf[0] + head, sl->len - head, sl->off + head,
+                                     (size_t)c->sparse, errp);
+    }
     return ic_copy_write_nonzero(c->dst, sl->buf[0], sl->len, sl->off, (size_t)c->granule, errp);
 }
 
@@ -233,6 +297,8 @@ static int write_all(struct ic_copy_engine *e, const struct convert_copy *c,
         ret = write_slot(c, sl, errp);
         if (ret < 0)
             return ret;
+        if (c->rl)
+            ic_ratelimit_account(c->rl, sl->len); /* -r: the data read and written */
         ic_copy_written(e, sl);
     }
 }
@@ -244,7 +310,12 @@ int ic_copy_image(ic_image *dst, ic_image *src, ic_copy_source_opener open_more,
     static const ic_convert_options defaults = IC_CONVERT_OPTIONS_INIT;
     if (!opts)
         opts = &defaults;
-    struct convert_copy c = { .dst = dst, .compress = opts->compress };
+    struct convert_copy c = { .dst = dst, .compress = opts->compress, .opts = opts };
+    struct ic_ratelimit rl;
+    if (opts->rate_limit) {
+        ic_ratelimit_init(&rl, opts->rate_limit, NULL, NULL, NULL);
+        c.rl = &rl;
+    }
     uint64_t size = ic_image_size(src);
     if (dst->read_only)
         return ic_error_set(errp, IC_ERR_INVALID, EROFS, "%s: target is opened read-only",
@@ -262,6 +333,11 @@ int ic_copy_image(ic_image *dst, ic_image *src, ic_copy_source_opener open_more,
         c.granule = cs;
     } else {
         c.granule = IC_MAX(CONVERT_MIN_GRANULE, cs);
+        /* -S (design note 8) */
+        c.fully_allocate = opts->sparse_size_set && opts->sparse_size == 0;
+        for (c.sparse = c.granule; opts->sparse_size_set && c.sparse < opts->sparse_size &&
+                                   c.sparse < CONVERT_MAX_GRANULE;)
+            c.sparse <<= 1;
     }
     if (c.granule > CONVERT_MAX_GRANULE || !IC_IS_POW2(c.granule))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,

@@ -6,7 +6,7 @@
  * Design notes:
  *  1. Refused before anything is created: a target that is the source or
  *     one of its backing files (same real path), -c for a format without
- *     compression, backing_file in -o (convert flattens).
+ *     compression, backing_file in -o (use -B, note 6).
  *  2. The target is created with ic_image_create() (which validates the -o
  *     options before touching the file) and opened without its backing
  *     chain.  A target that did not exist before is removed if anything
@@ -21,6 +21,19 @@
  *  4. The copy itself is chain-convert.c's; its extra readers open their
  *     own handles on the source here (open_more_source), with the same
  *     options and snapshot view.
+ *  5. -n writes into an existing target instead (of -O's format, opened
+ *     with its own backing chain left alone): it must be at least as large
+ *     as the source; [0, source size) is first made to read as zeroes
+ *     (ic_image_pwrite_zeroes, unmapping where it can), so the copy can
+ *     skip zero runs as it does for a new image (qemu-img writes zeroes
+ *     over those runs instead; the result reads the same, and the target
+ *     past the source's size is left as it was).  A failed -n convert
+ *     never removes the target.
+ *  6. -B BACKING -F FMT makes the target an overlay of BACKING holding
+ *     only what the source's top image allocates above its own backing
+ *     file (qemu-img's rule); that single-layer copy is
+ *     chain-convert-backing.c's.  Refused as qemu-img refuses them: no -F,
+ *     a raw target; and -c with -B (not supported).
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -31,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain-convert-backing.h"
 #include "chain-convert.h"
 
 /* Refuses a target that is the source or one of its backing files. */
@@ -132,11 +146,24 @@ static int convert_options(ic_convert_options *o, const ic_convert_options *opts
     if (opts->version < 1 || opts->version > IC_CONVERT_OPTIONS_VERSION)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_image_convert: unknown options version %u", opts->version);
-    memcpy(o, opts, opts->version >= 2 ? sizeof(*o) : offsetof(ic_convert_options, cache));
+    memcpy(o, opts, opts->version >= 3   ? sizeof(*o)
+                    : opts->version == 2 ? offsetof(ic_convert_options, rate_limit)
+                                         : offsetof(ic_convert_options, cache));
     if (opts->version < 2 && opts->direct)
         o->cache = IC_CACHE_NONE;
     o->version = IC_CONVERT_OPTIONS_VERSION;
     return 0;
+}
+
+/* -n (design note 5): the existing target must hold the source, and
+ * reads as zeroes over it before the copy, which then skips zero runs as
+ * for a new image. */
+static int convert_prepare_existing(ic_image *dst, uint64_t size, ic_error **errp)
+{
+    if (ic_image_size(dst) < size)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: output file is smaller than "
+                            "input file", ic_image_filename(dst));
+    return ic_image_pwrite_zeroes(dst, 0, size, IC_ZERO_MAY_UNMAP, errp);
 }
 
 int ic_image_convert(const char *src_path, const char *dst_path, const ic_convert_options *vopts,
@@ -156,6 +183,18 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->compress && !format_compresses(out_fmt))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s does not support compression (-c)", dst_path, out_fmt);
+    if (opts->no_create && opts->options)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: -o has no effect when skipping image creation", dst_path);
+    if (opts->backing && !opts->no_create && !opts->backing_format)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: Use of backing file requires explicit backing format", dst_path);
+    if (opts->backing && ic_driver_find(out_fmt)->headerless)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: Backing file not supported "
+                            "for file format '%s'", dst_path, out_fmt);
+    if (opts->backing && opts->compress)
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: -c with -B is not "
+                            "supported", dst_path);
     ret = refuse_backing_option(opts->options, dst_path, errp);
     if (ret < 0)
         return ret;
@@ -168,24 +207,43 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
         goto out_src;
 
     bool existed = ic_io_file_exists(dst_path);
-    ic_create_options co = IC_CREATE_OPTIONS_INIT;
-    co.format = out_fmt;
-    co.size = ic_image_size(src);
-    co.size_set = true;
-    co.options = opts->options;
-    ret = ic_image_create(dst_path, &co, errp);
-    if (ret < 0)
-        goto out_src;
+    if (!opts->no_create) {
+        ic_create_options co = IC_CREATE_OPTIONS_INIT;
+        co.format = out_fmt;
+        co.size = ic_image_size(src);
+        co.size_set = true;
+        co.options = opts->options;
+        co.backing_file = opts->backing;
+        co.backing_format = opts->backing_format;
+        ret = ic_image_create(dst_path, &co, errp);
+        if (ret < 0)
+            goto out_src;
+    }
 
     ic_image *dst = NULL;
     ic_open_options dop = IC_OPEN_OPTIONS_INIT;
     dop.format = out_fmt;
-    dop.flags = IC_OPEN_RDWR | IC_OPEN_NO_BACKING | IC_OPEN_STREAM;
+    /* -n, -B: the target keeps its chain, so its zero writes hide it */
+    dop.flags = IC_OPEN_RDWR | IC_OPEN_STREAM |
+                (opts->no_create || opts->backing ? 0 : IC_OPEN_NO_BACKING);
     /* design note 3: -c keeps the default target in the page cache */
     dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
                                                                   : opts->cache;
     ret = ic_image_open(&dst, dst_path, &dop, errp);
-    if (ret == 0) {
+    if (ret == 0 && opts->backing) {
+        /* design note 6 */
+        ret = ic_convert_top_into_overlay(src, dst, opts, errp);
+        if (ret == 0)
+            ret = ic_image_flush_final(dst, errp);
+        int cret = ic_image_close(dst);
+        if (ret == 0 && cret < 0)
+            ret = ic_error_set(errp, ic_error_kind_from_errno(-cret), -cret,
+                               "%s: closing the target failed: %s", dst_path, strerror(-cret));
+        dst = NULL;
+    } else if (ret == 0 && opts->no_create) {
+        ret = convert_prepare_existing(dst, ic_image_size(src), errp);
+    }
+    if (ret == 0 && dst) {
         /* more readers open their own handles (design note 4) */
         struct more_sources ms = { src_path, opts, ic_image_size(src) };
         ret = ic_copy_image(dst, src, open_more_source, &ms, opts, NULL, errp);

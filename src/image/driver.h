@@ -150,6 +150,12 @@ struct ic_driver {
     int (*resize)(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
                   ic_error **errp);
 
+    /* qemu-img amend: changes what @opts asks (take the keys you know;
+     * the caller refuses the rest), refusing with qemu's messages before
+     * anything is written.  With @dry_run only the refusals run (the image
+     * may be read-only).  NULL: the format cannot be amended. */
+    int (*amend)(struct ic_image *img, ic_opts *opts, bool dry_run, ic_error **errp);
+
     /* qemu-img measure for a new image of this format made with @opts
      * (take what you understand; the caller refuses the rest): of the guest
      * view of @src, or of an empty image of @size bytes when @src is NULL.

@@ -943,7 +943,29 @@ int qcow2_calculate_refcounts(struct ic_image *img, uint32_t **imrt, uint64_t *n
 int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint64_t nb,
                                      ic_error **errp)
 {
+    return qcow2_rebuild_refcount_structure_order(img, imrt, nb,
+                                                  qcow2_state(img)->refcount_order, errp);
+}
+
+/* Sets the refcount geometry of @g for entries of 2^@order bits. */
+static void set_refcount_geometry(struct qcow2_state *g, uint32_t order)
+{
+    g->refcount_order = order;
+    g->refcount_bits = 1u << order;
+    g->refcount_max = g->refcount_bits == 64 ? UINT64_MAX : (1ull << g->refcount_bits) - 1;
+    g->refblock_bits = g->cluster_bits + 3 - order;
+    g->refblock_entries = 1u << g->refblock_bits;
+}
+
+int qcow2_rebuild_refcount_structure_order(struct ic_image *img, uint32_t *imrt, uint64_t nb,
+                                           uint32_t order, ic_error **errp)
+{
     struct qcow2_state *s = qcow2_state(img);
+    /* The new structure's geometry; @s keeps the old one until the switch
+     * (a shallow copy read only for its geometry fields). */
+    struct qcow2_state geo = *s;
+    set_refcount_geometry(&geo, order);
+    bool reorder = order != s->refcount_order;
     int ret = qcow2_flush_metadata(img);
     if (ret < 0)
         return ic_error_set(errp, IC_ERR_IO, -ret, "cannot flush before the rebuild: %s",
@@ -952,17 +974,17 @@ int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint6
     if (fc < 0)
         return ic_error_set(errp, IC_ERR_IO, (int)-fc, "cannot get file size");
     for (uint64_t c = 0; c < nb; c++)
-        if (imrt[c] > s->refcount_max)
+        if (imrt[c] > geo.refcount_max)
             return ic_error_set(errp, IC_ERR_CORRUPT, ERANGE, "cluster %#" PRIx64 " has more "
                                 "references than refcount_bits=%" PRIu32 " can count",
-                                c << s->cluster_bits, s->refcount_bits);
+                                c << s->cluster_bits, geo.refcount_bits);
     /* Place everything past both the used clusters and the end of file
      * (design note 7): the old structure stays intact until the switch. */
     uint64_t start = IC_MAX(nb, (uint64_t)fc);
     uint64_t epc = s->cluster_size / 8, blocks = 0, rtc = 0;
     for (int iter = 0; iter < 32; iter++) {
         uint64_t total = start + blocks + rtc;
-        uint64_t nbk = IC_DIV_ROUND_UP(total, s->refblock_entries);
+        uint64_t nbk = IC_DIV_ROUND_UP(total, geo.refblock_entries);
         uint64_t nrtc = IC_DIV_ROUND_UP(nbk, epc);
         if (nbk == blocks && nrtc == rtc)
             break;
@@ -981,15 +1003,15 @@ int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint6
     }
     for (uint64_t b = 0; b < blocks && ret == 0; b++) {
         memset(rb, 0, s->cluster_size);
-        uint64_t c0 = b << s->refblock_bits;
-        for (uint32_t i = 0; i < s->refblock_entries; i++) {
+        uint64_t c0 = b << geo.refblock_bits;
+        for (uint32_t i = 0; i < geo.refblock_entries; i++) {
             uint64_t c = c0 + i, v = 0;
             if (c < nb)
                 v = imrt[c];
             if (c >= start && c < end)
                 v = 1;
             if (v)
-                qcow2_refblock_set(s, rb, i, v);
+                qcow2_refblock_set(&geo, rb, i, v);
         }
         nt[b] = (start + b) << s->cluster_bits;
         ic_io_event(img->file, IC_EV_CHECK_REPAIR);
@@ -1014,11 +1036,22 @@ int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint6
     if (ret == 0)
         ret = ic_io_flush(img->file);
     if (ret == 0) {
-        uint8_t hb[12];
-        ic_store_be64(hb, (start + blocks) << s->cluster_bits);
-        ic_store_be32(hb + 8, (uint32_t)rtc);
-        ic_io_event(img->file, IC_EV_HEADER_UPDATE);
-        ret = ic_io_pwrite(img->file, hb, sizeof(hb), QCOW2_HDR_REFTABLE_OFFSET);
+        /* One write switches to the new structure: the reftable offset and
+         * size, and with a new width also refcount_order, read back from
+         * disk in between so every other field stays as it is there (all
+         * of bytes 48..100 lie in the first sector). */
+        uint8_t hb[QCOW2_HDR_HEADER_LENGTH - QCOW2_HDR_REFTABLE_OFFSET];
+        size_t hlen = reorder ? sizeof(hb) : 12;
+        if (reorder)
+            ret = ic_io_pread(img->file, hb, sizeof(hb), QCOW2_HDR_REFTABLE_OFFSET);
+        if (ret == 0) {
+            ic_store_be64(hb, (start + blocks) << s->cluster_bits);
+            ic_store_be32(hb + 8, (uint32_t)rtc);
+            if (reorder)
+                ic_store_be32(hb + QCOW2_HDR_REFCOUNT_ORDER - QCOW2_HDR_REFTABLE_OFFSET, order);
+            ic_io_event(img->file, IC_EV_HEADER_UPDATE);
+            ret = ic_io_pwrite(img->file, hb, hlen, QCOW2_HDR_REFTABLE_OFFSET);
+        }
         if (ret == 0)
             ret = ic_io_flush(img->file);
     }
@@ -1037,6 +1070,10 @@ int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint6
     s->h.refcount_table_clusters = (uint32_t)rtc;
     s->free_cluster_index = 0;
     s->free_byte_offset = 0;
+    if (reorder) {
+        set_refcount_geometry(s, order);
+        s->h.refcount_order = order;
+    }
     return 0;
 }
 

@@ -1774,6 +1774,7 @@ const struct ic_driver ic_driver_qcow2 = {
     .block_status = qcow2_cluster_block_status,
     .truncate = guarded_truncate,
     .resize = qcow2_resize,
+    .amend = qcow2_amend,
     .measure = qcow2_measure,
     .check = qcow2_check,
     .snapshot_create = guarded_snapshot_create,

@@ -469,6 +469,11 @@ int qcow2_cluster_preallocate(struct ic_image *img, uint64_t from, uint64_t end,
 int qcow2_resize(struct ic_image *img, uint64_t size, ic_prealloc prealloc, bool dry_run,
                  ic_error **errp);
 
+/* ---- qcow2-amend.c ------------------------------------------------------- */
+
+/* The driver's amend op (qemu-img amend -o). */
+int qcow2_amend(struct ic_image *img, ic_opts *opts, bool dry_run, ic_error **errp);
+
 /* ---- qcow2-measure.c ---------------------------------------------------- */
 
 /* The driver's measure op (qemu-img measure -O qcow2). */
@@ -526,6 +531,10 @@ int qcow2_calculate_refcounts(struct ic_image *img, uint32_t **imrt, uint64_t *n
  * header to it with one write and flushes (rebuild_refcount_structure). */
 int qcow2_rebuild_refcount_structure(struct ic_image *img, uint32_t *imrt, uint64_t nb,
                                      ic_error **errp);
+/* The same with entries of 2^@order bits (amend's refcount_bits change):
+ * the header switch then also writes refcount_order, in the same write. */
+int qcow2_rebuild_refcount_structure_order(struct ic_image *img, uint32_t *imrt, uint64_t nb,
+                                           uint32_t order, ic_error **errp);
 /* Sets or clears COPIED in the active L1 and its L2 tables to match the
  * refcounts (check_oflag_copied); returns the number of entries fixed. */
 int64_t qcow2_fix_copied(struct ic_image *img) IC_WARN_UNUSED;
