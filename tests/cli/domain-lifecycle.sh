@@ -106,13 +106,13 @@ expect_active() { # NAME WHEN: the disks read what NAME saved (qemu-img compare)
         expect "$2: $d reads as $1" qimg compare -U -F raw "$(active $d)" "$T/want.$1.$d"
     done
 }
-# Debian 12's schema predates <revertDisks>: with LIBVIRT_RNG_DIR (a newer
+# Debian 12's schema predates <revertDisks>: with IC_LIBVIRT_RNG (a newer
 # libvirt's schemas, 9.9 or later) such files are validated against it,
 # else with the element removed.
 validate_snapshot() {
     if grep -q '<revertDisks>' "$1"; then
-        if [ -n "${LIBVIRT_RNG_DIR:-}" ] && [ -f "$LIBVIRT_RNG_DIR/domainsnapshot.rng" ]; then
-            xmllint --noout --relaxng "$LIBVIRT_RNG_DIR/domainsnapshot.rng" "$1" >/dev/null 2>&1
+        if [ -n "${IC_LIBVIRT_RNG:-}" ] && [ -f "$IC_LIBVIRT_RNG/domainsnapshot.rng" ]; then
+            xmllint --noout --relaxng "$IC_LIBVIRT_RNG/domainsnapshot.rng" "$1" >/dev/null 2>&1
             return
         fi
         python3 -c '
