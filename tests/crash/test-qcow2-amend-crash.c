@@ -43,18 +43,6 @@ struct scenario {
     uint8_t *data;
 };
 
-static int open_img(struct tu_loop_ctx *ctx, ic_image **img, unsigned flags, bool wrapped,
-                    ic_error **errp)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = flags | IC_OPEN_NO_LOCK;
-    if (wrapped) {
-        o.open_file = ctx->open_file;
-        o.payload = ctx->open_payload;
-    }
-    return ic_image_open(img, ctx->path, &o, errp);
-}
-
 static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
@@ -66,7 +54,7 @@ static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
     int ret = ic_image_create(ctx->path, &co, errp);
     ic_image *img = NULL;
     if (ret == 0)
-        ret = open_img(ctx, &img, IC_OPEN_RDWR, false, errp);
+        ret = tu_loop_open(ctx, &img, IC_OPEN_RDWR, false, errp);
     if (ret < 0)
         return ret;
     /* data, then a zero cluster, a hole, and data again */
@@ -92,7 +80,7 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
     ic_image *img = NULL;
-    int ret = open_img(ctx, &img, IC_OPEN_RDWR, true, errp);
+    int ret = tu_loop_open(ctx, &img, IC_OPEN_RDWR, true, errp);
     if (ret < 0)
         return ret;
     ret = ic_image_amend(img, sc->amend_opts, errp);
@@ -125,7 +113,7 @@ static int verify(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
     ic_image *img = NULL;
-    int ret = open_img(ctx, &img, IC_OPEN_CHECK, false, errp);
+    int ret = tu_loop_open(ctx, &img, IC_OPEN_CHECK, false, errp);
     if (ret < 0)
         return ret;
     ic_check_result res;

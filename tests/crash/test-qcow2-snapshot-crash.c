@@ -68,17 +68,6 @@ static int read_all(ic_image *img, uint8_t *out, ic_error **errp)
     return ic_image_pread(img, out, DISK, 0, errp);
 }
 
-static int open_rw(struct tu_loop_ctx *ctx, ic_image **img, bool wrapped, ic_error **errp)
-{
-    ic_open_options o = IC_OPEN_OPTIONS_INIT;
-    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
-    if (wrapped) {
-        o.open_file = ctx->open_file;
-        o.payload = ctx->open_payload;
-    }
-    return ic_image_open(img, ctx->path, &o, errp);
-}
-
 static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
@@ -90,7 +79,7 @@ static int setup(struct tu_loop_ctx *ctx, ic_error **errp)
     int ret = ic_image_create(ctx->path, &co, errp);
     ic_image *img = NULL;
     if (ret == 0)
-        ret = open_rw(ctx, &img, false, errp);
+        ret = tu_loop_open(ctx, &img, IC_OPEN_RDWR, false, errp);
     if (ret < 0)
         return ret;
     ret = write_pattern(img, 1, errp);
@@ -123,7 +112,7 @@ static int run(struct tu_loop_ctx *ctx, ic_error **errp)
 {
     struct scenario *sc = ctx->payload;
     ic_image *img = NULL;
-    int ret = open_rw(ctx, &img, true, errp);
+    int ret = tu_loop_open(ctx, &img, IC_OPEN_RDWR, true, errp);
     if (ret < 0)
         return ret;
     switch (sc->op) {

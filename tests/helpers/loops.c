@@ -223,6 +223,18 @@ static char *fault_judge(const struct tu_fault_loop *cfg, const struct fault_run
     return v;
 }
 
+int tu_loop_open(struct tu_loop_ctx *ctx, ic_image **img, unsigned flags, bool wrapped,
+                 ic_error **errp)
+{
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = flags | IC_OPEN_NO_LOCK;
+    if (wrapped) {
+        o.open_file = ctx->open_file;
+        o.payload = ctx->open_payload;
+    }
+    return ic_image_open(img, ctx->path, &o, errp);
+}
+
 void tu_fault_loop_run(const struct tu_fault_loop *cfg, struct tu_fault_summary *out)
 {
     struct tu_fault_summary sum;

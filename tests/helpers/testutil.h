@@ -249,6 +249,12 @@ struct tu_crash_summary {
 };
 void tu_crash_loop_run(const struct tu_crash_loop *cfg, struct tu_crash_summary *out);
 
+/* Opens the loop's target (ctx->path) with @flags | IC_OPEN_NO_LOCK: through
+ * the loop's wrapped backend (ctx->open_file) when @wrapped, as run() must,
+ * else on a clean backend, as setup(), check() and verify() do. */
+int tu_loop_open(struct tu_loop_ctx *ctx, ic_image **img, unsigned flags, bool wrapped,
+                 ic_error **errp);
+
 /*
  * Runs @fn as a cmocka test in a forked child (its output discarded unless
  * IC_TEST_VERBOSE_CHILD is set, TMPDIR a private folder removed afterwards)
