@@ -38,16 +38,10 @@ qimg create -q -f vhdx x.vhdx 1M
 qimg create -q -f vpc x.vpc 1M
 qimg create -q -f parallels x.parallels 1M
 qimg create -q -f qcow x.qcow 1M
-# (not under qimg's memory limit: the key-derivation benchmark's threads fail
-# there).  qemu's PBKDF2 benchmark fails now and then with "Unable to get
-# accurate CPU usage" when the thread CPU clock has not moved, so it is tried
-# a few times; without the file the checks below fail.
-for _try in 1 2 3 4 5; do
-    timeout 120 qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0,iter-time=10 \
-        x.luks 1M 2>/dev/null && break
-    rm -f x.luks
-done
-# written by hand: qemu-img cannot create these
+# written by hand: qemu-img cannot create bochs, cloop or dmg files, and its
+# LUKS create runs a PBKDF2 benchmark that fails ("Unable to get accurate CPU
+# usage") on machines whose thread CPU clock does not move, so the LUKS
+# header is written by hand too: the probe reads only the magic and version.
 python3 - <<'EOF'
 def put(buf, off, data):
     buf[off:off + len(data)] = data
@@ -57,6 +51,11 @@ put(b, 32, b"Redolog\0")
 put(b, 48, b"Growing\0")
 put(b, 64, (0x00020000).to_bytes(4, "little"))
 open("x.bochs", "wb").write(b)
+l = bytearray(1 << 20)
+put(l, 0, b"LUKS\xba\xbe")
+put(l, 6, (1).to_bytes(2, "big"))
+put(l, 8, b"aes\0")
+open("x.luks", "wb").write(l)
 c = bytearray(65536)
 put(c, 0, b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$IMAGE offset=1048576\n")
 open("x.cloop", "wb").write(c)
@@ -66,6 +65,8 @@ EOF
 
 expect "qemu-img probes the hand-made bochs file as bochs" \
     sh -c "qemu-img info --output=json x.bochs 2>&1 | grep -q bochs"
+expect "qemu-img probes the hand-made LUKS header as LUKS" \
+    sh -c "qemu-img info x.luks 2>&1 | grep -q LUKS"
 
 for spec in sparse.vmdk:vmdk desc.vmdk:vmdk x.vdi:vdi x.vhdx:vdi x.vpc:vpc x.parallels:parallels \
             x.qcow:qcow x.luks:luks x.bochs:bochs x.cloop:cloop x.dmg:dmg; do
