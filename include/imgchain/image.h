@@ -62,7 +62,8 @@ typedef enum ic_cache_mode {
                             * none); durable at the end */
     IC_CACHE_DIRECTSYNC,   /* "directsync": O_DIRECT and O_DSYNC */
     IC_CACHE_UNSAFE        /* "unsafe": the page cache; the final flush of each
-                            * written image is skipped, ordering flushes stay */
+                            * written image is skipped, ordering flushes stay
+                            * (a target convert creates drops them all) */
 } ic_cache_mode;
 
 /** Parses a qemu-img cache mode name ("none", "directsync", "writeback",

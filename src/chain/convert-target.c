@@ -34,6 +34,10 @@
  *     file (qemu-img's rule); that single-layer copy is
  *     chain-convert-backing.c's.  Refused as qemu-img refuses them: no -F,
  *     a raw target; and -c with -B (not supported).
+ *  7. With -t unsafe a target this convert created drops every flush,
+ *     the ordering ones included (src/image/image-cache.c note 3): until
+ *     the convert returns the file is incomplete, so a crash leaves it
+ *     useless in any order.  An existing target (-n) keeps them.
  *
  * The behaviour followed is qemu-img.c's img_convert.
  */
@@ -230,6 +234,8 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     dop.cache = opts->compress && opts->cache == IC_CACHE_DEFAULT ? IC_CACHE_WRITEBACK
                                                                   : opts->cache;
     ret = ic_image_open(&dst, dst_path, &dop, errp);
+    if (ret == 0 && !opts->no_create)
+        ic_image_drop_flushes(dst); /* design note 7 */
     if (ret == 0 && opts->backing) {
         /* design note 6 */
         ret = ic_convert_top_into_overlay(src, dst, opts, errp);

@@ -13,7 +13,16 @@
  *  2. An unsafe layer's file defers its flushes (src/io/io.c note 5): a
  *     flush runs just before the next write, so only the final one, with
  *     no write after it, is skipped.
- *  3. A caller's opener (open_file: tests, embedders) receives the flags
+ *  3. A new target in the unsafe mode (ic_image_drop_flushes): a file
+ *     the operation creates is incomplete until the operation returns, so
+ *     a crash leaves it useless in any write order and its ordering
+ *     flushes protect nothing; they are all dropped, as qemu's unsafe mode
+ *     drops them (src/io/io.c note 6).  Files that existed before keep the
+ *     ordering flushes of note 2.
+ *  4. Bulk output through the page cache (IC_IO_STREAM opens that do not
+ *     get O_DIRECT) also gets IC_IO_BULK: the POSIX backend allocates each
+ *     large write's range before writing it (src/io/io-posix.c note 9).
+ *  5. A caller's opener (open_file: tests, embedders) receives the flags
  *     the mode asks for (IC_IO_DIRECT, IC_IO_DSYNC) and picks its own
  *     backend.
  */
@@ -65,6 +74,8 @@ int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, con
     bool direct = cache == IC_CACHE_NONE || cache == IC_CACHE_DIRECTSYNC;
     if (cache == IC_CACHE_WRITETHROUGH || cache == IC_CACHE_DIRECTSYNC)
         f |= IC_IO_DSYNC;
+    if ((f & IC_IO_STREAM) && (f & IC_IO_RDWR) && !direct)
+        f |= IC_IO_BULK; /* design note 4 */
     if (cache == IC_CACHE_UNSAFE)
         f &= ~IC_IO_STREAM; /* streaming starts writeback at once: not unsafe's point */
     if (fn)
@@ -73,7 +84,7 @@ int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, con
         return ic_io_open_aio(out, path, f | IC_IO_DIRECT, errp);
     if (cache == IC_CACHE_DEFAULT && (f & IC_IO_STREAM) && (f & IC_IO_RDWR)) {
         ic_error *derr = NULL;
-        int ret = ic_io_open_aio(out, path, f | IC_IO_DIRECT, &derr);
+        int ret = ic_io_open_aio(out, path, (f & ~IC_IO_BULK) | IC_IO_DIRECT, &derr);
         if (ret != -EINVAL || !derr || derr->kind != IC_ERR_UNSUPPORTED) {
             ic_error_propagate(errp, derr);
             return ret;
@@ -81,6 +92,12 @@ int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, con
         ic_error_free(derr); /* no O_DIRECT here: the streamed page cache */
     }
     return ic_io_open_file(out, path, f, errp);
+}
+
+void ic_image_drop_flushes(struct ic_image *img)
+{
+    if (img->cache == IC_CACHE_UNSAFE && !img->read_only)
+        ic_io_drop_flushes(img->file);
 }
 
 void ic_image_set_cache(struct ic_image *img, ic_cache_mode cache)

@@ -174,6 +174,10 @@ int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, con
 /* Sets a freshly opened layer's cache mode (an unsafe layer's file defers
  * its flushes, see ic_io_defer_flush). */
 void ic_image_set_cache(struct ic_image *img, ic_cache_mode cache);
+/* For a writable layer in the unsafe mode whose file the caller created in
+ * this operation: drops all its flushes (image-cache.c note 3); nothing
+ * in any other mode. */
+void ic_image_drop_flushes(struct ic_image *img);
 /* The final flush of an operation that wrote @img: ic_image_flush(), except
  * in the unsafe cache mode, where the metadata is written (with its
  * ordering flushes) and the trailing flush is left out. */

@@ -18,6 +18,12 @@
  *     mutates.  So each flush that orders a later write against earlier
  *     ones still happens before that write, and only a flush with no write
  *     after it (the final one) is skipped.
+ *  6. Dropped flushes (ic_io_drop_flushes): every flush is a no-op, for
+ *     a file that an operation is creating and that is incomplete until
+ *     the operation returns, written in the unsafe cache mode: a crash
+ *     leaves such a file useless whatever order its writes reached the
+ *     disk in, so ordering them protects nothing (qemu's unsafe mode drops
+ *     every flush, for every file).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +34,7 @@
 /* wrap_state bits (design note 5) */
 #define WRAP_DEFER   1u /* flushes wait for the next write */
 #define WRAP_PENDING 2u /* a waiting flush has not run yet */
+#define WRAP_DROP    4u /* flushes do nothing (design note 6) */
 
 /* Runs a waiting flush before a write (design note 5). */
 static int run_pending(ic_io *io)
@@ -162,6 +169,8 @@ void *ic_io_backend_new(size_t size, const struct ic_io_ops *ops, const char *na
 
 int ic_io_flush(ic_io *io)
 {
+    if (io->wrap_state & WRAP_DROP)
+        return 0;
     if (io->wrap_state & WRAP_DEFER) {
         io->wrap_state |= WRAP_PENDING;
         return 0;
@@ -175,6 +184,11 @@ int ic_io_flush(ic_io *io)
 int ic_io_flush_pending(ic_io *io)
 {
     return run_pending(io);
+}
+
+void ic_io_drop_flushes(ic_io *io)
+{
+    io->wrap_state = (io->wrap_state | WRAP_DROP) & ~WRAP_PENDING;
 }
 
 void ic_io_defer_flush(ic_io *io, bool on)

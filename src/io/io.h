@@ -44,6 +44,10 @@ int ic_io_flush(ic_io *io) IC_WARN_UNUSED;
  * followed by a write still runs before that write (so the crash-ordering
  * of metadata holds), only the trailing one is dropped at close. */
 void ic_io_defer_flush(ic_io *io, bool on);
+/* Dropped-flush mode (io.c design note 6): every later flush, pending ones
+ * included, does nothing.  Only for a file the caller is creating, in the
+ * unsafe cache mode. */
+void ic_io_drop_flushes(ic_io *io);
 /* Runs a deferred flush now, if one waits (an ordering point against
  * another file); 0 when none waits. */
 int ic_io_flush_pending(ic_io *io) IC_WARN_UNUSED;

@@ -4,20 +4,33 @@
 # each descriptor opened (fcntl F_GETFL), so O_DIRECT and O_DSYNC are seen
 # where the mode asks for them and nowhere else.  Unknown modes are usage
 # errors, and every mode leaves a correct image (qemu-img check/compare).
+# IMGCHAIN_TRACE=flush and =alloc show which flushes reach a file and which
+# bulk writes are allocated first (src/io/io-posix.c note 9).
 . "$(dirname "$0")/../lib.sh"
 cd "$T" || exit 1
 
 # trace DESC PATTERN CMD...: the open trace of CMD matches grep -E PATTERN.
 trace() {
     _d=$1; _pat=$2; shift 2
-    IMGCHAIN_TRACE=open "$@" >"$T/.out" 2>&1
+    IMGCHAIN_TRACE=open,flush,alloc "$@" >"$T/.out" 2>&1
     if grep -Eq -- "$_pat" "$T/.out"; then pass "$_d"; else fail "$_d (no match for /$_pat/)"; sed 's/^/    /' "$T/.out" | head -n 20; fi
 }
 # notrace DESC PATTERN CMD...: no line of the trace matches.
 notrace() {
     _d=$1; _pat=$2; shift 2
-    IMGCHAIN_TRACE=open "$@" >"$T/.out" 2>&1
+    IMGCHAIN_TRACE=open,flush,alloc "$@" >"$T/.out" 2>&1
     if grep -Eq -- "$_pat" "$T/.out"; then fail "$_d (unexpected /$_pat/)"; sed 's/^/    /' "$T/.out" | head -n 20; else pass "$_d"; fi
+}
+
+# flushed_after_data DESC YES|NO FILE CMD...: whether CMD flushes FILE after
+# its first bulk write (the trace's first "alloc FILE" line).
+flushed_after_data() {
+    _d=$1; _want=$2; _f=$3; shift 3
+    IMGCHAIN_TRACE=flush,alloc "$@" >"$T/.out" 2>&1
+    _got=$(awk -v f="$_f" '$3 == "alloc" && $4 == f { a = 1 } $3 == "flush" && $4 == f && a { print "YES"; exit }
+                           END { if (!a) print "NO-DATA" }' "$T/.out")
+    [ -n "$_got" ] || _got=NO
+    if [ "$_got" = "$_want" ]; then pass "$_d"; else fail "$_d (got $_got)"; sed 's/^/    /' "$T/.out" | head -n 20; fi
 }
 
 mkchain() {
@@ -59,6 +72,22 @@ notrace "convert -t unsafe: the target is never O_DIRECT" 'open x\.raw: .*O_DIRE
     ic convert -t unsafe -O qcow2 top.qcow2 x.qcow2
 expect "convert -t unsafe: the target equals the source" qimg compare -q top.qcow2 x.qcow2
 expect "convert -t unsafe: the target checks clean" qimg check -q x.qcow2
+rm -f x.qcow2 x.raw
+flushed_after_data "convert -t unsafe: a target it creates is never flushed after its data" NO \
+    x.qcow2 ic convert -t unsafe -O qcow2 top.qcow2 x.qcow2
+expect "convert -t unsafe without flushes: the target equals the source" qimg compare -q top.qcow2 x.qcow2
+flushed_after_data "convert -t unsafe -O raw: a target it creates is never flushed after its data" NO \
+    x.raw ic convert -t unsafe -O raw top.qcow2 x.raw
+flushed_after_data "convert -t writeback: the target is flushed after its data" YES \
+    x.qcow2 ic convert -t writeback -O qcow2 top.qcow2 x.qcow2
+qimg create -q -f qcow2 x.qcow2 8M
+flushed_after_data "convert -n -t unsafe: an existing target keeps its ordering flushes" YES \
+    x.qcow2 ic convert -n -t unsafe -O qcow2 top.qcow2 x.qcow2
+expect "convert -n -t unsafe: the existing target equals the source" qimg compare -q top.qcow2 x.qcow2
+trace "convert -t writeback: bulk writes are allocated before they are written" 'alloc x\.raw ' \
+    ic convert -t writeback -O raw top.qcow2 x.raw
+notrace "convert (default, O_DIRECT): nothing is allocated ahead" 'alloc x\.raw ' \
+    ic convert -O raw top.qcow2 x.raw
 trace "convert -T none: the source chain is read O_DIRECT" 'open base\.qcow2: O_RDONLY\|O_DIRECT' \
     ic convert -T none -O raw top.qcow2 x.raw
 notrace "convert: without -T the source is not O_DIRECT" 'open (top|base)\.qcow2: .*O_DIRECT' \

@@ -2,7 +2,8 @@
  * test-cache-modes.c - the cache modes of ic_image_open (imgchain/image.h):
  * the parser, the flags each mode puts on the file descriptor (read back
  * from /proc/self/fdinfo), and the unsafe mode's deferred flushes (only
- * the final flush is skipped; src/io/io.c design note 5).
+ * the final flush is skipped; src/io/io.c design note 5) and dropped
+ * flushes (none at all, for a target being created; note 6).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -235,9 +236,37 @@ static void test_cache_modes__a_deferred_flush_runs_before_the_next_write_only(v
     free(path);
 }
 
+static void test_cache_modes__a_dropped_flush_never_runs_not_even_a_pending_one(void **state)
+{
+    (void)state;
+    char *path = tu_path(cf_dir, "f");
+    assert_int_equal(tu_write_file(path, "x", 1), 0);
+    struct logio *l = log_open(path);
+    ic_io *io = &l->base;
+    ic_io_defer_flush(io, true);
+    assert_int_equal(ic_io_flush(io), 0); /* pending, then dropped below */
+    ic_io_drop_flushes(io);
+    assert_int_equal(ic_io_pwrite(io, "a", 1, 0), 0);
+    assert_int_equal(ic_io_flush(io), 0);
+    assert_int_equal(ic_io_pwrite(io, "b", 1, 1), 0);
+    assert_int_equal(ic_io_flush_pending(io), 0);
+    assert_int_equal(ic_io_flush(io), 0);
+    l->log[l->n] = '\0';
+    assert_string_equal(l->log, "WW");
+    ic_io_close(io);
+    free(path);
+}
+
 /* Writes 192 KiB into a fresh qcow2 opened on the logging backend with
- * @cache, closes it, and returns the log of what reached the file. */
+ * @cache (and ic_image_drop_flushes when @drop), closes it, and returns
+ * the log of what reached the file. */
+static char *qcow2_close_log_drop(const char *dir, ic_cache_mode cache, bool drop);
 static char *qcow2_close_log(const char *dir, ic_cache_mode cache)
+{
+    return qcow2_close_log_drop(dir, cache, false);
+}
+
+static char *qcow2_close_log_drop(const char *dir, ic_cache_mode cache, bool drop)
 {
     char *path = tu_path(dir, cache == IC_CACHE_UNSAFE ? "u.qcow2" : "w.qcow2");
     ic_error *err = NULL;
@@ -252,6 +281,8 @@ static char *qcow2_close_log(const char *dir, ic_cache_mode cache)
     oo.cache = cache;
     ic_image *img = NULL;
     TU_ASSERT_OK(ic_image_open_io(&img, &l->base, &oo, &err), err);
+    if (drop)
+        ic_image_drop_flushes(img);
     uint8_t buf[65536];
     memset(buf, 0x5a, sizeof(buf));
     for (int i = 0; i < 3; i++)
@@ -288,6 +319,25 @@ static void test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2(vo
     free(un);
 }
 
+static void test_cache_modes__a_created_unsafe_target_drops_every_flush_and_writeback_keeps_them(
+    void **state)
+{
+    (void)state;
+    char *un = qcow2_close_log_drop(cf_dir, IC_CACHE_UNSAFE, true);
+    char *wb = qcow2_close_log_drop(cf_dir, IC_CACHE_WRITEBACK, true);
+    char *ref = qcow2_close_log(cf_dir, IC_CACHE_WRITEBACK);
+    /* unsafe: the writes only, and the image is still correct (checked
+     * with qemu-img in qcow2_close_log_drop) */
+    assert_non_null(strchr(un, 'W'));
+    assert_null(strchr(un, 'F'));
+    /* any other mode ignores the request */
+    assert_string_equal(wb, ref);
+    assert_non_null(strchr(wb, 'F'));
+    free(un);
+    free(wb);
+    free(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +351,12 @@ int main(void)
             cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
             test_cache_modes__unsafe_skips_only_the_trailing_flush_of_a_qcow2,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cache_modes__a_dropped_flush_never_runs_not_even_a_pending_one,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cache_modes__a_created_unsafe_target_drops_every_flush_and_writeback_keeps_them,
             cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,6 +161,8 @@ struct ic_io {
                                   * them out of the page cache (a hint; flush still syncs) */
 #define IC_IO_DSYNC   (1u << 7)  /* O_DSYNC: every write durable when it completes
                                   * (the writethrough and directsync cache modes) */
+#define IC_IO_BULK    (1u << 8)  /* bulk output through the page cache: allocate each
+                                  * large write's range before writing it (a hint) */
 
 /**
  * Opens a host file with the production (POSIX) backend and takes the
