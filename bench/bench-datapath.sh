@@ -22,22 +22,25 @@
 #                                   with the same guarantee
 #   convert -O raw|qcow2 -t unsafe  beside qemu-img's default (unsafe: no
 #                                   flush)
-#   ... no copy_file_range          imgchain with IMGCHAIN_COPY_RANGE=0,
-#                                   beside imgchain with it, in the imgchain
-#                                   column (ratio > 1: copy_file_range helps)
-#   reflink rows                    the same raw convert on a reflink-
-#                                   capable file system (a loop-mounted XFS,
-#                                   root and mkfs.xfs only), where
+#   convert -C -O raw               copy offloading (copy_file_range) beside
+#                                   imgchain's own default convert in the
+#                                   qemu-img column (ratio > 1: -C helps),
+#                                   then beside qemu-img -C -t writeback
+#   reflink rows                    on a reflink-capable file system (a
+#                                   loop-mounted XFS, root and mkfs.xfs
+#                                   only): -C beside qemu-img -C, where
 #                                   copy_file_range shares extents instead
-#                                   of writing: reported apart, since
-#                                   sharing extents is not writing the data
+#                                   of writing, and the default durable
+#                                   convert beside qemu-img -t writeback
+#                                   there; reported apart, since sharing
+#                                   extents is not writing the data
 # Before every run the chain is read once (warm cache), the last run's
 # output removed and everything synced; the runs are timed as whole
 # processes (bench/timeit.py), so they include start-up.
 #
 # Environment: IMGCHAIN_BIN or BUILD, BENCH_RUNS (7), BENCH_DIR
 # (/var/tmp/imgchain-bench), BENCH_DATAPATH_OPS ("dd durable unsafe range
-# reflink").
+# reflink").  The file system is named on stderr and in the rows' image.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 IC=${IMGCHAIN_BIN:-$top/${BUILD:-build}/imgchain}
@@ -114,7 +117,8 @@ pair() {
         run "$dir" $b >>.b
         i=$((i + 1))
     done
-    row top.qcow2 "$op"
+    fs=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || echo "?")
+    row "4 GiB chain, 640 MiB data ($fs)" "$op"
 }
 
 CHAIN=$D/top.qcow2
@@ -138,8 +142,10 @@ for op in $OPS; do
             "$IC convert -t unsafe -O qcow2 $CHAIN out.qcow2" "qemu-img convert -O qcow2 $CHAIN out.qcow2"
         ;;
     range)
-        pair "$D" "convert -O raw: with copy_file_range / without (both imgchain)" \
-            "$IC convert -O raw $CHAIN out.raw" "env IMGCHAIN_COPY_RANGE=0 $IC convert -O raw $CHAIN out.raw"
+        pair "$D" "convert -C -O raw (copy_file_range) / imgchain's default (qemu-img column)" \
+            "$IC convert -C -O raw $CHAIN out.raw" "$IC convert -O raw $CHAIN out.raw"
+        pair "$D" "convert -C -O raw (qemu-img -C -t writeback)" \
+            "$IC convert -C -O raw $CHAIN out.raw" "qemu-img convert -C -t writeback -O raw $CHAIN out.raw"
         ;;
     reflink)
         if [ "$(id -u)" != 0 ] || ! command -v mkfs.xfs >/dev/null; then
@@ -154,7 +160,9 @@ for op in $OPS; do
                 mkfs.xfs -q -m reflink=1 "$D/xfs.img" && mount -o loop "$D/xfs.img" "$X"
         } || { echo "bench-datapath: reflink rows skipped (cannot mount an XFS loop file)" >&2; continue; }
         cp "$D"/base.qcow2 "$D"/mid.qcow2 "$D"/top.qcow2 "$X"/
-        pair "$X" "reflink (XFS): convert -O raw / qemu-img -t writeback" \
+        pair "$X" "XFS reflink: convert -C -O raw (qemu-img -C -t writeback)" \
+            "$IC convert -C -O raw top.qcow2 out.raw" "qemu-img convert -C -t writeback -O raw top.qcow2 out.raw"
+        pair "$X" "XFS: convert -O raw (durable; qemu-img -t writeback)" \
             "$IC convert -O raw top.qcow2 out.raw" "qemu-img convert -t writeback -O raw top.qcow2 out.raw"
         umount "$X" && rm -f "$D/xfs.img"
         ;;

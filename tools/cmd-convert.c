@@ -5,7 +5,7 @@
  * Design notes:
  *  1. All the work is ic_image_convert() (src/chain/chain-convert.c); this
  *     file maps options: -f source format, -O target format (raw by
- *     default, as qemu-img), -o target options, -c compress, -t cache
+ *     default, as qemu-img), -o target options, -c compress, -C copy offloading, -t cache
  *     mode of the target and -T of the source (qemu-img's cache modes,
  *     ic_cache_mode; by default the target is written O_DIRECT where the
  *     file system allows and flushed before exit, and -t unsafe skips only
@@ -76,7 +76,7 @@ static int run_convert(int argc, char **argv)
     int c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:S:ct:T:l:r:nWpqUh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":f:O:o:B:F:S:cCt:T:l:r:nWpqUh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f':
             o.src_format = optarg;
@@ -93,6 +93,9 @@ static int run_convert(int argc, char **argv)
             break;
         case 'c':
             o.compress = true;
+            break;
+        case 'C':
+            o.copy_range = true;
             break;
         case 't':
         case 'T':
@@ -152,7 +155,7 @@ static int run_convert(int argc, char **argv)
             break;
         case 'h':
             cli_snapshot_arg_free(&snap);
-            printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] "
+            printf("usage: imgchain convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-C] [-p] "
                    "[-q] [-n] [-W] [-S SIZE] [--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
                    "[--bitmaps [--skip-broken-bitmaps]] [-U] SRC DST\n");
             return CLI_EXIT_OK;
@@ -200,6 +203,6 @@ static int run_convert(int argc, char **argv)
 }
 
 CLI_COMMAND(cmd_convert, "convert", run_convert,
-            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-p] [-q] [-n] [-W] [-S SIZE] "
+            "convert [-f FMT] [-O raw|qcow2|qed] [-o OPTS] [-c] [-C] [-p] [-q] [-n] [-W] [-S SIZE] "
             "[--salvage] [-B BACKING -F FMT] [-t CACHE] [-T CACHE] [-l SNAPSHOT] [-r RATE] "
             "[--bitmaps [--skip-broken-bitmaps]] [-U] SRC DST")

@@ -17,10 +17,10 @@
 extern "C" {
 #endif
 
-#define IC_CONVERT_OPTIONS_VERSION 3
+#define IC_CONVERT_OPTIONS_VERSION 4
 typedef struct ic_convert_options {
     unsigned version;          /* IC_CONVERT_OPTIONS_VERSION; 1 has no cache fields,
-                                * 2 no rate_limit */
+                                * 2 no rate_limit, 3 no copy_range */
     const char *src_format;    /* format of the source's top image; NULL = probe */
     const char *out_format;    /* "raw" (default, as qemu-img), "qcow2", "qed" */
     const char *options;       /* -o string for the new image (no backing_file) */
@@ -53,11 +53,18 @@ typedef struct ic_convert_options {
     void (*salvage_warn)(uint64_t offset, int errnum, void *payload); /* may be called
                                 * from several threads at once; NULL: not reported */
     void *salvage_payload;
+    bool copy_range;           /* -C (copy offloading, as qemu-img's): into a raw target,
+                                * data runs stored in a plain file are copied in the
+                                * kernel (copy_file_range: a reflink where the file system
+                                * shares extents) without reading them, so zeroes inside
+                                * them are written too; other runs, or where the kernel
+                                * refuses, are copied as without -C.  Not with compress,
+                                * sparse_size_set or salvage */
 } ic_convert_options;
 #define IC_CONVERT_OPTIONS_INIT \
     { IC_CONVERT_OPTIONS_VERSION, NULL, NULL, NULL, false, false, false, NULL, NULL, NULL, \
       NULL, NULL, IC_CACHE_DEFAULT, IC_CACHE_DEFAULT, 0, false, NULL, \
-      NULL, false, 0, false, NULL, NULL }
+      NULL, false, 0, false, NULL, NULL, false }
 
 /**
  * Copies the guest view of @p src (the whole backing chain, flattened) into

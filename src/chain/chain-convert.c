@@ -58,6 +58,19 @@
  * 10. -r RATE: the writer accounts each slot it writes to the rate limiter
  *     (chain-ratelimit.c) and waits there; zero runs it skips do not
  *     count.
+ * 11. -C (copy offloading): into a headerless (raw) target, the reader
+ *     hands each data run to ic_image_copy_range(), which copies it from
+ *     the source layer's file in the kernel (a reflink where the file
+ *     system shares extents) without reading it; the run then counts as
+ *     handled like a skipped one, and is not zero-scanned (qemu-img -C
+ *     does not scan either).  A run it cannot offload (compressed, not in
+ *     a plain file, refused by the kernel) goes through the slots as
+ *     without -C.  The reader writes into the target's file then, which
+ *     invariant 4 otherwise keeps to the writer: only the descriptor is
+ *     used, and the range is the reader's own (windows never overlap;
+ *     where a later window's granule rounding reaches back into an
+ *     offloaded run, both write the same bytes).  With -r nothing is
+ *     offloaded, so that the limit sees every byte.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -102,6 +115,7 @@ struct convert_copy {
     uint64_t granule;
     bool compress;
     bool fully_allocate;     /* -S 0 (design note 8) */
+    bool offload;            /* -C into a raw target without -r (design note 11) */
     uint64_t sparse;         /* -S window: a power-of-two multiple of granule (note 8) */
     const ic_convert_options *opts;
     struct ic_ratelimit *rl; /* -r (design note 10); NULL: no limit */
@@ -225,6 +239,18 @@ static int convert_stripe(struct ic_copy_engine *e, void *ctx, uint64_t off, uin
             off = end;
             continue;
         }
+        if (c->offload) {
+            /* design note 11 */
+            uint64_t done = 0;
+            ret = ic_image_copy_range(c->dst, src, off, len, &done, errp);
+            if (ret == 0 && done > 0) {
+                ic_copy_skip(e, done);
+                off += done;
+                continue;
+            }
+            if (ret < 0 && ret != -ENOTSUP)
+                return ret;
+        }
         /* Data: copy the granule-aligned window around it.  The window
          * starts at `off` rounded down, which is at or after the end of the
          * previous window (and of the stripe's start: stripes are granule
@@ -339,6 +365,7 @@ int ic_copy_image(ic_image *dst, ic_image *src, ic_copy_source_opener open_more,
                                    c.sparse < CONVERT_MAX_GRANULE;)
             c.sparse <<= 1;
     }
+    c.offload = opts->copy_range && !c.compress && !c.rl && ic_image_headerless(dst);
     if (c.granule > CONVERT_MAX_GRANULE || !IC_IS_POW2(c.granule))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: cluster size %" PRIu64 " is not supported for conversion",

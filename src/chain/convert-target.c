@@ -150,7 +150,8 @@ static int convert_options(ic_convert_options *o, const ic_convert_options *opts
     if (opts->version < 1 || opts->version > IC_CONVERT_OPTIONS_VERSION)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "ic_image_convert: unknown options version %u", opts->version);
-    memcpy(o, opts, opts->version >= 3   ? sizeof(*o)
+    memcpy(o, opts, opts->version >= 4   ? sizeof(*o)
+                    : opts->version == 3 ? offsetof(ic_convert_options, copy_range)
                     : opts->version == 2 ? offsetof(ic_convert_options, rate_limit)
                                          : offsetof(ic_convert_options, cache));
     if (opts->version < 2 && opts->direct)
@@ -187,6 +188,16 @@ int ic_image_convert(const char *src_path, const char *dst_path, const ic_conver
     if (opts->compress && !format_compresses(out_fmt))
         return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP,
                             "%s: format %s does not support compression (-c)", dst_path, out_fmt);
+    /* -C: qemu-img's refusals and words */
+    if (opts->copy_range && opts->compress)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: Cannot enable copy offloading when -c is used", dst_path);
+    if (opts->copy_range && opts->sparse_size_set)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: Cannot enable copy offloading when -S is used", dst_path);
+    if (opts->copy_range && opts->salvage)
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
+                            "%s: Cannot use copy offloading in salvaging mode", dst_path);
     if (opts->no_create && opts->options)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL,
                             "%s: -o has no effect when skipping image creation", dst_path);

@@ -581,9 +581,12 @@ int ic_image_layer_block_status(struct ic_image *img, uint64_t off, uint64_t len
     return img->drv->block_status(img, off, len, pnum, flags, map, file);
 }
 
-int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
-                          ic_block_status *out, ic_error **errp)
+/* ic_image_block_status, also giving the file behind host_offset (NULL
+ * when there is none). */
+static int status_walk(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
+                       ic_block_status *out, ic_io **data_file, ic_error **errp)
 {
+    *data_file = NULL;
     int ret = check_range(img, off, len ? len : 1, errp);
     if (ret < 0)
         return ret;
@@ -610,6 +613,7 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
                 out->flags |= IC_BS_OFFSET_VALID;
                 out->host_offset = last_map;
                 out->filename = last_file ? ic_io_name(last_file) : NULL;
+                *data_file = last_file;
             }
             return 0;
         }
@@ -630,6 +634,7 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
             out->flags = flags;
             out->host_offset = map;
             out->filename = (flags & IC_BS_OFFSET_VALID) && file ? ic_io_name(file) : NULL;
+            *data_file = (flags & IC_BS_OFFSET_VALID) ? file : NULL;
             return 0;
         }
         len = pnum;
@@ -647,7 +652,43 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
         out->flags |= IC_BS_OFFSET_VALID;
         out->host_offset = last_map;
         out->filename = last_file ? ic_io_name(last_file) : NULL;
+        *data_file = last_file;
     }
+    return 0;
+}
+
+int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uint64_t len,
+                          ic_block_status *out, ic_error **errp)
+{
+    ic_io *file;
+    return status_walk(img, base, off, len, out, &file, errp);
+}
+
+int ic_image_copy_range(ic_image *dst, ic_image *src, uint64_t off, uint64_t len, uint64_t *done,
+                        ic_error **errp)
+{
+    *done = 0;
+    if (!dst->drv->headerless || src->size < off || len > src->size - off ||
+        dst->size < off || len > dst->size - off)
+        return -ENOTSUP;
+    int ret = check_writable(dst, errp);
+    if (ret < 0)
+        return ret;
+    ic_block_status st;
+    ic_io *file;
+    if ((ret = status_walk(src, NULL, off, len, &st, &file, errp)) < 0)
+        return ret;
+    if (!file || (st.flags & (IC_BS_ZERO | IC_BS_COMPRESSED)) ||
+        (st.flags & (IC_BS_DATA | IC_BS_OFFSET_VALID)) != (IC_BS_DATA | IC_BS_OFFSET_VALID))
+        return -ENOTSUP;
+    ret = ic_io_copy_range(dst->file, off, file, st.host_offset, st.length);
+    if (ret == -ENOTSUP)
+        return ret;
+    if (ret < 0) /* not report(): dst->last_error belongs to the writer's thread */
+        return ic_error_set(errp, ic_error_kind_from_errno(-ret), -ret,
+                            "%s: copy_range at offset %" PRIu64 " failed: %s", dst->filename,
+                            off, strerror(-ret));
+    *done = st.length;
     return 0;
 }
 

@@ -87,6 +87,17 @@ int ic_image_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t
 
 /* ---- what callers outside src/image may know of a driver -------------- */
 const char *ic_driver_name(const struct ic_driver *drv);
+/* Copy offloading (convert -C): copies the run of @src's guest view that
+ * starts at @off (at most @len bytes, *done of them) into the same guest
+ * range of @dst in the kernel (ic_io_copy_range: a reflink where the file
+ * system shares extents), without reading it.  -ENOTSUP, with no error
+ * set, when that cannot be done: @dst is not headerless (raw), the run is
+ * not stored data at a host offset of a plain file (zero, compressed, a
+ * test backend), or the kernel refuses; the caller copies the run through
+ * memory.  Other errors set @errp.  Only descriptors are used: callable
+ * from a reader thread while another thread writes other ranges of @dst. */
+int ic_image_copy_range(ic_image *dst, ic_image *src, uint64_t off, uint64_t len, uint64_t *done,
+                        ic_error **errp) IC_WARN_UNUSED;
 /* The driver's headerless capability (driver.h). */
 bool ic_driver_headerless(const struct ic_driver *drv);
 /* The format can write compressed clusters. */

@@ -419,6 +419,11 @@ static int behind_detach(struct io_aio *a)
     return ret ? ret : tret;
 }
 
+ic_io *ic_io_aio_posix(ic_io *io)
+{
+    return io && io->ops == &aio_ops ? to_aio(io)->posix : NULL;
+}
+
 int ic_io_aio_lend(ic_io *io, const struct ic_io_lender *lender)
 {
     if (!io || io->ops != &aio_ops)

@@ -96,6 +96,16 @@ static inline const char *ic_io_name(const ic_io *io)
 
 /* Posix backend details used by the aio backend and locking. */
 int ic_io_posix_fd(ic_io *io);
+/* The POSIX handle under an aio handle (its descriptor), or NULL. */
+ic_io *ic_io_aio_posix(ic_io *io);
+/* Copy offloading (io-posix.c note 10): copies @len bytes at @src_off in
+ * @src to @dst_off in @dst in the kernel (copy_file_range: a reflink where
+ * the file system shares extents).  -ENOTSUP when either handle is not a
+ * plain file descriptor (test backends, filters) or the kernel or file
+ * system cannot copy between them: the caller copies through memory
+ * instead.  Other errors are I/O errors.  Safe to call from any thread:
+ * it uses only the two descriptors. */
+int ic_io_copy_range(ic_io *dst, uint64_t dst_off, ic_io *src, uint64_t src_off, uint64_t len);
 
 /* Small file-system queries (io-posix.c), so no other module needs the OS. */
 bool ic_io_file_exists(const char *path);
