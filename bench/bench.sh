@@ -10,9 +10,11 @@
 # info and map take milliseconds, less than starting the measuring
 # harness: each of their runs is itself the median of $BENCH_REPEAT (21)
 # back-to-back executions timed around fork+exec+wait in one process,
-# less the same measure of /bin/true (the cost of creating any process,
-# which is neither tool's).  What remains is each tool's own start-up
-# (dynamic loading included) and work.
+# less the same measure of an empty statically linked program (the fork
+# and exec floor no program goes below; /bin/true where no static libc is
+# installed, which the footer says).  What remains is each tool's own
+# start-up (dynamic loading included) and work.  The same operations are
+# also reported whole, nothing subtracted ("whole process" rows).
 #
 # Images:
 #   prealloc  256 GiB qcow2 with preallocation=metadata (qemu-img-made)
@@ -119,16 +121,24 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR 
 # they compare the tools, not the harness.  Converts take seconds and are
 # reported as measured.
 cold=0
+FLOOR=/bin/true
+if printf 'int main(void){return 0;}\n' >empty.c && cc -O2 -static -o empty-static empty.c 2>/dev/null; then
+    FLOOR=$D/empty-static
+fi
 : >.base
 i=0
-while [ $i -lt 9 ]; do run_quick /bin/true >>.base; i=$((i + 1)); done
+while [ $i -lt 9 ]; do run_quick "$FLOOR" >>.base; i=$((i + 1)); done
 BASE=$(cut -d' ' -f1 .base | median)
 
 rows=""
 # bench IMAGE OP IC_ARGS -- QEMU_ARGS
 bench() {
     img=$1; op=$2; shift 2
-    case $op in convert*) cold=1; runner=run; base=0 ;; *) cold=0; runner=run_quick; base=$BASE ;; esac
+    case $op in
+    convert*) cold=1; runner=run; base=0 ;;
+    *"(whole process)") cold=0; runner=run_quick; base=0 ;;
+    *) cold=0; runner=run_quick; base=$BASE ;;
+    esac
     icargs=""; qargs=""; side=ic
     for a in "$@"; do
         if [ "$a" = -- ]; then side=q; continue; fi
@@ -161,8 +171,10 @@ bench() {
 for img in prealloc.qcow2 top.qcow2; do
     for op in $OPS; do
         case $op in
-        info) bench $img info info --backing-chain --output=json $img -- info --backing-chain --output=json $img ;;
-        map) bench $img map map --output=json $img -- map --output=json $img ;;
+        info) bench $img info info --backing-chain --output=json $img -- info --backing-chain --output=json $img
+              bench $img "info (whole process)" info --backing-chain --output=json $img -- info --backing-chain --output=json $img ;;
+        map) bench $img map map --output=json $img -- map --output=json $img
+             bench $img "map (whole process)" map --output=json $img -- map --output=json $img ;;
         convert-raw) bench $img "convert -O raw" convert -O raw $img out.raw -- convert -t writeback -O raw $img out.raw ;;
         convert-qcow2) bench $img "convert -O qcow2" convert -O qcow2 $img out.qcow2 -- convert -t writeback -O qcow2 $img out.qcow2 ;;
         convert-c) bench $img "convert -c -O qcow2" convert -c -O qcow2 $img out.qcow2 -- convert -t writeback -c -O qcow2 $img out.qcow2 ;;
@@ -196,17 +208,22 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
     # qemu-ga, root or loop devices)
     live=$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-live.sh")
     [ -n "$live" ] && rows="$rows$live
+"
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-qemuimg.sh")
+"
+    # the data path against dd and qemu-img on a warm cache
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-datapath.sh")
 "
 fi
 
 echo
 echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | head -n 1), $RUNS runs each, alternating;"
-echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process (/bin/true)"
+echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process ($(basename "$FLOOR"); rows marked whole process: nothing subtracted)"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
 echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
 echo " rows marked (ms): milliseconds, bench-live.sh's live snapshot beside the same sequence driven step by step through QMP;"
 echo " resize and measure rows: see bench-qemuimg.sh;"
+echo " 4 GiB chain rows: bench-datapath.sh, warm cache, dd's row is the device's limit (ratio dd/imgchain), -C and XFS reflink rows apart;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
 echo
