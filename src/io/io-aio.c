@@ -419,9 +419,12 @@ static int behind_detach(struct io_aio *a)
     return ret ? ret : tret;
 }
 
-ic_io *ic_io_aio_posix(ic_io *io)
+int ic_io_aio_copy_fd(ic_io *io)
 {
-    return io && io->ops == &aio_ops ? to_aio(io)->posix : NULL;
+    if (!io || io->ops != &aio_ops)
+        return -1;
+    struct io_aio *a = to_aio(io);
+    return a->behind && a->behind->cache_fd >= 0 ? a->behind->cache_fd : a->fd;
 }
 
 int ic_io_aio_lend(ic_io *io, const struct ic_io_lender *lender)

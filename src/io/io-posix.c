@@ -61,6 +61,9 @@
  *     ENOSYS, EINVAL (O_DIRECT alignment, overlap) and a copy that stops
  *     early (the source ends) are -ENOTSUP, so the caller copies that run
  *     through memory; what was copied already is simply written again.
+ *     Into an aio target it goes through the target's description
+ *     without O_DIRECT (ic_io_aio_copy_fd), and the final flush syncs it
+ *     with the rest of the file.
  *     IMGCHAIN_TRACE=copyrange prints "copy_range DST OFF LEN" per call.
  */
 #include <errno.h>
@@ -309,7 +312,7 @@ int ic_io_posix_fd(ic_io *io)
 static int plain_fd(ic_io *io)
 {
     int fd = ic_io_posix_fd(io);
-    return fd >= 0 ? fd : ic_io_posix_fd(ic_io_aio_posix(io));
+    return fd >= 0 ? fd : ic_io_aio_copy_fd(io);
 }
 
 /* Design note 10. */

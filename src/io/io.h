@@ -96,8 +96,11 @@ static inline const char *ic_io_name(const ic_io *io)
 
 /* Posix backend details used by the aio backend and locking. */
 int ic_io_posix_fd(ic_io *io);
-/* The POSIX handle under an aio handle (its descriptor), or NULL. */
-ic_io *ic_io_aio_posix(ic_io *io);
+/* The descriptor of an aio handle for copy_file_range: while write-behind
+ * is attached, its second description without O_DIRECT (copies into an
+ * O_DIRECT description are written page by page, synchronously), else the
+ * backend's own; -1 for any other handle. */
+int ic_io_aio_copy_fd(ic_io *io);
 /* Copy offloading (io-posix.c note 10): copies @len bytes at @src_off in
  * @src to @dst_off in @dst in the kernel (copy_file_range: a reflink where
  * the file system shares extents).  -ENOTSUP when either handle is not a
