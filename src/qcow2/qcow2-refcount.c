@@ -6,8 +6,9 @@
  *  Owns the reftable and the refblocks.
  *  1. The reftable is loaded lazily, on the first refcount query: opening
  *     an image for reading never touches it.
- *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set: sub-byte
- *     widths pack LSB first, widths >= 8 are big-endian.
+ *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set (inline
+ *     in qcow2.h): sub-byte widths pack LSB first, widths >= 8 are
+ *     big-endian.
  *  3. Ordering (docs/architecture.md, crash ordering): increments are made before any
  *     reference reaches disk (the L2 cache depends on the refblock cache
  *     and flushes in between, qcow2-cache.c); decrements are queued and
@@ -54,53 +55,6 @@
 /* The rebuild keeps one 32-bit counter per host cluster; references more
  * than this many clusters past the end of the file are refused. */
 #define QCOW2_REBUILD_MAX_PAST_EOF (1ull << 24)
-
-/* ---- entry accessors ------------------------------------------------------- */
-
-uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb, uint32_t i)
-{
-    switch (s->refcount_bits) {
-    case 1: case 2: case 4: {
-        uint32_t bits = s->refcount_bits;
-        uint32_t per = 8 / bits;
-        return (rb[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1);
-    }
-    case 8:
-        return rb[i];
-    case 16:
-        return ic_load_be16(rb + 2 * (size_t)i);
-    case 32:
-        return ic_load_be32(rb + 4 * (size_t)i);
-    default:
-        return ic_load_be64(rb + 8 * (size_t)i);
-    }
-}
-
-void qcow2_refblock_set(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint64_t v)
-{
-    switch (s->refcount_bits) {
-    case 1: case 2: case 4: {
-        uint32_t bits = s->refcount_bits;
-        uint32_t per = 8 / bits;
-        uint32_t shift = (i % per) * bits;
-        uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-        rb[i / per] = (uint8_t)((rb[i / per] & ~mask) | ((v << shift) & mask));
-        break;
-    }
-    case 8:
-        rb[i] = (uint8_t)v;
-        break;
-    case 16:
-        ic_store_be16(rb + 2 * (size_t)i, (uint16_t)v);
-        break;
-    case 32:
-        ic_store_be32(rb + 4 * (size_t)i, (uint32_t)v);
-        break;
-    default:
-        ic_store_be64(rb + 8 * (size_t)i, v);
-        break;
-    }
-}
 
 /* ---- reftable ---------------------------------------------------------------- */
 
