@@ -599,6 +599,18 @@ int qcow2_free_l2_entry(struct ic_image *img, uint64_t l2e) IC_WARN_UNUSED;
 int qcow2_check_overlap(struct ic_image *img, uint64_t off, uint64_t len) IC_WARN_UNUSED;
 /* Host clusters covered by the file now (EOF rounded up). */
 int64_t qcow2_file_clusters(struct ic_image *img);
+/* Adds @delta to entries [i, i + n) of refblock @rb, in order, as
+ * qcow2_refblock_get/set entry by entry would (every width).  Stops at the
+ * first entry whose value would drop below 0 or exceed refcount_max,
+ * leaving it and the entries after it unchanged, and returns its position
+ * relative to @i; returns @n when every entry was updated.  An entry that
+ * drops to 0 gets its bit set in @freed (a bit per entry of the block)
+ * unless @freed is NULL.  Requires i + n <= refblock_entries. */
+uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
+                                int64_t delta, uint64_t *freed);
+/* Number of entries in [i, i + n) of refblock @rb equal to @value. */
+uint32_t qcow2_refblock_count(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                              uint32_t n, uint64_t value);
 /* Clusters queued for a refcount decrement once the metadata that stopped
  * referencing them is on disk (see qcow2_flush_pending_frees). */
 int qcow2_queue_free(struct ic_image *img, uint64_t offset, uint64_t length) IC_WARN_UNUSED;
