@@ -932,6 +932,41 @@ static void rc_loc(const struct chk *c, uint64_t k, char *buf, size_t len)
                  PRIu32, host, (uint64_t)(c->rt[rt] & QCOW2_REFT_OFFSET_MASK), i);
 }
 
+/* How many clusters from @k on, inside @k's refcount block, have the
+ * on-disk refcount the IMRT computed (c->highest follows the last nonzero
+ * one): compare's fast path, one loop over a block.  0 when the block
+ * cannot be read here or cluster @k differs; compare's per-cluster path
+ * then reports it. */
+static uint64_t matching_run(struct chk *c, uint64_t k)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t rt = k >> s->refblock_bits;
+    if (rt >= c->rt_size)
+        return 0;
+    uint64_t off = c->rt[rt] & QCOW2_REFT_OFFSET_MASK, r1;
+    if (!off || disk_refcount(c, k, &r1) < 0)
+        return 0;
+    uint32_t i = (uint32_t)(k & (s->refblock_entries - 1));
+    uint64_t n = IC_MIN((uint64_t)(s->refblock_entries - i), c->nb - k), m = 0;
+    if (s->refcount_bits == 16 && c->v16) {
+        const uint8_t *p = c->rb + 2 * (size_t)i;
+        const uint16_t *v = c->v16 + k;
+        for (; m < n && ic_load_be16(p + 2 * m) == v[m]; m++)
+            ;
+    } else {
+        for (; m < n && qcow2_refblock_get(s, c->rb, i + (uint32_t)m) == imrt_get(c, k + m); m++)
+            ;
+    }
+    /* the last cluster of the run with a nonzero refcount */
+    for (uint64_t q = m; q > 0; q--) {
+        if (imrt_get(c, k + q - 1)) {
+            c->highest = k + q - 1;
+            break;
+        }
+    }
+    return m;
+}
+
 /* compare_refcounts; with @fix, mismatches the mode allows are repaired
  * in place through the engine (design note 4). */
 static int compare(struct chk *c, unsigned fix)
@@ -949,6 +984,11 @@ static int compare(struct chk *c, unsigned fix)
     }
     bool would_none = leaks_only && c->rebuild;
     for (uint64_t i = 0; i < c->nb; i++) {
+        uint64_t n = matching_run(c, i);
+        if (n) {
+            i += n - 1;
+            continue;
+        }
         uint64_t r1, r2 = imrt_get(c, i);
         int ret = disk_refcount(c, i, &r1);
         if (ret < 0) {
@@ -1052,6 +1092,52 @@ static int copied_one(struct chk *c, bool repair, bool dry_repair, bool l2, uint
     return now;
 }
 
+/* Whether clusters [k, k + n) all have refcount 1 on disk (@copied) or
+ * none has, and the check judges COPIED flags by the refcounts on disk
+ * (not a dry run), so that none of their entries is wrong: check_copied's
+ * fast path.  false whenever in doubt (the per-entry path decides). */
+static bool run_agrees(struct chk *c, uint64_t k, uint64_t n, bool copied)
+{
+    struct qcow2_state *s = c->s;
+    if (s->data_file_name || (!c->fix && c->would_fix))
+        return false;
+    while (n) {
+        uint64_t rt = k >> s->refblock_bits, r1;
+        if (rt >= c->rt_size || !(c->rt[rt] & QCOW2_REFT_OFFSET_MASK) ||
+            disk_refcount(c, k, &r1) < 0)
+            return false;
+        uint32_t i = (uint32_t)(k & (s->refblock_entries - 1));
+        uint32_t m = (uint32_t)IC_MIN(n, (uint64_t)(s->refblock_entries - i));
+        if (qcow2_refblock_count(s, c->rb, i, m, 1) != (copied ? m : 0))
+            return false;
+        k += m;
+        n -= m;
+    }
+    return true;
+}
+
+/* The COPIED flags of the data entries [j0, j1) of the active L2 table
+ * @l2 at @l2off, one by one; returns how many are wrong now. */
+static int64_t copied_entries(struct chk *c, bool repair, bool dry_repair, const uint8_t *l2,
+                              uint64_t l2off, uint32_t j0, uint32_t j1)
+{
+    struct qcow2_state *s = c->s;
+    int64_t found = 0;
+    for (uint32_t j = j0; j < j1; j++) {
+        uint64_t e = qcow2_l2_get(s, l2, j), rc;
+        enum qcow2_ctype t = qcow2_cluster_type(s, e);
+        if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
+            continue;
+        uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+        rc = 1;
+        if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
+            continue;
+        found += copied_one(c, repair, dry_repair, true, j, e, l2off, rc,
+                            s->data_file_name ? rc : rc_after(c, k, rc));
+    }
+    return found;
+}
+
 /* check_oflag_copied: counts, and with @repair fixes through the engine.
  * @dry_repair: a dry run of a repair that would fix them. */
 static int check_copied(struct chk *c, bool repair, bool dry_repair)
@@ -1073,17 +1159,31 @@ static int check_copied(struct chk *c, bool repair, bool dry_repair)
             c->res->check_errors++;
             return -EIO;
         }
-        for (uint32_t j = 0; j < s->l2_entries; j++) {
-            uint64_t e = qcow2_l2_get(s, l2, j);
-            enum qcow2_ctype t = qcow2_cluster_type(s, e);
-            if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
-                continue;
-            uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
-            rc = 1;
-            if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
-                continue;
-            found += copied_one(c, repair, dry_repair, true, j, e, l2off, rc,
-                                s->data_file_name ? rc : rc_after(c, k, rc));
+        /* data entries [run_j, j) map clusters [run_k, run_k + run_n) with
+         * one COPIED state; a run that agrees with the refcounts is
+         * skipped whole, any other goes entry by entry */
+        uint32_t run_j = 0;
+        uint64_t run_k = 0, run_n = 0;
+        bool run_copied = false;
+        for (uint32_t j = 0; j <= s->l2_entries; j++) {
+            uint64_t e = 0, k = 0;
+            if (j < s->l2_entries) {
+                e = qcow2_l2_get(s, l2, j);
+                enum qcow2_ctype t = qcow2_cluster_type(s, e);
+                if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
+                    continue;
+                k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+                if (run_n && k == run_k + run_n && !!(e & QCOW2_OFLAG_COPIED) == run_copied) {
+                    run_n++;
+                    continue;
+                }
+            }
+            if (run_n && !run_agrees(c, run_k, run_n, run_copied))
+                found += copied_entries(c, repair, dry_repair, l2, l2off, run_j, j);
+            run_j = j;
+            run_k = k;
+            run_n = 1;
+            run_copied = !!(e & QCOW2_OFLAG_COPIED);
         }
     }
     if (!found)
