@@ -362,6 +362,153 @@ static int zero_alloc_repair(struct chk *c, uint64_t l2off, uint32_t j)
     return ret;
 }
 
+/* One entry of the L2 table @l2 at @l2off, reached from @k L1 entries:
+ * its findings and references (qemu's check_refcounts_l2 loop body).
+ * *next: where the next cluster of the active tree would follow without
+ * fragmentation. */
+static int walk_l2_entry(struct chk *c, const uint8_t *l2, uint64_t l2off, uint32_t j,
+                         bool active, uint64_t k, uint64_t *next)
+{
+    struct qcow2_state *s = c->s;
+    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)",
+     * formatted (AT) only when a message is printed */
+    char atb[CHK_WHERE_MAX];
+#define AT l2_at(atb, sizeof(atb), s, l2off, j, active)
+    uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
+    enum qcow2_ctype t = qcow2_cluster_type(s, e);
+    int ret = 0;
+    if (t == QCOW2_CT_UNALLOCATED && !bm)
+        return 0;
+    if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
+        say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, AT);
+        c->res->corruptions += (int64_t)k;
+    }
+    switch (t) {
+    case QCOW2_CT_COMPRESSED: {
+        if (e & QCOW2_OFLAG_COPIED) {
+            say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                "compressed clusters (%s)", e & s->coffset_mask, AT);
+            e &= ~QCOW2_OFLAG_COPIED;
+            c->res->corruptions += (int64_t)k;
+        }
+        if (s->data_file_name) {
+            say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
+                " (%s)", j, e, AT);
+            c->res->corruptions += (int64_t)k;
+            break;
+        }
+        if (bm) {
+            say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
+                "bitmap, entry=0x%" PRIx64 " (%s)", j, e, AT);
+            c->res->corruptions += (int64_t)k;
+            break;
+        }
+        uint64_t coff, csize;
+        qcow2_parse_compressed(s, e, &coff, &csize);
+        set_where_l2(c, false, "compressed data of", l2off, j, active);
+        ret = inc_k(c, coff, csize, k);
+        if (active) {
+            c->res->allocated_clusters++;
+            c->res->compressed_clusters++;
+            c->res->fragmented_clusters++;
+        }
+        break;
+    }
+    case QCOW2_CT_NORMAL:
+    case QCOW2_CT_ZERO_ALLOC: {
+        uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        if ((bm >> 32) & bm) {
+            c->res->corruptions += (int64_t)k;
+            say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                "allocation bitmap (%s)", off, AT);
+        }
+        if (off & s->cluster_offset_mask) {
+            bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
+                                  : !(e & QCOW2_OFLAG_ZERO);
+            c->res->corruptions += (int64_t)k;
+            if (!data) {
+                say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                    "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, AT);
+                if (c->fix & IC_FIX_ERRORS) {
+                    if (zero_alloc_repair(c, l2off, j) == 0) {
+                        c->res->corruptions -= (int64_t)k;
+                        c->res->corruptions_fixed++;
+                        return 0;
+                    }
+                    c->res->check_errors++;
+                } else if (c->would_fix & IC_FIX_ERRORS) {
+                    return 0; /* dry run: no reference, as after the repair */
+                }
+            } else {
+                say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
+                    "entry corrupted. (%s)", off, AT);
+            }
+        }
+        if (active) {
+            c->res->allocated_clusters++;
+            if (*next && off != *next)
+                c->res->fragmented_clusters++;
+            *next = off + s->cluster_size;
+        }
+        set_where_l2(c, true, t == QCOW2_CT_NORMAL ? "data cluster of" :
+                     "preallocated zero cluster of", l2off, j, active);
+        if (!s->data_file_name)
+            ret = inc_k(c, off, s->cluster_size, k);
+        break;
+    }
+    case QCOW2_CT_ZERO_PLAIN:
+        break;
+    case QCOW2_CT_UNALLOCATED:
+        if (bm & QCOW2_BITMAP_ALL_ALLOC) {
+            c->res->corruptions += (int64_t)k;
+            say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
+                AT);
+        }
+        break;
+    }
+#undef AT
+    return ret;
+}
+
+/* Whether entry @e (bitmap @bm, type @t) is a plain reference to a data
+ * cluster: no finding of its own, counted as one reference to one whole
+ * cluster.  walk_l2 batches such entries. */
+static bool plain_data_entry(const struct chk *c, uint64_t e, uint64_t bm, enum qcow2_ctype t)
+{
+    const struct qcow2_state *s = c->s;
+    return (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) && !(e & QCOW2_L2E_STD_RESERVED) &&
+           !((bm >> 32) & bm) && !(e & QCOW2_L2E_OFFSET_MASK & s->cluster_offset_mask) &&
+           !s->data_file_name;
+}
+
+/* Counts @k references to each of clusters [q, q + n) when that needs no
+ * message: inside the file and no counter overflows.  false (nothing
+ * counted) otherwise. */
+static bool inc_run_quiet(struct chk *c, uint64_t q, uint64_t n, uint64_t k)
+{
+    struct qcow2_state *s = c->s;
+    if ((int64_t)((q + n) << s->cluster_bits) - c->file_len >= (int64_t)s->cluster_size)
+        return false;
+    if (imrt_grow(c, q + n) < 0)
+        return false;
+    if (c->v16) {
+        uint16_t *v = c->v16 + q;
+        for (uint64_t m = 0; m < n; m++)
+            if (c->max - v[m] < k)
+                return false;
+        for (uint64_t m = 0; m < n; m++)
+            v[m] = (uint16_t)(v[m] + k);
+    } else {
+        uint64_t *v = c->v64 + q;
+        for (uint64_t m = 0; m < n; m++)
+            if (c->max - v[m] < k)
+                return false;
+        for (uint64_t m = 0; m < n; m++)
+            v[m] += k;
+    }
+    return true;
+}
+
 static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
 {
     struct qcow2_state *s = c->s;
@@ -373,104 +520,52 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
     set_where(c, false, "L2 table at 0x%" PRIx64, l2off);
     int ret = read_raw(c, l2, s->cluster_size, l2off, "check_refcounts_l2");
     uint64_t next = 0;
-    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)",
-     * formatted (AT) only when a message is printed */
-    char atb[CHK_WHERE_MAX];
-#define AT l2_at(atb, sizeof(atb), s, l2off, j, active)
-    for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
-        uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
-        enum qcow2_ctype t = qcow2_cluster_type(s, e);
-        if (t == QCOW2_CT_UNALLOCATED && !bm)
-            continue;
-        if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
-            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, AT);
-            c->res->corruptions += (int64_t)k;
+    /* plain data entries [run_j, run_j + run_n) referencing clusters
+     * [run_q, run_q + run_n): counted at once when quiet, else entry by
+     * entry; flushed before any other entry, so findings keep their order */
+    uint32_t run_j = 0;
+    uint64_t run_q = 0, run_n = 0;
+    for (uint32_t j = 0; ret == 0 && j <= s->l2_entries; j++) {
+        uint64_t e = 0, bm = 0;
+        enum qcow2_ctype t = QCOW2_CT_UNALLOCATED;
+        bool plain = false;
+        if (j < s->l2_entries) {
+            e = qcow2_l2_get(s, l2, j);
+            bm = qcow2_l2_get_bitmap(s, l2, j);
+            t = qcow2_cluster_type(s, e);
+            if (t == QCOW2_CT_UNALLOCATED && !bm)
+                continue;
+            plain = plain_data_entry(c, e, bm, t);
+            if (plain && run_n && j == run_j + run_n &&
+                ((e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits) == run_q + run_n) {
+                run_n++;
+                continue;
+            }
         }
-        switch (t) {
-        case QCOW2_CT_COMPRESSED: {
-            if (e & QCOW2_OFLAG_COPIED) {
-                say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-                    "compressed clusters (%s)", e & s->coffset_mask, AT);
-                e &= ~QCOW2_OFLAG_COPIED;
-                c->res->corruptions += (int64_t)k;
-            }
-            if (s->data_file_name) {
-                say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
-                    " (%s)", j, e, AT);
-                c->res->corruptions += (int64_t)k;
-                break;
-            }
-            if (bm) {
-                say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
-                    "bitmap, entry=0x%" PRIx64 " (%s)", j, e, AT);
-                c->res->corruptions += (int64_t)k;
-                break;
-            }
-            uint64_t coff, csize;
-            qcow2_parse_compressed(s, e, &coff, &csize);
-            set_where_l2(c, false, "compressed data of", l2off, j, active);
-            ret = inc_k(c, coff, csize, k);
-            if (active) {
-                c->res->allocated_clusters++;
-                c->res->compressed_clusters++;
-                c->res->fragmented_clusters++;
-            }
-            break;
-        }
-        case QCOW2_CT_NORMAL:
-        case QCOW2_CT_ZERO_ALLOC: {
-            uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
-            if ((bm >> 32) & bm) {
-                c->res->corruptions += (int64_t)k;
-                say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-                    "allocation bitmap (%s)", off, AT);
-            }
-            if (off & s->cluster_offset_mask) {
-                bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
-                                      : !(e & QCOW2_OFLAG_ZERO);
-                c->res->corruptions += (int64_t)k;
-                if (!data) {
-                    say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
-                        "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, AT);
-                    if (c->fix & IC_FIX_ERRORS) {
-                        if (zero_alloc_repair(c, l2off, j) == 0) {
-                            c->res->corruptions -= (int64_t)k;
-                            c->res->corruptions_fixed++;
-                            continue;
-                        }
-                        c->res->check_errors++;
-                    } else if (c->would_fix & IC_FIX_ERRORS) {
-                        continue; /* dry run: no reference, as after the repair */
-                    }
-                } else {
-                    say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
-                        "entry corrupted. (%s)", off, AT);
+        if (run_n) {
+            if (inc_run_quiet(c, run_q, run_n, k)) {
+                if (active) {
+                    c->res->allocated_clusters += (int64_t)run_n;
+                    if (next && (run_q << s->cluster_bits) != next)
+                        c->res->fragmented_clusters++;
+                    next = (run_q + run_n) << s->cluster_bits;
                 }
+            } else {
+                for (uint32_t m = 0; ret == 0 && m < run_n; m++)
+                    ret = walk_l2_entry(c, l2, l2off, run_j + m, active, k, &next);
             }
-            if (active) {
-                c->res->allocated_clusters++;
-                if (next && off != next)
-                    c->res->fragmented_clusters++;
-                next = off + s->cluster_size;
-            }
-            set_where_l2(c, true, t == QCOW2_CT_NORMAL ? "data cluster of" :
-                         "preallocated zero cluster of", l2off, j, active);
-            if (!s->data_file_name)
-                ret = inc_k(c, off, s->cluster_size, k);
-            break;
+            run_n = 0;
         }
-        case QCOW2_CT_ZERO_PLAIN:
+        if (ret < 0 || j == s->l2_entries)
             break;
-        case QCOW2_CT_UNALLOCATED:
-            if (bm & QCOW2_BITMAP_ALL_ALLOC) {
-                c->res->corruptions += (int64_t)k;
-                say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
-                    AT);
-            }
-            break;
+        if (plain) {
+            run_j = j;
+            run_q = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+            run_n = 1;
+        } else {
+            ret = walk_l2_entry(c, l2, l2off, j, active, k, &next);
         }
     }
-#undef AT
     free(l2);
     return ret;
 }
