@@ -362,6 +362,153 @@ static int zero_alloc_repair(struct chk *c, uint64_t l2off, uint32_t j)
     return ret;
 }
 
+/* One entry of the L2 table @l2 at @l2off, reached from @k L1 entries:
+ * its findings and references (qemu's check_refcounts_l2 loop body).
+ * *next: where the next cluster of the active tree would follow without
+ * fragmentation. */
+static int walk_l2_entry(struct chk *c, const uint8_t *l2, uint64_t l2off, uint32_t j,
+                         bool active, uint64_t k, uint64_t *next)
+{
+    struct qcow2_state *s = c->s;
+    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)",
+     * formatted (AT) only when a message is printed */
+    char atb[CHK_WHERE_MAX];
+#define AT l2_at(atb, sizeof(atb), s, l2off, j, active)
+    uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
+    enum qcow2_ctype t = qcow2_cluster_type(s, e);
+    int ret = 0;
+    if (t == QCOW2_CT_UNALLOCATED && !bm)
+        return 0;
+    if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
+        say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, AT);
+        c->res->corruptions += (int64_t)k;
+    }
+    switch (t) {
+    case QCOW2_CT_COMPRESSED: {
+        if (e & QCOW2_OFLAG_COPIED) {
+            say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                "compressed clusters (%s)", e & s->coffset_mask, AT);
+            e &= ~QCOW2_OFLAG_COPIED;
+            c->res->corruptions += (int64_t)k;
+        }
+        if (s->data_file_name) {
+            say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
+                " (%s)", j, e, AT);
+            c->res->corruptions += (int64_t)k;
+            break;
+        }
+        if (bm) {
+            say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
+                "bitmap, entry=0x%" PRIx64 " (%s)", j, e, AT);
+            c->res->corruptions += (int64_t)k;
+            break;
+        }
+        uint64_t coff, csize;
+        qcow2_parse_compressed(s, e, &coff, &csize);
+        set_where_l2(c, false, "compressed data of", l2off, j, active);
+        ret = inc_k(c, coff, csize, k);
+        if (active) {
+            c->res->allocated_clusters++;
+            c->res->compressed_clusters++;
+            c->res->fragmented_clusters++;
+        }
+        break;
+    }
+    case QCOW2_CT_NORMAL:
+    case QCOW2_CT_ZERO_ALLOC: {
+        uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        if ((bm >> 32) & bm) {
+            c->res->corruptions += (int64_t)k;
+            say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                "allocation bitmap (%s)", off, AT);
+        }
+        if (off & s->cluster_offset_mask) {
+            bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
+                                  : !(e & QCOW2_OFLAG_ZERO);
+            c->res->corruptions += (int64_t)k;
+            if (!data) {
+                say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                    "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, AT);
+                if (c->fix & IC_FIX_ERRORS) {
+                    if (zero_alloc_repair(c, l2off, j) == 0) {
+                        c->res->corruptions -= (int64_t)k;
+                        c->res->corruptions_fixed++;
+                        return 0;
+                    }
+                    c->res->check_errors++;
+                } else if (c->would_fix & IC_FIX_ERRORS) {
+                    return 0; /* dry run: no reference, as after the repair */
+                }
+            } else {
+                say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
+                    "entry corrupted. (%s)", off, AT);
+            }
+        }
+        if (active) {
+            c->res->allocated_clusters++;
+            if (*next && off != *next)
+                c->res->fragmented_clusters++;
+            *next = off + s->cluster_size;
+        }
+        set_where_l2(c, true, t == QCOW2_CT_NORMAL ? "data cluster of" :
+                     "preallocated zero cluster of", l2off, j, active);
+        if (!s->data_file_name)
+            ret = inc_k(c, off, s->cluster_size, k);
+        break;
+    }
+    case QCOW2_CT_ZERO_PLAIN:
+        break;
+    case QCOW2_CT_UNALLOCATED:
+        if (bm & QCOW2_BITMAP_ALL_ALLOC) {
+            c->res->corruptions += (int64_t)k;
+            say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
+                AT);
+        }
+        break;
+    }
+#undef AT
+    return ret;
+}
+
+/* Whether entry @e (bitmap @bm, type @t) is a plain reference to a data
+ * cluster: no finding of its own, counted as one reference to one whole
+ * cluster.  walk_l2 batches such entries. */
+static bool plain_data_entry(const struct chk *c, uint64_t e, uint64_t bm, enum qcow2_ctype t)
+{
+    const struct qcow2_state *s = c->s;
+    return (t == QCOW2_CT_NORMAL || t == QCOW2_CT_ZERO_ALLOC) && !(e & QCOW2_L2E_STD_RESERVED) &&
+           !((bm >> 32) & bm) && !(e & QCOW2_L2E_OFFSET_MASK & s->cluster_offset_mask) &&
+           !s->data_file_name;
+}
+
+/* Counts @k references to each of clusters [q, q + n) when that needs no
+ * message: inside the file and no counter overflows.  false (nothing
+ * counted) otherwise. */
+static bool inc_run_quiet(struct chk *c, uint64_t q, uint64_t n, uint64_t k)
+{
+    struct qcow2_state *s = c->s;
+    if ((int64_t)((q + n) << s->cluster_bits) - c->file_len >= (int64_t)s->cluster_size)
+        return false;
+    if (imrt_grow(c, q + n) < 0)
+        return false;
+    if (c->v16) {
+        uint16_t *v = c->v16 + q;
+        for (uint64_t m = 0; m < n; m++)
+            if (c->max - v[m] < k)
+                return false;
+        for (uint64_t m = 0; m < n; m++)
+            v[m] = (uint16_t)(v[m] + k);
+    } else {
+        uint64_t *v = c->v64 + q;
+        for (uint64_t m = 0; m < n; m++)
+            if (c->max - v[m] < k)
+                return false;
+        for (uint64_t m = 0; m < n; m++)
+            v[m] += k;
+    }
+    return true;
+}
+
 static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
 {
     struct qcow2_state *s = c->s;
@@ -373,104 +520,52 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
     set_where(c, false, "L2 table at 0x%" PRIx64, l2off);
     int ret = read_raw(c, l2, s->cluster_size, l2off, "check_refcounts_l2");
     uint64_t next = 0;
-    /* every message names the entry: "L2 table at 0x40000 entry 3 (at 0x40018)",
-     * formatted (AT) only when a message is printed */
-    char atb[CHK_WHERE_MAX];
-#define AT l2_at(atb, sizeof(atb), s, l2off, j, active)
-    for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
-        uint64_t e = qcow2_l2_get(s, l2, j), bm = qcow2_l2_get_bitmap(s, l2, j);
-        enum qcow2_ctype t = qcow2_cluster_type(s, e);
-        if (t == QCOW2_CT_UNALLOCATED && !bm)
-            continue;
-        if (t != QCOW2_CT_COMPRESSED && (e & QCOW2_L2E_STD_RESERVED)) {
-            say(c, "ERROR found l2 entry with reserved bits set: %" PRIx64 " (%s)", e, AT);
-            c->res->corruptions += (int64_t)k;
+    /* plain data entries [run_j, run_j + run_n) referencing clusters
+     * [run_q, run_q + run_n): counted at once when quiet, else entry by
+     * entry; flushed before any other entry, so findings keep their order */
+    uint32_t run_j = 0;
+    uint64_t run_q = 0, run_n = 0;
+    for (uint32_t j = 0; ret == 0 && j <= s->l2_entries; j++) {
+        uint64_t e = 0, bm = 0;
+        enum qcow2_ctype t = QCOW2_CT_UNALLOCATED;
+        bool plain = false;
+        if (j < s->l2_entries) {
+            e = qcow2_l2_get(s, l2, j);
+            bm = qcow2_l2_get_bitmap(s, l2, j);
+            t = qcow2_cluster_type(s, e);
+            if (t == QCOW2_CT_UNALLOCATED && !bm)
+                continue;
+            plain = plain_data_entry(c, e, bm, t);
+            if (plain && run_n && j == run_j + run_n &&
+                ((e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits) == run_q + run_n) {
+                run_n++;
+                continue;
+            }
         }
-        switch (t) {
-        case QCOW2_CT_COMPRESSED: {
-            if (e & QCOW2_OFLAG_COPIED) {
-                say(c, "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
-                    "compressed clusters (%s)", e & s->coffset_mask, AT);
-                e &= ~QCOW2_OFLAG_COPIED;
-                c->res->corruptions += (int64_t)k;
-            }
-            if (s->data_file_name) {
-                say(c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64
-                    " (%s)", j, e, AT);
-                c->res->corruptions += (int64_t)k;
-                break;
-            }
-            if (bm) {
-                say(c, "ERROR compressed cluster %" PRIu32 " with non-zero subcluster allocation "
-                    "bitmap, entry=0x%" PRIx64 " (%s)", j, e, AT);
-                c->res->corruptions += (int64_t)k;
-                break;
-            }
-            uint64_t coff, csize;
-            qcow2_parse_compressed(s, e, &coff, &csize);
-            set_where_l2(c, false, "compressed data of", l2off, j, active);
-            ret = inc_k(c, coff, csize, k);
-            if (active) {
-                c->res->allocated_clusters++;
-                c->res->compressed_clusters++;
-                c->res->fragmented_clusters++;
-            }
-            break;
-        }
-        case QCOW2_CT_NORMAL:
-        case QCOW2_CT_ZERO_ALLOC: {
-            uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
-            if ((bm >> 32) & bm) {
-                c->res->corruptions += (int64_t)k;
-                say(c, "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
-                    "allocation bitmap (%s)", off, AT);
-            }
-            if (off & s->cluster_offset_mask) {
-                bool data = s->ext_l2 ? !!(bm & QCOW2_BITMAP_ALL_ALLOC)
-                                      : !(e & QCOW2_OFLAG_ZERO);
-                c->res->corruptions += (int64_t)k;
-                if (!data) {
-                    say(c, "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
-                        "aligned; L2 entry corrupted. (%s)", verb(c, IC_FIX_ERRORS), off, AT);
-                    if (c->fix & IC_FIX_ERRORS) {
-                        if (zero_alloc_repair(c, l2off, j) == 0) {
-                            c->res->corruptions -= (int64_t)k;
-                            c->res->corruptions_fixed++;
-                            continue;
-                        }
-                        c->res->check_errors++;
-                    } else if (c->would_fix & IC_FIX_ERRORS) {
-                        continue; /* dry run: no reference, as after the repair */
-                    }
-                } else {
-                    say(c, "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; L2 "
-                        "entry corrupted. (%s)", off, AT);
+        if (run_n) {
+            if (inc_run_quiet(c, run_q, run_n, k)) {
+                if (active) {
+                    c->res->allocated_clusters += (int64_t)run_n;
+                    if (next && (run_q << s->cluster_bits) != next)
+                        c->res->fragmented_clusters++;
+                    next = (run_q + run_n) << s->cluster_bits;
                 }
+            } else {
+                for (uint32_t m = 0; ret == 0 && m < run_n; m++)
+                    ret = walk_l2_entry(c, l2, l2off, run_j + m, active, k, &next);
             }
-            if (active) {
-                c->res->allocated_clusters++;
-                if (next && off != next)
-                    c->res->fragmented_clusters++;
-                next = off + s->cluster_size;
-            }
-            set_where_l2(c, true, t == QCOW2_CT_NORMAL ? "data cluster of" :
-                         "preallocated zero cluster of", l2off, j, active);
-            if (!s->data_file_name)
-                ret = inc_k(c, off, s->cluster_size, k);
-            break;
+            run_n = 0;
         }
-        case QCOW2_CT_ZERO_PLAIN:
+        if (ret < 0 || j == s->l2_entries)
             break;
-        case QCOW2_CT_UNALLOCATED:
-            if (bm & QCOW2_BITMAP_ALL_ALLOC) {
-                c->res->corruptions += (int64_t)k;
-                say(c, "ERROR: Unallocated cluster has non-zero subcluster allocation map (%s)",
-                    AT);
-            }
-            break;
+        if (plain) {
+            run_j = j;
+            run_q = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+            run_n = 1;
+        } else {
+            ret = walk_l2_entry(c, l2, l2off, j, active, k, &next);
         }
     }
-#undef AT
     free(l2);
     return ret;
 }
@@ -932,6 +1027,41 @@ static void rc_loc(const struct chk *c, uint64_t k, char *buf, size_t len)
                  PRIu32, host, (uint64_t)(c->rt[rt] & QCOW2_REFT_OFFSET_MASK), i);
 }
 
+/* How many clusters from @k on, inside @k's refcount block, have the
+ * on-disk refcount the IMRT computed (c->highest follows the last nonzero
+ * one): compare's fast path, one loop over a block.  0 when the block
+ * cannot be read here or cluster @k differs; compare's per-cluster path
+ * then reports it. */
+static uint64_t matching_run(struct chk *c, uint64_t k)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t rt = k >> s->refblock_bits;
+    if (rt >= c->rt_size)
+        return 0;
+    uint64_t off = c->rt[rt] & QCOW2_REFT_OFFSET_MASK, r1;
+    if (!off || disk_refcount(c, k, &r1) < 0)
+        return 0;
+    uint32_t i = (uint32_t)(k & (s->refblock_entries - 1));
+    uint64_t n = IC_MIN((uint64_t)(s->refblock_entries - i), c->nb - k), m = 0;
+    if (s->refcount_bits == 16 && c->v16) {
+        const uint8_t *p = c->rb + 2 * (size_t)i;
+        const uint16_t *v = c->v16 + k;
+        for (; m < n && ic_load_be16(p + 2 * m) == v[m]; m++)
+            ;
+    } else {
+        for (; m < n && qcow2_refblock_get(s, c->rb, i + (uint32_t)m) == imrt_get(c, k + m); m++)
+            ;
+    }
+    /* the last cluster of the run with a nonzero refcount */
+    for (uint64_t q = m; q > 0; q--) {
+        if (imrt_get(c, k + q - 1)) {
+            c->highest = k + q - 1;
+            break;
+        }
+    }
+    return m;
+}
+
 /* compare_refcounts; with @fix, mismatches the mode allows are repaired
  * in place through the engine (design note 4). */
 static int compare(struct chk *c, unsigned fix)
@@ -949,6 +1079,11 @@ static int compare(struct chk *c, unsigned fix)
     }
     bool would_none = leaks_only && c->rebuild;
     for (uint64_t i = 0; i < c->nb; i++) {
+        uint64_t n = matching_run(c, i);
+        if (n) {
+            i += n - 1;
+            continue;
+        }
         uint64_t r1, r2 = imrt_get(c, i);
         int ret = disk_refcount(c, i, &r1);
         if (ret < 0) {
@@ -1052,6 +1187,52 @@ static int copied_one(struct chk *c, bool repair, bool dry_repair, bool l2, uint
     return now;
 }
 
+/* Whether clusters [k, k + n) all have refcount 1 on disk (@copied) or
+ * none has, and the check judges COPIED flags by the refcounts on disk
+ * (not a dry run), so that none of their entries is wrong: check_copied's
+ * fast path.  false whenever in doubt (the per-entry path decides). */
+static bool run_agrees(struct chk *c, uint64_t k, uint64_t n, bool copied)
+{
+    struct qcow2_state *s = c->s;
+    if (s->data_file_name || (!c->fix && c->would_fix))
+        return false;
+    while (n) {
+        uint64_t rt = k >> s->refblock_bits, r1;
+        if (rt >= c->rt_size || !(c->rt[rt] & QCOW2_REFT_OFFSET_MASK) ||
+            disk_refcount(c, k, &r1) < 0)
+            return false;
+        uint32_t i = (uint32_t)(k & (s->refblock_entries - 1));
+        uint32_t m = (uint32_t)IC_MIN(n, (uint64_t)(s->refblock_entries - i));
+        if (qcow2_refblock_count(s, c->rb, i, m, 1) != (copied ? m : 0))
+            return false;
+        k += m;
+        n -= m;
+    }
+    return true;
+}
+
+/* The COPIED flags of the data entries [j0, j1) of the active L2 table
+ * @l2 at @l2off, one by one; returns how many are wrong now. */
+static int64_t copied_entries(struct chk *c, bool repair, bool dry_repair, const uint8_t *l2,
+                              uint64_t l2off, uint32_t j0, uint32_t j1)
+{
+    struct qcow2_state *s = c->s;
+    int64_t found = 0;
+    for (uint32_t j = j0; j < j1; j++) {
+        uint64_t e = qcow2_l2_get(s, l2, j), rc;
+        enum qcow2_ctype t = qcow2_cluster_type(s, e);
+        if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
+            continue;
+        uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+        rc = 1;
+        if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
+            continue;
+        found += copied_one(c, repair, dry_repair, true, j, e, l2off, rc,
+                            s->data_file_name ? rc : rc_after(c, k, rc));
+    }
+    return found;
+}
+
 /* check_oflag_copied: counts, and with @repair fixes through the engine.
  * @dry_repair: a dry run of a repair that would fix them. */
 static int check_copied(struct chk *c, bool repair, bool dry_repair)
@@ -1073,17 +1254,31 @@ static int check_copied(struct chk *c, bool repair, bool dry_repair)
             c->res->check_errors++;
             return -EIO;
         }
-        for (uint32_t j = 0; j < s->l2_entries; j++) {
-            uint64_t e = qcow2_l2_get(s, l2, j);
-            enum qcow2_ctype t = qcow2_cluster_type(s, e);
-            if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
-                continue;
-            uint64_t k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
-            rc = 1;
-            if (!s->data_file_name && disk_refcount(c, k, &rc) < 0)
-                continue;
-            found += copied_one(c, repair, dry_repair, true, j, e, l2off, rc,
-                                s->data_file_name ? rc : rc_after(c, k, rc));
+        /* data entries [run_j, j) map clusters [run_k, run_k + run_n) with
+         * one COPIED state; a run that agrees with the refcounts is
+         * skipped whole, any other goes entry by entry */
+        uint32_t run_j = 0;
+        uint64_t run_k = 0, run_n = 0;
+        bool run_copied = false;
+        for (uint32_t j = 0; j <= s->l2_entries; j++) {
+            uint64_t e = 0, k = 0;
+            if (j < s->l2_entries) {
+                e = qcow2_l2_get(s, l2, j);
+                enum qcow2_ctype t = qcow2_cluster_type(s, e);
+                if (t != QCOW2_CT_NORMAL && t != QCOW2_CT_ZERO_ALLOC)
+                    continue;
+                k = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+                if (run_n && k == run_k + run_n && !!(e & QCOW2_OFLAG_COPIED) == run_copied) {
+                    run_n++;
+                    continue;
+                }
+            }
+            if (run_n && !run_agrees(c, run_k, run_n, run_copied))
+                found += copied_entries(c, repair, dry_repair, l2, l2off, run_j, j);
+            run_j = j;
+            run_k = k;
+            run_n = 1;
+            run_copied = !!(e & QCOW2_OFLAG_COPIED);
         }
     }
     if (!found)

@@ -95,41 +95,6 @@
 
 /* ---- entry helpers ----------------------------------------------------------- */
 
-uint64_t qcow2_l2_get(const struct qcow2_state *s, const uint8_t *l2, uint32_t i)
-{
-    return ic_load_be64(l2 + (size_t)i * s->l2_entry_size);
-}
-
-uint64_t qcow2_l2_get_bitmap(const struct qcow2_state *s, const uint8_t *l2, uint32_t i)
-{
-    return s->ext_l2 ? ic_load_be64(l2 + (size_t)i * 16 + 8) : 0;
-}
-
-void qcow2_l2_set(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t entry)
-{
-    ic_store_be64(l2 + (size_t)i * s->l2_entry_size, entry);
-}
-
-void qcow2_l2_set_bitmap(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t bm)
-{
-    if (s->ext_l2)
-        ic_store_be64(l2 + (size_t)i * 16 + 8, bm);
-}
-
-enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, uint64_t e)
-{
-    if (e & QCOW2_OFLAG_COMPRESSED)
-        return QCOW2_CT_COMPRESSED;
-    uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
-    if ((e & QCOW2_OFLAG_ZERO) && !s->ext_l2)
-        return off ? QCOW2_CT_ZERO_ALLOC : QCOW2_CT_ZERO_PLAIN;
-    if (off)
-        return QCOW2_CT_NORMAL;
-    if (s->data_file && (e & QCOW2_OFLAG_COPIED))
-        return QCOW2_CT_NORMAL;
-    return QCOW2_CT_UNALLOCATED;
-}
-
 enum qcow2_sctype qcow2_subcluster_type(const struct qcow2_state *s, uint64_t e, uint64_t bm,
                                         uint32_t sc)
 {

@@ -6,8 +6,9 @@
  *  Owns the reftable and the refblocks.
  *  1. The reftable is loaded lazily, on the first refcount query: opening
  *     an image for reading never touches it.
- *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set: sub-byte
- *     widths pack LSB first, widths >= 8 are big-endian.
+ *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set (inline
+ *     in qcow2.h): sub-byte widths pack LSB first, widths >= 8 are
+ *     big-endian.
  *  3. Ordering (docs/architecture.md, crash ordering): increments are made before any
  *     reference reaches disk (the L2 cache depends on the refblock cache
  *     and flushes in between, qcow2-cache.c); decrements are queued and
@@ -55,51 +56,112 @@
  * than this many clusters past the end of the file are refused. */
 #define QCOW2_REBUILD_MAX_PAST_EOF (1ull << 24)
 
-/* ---- entry accessors ------------------------------------------------------- */
+/* ---- runs of entries ---------------------------------------------------------- */
 
-uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb, uint32_t i)
+/* Entry @i of a refblock whose width @bits (8, 16, 32 or 64) is a
+ * compile-time constant at every call below, so each run loop is compiled
+ * for one width with the width switch folded away. */
+static inline __attribute__((always_inline)) uint64_t rb_load(const uint8_t *rb, uint32_t i,
+                                                              unsigned bits)
 {
-    switch (s->refcount_bits) {
-    case 1: case 2: case 4: {
-        uint32_t bits = s->refcount_bits;
-        uint32_t per = 8 / bits;
-        return (rb[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1);
-    }
-    case 8:
-        return rb[i];
-    case 16:
-        return ic_load_be16(rb + 2 * (size_t)i);
-    case 32:
-        return ic_load_be32(rb + 4 * (size_t)i);
-    default:
-        return ic_load_be64(rb + 8 * (size_t)i);
+    switch (bits) {
+    case 8: return rb[i];
+    case 16: return ic_load_be16(rb + 2 * (size_t)i);
+    case 32: return ic_load_be32(rb + 4 * (size_t)i);
+    default: return ic_load_be64(rb + 8 * (size_t)i);
     }
 }
 
-void qcow2_refblock_set(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint64_t v)
+static inline __attribute__((always_inline)) void rb_store(uint8_t *rb, uint32_t i, uint64_t v,
+                                                           unsigned bits)
+{
+    switch (bits) {
+    case 8: rb[i] = (uint8_t)v; break;
+    case 16: ic_store_be16(rb + 2 * (size_t)i, (uint16_t)v); break;
+    case 32: ic_store_be32(rb + 4 * (size_t)i, (uint32_t)v); break;
+    default: ic_store_be64(rb + 8 * (size_t)i, v); break;
+    }
+}
+
+static inline __attribute__((always_inline)) uint32_t
+rb_add_run_w(uint8_t *rb, uint32_t i, uint32_t n, bool dec, uint64_t mag, uint64_t max,
+             uint64_t *freed, unsigned bits)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t v = rb_load(rb, i + k, bits);
+        if (dec) {
+            if (v < mag)
+                return k;
+            v -= mag;
+            if (!v && freed)
+                freed[(i + k) / 64] |= 1ull << ((i + k) % 64);
+        } else {
+            if (mag > max - v)
+                return k;
+            v += mag;
+        }
+        rb_store(rb, i + k, v, bits);
+    }
+    return n;
+}
+
+static inline __attribute__((always_inline)) uint32_t
+rb_count_w(const uint8_t *rb, uint32_t i, uint32_t n, uint64_t value, unsigned bits)
+{
+    uint32_t cnt = 0;
+    for (uint32_t k = 0; k < n; k++)
+        cnt += rb_load(rb, i + k, bits) == value;
+    return cnt;
+}
+
+uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
+                                int64_t delta, uint64_t *freed)
+{
+    bool dec = delta < 0;
+    uint64_t mag = dec ? -(uint64_t)delta : (uint64_t)delta, max = s->refcount_max;
+    switch (s->refcount_bits) {
+    case 8:
+        return dec ? rb_add_run_w(rb, i, n, true, mag, max, freed, 8)
+                   : rb_add_run_w(rb, i, n, false, mag, max, freed, 8);
+    case 16:
+        return dec ? rb_add_run_w(rb, i, n, true, mag, max, freed, 16)
+                   : rb_add_run_w(rb, i, n, false, mag, max, freed, 16);
+    case 32:
+        return dec ? rb_add_run_w(rb, i, n, true, mag, max, freed, 32)
+                   : rb_add_run_w(rb, i, n, false, mag, max, freed, 32);
+    case 64:
+        return dec ? rb_add_run_w(rb, i, n, true, mag, max, freed, 64)
+                   : rb_add_run_w(rb, i, n, false, mag, max, freed, 64);
+    default:
+        break;
+    }
+    /* sub-byte widths: several entries share a byte */
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t v = qcow2_refblock_get(s, rb, i + k);
+        if (dec ? v < mag : mag > max - v)
+            return k;
+        v = dec ? v - mag : v + mag;
+        if (dec && !v && freed)
+            freed[(i + k) / 64] |= 1ull << ((i + k) % 64);
+        qcow2_refblock_set(s, rb, i + k, v);
+    }
+    return n;
+}
+
+uint32_t qcow2_refblock_count(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                              uint32_t n, uint64_t value)
 {
     switch (s->refcount_bits) {
-    case 1: case 2: case 4: {
-        uint32_t bits = s->refcount_bits;
-        uint32_t per = 8 / bits;
-        uint32_t shift = (i % per) * bits;
-        uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
-        rb[i / per] = (uint8_t)((rb[i / per] & ~mask) | ((v << shift) & mask));
-        break;
+    case 8: return rb_count_w(rb, i, n, value, 8);
+    case 16: return rb_count_w(rb, i, n, value, 16);
+    case 32: return rb_count_w(rb, i, n, value, 32);
+    case 64: return rb_count_w(rb, i, n, value, 64);
+    default: break;
     }
-    case 8:
-        rb[i] = (uint8_t)v;
-        break;
-    case 16:
-        ic_store_be16(rb + 2 * (size_t)i, (uint16_t)v);
-        break;
-    case 32:
-        ic_store_be32(rb + 4 * (size_t)i, (uint32_t)v);
-        break;
-    default:
-        ic_store_be64(rb + 8 * (size_t)i, v);
-        break;
-    }
+    uint32_t cnt = 0;
+    for (uint32_t k = 0; k < n; k++)
+        cnt += qcow2_refblock_get(s, rb, i + k) == value;
+    return cnt;
 }
 
 /* ---- reftable ---------------------------------------------------------------- */

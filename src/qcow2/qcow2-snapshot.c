@@ -169,6 +169,25 @@ struct txn_rb {
     bool loaded, dirty;
 };
 
+/* The data entries of an L2 table as runs of clusters that follow each
+ * other on the host with the same COPIED flag, in entry order.  tree_delta
+ * records one for every table it reads, so that fix_active_tree can check
+ * a table it has seen against the refcounts without reading it again.
+ * Tables are never modified during a transaction (a table that changes is
+ * copied), so the summary of an offset stays true. */
+#define L2_SUMMARY_RUNS 4
+struct l2_run {
+    uint64_t start;         /* first host cluster */
+    uint32_t len;
+    bool copied;            /* every entry of the run has COPIED */
+};
+
+struct l2_summary {
+    uint64_t off;           /* the table's host offset; 0 = empty slot */
+    uint32_t nb_runs;       /* > L2_SUMMARY_RUNS: too fragmented, not kept */
+    struct l2_run run[L2_SUMMARY_RUNS];
+};
+
 struct txn {
     struct ic_image *img;
     struct qcow2_state *s;
@@ -178,6 +197,8 @@ struct txn {
     uint64_t rt_off, rt_clusters;
     uint8_t *l2buf;
     uint64_t file_clusters;
+    struct l2_summary *sum; /* open addressing by offset; NULL = none yet */
+    uint64_t sum_cap, sum_nb;
 };
 
 static void txn_free(struct txn *t)
@@ -188,7 +209,60 @@ static void txn_free(struct txn *t)
     }
     free(t->rb);
     free(t->l2buf);
+    free(t->sum);
     memset(t, 0, sizeof(*t));
+}
+
+static uint64_t summary_slot(const struct txn *t, uint64_t off)
+{
+    uint64_t h = (off >> t->s->cluster_bits) * 0x9e3779b97f4a7c15ull;
+    uint64_t i = (h >> 32) & (t->sum_cap - 1);
+    while (t->sum[i].off && t->sum[i].off != off)
+        i = (i + 1) & (t->sum_cap - 1);
+    return i;
+}
+
+static const struct l2_summary *summary_find(const struct txn *t, uint64_t off)
+{
+    if (!t->sum)
+        return NULL;
+    const struct l2_summary *e = &t->sum[summary_slot(t, off)];
+    return e->off == off && e->nb_runs <= L2_SUMMARY_RUNS ? e : NULL;
+}
+
+/* Keeps @sm (a summary of the table at sm->off).  Summaries are an
+ * optimisation only: without memory, none is kept. */
+static void summary_keep(struct txn *t, const struct l2_summary *sm)
+{
+    if (sm->nb_runs > L2_SUMMARY_RUNS)
+        return;
+    if ((t->sum_nb + 1) * 2 > t->sum_cap) {
+        uint64_t ncap = t->sum_cap ? t->sum_cap * 2 : 64;
+        struct l2_summary *old = t->sum, *nv = calloc((size_t)ncap, sizeof(*nv));
+        if (!nv)
+            return;
+        uint64_t ocap = t->sum_cap;
+        t->sum = nv;
+        t->sum_cap = ncap;
+        for (uint64_t i = 0; i < ocap; i++)
+            if (old[i].off)
+                t->sum[summary_slot(t, old[i].off)] = old[i];
+        free(old);
+    }
+    struct l2_summary *e = &t->sum[summary_slot(t, sm->off)];
+    if (!e->off) {
+        *e = *sm;
+        t->sum_nb++;
+    }
+}
+
+/* Appends a run to @sm (counting past the limit marks it too fragmented). */
+static void summary_add_run(struct l2_summary *sm, uint64_t start, uint64_t len, bool copied)
+{
+    if (sm->nb_runs < L2_SUMMARY_RUNS)
+        sm->run[sm->nb_runs] = (struct l2_run){ start, (uint32_t)len, copied };
+    if (sm->nb_runs <= L2_SUMMARY_RUNS)
+        sm->nb_runs++;
 }
 
 /* Flushes the engine, validates the reftable and prepares an empty txn. */
@@ -314,18 +388,37 @@ static int txn_add(struct txn *t, uint64_t c, int64_t delta, ic_error **errp)
     return 0;
 }
 
+/* txn_add for clusters [c, c + n), one refcount block at a time: the
+ * same refcounts, and on failure the same error (txn_add reports the first
+ * cluster that cannot take @delta), as cluster by cluster. */
+static int txn_add_run(struct txn *t, uint64_t c, uint64_t n, int64_t delta, ic_error **errp)
+{
+    struct qcow2_state *s = t->s;
+    while (n) {
+        struct txn_rb *rb;
+        int ret = txn_rb_get(t, c >> s->refblock_bits, &rb, errp);
+        if (ret < 0)
+            return ret;
+        uint32_t i = (uint32_t)(c & (s->refblock_entries - 1));
+        uint32_t m = (uint32_t)IC_MIN(n, (uint64_t)(s->refblock_entries - i));
+        uint32_t done = qcow2_refblock_add_run(s, rb->buf, i, m, delta, rb->freed);
+        if (done)
+            rb->dirty = true;
+        if (done < m)
+            return txn_add(t, c + done, delta, errp);
+        c += m;
+        n -= m;
+    }
+    return 0;
+}
+
 static int txn_add_range(struct txn *t, uint64_t off, uint64_t len, int64_t delta,
                          ic_error **errp)
 {
     if (!len)
         return 0;
     uint64_t first = off >> t->s->cluster_bits, last = (off + len - 1) >> t->s->cluster_bits;
-    for (uint64_t c = first; c <= last; c++) {
-        int ret = txn_add(t, c, delta, errp);
-        if (ret < 0)
-            return ret;
-    }
-    return 0;
+    return txn_add_run(t, first, last - first + 1, delta, errp);
 }
 
 static int txn_is_free(struct txn *t, uint64_t c, bool *is_free, ic_error **errp)
@@ -404,7 +497,9 @@ static int read_l2(struct txn *t, uint64_t off, ic_error **errp)
 
 /* Adds @delta to every reference the tree under @l1 holds (qcow2's
  * counting rule): each L2 table once per L1 entry, each data cluster once
- * per L2 entry, each host cluster a compressed entry touches. */
+ * per L2 entry, each host cluster a compressed entry touches.  Data
+ * clusters that follow each other on the host are updated as one run
+ * (txn_add_run), in the order of the entries. */
 static int tree_delta(struct txn *t, const uint64_t *l1, uint32_t n, int64_t delta,
                       ic_error **errp)
 {
@@ -419,34 +514,118 @@ static int tree_delta(struct txn *t, const uint64_t *l1, uint32_t n, int64_t del
         int ret = txn_add(t, l2off >> s->cluster_bits, delta, errp);
         if (ret == 0)
             ret = read_l2(t, l2off, errp);
+        /* pending data clusters [run, run + run_len), COPIED iff run_copied */
+        uint64_t run = 0, run_len = 0;
+        bool run_copied = false;
+        struct l2_summary sm = { .off = l2off };
         for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
             uint64_t e = qcow2_l2_get(s, t->l2buf, j);
-            switch (qcow2_cluster_type(s, e)) {
-            case QCOW2_CT_COMPRESSED: {
+            enum qcow2_ctype ct = qcow2_cluster_type(s, e);
+            if (ct == QCOW2_CT_UNALLOCATED || ct == QCOW2_CT_ZERO_PLAIN)
+                continue;
+            uint64_t d = e & QCOW2_L2E_OFFSET_MASK;
+            bool copied = !!(e & QCOW2_OFLAG_COPIED);
+            if (ct != QCOW2_CT_COMPRESSED && !(d & s->cluster_offset_mask) && run_len &&
+                (d >> s->cluster_bits) == run + run_len && copied == run_copied) {
+                run_len++;
+                continue;
+            }
+            if (run_len) {
+                summary_add_run(&sm, run, run_len, run_copied);
+                if ((ret = txn_add_run(t, run, run_len, delta, errp)) < 0)
+                    break;
+            }
+            run_len = 0;
+            if (ct == QCOW2_CT_COMPRESSED) {
                 uint64_t coff, csize;
                 qcow2_parse_compressed(s, e, &coff, &csize);
                 ret = txn_add_range(t, coff, csize, delta, errp);
-                break;
+            } else if (d & s->cluster_offset_mask) {
+                ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "data cluster offset %#"
+                                   PRIx64 " in the L2 table at %#" PRIx64
+                                   " is not cluster aligned", d, l2off);
+            } else {
+                run = d >> s->cluster_bits;
+                run_len = 1;
+                run_copied = copied;
             }
-            case QCOW2_CT_NORMAL:
-            case QCOW2_CT_ZERO_ALLOC: {
-                uint64_t d = e & QCOW2_L2E_OFFSET_MASK;
-                if (d & s->cluster_offset_mask)
-                    ret = ic_error_set(errp, IC_ERR_CORRUPT, EIO, "data cluster offset %#"
-                                       PRIx64 " in the L2 table at %#" PRIx64
-                                       " is not cluster aligned", d, l2off);
-                else
-                    ret = txn_add(t, d >> s->cluster_bits, delta, errp);
-                break;
-            }
-            case QCOW2_CT_UNALLOCATED:
-            case QCOW2_CT_ZERO_PLAIN:
-                break;
-            }
+        }
+        if (ret == 0 && run_len) {
+            summary_add_run(&sm, run, run_len, run_copied);
+            ret = txn_add_run(t, run, run_len, delta, errp);
         }
         if (ret < 0)
             return ret;
+        summary_keep(t, &sm);
     }
+    return 0;
+}
+
+/* Whether the COPIED flag of every cluster of a run (all set, or all
+ * clear) agrees with its refcount now (COPIED <=> refcount 1). */
+static int run_agrees(struct txn *t, uint64_t c, uint64_t n, bool copied, bool *ok,
+                      ic_error **errp)
+{
+    struct qcow2_state *s = t->s;
+    *ok = true;
+    while (n) {
+        struct txn_rb *rb;
+        int ret = txn_rb_get(t, c >> s->refblock_bits, &rb, errp);
+        if (ret < 0)
+            return ret;
+        uint32_t i = (uint32_t)(c & (s->refblock_entries - 1));
+        uint32_t m = (uint32_t)IC_MIN(n, (uint64_t)(s->refblock_entries - i));
+        if (qcow2_refblock_count(s, rb->buf, i, m, 1) != (copied ? m : 0)) {
+            *ok = false;
+            return 0;
+        }
+        c += m;
+        n -= m;
+    }
+    return 0;
+}
+
+/* Whether every data entry of the table at @l2off agrees with the
+ * refcounts (*ok), from its summary when tree_delta kept one, else from
+ * the table read into t->l2buf (*read then set). */
+static int l2_agrees(struct txn *t, uint64_t l2off, bool *ok, bool *read, ic_error **errp)
+{
+    struct qcow2_state *s = t->s;
+    const struct l2_summary *sm = summary_find(t, l2off);
+    int ret;
+    *ok = true;
+    *read = false;
+    if (sm) {
+        for (uint32_t r = 0; r < sm->nb_runs && *ok; r++)
+            if ((ret = run_agrees(t, sm->run[r].start, sm->run[r].len, sm->run[r].copied, ok,
+                                  errp)) < 0)
+                return ret;
+        return 0;
+    }
+    if ((ret = read_l2(t, l2off, errp)) < 0)
+        return ret;
+    *read = true;
+    uint64_t run = 0, run_len = 0;
+    bool run_copied = false;
+    for (uint32_t j = 0; j < s->l2_entries; j++) {
+        uint64_t e = qcow2_l2_get(s, t->l2buf, j);
+        enum qcow2_ctype ct = qcow2_cluster_type(s, e);
+        if (ct != QCOW2_CT_NORMAL && ct != QCOW2_CT_ZERO_ALLOC)
+            continue;
+        uint64_t c = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
+        bool copied = !!(e & QCOW2_OFLAG_COPIED);
+        if (run_len && c == run + run_len && copied == run_copied) {
+            run_len++;
+            continue;
+        }
+        if (run_len && ((ret = run_agrees(t, run, run_len, run_copied, ok, errp)) < 0 || !*ok))
+            return ret;
+        run = c;
+        run_len = 1;
+        run_copied = copied;
+    }
+    if (run_len)
+        return run_agrees(t, run, run_len, run_copied, ok, errp);
     return 0;
 }
 
@@ -463,7 +642,12 @@ static int fix_active_tree(struct txn *t, uint64_t *l1, uint32_t n, const uint64
         l1[i] = l2off;
         if (!l2off)
             continue;
-        if ((ret = read_l2(t, l2off, errp)) < 0)
+        bool ok, read;
+        if ((ret = l2_agrees(t, l2off, &ok, &read, errp)) < 0)
+            return ret;
+        if (ok)
+            continue;
+        if (!read && (ret = read_l2(t, l2off, errp)) < 0)
             return ret;
         bool copy = false;
         for (uint32_t j = 0; j < s->l2_entries; j++) {
@@ -701,6 +885,10 @@ static int txn_commit(struct txn *t, const struct txn_root *root, uint64_t *new_
         if (!t->rb[r].loaded)
             continue;
         for (uint32_t i = 0; i < s->refblock_entries; i++) {
+            if (!(i % 64) && !t->rb[r].freed[i / 64]) {
+                i += 63; /* a word without freed clusters */
+                continue;
+            }
             if (!(t->rb[r].freed[i / 64] & (1ull << (i % 64))))
                 continue;
             uint64_t c = (r << s->refblock_bits) + i;

@@ -9,6 +9,8 @@
  * On-disk structures are never cast: they are parsed from and serialized
  * to byte buffers with util/endian.h at the boundary (qcow2.c for the
  * header, qcow2-cluster.c for L1/L2, qcow2-refcount.c for refcounts).
+ * The per-entry accessors of L2 tables and refcount blocks are inline
+ * below: metadata walks call them once per cluster.
  * Every in-memory field below is CPU-endian.
  *
  * The format is the qcow2 specification as qemu 7.2's block/qcow2*.c
@@ -22,6 +24,7 @@
 #include <stdint.h>
 
 #include "image/image.h"
+#include "util/endian.h"
 
 /* ---- header layout ----------------------------------------------------- */
 
@@ -383,6 +386,96 @@ enum qcow2_sctype {
     QCOW2_SC_INVALID,
 };
 
+/* ---- entry accessors (inline: called once per cluster by metadata walks) -- */
+
+/* L2 entry helpers on a raw table buffer. */
+static inline uint64_t qcow2_l2_get(const struct qcow2_state *s, const uint8_t *l2, uint32_t i)
+{
+    return ic_load_be64(l2 + (size_t)i * s->l2_entry_size);
+}
+
+static inline uint64_t qcow2_l2_get_bitmap(const struct qcow2_state *s, const uint8_t *l2,
+                                           uint32_t i)
+{
+    return s->ext_l2 ? ic_load_be64(l2 + (size_t)i * 16 + 8) : 0;
+}
+
+static inline void qcow2_l2_set(const struct qcow2_state *s, uint8_t *l2, uint32_t i,
+                                uint64_t entry)
+{
+    ic_store_be64(l2 + (size_t)i * s->l2_entry_size, entry);
+}
+
+static inline void qcow2_l2_set_bitmap(const struct qcow2_state *s, uint8_t *l2, uint32_t i,
+                                       uint64_t bm)
+{
+    if (s->ext_l2)
+        ic_store_be64(l2 + (size_t)i * 16 + 8, bm);
+}
+
+static inline enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, uint64_t e)
+{
+    if (e & QCOW2_OFLAG_COMPRESSED)
+        return QCOW2_CT_COMPRESSED;
+    uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+    if ((e & QCOW2_OFLAG_ZERO) && !s->ext_l2)
+        return off ? QCOW2_CT_ZERO_ALLOC : QCOW2_CT_ZERO_PLAIN;
+    if (off)
+        return QCOW2_CT_NORMAL;
+    if (s->data_file && (e & QCOW2_OFLAG_COPIED))
+        return QCOW2_CT_NORMAL;
+    return QCOW2_CT_UNALLOCATED;
+}
+
+/* Refblock entry accessors for any refcount width (1..64 bits): sub-byte
+ * widths pack LSB first, widths >= 8 are big-endian. */
+static inline uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb,
+                                          uint32_t i)
+{
+    switch (s->refcount_bits) {
+    case 1: case 2: case 4: {
+        uint32_t bits = s->refcount_bits;
+        uint32_t per = 8 / bits;
+        return (rb[i / per] >> ((i % per) * bits)) & ((1u << bits) - 1);
+    }
+    case 8:
+        return rb[i];
+    case 16:
+        return ic_load_be16(rb + 2 * (size_t)i);
+    case 32:
+        return ic_load_be32(rb + 4 * (size_t)i);
+    default:
+        return ic_load_be64(rb + 8 * (size_t)i);
+    }
+}
+
+static inline void qcow2_refblock_set(const struct qcow2_state *s, uint8_t *rb, uint32_t i,
+                                      uint64_t v)
+{
+    switch (s->refcount_bits) {
+    case 1: case 2: case 4: {
+        uint32_t bits = s->refcount_bits;
+        uint32_t per = 8 / bits;
+        uint32_t shift = (i % per) * bits;
+        uint8_t mask = (uint8_t)(((1u << bits) - 1) << shift);
+        rb[i / per] = (uint8_t)((rb[i / per] & ~mask) | ((v << shift) & mask));
+        break;
+    }
+    case 8:
+        rb[i] = (uint8_t)v;
+        break;
+    case 16:
+        ic_store_be16(rb + 2 * (size_t)i, (uint16_t)v);
+        break;
+    case 32:
+        ic_store_be32(rb + 4 * (size_t)i, (uint32_t)v);
+        break;
+    default:
+        ic_store_be64(rb + 8 * (size_t)i, v);
+        break;
+    }
+}
+
 /* ---- qcow2.c ----------------------------------------------------------- */
 
 /* Rewrites cluster 0 (header, extensions, backing name) from the state,
@@ -406,12 +499,6 @@ int qcow2_read_snapshots(struct ic_image *img, ic_error **errp);
 
 /* ---- qcow2-cluster.c ---------------------------------------------------- */
 
-/* L2 entry helpers on a raw table buffer. */
-uint64_t qcow2_l2_get(const struct qcow2_state *s, const uint8_t *l2, uint32_t i);
-uint64_t qcow2_l2_get_bitmap(const struct qcow2_state *s, const uint8_t *l2, uint32_t i);
-void qcow2_l2_set(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t entry);
-void qcow2_l2_set_bitmap(const struct qcow2_state *s, uint8_t *l2, uint32_t i, uint64_t bm);
-enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, uint64_t l2e);
 enum qcow2_sctype qcow2_subcluster_type(const struct qcow2_state *s, uint64_t l2e,
                                         uint64_t bitmap, uint32_t sc);
 /* Compressed descriptor <-> (host byte offset, byte length to read). */
@@ -512,9 +599,18 @@ int qcow2_free_l2_entry(struct ic_image *img, uint64_t l2e) IC_WARN_UNUSED;
 int qcow2_check_overlap(struct ic_image *img, uint64_t off, uint64_t len) IC_WARN_UNUSED;
 /* Host clusters covered by the file now (EOF rounded up). */
 int64_t qcow2_file_clusters(struct ic_image *img);
-/* Refblock entry accessors for any refcount width (1..64 bits). */
-uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb, uint32_t i);
-void qcow2_refblock_set(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint64_t v);
+/* Adds @delta to entries [i, i + n) of refblock @rb, in order, as
+ * qcow2_refblock_get/set entry by entry would (every width).  Stops at the
+ * first entry whose value would drop below 0 or exceed refcount_max,
+ * leaving it and the entries after it unchanged, and returns its position
+ * relative to @i; returns @n when every entry was updated.  An entry that
+ * drops to 0 gets its bit set in @freed (a bit per entry of the block)
+ * unless @freed is NULL.  Requires i + n <= refblock_entries. */
+uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
+                                int64_t delta, uint64_t *freed);
+/* Number of entries in [i, i + n) of refblock @rb equal to @value. */
+uint32_t qcow2_refblock_count(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                              uint32_t n, uint64_t value);
 /* Clusters queued for a refcount decrement once the metadata that stopped
  * referencing them is on disk (see qcow2_flush_pending_frees). */
 int qcow2_queue_free(struct ic_image *img, uint64_t offset, uint64_t length) IC_WARN_UNUSED;

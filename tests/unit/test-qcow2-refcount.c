@@ -52,6 +52,139 @@ static void test_qcow2_refcount__entries_of_every_width_round_trip(void **state)
     assert_int_equal(ic_load_be16(rb + 4), 0x1234);
 }
 
+/* The per-entry rule qcow2_refblock_add_run must match: entries updated in
+ * order until the first one that cannot take @delta. */
+static uint32_t add_entry_by_entry(const struct qcow2_state *s, uint8_t *rb, uint32_t i,
+                                   uint32_t n, int64_t delta, uint64_t *freed)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t v = qcow2_refblock_get(s, rb, i + k), mag = delta < 0 ? (uint64_t)-delta
+                                                                       : (uint64_t)delta;
+        if (delta < 0 ? v < mag : mag > s->refcount_max - v)
+            return k;
+        v = delta < 0 ? v - mag : v + mag;
+        if (delta < 0 && v == 0)
+            freed[(i + k) / 64] |= 1ull << ((i + k) % 64);
+        qcow2_refblock_set(s, rb, i + k, v);
+    }
+    return n;
+}
+
+static void test_qcow2_refcount__a_run_update_matches_entry_by_entry_updates_for_every_width(
+    void **state)
+{
+    (void)state;
+    enum { BYTES = 512 };
+    uint8_t a[BYTES], b[BYTES];
+    uint64_t fa[BYTES * 8 / 64], fb[BYTES * 8 / 64];
+    uint64_t seed = 12345;
+    for (uint32_t order = 0; order <= 6; order++) {
+        struct qcow2_state s = { .refcount_bits = 1u << order };
+        s.refcount_max = s.refcount_bits == 64 ? UINT64_MAX : (1ull << s.refcount_bits) - 1;
+        uint32_t entries = BYTES * 8 / s.refcount_bits;
+        uint32_t stopped = 0, completed = 0;
+        for (int round = 0; round < 400; round++) {
+            /* values mostly small, some at 0 and at the maximum */
+            for (uint32_t k = 0; k < entries; k++) {
+                uint64_t r = tu_rand(&seed), v;
+                switch (r % 8) {
+                case 0: v = 0; break;
+                case 1: v = s.refcount_max; break;
+                case 2: v = s.refcount_max - (s.refcount_max > 0); break;
+                default: v = (r >> 8) % 4 & s.refcount_max; break;
+                }
+                qcow2_refblock_set(&s, a, k, v);
+            }
+            /* long quiet stretches so that most runs complete */
+            if (round % 2) {
+                for (uint32_t k = 0; k < entries; k++)
+                    qcow2_refblock_set(&s, a, k, s.refcount_max > 2 ? 2 : 1);
+            }
+            memcpy(b, a, BYTES);
+            memset(fa, 0, sizeof(fa));
+            memset(fb, 0, sizeof(fb));
+            uint32_t i = (uint32_t)(tu_rand(&seed) % entries);
+            uint32_t n = 1 + (uint32_t)(tu_rand(&seed) % (entries - i));
+            static const int64_t deltas[] = { 1, -1, 2, -2, 3, -3 };
+            int64_t d = deltas[tu_rand(&seed) % 6];
+            uint32_t want = add_entry_by_entry(&s, a, i, n, d, fa);
+            uint32_t got = qcow2_refblock_add_run(&s, b, i, n, d, fb);
+            assert_int_equal(got, want);
+            assert_memory_equal(b, a, BYTES);
+            assert_memory_equal(fb, fa, sizeof(fa));
+            if (got < n)
+                stopped++;
+            else
+                completed++;
+        }
+        /* both outcomes were exercised at this width */
+        assert_true(stopped > 0);
+        assert_true(completed > 0);
+    }
+}
+
+static void test_qcow2_refcount__a_run_update_leaves_the_entry_that_cannot_take_it_unchanged(
+    void **state)
+{
+    (void)state;
+    uint8_t rb[128]; /* 16 entries of the widest width */
+    uint64_t freed[16];
+    for (uint32_t order = 0; order <= 6; order++) {
+        struct qcow2_state s = { .refcount_bits = 1u << order };
+        s.refcount_max = s.refcount_bits == 64 ? UINT64_MAX : (1ull << s.refcount_bits) - 1;
+        memset(rb, 0, sizeof(rb));
+        memset(freed, 0, sizeof(freed));
+        /* entries 0..9 at 1, entry 6 at the maximum */
+        for (uint32_t k = 0; k < 10; k++)
+            qcow2_refblock_set(&s, rb, k, 1);
+        qcow2_refblock_set(&s, rb, 6, s.refcount_max);
+        uint32_t stop = qcow2_refblock_add_run(&s, rb, 2, 8, +1, freed);
+        if (s.refcount_bits == 1) {
+            assert_int_equal(stop, 0); /* 1 is already the maximum */
+            assert_int_equal(qcow2_refblock_get(&s, rb, 2), 1);
+            continue;
+        }
+        assert_int_equal(stop, 4);
+        for (uint32_t k = 2; k < 6; k++)
+            assert_int_equal(qcow2_refblock_get(&s, rb, k), 2);
+        assert_int_equal(qcow2_refblock_get(&s, rb, 6), s.refcount_max);
+        for (uint32_t k = 7; k < 10; k++)
+            assert_int_equal(qcow2_refblock_get(&s, rb, k), 1);
+        /* a decrement frees what reaches 0 and stops at a 0 */
+        qcow2_refblock_set(&s, rb, 8, 0);
+        stop = qcow2_refblock_add_run(&s, rb, 7, 3, -1, freed);
+        assert_int_equal(stop, 1);
+        assert_int_equal(qcow2_refblock_get(&s, rb, 7), 0);
+        assert_int_equal(freed[0], 1ull << 7);
+        assert_int_equal(qcow2_refblock_get(&s, rb, 9), 1);
+    }
+}
+
+static void test_qcow2_refcount__a_run_count_matches_entry_by_entry_for_every_width(void **state)
+{
+    (void)state;
+    enum { BYTES = 512 };
+    uint8_t rb[BYTES];
+    uint64_t seed = 777;
+    for (uint32_t order = 0; order <= 6; order++) {
+        struct qcow2_state s = { .refcount_bits = 1u << order };
+        s.refcount_max = s.refcount_bits == 64 ? UINT64_MAX : (1ull << s.refcount_bits) - 1;
+        uint32_t entries = BYTES * 8 / s.refcount_bits;
+        for (int round = 0; round < 100; round++) {
+            for (uint32_t k = 0; k < entries; k++)
+                qcow2_refblock_set(&s, rb, k, tu_rand(&seed) % 3 & s.refcount_max);
+            uint32_t i = (uint32_t)(tu_rand(&seed) % entries);
+            uint32_t n = 1 + (uint32_t)(tu_rand(&seed) % (entries - i));
+            for (uint64_t value = 0; value < 3; value++) {
+                uint32_t want = 0;
+                for (uint32_t k = 0; k < n; k++)
+                    want += qcow2_refblock_get(&s, rb, i + k) == value;
+                assert_int_equal(qcow2_refblock_count(&s, rb, i, n, value), want);
+            }
+        }
+    }
+}
+
 static void test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones(void **state)
 {
     (void)state;
@@ -204,6 +337,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qcow2_refcount__entries_of_every_width_round_trip),
+        cmocka_unit_test(
+            test_qcow2_refcount__a_run_update_matches_entry_by_entry_updates_for_every_width),
+        cmocka_unit_test(
+            test_qcow2_refcount__a_run_update_leaves_the_entry_that_cannot_take_it_unchanged),
+        cmocka_unit_test(test_qcow2_refcount__a_run_count_matches_entry_by_entry_for_every_width),
         cmocka_unit_test(test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones),
         cmocka_unit_test(test_qcow2_refcount__grows_table_when_last_block_full),
         cmocka_unit_test(test_qcow2_refcount__a_run_longer_than_a_refblock_range_is_allocated_with_its_blocks_after_it),

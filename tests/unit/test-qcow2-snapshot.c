@@ -3,6 +3,7 @@
  * (src/qcow2/qcow2-snapshot.c, src/snap/snap-internal.c).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include "chain-fixture.h"
 #include "imgchain/snapshot.h"
 #include "io/io-mem.h"
+#include "qcow2/qcow2.h"
 
 #define DISK (4u << 20)
 
@@ -23,7 +25,8 @@
  * makes it, cf_teardown removes it). */
 #define FILE_PATH cf_path("a.qcow2")
 
-static ic_image *make(const char *path, const char *opts)
+/* A new image with no data written. */
+static ic_image *make_empty(const char *path, const char *opts)
 {
     ic_error *err = NULL;
     ic_create_options co = IC_CREATE_OPTIONS_INIT;
@@ -36,6 +39,14 @@ static ic_image *make(const char *path, const char *opts)
     o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
     ic_image *img = NULL;
     TU_ASSERT_OK(ic_image_open(&img, path, &o, &err), err);
+    return img;
+}
+
+/* A new image with 64 KiB of data at 64 KiB. */
+static ic_image *make(const char *path, const char *opts)
+{
+    ic_error *err = NULL;
+    ic_image *img = make_empty(path, opts);
     uint8_t buf[65536];
     tu_fill_pattern(buf, sizeof(buf), 3);
     TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 65536, &err), err);
@@ -145,8 +156,9 @@ static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_activ
     o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
     TU_ASSERT_OK(ic_image_open_io(&img, borrowed, &o, &err), err);
     TU_ASSERT_OK(ic_snapshot_create(img, "last", &err), err);
-    /* one active L2 table: read once to count, once to check COPIED */
-    assert_int_equal(ic_io_fault_event_count(wrap, IC_EV_L2_ALLOC_COW_READ), 2);
+    /* one active L2 table, read once: counting it leaves a summary of its
+     * data runs from which the COPIED check is made */
+    assert_int_equal(ic_io_fault_event_count(wrap, IC_EV_L2_ALLOC_COW_READ), 1);
     ic_snapshot_info *v = NULL;
     int n = ic_snapshot_list(img, &v, &err);
     assert_int_equal(n, 1001);
@@ -155,6 +167,113 @@ static void test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_activ
     assert_clean(img);
     ic_image_close(img);
     ic_io_close(ic_io_fault_release_inner(wrap));
+}
+
+/* Host offset of the data cluster at guest offset @off. */
+static uint64_t host_of(ic_image *img, uint64_t off)
+{
+    uint64_t pnum = 0, map = 0;
+    unsigned flags = 0;
+    ic_io *file = NULL;
+    assert_int_equal(qcow2_cluster_block_status(img, off, 512, &pnum, &flags, &map, &file), 0);
+    assert_true(flags & IC_BS_OFFSET_VALID);
+    return map;
+}
+
+static void test_qcow2_snapshot__runs_crossing_refcount_blocks_count_every_cluster_at_every_width(
+    void **state)
+{
+    (void)state;
+    /* 512-byte clusters: a refcount block holds 2048 (2 bits) down to 64
+     * (64 bits) entries, so 1 MiB of data (2048 clusters that follow each
+     * other on the host) spans one or more block boundaries */
+    static const unsigned widths[] = { 2, 4, 8, 16, 32, 64 };
+    enum { DATA = 1u << 20 };
+    uint8_t *want = malloc(DATA), *got = malloc(DATA), other[8192];
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t w = 0; w < IC_ARRAY_SIZE(widths); w++) {
+        ic_error *err = NULL;
+        char opts[64];
+        snprintf(opts, sizeof(opts), "cluster_size=512,refcount_bits=%u,preallocation=metadata",
+                 widths[w]);
+        ic_image *img = make_empty(FILE_PATH, opts);
+        tu_fill_pattern(want, DATA, 20 + (int)w);
+        TU_ASSERT_OK(ic_image_pwrite(img, want, DATA, 0, &err), err);
+        struct qcow2_state *s = qcow2_state(img);
+        /* some run of clusters that follow each other on the host goes
+         * from one refcount block into the next */
+        bool crosses = false;
+        for (uint64_t g = 512; g < DATA && !crosses; g += 512) {
+            uint64_t a = host_of(img, g - 512) >> s->cluster_bits;
+            uint64_t b = host_of(img, g) >> s->cluster_bits;
+            crosses = b == a + 1 && (a >> s->refblock_bits) != (b >> s->refblock_bits);
+        }
+        assert_true(crosses);
+        TU_ASSERT_OK(ic_snapshot_create(img, "s1", &err), err);
+        assert_clean(img);
+        /* two snapshots share every cluster three times: more than 2 bits hold */
+        bool two = widths[w] > 2;
+        if (two) {
+            TU_ASSERT_OK(ic_snapshot_create(img, "s2", &err), err);
+            assert_clean(img);
+        }
+        tu_fill_pattern(other, sizeof(other), 99);
+        TU_ASSERT_OK(ic_image_pwrite(img, other, sizeof(other), DATA / 2, &err), err);
+        TU_ASSERT_OK(ic_snapshot_apply(img, "s1", &err), err);
+        TU_ASSERT_OK(ic_image_pread(img, got, DATA, 0, &err), err);
+        assert_memory_equal(got, want, DATA);
+        assert_clean(img);
+        if (two) {
+            TU_ASSERT_OK(ic_snapshot_delete(img, "s2", &err), err);
+            assert_clean(img);
+        }
+        TU_ASSERT_OK(ic_snapshot_delete(img, "s1", &err), err);
+        assert_clean(img);
+        TU_ASSERT_OK(ic_image_pread(img, got, DATA, 0, &err), err);
+        assert_memory_equal(got, want, DATA);
+        /* no snapshot left: every data cluster is back at refcount 1 */
+        for (uint64_t g = 0; g < DATA; g += 512) {
+            uint64_t rc = 0;
+            assert_int_equal(qcow2_get_refcount(img, host_of(img, g) >> s->cluster_bits, &rc), 0);
+            assert_int_equal(rc, 1);
+        }
+        ic_image_close(img);
+        assert_int_equal(remove(FILE_PATH), 0);
+    }
+    free(want);
+    free(got);
+}
+
+static void test_qcow2_snapshot__a_cluster_at_its_maximum_inside_a_run_is_named_and_nothing_written(
+    void **state)
+{
+    (void)state;
+    ic_error *err = NULL;
+    ic_image *img = make_empty(FILE_PATH, "cluster_size=512,refcount_bits=2");
+    uint8_t data[16384];
+    tu_fill_pattern(data, sizeof(data), 5);
+    TU_ASSERT_OK(ic_image_pwrite(img, data, sizeof(data), 0, &err), err);
+    TU_ASSERT_OK(ic_snapshot_create(img, "s1", &err), err);
+    /* every data cluster now has refcount 2; one in the middle of a run
+     * is raised to 3, the most 2 bits hold */
+    struct qcow2_state *s = qcow2_state(img);
+    uint64_t mid = host_of(img, 8192);
+    assert_int_equal(host_of(img, 0) + 8192, mid);
+    assert_int_equal(qcow2_update_refcount(img, mid, s->cluster_size, 1), 0);
+    TU_ASSERT_OK(ic_image_flush(img, &err), err);
+    uint8_t *before = NULL, *after = NULL;
+    size_t lb = 0, la = 0;
+    assert_int_equal(tu_read_file(FILE_PATH, &before, &lb), 0);
+    char part[128];
+    snprintf(part, sizeof(part), "cluster %#" PRIx64 ": its refcount 3 is the maximum", mid);
+    TU_ASSERT_ERR(ic_snapshot_create(img, "s2", &err), err, ERANGE, part);
+    assert_int_equal(tu_read_file(FILE_PATH, &after, &la), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(after, before, la);
+    free(before);
+    free(after);
+    ic_image_close(img);
 }
 
 int main(void)
@@ -171,6 +290,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_qcow2_snapshot__create_with_1000_snapshots_reads_only_the_active_tree, cf_setup,
             cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qcow2_snapshot__runs_crossing_refcount_blocks_count_every_cluster_at_every_width,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qcow2_snapshot__a_cluster_at_its_maximum_inside_a_run_is_named_and_nothing_written,
+            cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
