@@ -686,12 +686,18 @@ static bool detect_metadata_prealloc(struct ic_image *img)
         return false;
     int64_t real = alloc / s->cluster_size;
     int64_t threshold = IC_MAX(real * 10 / 9, real + 2), count = 0;
+    bool loaded = s->reftable != NULL;
     for (int64_t c = 0; c < fc && count < threshold; c++) {
         uint64_t rc;
         if (qcow2_get_refcount(img, (uint64_t)c, &rc) < 0)
-            return false;
+            break;
         count += rc != 0;
     }
+    /* Asked once per image: a read-only layer (every backing file) would
+     * otherwise keep a reftable and refblocks it never reads again, once
+     * per layer of the chain and per handle on it. */
+    if (!loaded)
+        qcow2_refcount_unload(img);
     return count >= threshold;
 }
 

@@ -134,6 +134,17 @@ int qcow2_refcount_load(struct ic_image *img)
     return 0;
 }
 
+void qcow2_refcount_unload(struct ic_image *img)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    /* a read-only image never has dirty refblocks nor pending frees */
+    if (!img->read_only)
+        return;
+    free(s->reftable);
+    s->reftable = NULL;
+    qcow2_cache_trim(&s->refblock_cache);
+}
+
 int64_t qcow2_file_clusters(struct ic_image *img)
 {
     struct qcow2_state *s = qcow2_state(img);

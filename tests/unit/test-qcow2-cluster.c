@@ -246,6 +246,51 @@ static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(v
     ic_image_close(img);
 }
 
+/* Block status of a data run counts refcounts once per image (qemu's
+ * metadata preallocation test); a read-only image, every backing layer of
+ * a chain, must not keep the reftable and refblocks that count loaded. */
+static void test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test(
+    void **state)
+{
+    (void)state;
+    cf_create("rc.qcow2", "qcow2", 8u << 20, NULL, NULL, NULL);
+    ic_image *img = cf_open("rc.qcow2", IC_OPEN_RDWR);
+    uint8_t buf[65536];
+    memset(buf, 0x3c, sizeof(buf));
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 1u << 20, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+
+    for (int rw = 0; rw < 2; rw++) {
+        img = cf_open("rc.qcow2", rw ? IC_OPEN_RDWR : 0);
+        struct qcow2_state *s = qcow2_state(img);
+        ic_block_status bs;
+        TU_ASSERT_OK(ic_image_block_status(img, NULL, 1u << 20, 65536, &bs, &err), err);
+        assert_true(bs.flags & IC_BS_DATA);
+        assert_true(s->metadata_prealloc_checked);
+        assert_false(s->metadata_prealloc);
+        size_t bufs = 0;
+        for (size_t i = 0; i < s->refblock_cache.nb; i++)
+            bufs += s->refblock_cache.e[i].buf != NULL;
+        if (rw) {
+            /* a writable image keeps them: it will allocate */
+            assert_non_null(s->reftable);
+            assert_true(bufs > 0);
+        } else {
+            assert_null(s->reftable);
+            assert_int_equal(bufs, 0);
+            /* and the image still reads and answers as before */
+            uint8_t got[65536];
+            TU_ASSERT_OK(ic_image_pread(img, got, sizeof(got), 1u << 20, &err), err);
+            assert_memory_equal(got, buf, sizeof(got));
+            uint64_t rc = 0;
+            assert_int_equal(qcow2_get_refcount(img, 0, &rc), 0);
+            assert_int_equal(rc, 1);
+        }
+        assert_int_equal(ic_image_close(img), 0);
+    }
+}
+
 static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
 {
     (void)state;
@@ -383,6 +428,8 @@ int main(void)
         cmocka_unit_test(test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write),
         cmocka_unit_test(test_qcow2_cluster__external_data_files_hold_the_guest_data),
         cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
+        cmocka_unit_test(
+            test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test),
         cmocka_unit_test(
             test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
