@@ -712,6 +712,7 @@ static int open_data_file(struct ic_image *img, ic_error **errp)
 static void free_state(struct qcow2_state *s)
 {
     qcow2_cache_destroy(&s->l2_cache);
+    qcow2_cache_destroy(&s->l2_slices);
     qcow2_cache_destroy(&s->refblock_cache);
     free(s->l1);
     s->l1 = NULL;
@@ -959,9 +960,10 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
         tables = cap;
     if (tables < 4)
         tables = 4;
-    if (qcow2_cache_init(&s->l2_cache, tables, IC_EV_L2_UPDATE, "L2 table") < 0 ||
-        qcow2_cache_init(&s->refblock_cache, QCOW2_REFBLOCK_CACHE, IC_EV_REFBLOCK_UPDATE,
-                         "refcount block") < 0)
+    if (qcow2_cache_init(&s->l2_cache, tables, s->cluster_size, IC_EV_L2_UPDATE,
+                         "L2 table") < 0 ||
+        qcow2_cache_init(&s->refblock_cache, QCOW2_REFBLOCK_CACHE, s->cluster_size,
+                         IC_EV_REFBLOCK_UPDATE, "refcount block") < 0)
         return nomem(errp);
     s->l2_cache.depends = &s->refblock_cache;
     s->l2_cache.depends_on_flush = true;

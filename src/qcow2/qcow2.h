@@ -149,6 +149,13 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_L2_CACHE_BYTES     (8u << 20)
 #define QCOW2_MIN_L2_CACHE       16u
 #define QCOW2_REFBLOCK_CACHE     16u
+/* A backing layer caches its L2 tables in slices of this many bytes (at
+ * most a cluster), QCOW2_L2_SLICES of them: its memory stays small
+ * whatever the disk size, once per layer of a chain and per handle on it
+ * (convert's readers each open the whole chain).  A scan needs one or
+ * two slices per layer at a time. */
+#define QCOW2_L2_SLICE_BYTES     4096u
+#define QCOW2_L2_SLICES          8u
 
 /* ---- in-memory state ---------------------------------------------------- */
 
@@ -215,7 +222,7 @@ struct qcow2_snapshot {
 /* A cached table (qcow2-cache.c). */
 struct qcow2_cache_entry {
     uint64_t offset;   /* host offset of the cluster; 0 = slot empty */
-    uint8_t *buf;      /* cluster_size bytes, allocated on first use */
+    uint8_t *buf;      /* the cache's size bytes, allocated on first use */
     uint64_t lru;
     int ref;
     bool dirty;
@@ -223,6 +230,7 @@ struct qcow2_cache_entry {
 
 struct qcow2_cache {
     size_t nb;
+    size_t size;       /* bytes per entry */
     struct qcow2_cache_entry *e;
     uint64_t lru_clock;
     size_t last_hit;
@@ -274,6 +282,7 @@ struct qcow2_state {
     uint64_t free_byte_offset;     /* compressed packing; 0 = none */
 
     struct qcow2_cache l2_cache;
+    struct qcow2_cache l2_slices;  /* backing layers' lookups (qcow2-cluster.c) */
     struct qcow2_cache refblock_cache;
     /* L2 readahead (qcow2-cluster.c design note 7): the L1 index looked
      * up last, and the first one no prefetch hint was issued for yet. */
@@ -546,7 +555,9 @@ int qcow2_repair_refcounts(struct ic_image *img, ic_error **errp);
 
 /* ---- qcow2-cache.c ------------------------------------------------------- */
 
-int qcow2_cache_init(struct qcow2_cache *c, size_t nb, enum ic_event ev_write, const char *what);
+/* @size: bytes per entry (a cluster, or a slice of an L2 table). */
+int qcow2_cache_init(struct qcow2_cache *c, size_t nb, size_t size, enum ic_event ev_write,
+                     const char *what);
 void qcow2_cache_destroy(struct qcow2_cache *c);
 /* Returns the cached table at @offset, reading it unless @fresh (then it
  * is zero-filled; for new tables).  The entry is pinned until put. */

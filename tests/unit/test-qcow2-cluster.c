@@ -291,6 +291,64 @@ static void test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_
     }
 }
 
+/* A backing layer looks its clusters up in slices of its L2 tables, a
+ * few of them cached, never whole tables (design note 8 of
+ * src/qcow2/qcow2-cluster.c); reads and block status through the chain
+ * still see every layer's data, with standard and extended L2 entries. */
+static void test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices(void **state)
+{
+    (void)state;
+    const uint64_t size = 1ull << 30, step = 40ull << 20; /* > one slice apart */
+    for (int ext = 0; ext < 2; ext++) {
+        const char *bname = ext ? "sb-ext.qcow2" : "sb.qcow2";
+        const char *tname = ext ? "st-ext.qcow2" : "st.qcow2";
+        cf_create(bname, "qcow2", size, NULL, NULL, ext ? "extended_l2=on" : NULL);
+        for (uint64_t off = 65536; off < size; off += step)
+            cf_write_byte(bname, off, 65536 + 4096, 0x11);
+        cf_create(tname, "qcow2", 0, bname, "qcow2", NULL);
+        cf_write_byte(tname, 2 * step + 65536, 4096, 0x22);
+        ic_image *img = cf_open(tname, 0);
+        ic_image *base = img->backing;
+        assert_non_null(base);
+        ic_error *err = NULL;
+        /* block status: one data run per write, the top's inside one */
+        unsigned data_runs = 0;
+        for (uint64_t off = 0; off < size;) {
+            ic_block_status bs;
+            TU_ASSERT_OK(ic_image_block_status(img, NULL, off, size - off, &bs, &err), err);
+            if (bs.flags & IC_BS_DATA) {
+                data_runs++;
+                assert_true(off % step >= 65536 && off % step < 65536 + 65536 + 4096);
+            }
+            off += bs.length;
+        }
+        assert_true(data_runs >= size / step);
+        /* reads: every piece through the top, the top's bytes over it */
+        uint8_t buf[65536 + 12288];
+        for (uint64_t off = 65536; off < size; off += step) {
+            TU_ASSERT_OK(ic_image_pread(img, buf, sizeof(buf), off - 4096, &err), err);
+            assert_int_equal(buf[0], 0);
+            assert_int_equal(buf[4096], off == 2 * step + 65536 ? 0x22 : 0x11);
+            assert_int_equal(buf[4096 + 8192], 0x11);
+            assert_int_equal(buf[4096 + 65536 + 4095], 0x11);
+            assert_int_equal(buf[sizeof(buf) - 1], 0);
+        }
+        struct qcow2_state *bst = qcow2_state(base), *tst = qcow2_state(img);
+        size_t tables = 0, slices = 0, top_tables = 0;
+        for (size_t i = 0; i < bst->l2_cache.nb; i++)
+            tables += bst->l2_cache.e[i].buf != NULL;
+        for (size_t i = 0; i < bst->l2_slices.nb; i++)
+            slices += bst->l2_slices.e[i].buf != NULL;
+        for (size_t i = 0; i < tst->l2_cache.nb; i++)
+            top_tables += tst->l2_cache.e[i].buf != NULL;
+        assert_int_equal(tables, 0);
+        assert_true(slices > 0 && slices <= QCOW2_L2_SLICES);
+        assert_int_equal(bst->l2_slices.size, QCOW2_L2_SLICE_BYTES);
+        assert_true(top_tables > 0); /* the top keeps whole tables */
+        assert_int_equal(ic_image_close(img), 0);
+    }
+}
+
 static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
 {
     (void)state;
@@ -430,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
         cmocka_unit_test(
             test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test),
+        cmocka_unit_test(test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices),
         cmocka_unit_test(
             test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
