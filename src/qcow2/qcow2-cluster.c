@@ -90,6 +90,16 @@
  *     depth x handles x tables touched.  get_run() only reads entries, and
  *     a read-only layer's tables never change under it, so the two caches
  *     of one image cannot disagree.
+ *  9. Block status of a chain asks every layer above the one that holds a
+ *     range, so each layer is asked again for every extent below it.  A
+ *     read-only image remembers the last unallocated run it found and
+ *     answers from it without a lookup when the question lies inside it:
+ *     either inside the part found, or anywhere up to its end when the run
+ *     was seen to end there (get_run() stopped before the end of the
+ *     question, which only a change of kind does).  The answer is the
+ *     lookup's: get_run() ends an unallocated run only where the kind
+ *     changes, wherever the question starts.  Loading a snapshot's L1
+ *     table forgets it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -759,13 +769,25 @@ int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len,
                                unsigned *flags, uint64_t *map, ic_io **file)
 {
     struct qcow2_state *s = qcow2_state(img);
+    *map = 0;
+    *file = NULL;
+    /* design note 9 */
+    if (img->read_only && off >= s->unalloc_start && off < s->unalloc_end &&
+        (s->unalloc_final || len <= s->unalloc_end - off)) {
+        *pnum = IC_MIN(len, s->unalloc_end - off);
+        *flags = 0;
+        return 0;
+    }
     struct run r;
     int ret = get_run(img, off, len, &r);
     if (ret < 0)
         return ret;
     *pnum = r.len;
-    *map = 0;
-    *file = NULL;
+    if (r.kind == RK_UNALLOC && img->read_only) {
+        s->unalloc_start = off;
+        s->unalloc_end = off + r.len;
+        s->unalloc_final = r.len < len;
+    }
     if (r.kind == RK_DATA && !s->metadata_prealloc_checked) {
         s->metadata_prealloc_checked = true;
         s->metadata_prealloc = detect_metadata_prealloc(img);

@@ -1249,6 +1249,8 @@ static int qcow2_snapshot_load_tmp(struct ic_image *img, const char *id, const c
                             "cannot read the L1 table of snapshot '%s': %s", sn->id_str,
                             strerror(-ret));
     qcow2_cache_reset(&s->l2_cache);
+    qcow2_cache_reset(&s->l2_slices);
+    s->unalloc_start = s->unalloc_end = 0;
     free(s->l1);
     s->l1 = l1;
     s->l1_size = sn->l1_size;

@@ -332,6 +332,11 @@ struct qcow2_state {
     /* qemu's qcow2_detect_metadata_preallocation heuristic, computed on
      * the first block status: data runs then also report host holes */
     bool metadata_prealloc_checked;
+    /* A read-only image's last unallocated run found by block status:
+     * [unalloc_start, unalloc_end), which ends there for certain when
+     * unalloc_final (qcow2-cluster.c design note 9). */
+    uint64_t unalloc_start, unalloc_end;
+    bool unalloc_final;
     bool metadata_prealloc;
     bool lazy_refcounts;
     bool dirty_on_disk;            /* incompat dirty bit as last written */

@@ -349,6 +349,62 @@ static void test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices(v
     }
 }
 
+/* Clears the remembered unallocated run of every layer of @img. */
+static void forget_unalloc_runs(ic_image *img)
+{
+    for (ic_image *l = img; l; l = l->backing)
+        qcow2_state(l)->unalloc_start = qcow2_state(l)->unalloc_end = 0;
+}
+
+/* Block status answered from a layer's remembered unallocated run (design
+ * note 9 of src/qcow2/qcow2-cluster.c) is the answer a fresh lookup gives,
+ * for scans and for questions in any order. */
+static void test_qcow2_cluster__remembered_unallocated_runs_answer_as_a_lookup_would(
+    void **state)
+{
+    (void)state;
+    const uint64_t size = 256ull << 20;
+    cf_create("ua0.qcow2", "qcow2", size, NULL, NULL, "cluster_size=4096");
+    cf_create("ua1.qcow2", "qcow2", 0, "ua0.qcow2", "qcow2", NULL);
+    cf_create("ua2.qcow2", "qcow2", 0, "ua1.qcow2", "qcow2", "extended_l2=on");
+    uint64_t st = 42;
+    const char *names[] = { "ua0.qcow2", "ua1.qcow2", "ua2.qcow2" };
+    for (unsigned i = 0; i < 60; i++) {
+        uint64_t off = tu_rand(&st) % size, len = 512 + tu_rand(&st) % (3u << 20);
+        if (off + len > size)
+            len = size - off;
+        cf_write_byte(names[i % 3], off, len, (uint8_t)(1 + i));
+    }
+    ic_image *a = cf_open("ua2.qcow2", 0), *b = cf_open("ua2.qcow2", 0);
+    ic_error *err = NULL;
+    /* a scan in guest order, then 2000 questions anywhere */
+    uint64_t off = 0;
+    for (unsigned q = 0; q < 2000 || off < size; q++) {
+        bool scan = off < size;
+        if (!scan)
+            off = tu_rand(&st) % size;
+        uint64_t len = scan ? size - off : 1 + tu_rand(&st) % (8u << 20);
+        if (off + len > size)
+            len = size - off;
+        ic_block_status x, y;
+        TU_ASSERT_OK(ic_image_block_status(a, NULL, off, len, &x, &err), err);
+        forget_unalloc_runs(b);
+        TU_ASSERT_OK(ic_image_block_status(b, NULL, off, len, &y, &err), err);
+        assert_int_equal(x.length, y.length);
+        assert_int_equal(x.flags, y.flags);
+        assert_int_equal(x.depth, y.depth);
+        assert_int_equal(x.host_offset, y.host_offset);
+        off = scan ? off + x.length : size;
+    }
+    /* the scan did use remembered runs */
+    bool used = false;
+    for (ic_image *l = a; l; l = l->backing)
+        used |= qcow2_state(l)->unalloc_end > 0;
+    assert_true(used);
+    assert_int_equal(ic_image_close(a), 0);
+    assert_int_equal(ic_image_close(b), 0);
+}
+
 static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
 {
     (void)state;
@@ -489,6 +545,8 @@ int main(void)
         cmocka_unit_test(
             test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test),
         cmocka_unit_test(test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices),
+        cmocka_unit_test(
+            test_qcow2_cluster__remembered_unallocated_runs_answer_as_a_lookup_would),
         cmocka_unit_test(
             test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
