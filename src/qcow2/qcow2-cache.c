@@ -216,18 +216,6 @@ void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset)
     }
 }
 
-void qcow2_cache_trim(struct qcow2_cache *c)
-{
-    for (size_t i = 0; i < c->nb; i++) {
-        struct qcow2_cache_entry *e = &c->e[i];
-        if (e->ref || e->dirty)
-            continue;
-        free(e->buf);
-        e->buf = NULL;
-        e->offset = 0;
-    }
-}
-
 void qcow2_cache_reset(struct qcow2_cache *c)
 {
     for (size_t i = 0; i < c->nb; i++) {

@@ -749,20 +749,14 @@ static bool detect_metadata_prealloc(struct ic_image *img)
     if (alloc < 0 || fc <= 0)
         return false;
     int64_t real = alloc / s->cluster_size;
-    int64_t threshold = IC_MAX(real * 10 / 9, real + 2), count = 0;
-    bool loaded = s->reftable != NULL;
-    for (int64_t c = 0; c < fc && count < threshold; c++) {
-        uint64_t rc;
-        if (qcow2_get_refcount(img, (uint64_t)c, &rc) < 0)
-            break;
-        count += rc != 0;
-    }
-    /* Asked once per image: a read-only layer (every backing file) would
-     * otherwise keep a reftable and refblocks it never reads again, once
-     * per layer of the chain and per handle on it. */
-    if (!loaded)
-        qcow2_refcount_unload(img);
-    return count >= threshold;
+    int64_t threshold = IC_MAX(real * 10 / 9, real + 2);
+    /* Asked once per image: a read-only layer (every backing file) keeps
+     * no reftable nor refblocks for it, which would otherwise stay loaded
+     * once per layer of a chain and per handle on it. */
+    uint64_t count;
+    if (qcow2_count_refcounted(img, (uint64_t)fc, (uint64_t)threshold, &count) < 0)
+        return false;
+    return count >= (uint64_t)threshold;
 }
 
 int qcow2_cluster_block_status(struct ic_image *img, uint64_t off, uint64_t len, uint64_t *pnum,

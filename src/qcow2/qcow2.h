@@ -498,12 +498,14 @@ int qcow2_measure(ic_opts *opts, struct ic_image *src, uint64_t size, ic_measure
 
 /* Loads the reftable (validated) if not loaded yet. */
 int qcow2_refcount_load(struct ic_image *img) IC_WARN_UNUSED;
-/* Frees the reftable and the cached refblocks of a read-only image (they
- * are loaded again when next needed); does nothing on a writable one. */
-void qcow2_refcount_unload(struct ic_image *img);
 /* Refcount of the cluster with index @cluster (0 when no refblock). */
 int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcount)
     IC_WARN_UNUSED;
+/* How many of the clusters [0, @nclusters) have a nonzero refcount, in
+ * *count; stops counting at @limit.  A read-only image whose reftable is
+ * not loaded keeps it unloaded (and caches no refblock). */
+int qcow2_count_refcounted(struct ic_image *img, uint64_t nclusters, uint64_t limit,
+                           uint64_t *count) IC_WARN_UNUSED;
 /* Adds @delta to every cluster touched by [offset, offset+length). */
 int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length,
                           int64_t delta) IC_WARN_UNUSED;
@@ -574,9 +576,6 @@ void qcow2_cache_mark_dirty(struct qcow2_cache *c, const uint8_t *table);
 int qcow2_cache_write(struct ic_image *img, struct qcow2_cache *c) IC_WARN_UNUSED;
 /* Forgets a table (the cluster was freed); drops unwritten changes. */
 void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset);
-/* Frees the buffers of the clean, unpinned entries (they are read again
- * when next asked for). */
-void qcow2_cache_trim(struct qcow2_cache *c);
 /* Empties the cache (all entries must be clean or are lost). */
 void qcow2_cache_reset(struct qcow2_cache *c);
 
