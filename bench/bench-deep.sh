@@ -16,7 +16,9 @@
 # extents.
 # Environment: IMGCHAIN_BIN or BUILD, BENCH_RUNS (5), BENCH_DIR
 # (/var/tmp/imgchain-bench), BENCH_DEEP_LEVELS (100), BENCH_DEEP_OPS
-# ("map convert-qcow2 convert-raw").
+# ("map convert-qcow2 convert-raw"; also: map-human, the human map, and
+# convert-qcow2-unsafe / convert-raw-unsafe, imgchain -t unsafe beside
+# qemu-img's default, both without the final flush).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 IC=${IMGCHAIN_BIN:-$top/${BUILD:-build}/imgchain}
@@ -109,6 +111,8 @@ for op in $OPS; do
     map-human) bench "map" map "$TOP" -- map "$TOP" ;;
     convert-qcow2) bench "convert -O qcow2" convert -O qcow2 "$TOP" out.qcow2 -- convert -t writeback -O qcow2 "$TOP" out.qcow2 ;;
     convert-raw) bench "convert -O raw" convert -O raw "$TOP" out.raw -- convert -t writeback -O raw "$TOP" out.raw ;;
+    convert-qcow2-unsafe) bench "convert -O qcow2 -t unsafe (qemu-img: default)" convert -t unsafe -O qcow2 "$TOP" out.qcow2 -- convert -O qcow2 "$TOP" out.qcow2 ;;
+    convert-raw-unsafe) bench "convert -O raw -t unsafe (qemu-img: default)" convert -t unsafe -O raw "$TOP" out.raw -- convert -O raw "$TOP" out.raw ;;
     *) echo "bench-deep: unknown op $op" >&2 ;;
     esac
 done
