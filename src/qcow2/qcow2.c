@@ -48,6 +48,9 @@
 /* Open flag private to create(): the L1 may still be smaller than the
  * virtual size needs (create grows it right after). */
 #define QCOW2_OPEN_CREATING (1u << 30)
+/* What open reads of cluster 0 when the header and the backing name fit
+ * in it (qcow2_open). */
+#define QCOW2_HDR_PAGE 4096u
 
 /* ---- header parse / serialize ------------------------------------------- */
 
@@ -780,11 +783,22 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     if (h->refcount_order > 6)
         return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                             "Reference count entry width too large; may not exceed 64 bits");
-    /* Cluster 0 in full: the extension area and the backing name. */
-    uint8_t *c0 = malloc(cs);
+    /* Cluster 0 as far as it is parsed below: the header, the extension
+     * area and the backing name.  The extensions are parsed up to the
+     * name's offset when there is a name, so when the name and the header
+     * end within the first page (every overlay qemu-img creates) that
+     * page is all that is read; a chain opens every layer, once per
+     * handle.  Otherwise the whole cluster. */
+    size_t c0_len = cs;
+    uint64_t name_end;
+    if (h->backing_file_offset &&
+        !ic_add_overflow(h->backing_file_offset, (uint64_t)h->backing_file_size, &name_end) &&
+        name_end <= QCOW2_HDR_PAGE && h->header_length <= QCOW2_HDR_PAGE && cs > QCOW2_HDR_PAGE)
+        c0_len = QCOW2_HDR_PAGE;
+    uint8_t *c0 = malloc(c0_len);
     if (!c0)
         return nomem(errp);
-    ret = ic_io_pread(img->file, c0, cs, 0);
+    ret = ic_io_pread(img->file, c0, c0_len, 0);
     if (ret < 0) {
         free(c0);
         return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read header: %s", strerror(-ret));
