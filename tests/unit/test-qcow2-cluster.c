@@ -249,7 +249,7 @@ static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(v
 /* Block status of a data run counts refcounts once per image (qemu's
  * metadata preallocation test); a read-only image, every backing layer of
  * a chain, must not keep the reftable and refblocks that count loaded. */
-static void test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test(
+static void test_qcow2_cluster__a_read_only_image_keeps_no_refcounts_after_the_prealloc_test(
     void **state)
 {
     (void)state;
@@ -288,6 +288,41 @@ static void test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_
             assert_int_equal(rc, 1);
         }
         assert_int_equal(ic_image_close(img), 0);
+    }
+}
+
+/* The metadata preallocation test counts refcounts from the file on a
+ * read-only image and through the caches on a writable one: both decide
+ * alike, for every refcount width, with and without preallocation. */
+static void test_qcow2_cluster__the_prealloc_test_decides_alike_read_only_and_writable(
+    void **state)
+{
+    (void)state;
+    static const char *widths[] = { "1", "4", "16", "64" };
+    char name[64], opts[96];
+    for (size_t w = 0; w < sizeof(widths) / sizeof(widths[0]); w++) {
+        for (int prealloc = 0; prealloc < 2; prealloc++) {
+            snprintf(name, sizeof(name), "pw%s-%d.qcow2", widths[w], prealloc);
+            snprintf(opts, sizeof(opts), "refcount_bits=%s%s", widths[w],
+                     prealloc ? ",preallocation=metadata" : "");
+            cf_create(name, "qcow2", 64u << 20, NULL, NULL, opts);
+            cf_write_byte(name, 1u << 20, 65536, 0x5a);
+            bool decided[2];
+            for (int rw = 0; rw < 2; rw++) {
+                ic_image *img = cf_open(name, rw ? IC_OPEN_RDWR : 0);
+                ic_error *err = NULL;
+                ic_block_status bs;
+                TU_ASSERT_OK(ic_image_block_status(img, NULL, 1u << 20, 65536, &bs, &err), err);
+                struct qcow2_state *s = qcow2_state(img);
+                assert_true(s->metadata_prealloc_checked);
+                decided[rw] = s->metadata_prealloc;
+                if (!rw)
+                    assert_null(s->reftable);
+                assert_int_equal(ic_image_close(img), 0);
+            }
+            assert_int_equal(decided[0], decided[1]);
+            assert_int_equal(decided[0], prealloc);
+        }
     }
 }
 
@@ -543,7 +578,9 @@ int main(void)
         cmocka_unit_test(test_qcow2_cluster__external_data_files_hold_the_guest_data),
         cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
         cmocka_unit_test(
-            test_qcow2_cluster__a_read_only_image_drops_its_refcounts_after_the_prealloc_test),
+            test_qcow2_cluster__a_read_only_image_keeps_no_refcounts_after_the_prealloc_test),
+        cmocka_unit_test(
+            test_qcow2_cluster__the_prealloc_test_decides_alike_read_only_and_writable),
         cmocka_unit_test(test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices),
         cmocka_unit_test(
             test_qcow2_cluster__remembered_unallocated_runs_answer_as_a_lookup_would),
