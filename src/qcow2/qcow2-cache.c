@@ -4,9 +4,10 @@
  *
  * Design notes:
  *  Owns no on-disk structure of its own; it holds copies of one-cluster
- *  tables (L2 tables, refblocks) keyed by their host offset.
+ *  tables (L2 tables, refblocks), or of equal slices of L2 tables, keyed
+ *  by their host offset.
  *  1. A slot's buffer is allocated on first use, so memory grows with
- *     what is touched, never past nb * cluster_size.
+ *     what is touched, never past nb * size.
  *  2. Entries are pinned between get and put (ref > 0) and never evicted
  *     while pinned.  Eviction picks the least recently used unpinned slot,
  *     preferring clean ones; a dirty victim is written first.
@@ -26,13 +27,15 @@
 
 #include "qcow2.h"
 
-int qcow2_cache_init(struct qcow2_cache *c, size_t nb, enum ic_event ev_write, const char *what)
+int qcow2_cache_init(struct qcow2_cache *c, size_t nb, size_t size, enum ic_event ev_write,
+                     const char *what)
 {
     memset(c, 0, sizeof(*c));
     c->e = calloc(nb, sizeof(*c->e));
     if (!c->e)
         return -ENOMEM;
     c->nb = nb;
+    c->size = size;
     c->ev_write = ev_write;
     c->what = what;
     return 0;
@@ -69,7 +72,7 @@ static int entry_write(struct ic_image *img, struct qcow2_cache *c, struct qcow2
             return ret;
     }
     ic_io_event(img->file, c->ev_write);
-    int ret = ic_io_pwrite(img->file, e->buf, s->cluster_size, e->offset);
+    int ret = ic_io_pwrite(img->file, e->buf, c->size, e->offset);
     if (ret < 0)
         return ret;
     e->dirty = false;
@@ -141,11 +144,10 @@ static struct qcow2_cache_entry *victim(struct qcow2_cache *c)
 int qcow2_cache_get(struct ic_image *img, struct qcow2_cache *c, uint64_t offset, bool fresh,
                     uint8_t **table)
 {
-    struct qcow2_state *s = qcow2_state(img);
     struct qcow2_cache_entry *e = find(c, offset);
     if (e) {
         if (fresh)
-            memset(e->buf, 0, s->cluster_size);
+            memset(e->buf, 0, c->size);
         goto hit;
     }
     e = victim(c);
@@ -157,15 +159,15 @@ int qcow2_cache_get(struct ic_image *img, struct qcow2_cache *c, uint64_t offset
             return ret;
     }
     if (!e->buf) {
-        e->buf = malloc(s->cluster_size);
+        e->buf = malloc(c->size);
         if (!e->buf)
             return -ENOMEM;
     }
     e->offset = 0;
     if (fresh) {
-        memset(e->buf, 0, s->cluster_size);
+        memset(e->buf, 0, c->size);
     } else {
-        int ret = ic_io_pread(img->file, e->buf, s->cluster_size, offset);
+        int ret = ic_io_pread(img->file, e->buf, c->size, offset);
         if (ret < 0)
             return ret;
     }

@@ -205,14 +205,12 @@ int64_t qcow2_file_clusters(struct ic_image *img)
     return (int64_t)(((uint64_t)size + s->cluster_size - 1) >> s->cluster_bits);
 }
 
-/* Offset of refblock @rt, 0 when absent; corruption for a bad entry. */
-static int refblock_offset(struct ic_image *img, uint64_t rt, uint64_t *off)
+/* The refblock offset in reftable entry @e (index @rt), 0 when absent;
+ * corruption for a bad entry. */
+static int reftable_entry_offset(struct ic_image *img, uint64_t rt, uint64_t e, uint64_t *off)
 {
     struct qcow2_state *s = qcow2_state(img);
     *off = 0;
-    if (rt >= s->reftable_size)
-        return 0;
-    uint64_t e = s->reftable[rt];
     if (e & QCOW2_REFT_RESERVED)
         return qcow2_signal_corruption(img, true, s->reftable_offset + rt * 8,
                                        "refcount table entry %" PRIu64 " has reserved bits set", rt);
@@ -226,6 +224,16 @@ static int refblock_offset(struct ic_image *img, uint64_t rt, uint64_t *off)
                                        "refblock offset %#" PRIx64 " is invalid", o);
     *off = o;
     return 0;
+}
+
+/* Offset of refblock @rt, 0 when absent; corruption for a bad entry. */
+static int refblock_offset(struct ic_image *img, uint64_t rt, uint64_t *off)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    *off = 0;
+    if (rt >= s->reftable_size)
+        return 0;
+    return reftable_entry_offset(img, rt, s->reftable[rt], off);
 }
 
 int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcount)
@@ -244,6 +252,49 @@ int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcoun
     *refcount = qcow2_refblock_get(s, rb, (uint32_t)(cluster & (s->refblock_entries - 1)));
     qcow2_cache_put(&s->refblock_cache, &rb);
     return 0;
+}
+
+int qcow2_count_refcounted(struct ic_image *img, uint64_t nclusters, uint64_t limit,
+                           uint64_t *count)
+{
+    struct qcow2_state *s = qcow2_state(img);
+    *count = 0;
+    if (!img->read_only || s->reftable) {
+        /* the caches may hold what the file does not yet */
+        for (uint64_t c = 0; c < nclusters && *count < limit; c++) {
+            uint64_t rc;
+            int ret = qcow2_get_refcount(img, c, &rc);
+            if (ret < 0)
+                return ret;
+            *count += rc != 0;
+        }
+        return 0;
+    }
+    /* Read-only: the file is the truth, and only the reftable entries and
+     * refblock bytes covering the clusters are read, into buffers freed
+     * on return; the image keeps nothing it will not ask for again. */
+    uint64_t nrt = IC_MIN((nclusters + s->refblock_entries - 1) >> s->refblock_bits,
+                          (uint64_t)s->reftable_size);
+    if (nrt == 0)
+        return 0;
+    uint8_t *rt = malloc((size_t)nrt * 8), *rb = malloc(s->cluster_size);
+    int ret = rt && rb ? ic_io_pread(img->file, rt, (size_t)nrt * 8, s->reftable_offset)
+                       : -ENOMEM;
+    for (uint64_t i = 0; ret == 0 && i < nrt && *count < limit; i++) {
+        uint64_t off;
+        if ((ret = reftable_entry_offset(img, i, ic_load_be64(rt + 8 * i), &off)) < 0 || !off)
+            continue;
+        uint64_t first = i << s->refblock_bits;
+        uint32_t n = (uint32_t)IC_MIN((uint64_t)s->refblock_entries, nclusters - first);
+        size_t bytes = (size_t)(((uint64_t)n * s->refcount_bits + 7) / 8);
+        if ((ret = ic_io_pread(img->file, rb, bytes, off)) < 0)
+            break;
+        for (uint32_t j = 0; j < n && *count < limit; j++)
+            *count += qcow2_refblock_get(s, rb, j) != 0;
+    }
+    free(rt);
+    free(rb);
+    return ret;
 }
 
 static int write_reftable_entry(struct ic_image *img, uint64_t rt)

@@ -48,6 +48,9 @@
 /* Open flag private to create(): the L1 may still be smaller than the
  * virtual size needs (create grows it right after). */
 #define QCOW2_OPEN_CREATING (1u << 30)
+/* What open reads of cluster 0 when the header and the backing name fit
+ * in it (qcow2_open). */
+#define QCOW2_HDR_PAGE 4096u
 
 /* ---- header parse / serialize ------------------------------------------- */
 
@@ -712,6 +715,7 @@ static int open_data_file(struct ic_image *img, ic_error **errp)
 static void free_state(struct qcow2_state *s)
 {
     qcow2_cache_destroy(&s->l2_cache);
+    qcow2_cache_destroy(&s->l2_slices);
     qcow2_cache_destroy(&s->refblock_cache);
     free(s->l1);
     s->l1 = NULL;
@@ -779,11 +783,22 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
     if (h->refcount_order > 6)
         return ic_error_set(errp, IC_ERR_CORRUPT, EINVAL,
                             "Reference count entry width too large; may not exceed 64 bits");
-    /* Cluster 0 in full: the extension area and the backing name. */
-    uint8_t *c0 = malloc(cs);
+    /* Cluster 0 as far as it is parsed below: the header, the extension
+     * area and the backing name.  The extensions are parsed up to the
+     * name's offset when there is a name, so when the name and the header
+     * end within the first page (every overlay qemu-img creates) that
+     * page is all that is read; a chain opens every layer, once per
+     * handle.  Otherwise the whole cluster. */
+    size_t c0_len = cs;
+    uint64_t name_end;
+    if (h->backing_file_offset &&
+        !ic_add_overflow(h->backing_file_offset, (uint64_t)h->backing_file_size, &name_end) &&
+        name_end <= QCOW2_HDR_PAGE && h->header_length <= QCOW2_HDR_PAGE && cs > QCOW2_HDR_PAGE)
+        c0_len = QCOW2_HDR_PAGE;
+    uint8_t *c0 = malloc(c0_len);
     if (!c0)
         return nomem(errp);
-    ret = ic_io_pread(img->file, c0, cs, 0);
+    ret = ic_io_pread(img->file, c0, c0_len, 0);
     if (ret < 0) {
         free(c0);
         return ic_error_set(errp, IC_ERR_IO, -ret, "cannot read header: %s", strerror(-ret));
@@ -959,9 +974,10 @@ static int qcow2_do_open(struct ic_image *img, unsigned flags, ic_error **errp)
         tables = cap;
     if (tables < 4)
         tables = 4;
-    if (qcow2_cache_init(&s->l2_cache, tables, IC_EV_L2_UPDATE, "L2 table") < 0 ||
-        qcow2_cache_init(&s->refblock_cache, QCOW2_REFBLOCK_CACHE, IC_EV_REFBLOCK_UPDATE,
-                         "refcount block") < 0)
+    if (qcow2_cache_init(&s->l2_cache, tables, s->cluster_size, IC_EV_L2_UPDATE,
+                         "L2 table") < 0 ||
+        qcow2_cache_init(&s->refblock_cache, QCOW2_REFBLOCK_CACHE, s->cluster_size,
+                         IC_EV_REFBLOCK_UPDATE, "refcount block") < 0)
         return nomem(errp);
     s->l2_cache.depends = &s->refblock_cache;
     s->l2_cache.depends_on_flush = true;
@@ -1247,6 +1263,8 @@ static int qcow2_snapshot_load_tmp(struct ic_image *img, const char *id, const c
                             "cannot read the L1 table of snapshot '%s': %s", sn->id_str,
                             strerror(-ret));
     qcow2_cache_reset(&s->l2_cache);
+    qcow2_cache_reset(&s->l2_slices);
+    s->unalloc_start = s->unalloc_end = 0;
     free(s->l1);
     s->l1 = l1;
     s->l1_size = sn->l1_size;

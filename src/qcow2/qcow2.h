@@ -152,6 +152,13 @@ enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 #define QCOW2_L2_CACHE_BYTES     (8u << 20)
 #define QCOW2_MIN_L2_CACHE       16u
 #define QCOW2_REFBLOCK_CACHE     16u
+/* A backing layer caches its L2 tables in slices of this many bytes (at
+ * most a cluster), QCOW2_L2_SLICES of them: its memory stays small
+ * whatever the disk size, once per layer of a chain and per handle on it
+ * (convert's readers each open the whole chain).  A scan needs one or
+ * two slices per layer at a time. */
+#define QCOW2_L2_SLICE_BYTES     4096u
+#define QCOW2_L2_SLICES          8u
 
 /* ---- in-memory state ---------------------------------------------------- */
 
@@ -218,7 +225,7 @@ struct qcow2_snapshot {
 /* A cached table (qcow2-cache.c). */
 struct qcow2_cache_entry {
     uint64_t offset;   /* host offset of the cluster; 0 = slot empty */
-    uint8_t *buf;      /* cluster_size bytes, allocated on first use */
+    uint8_t *buf;      /* the cache's size bytes, allocated on first use */
     uint64_t lru;
     int ref;
     bool dirty;
@@ -226,6 +233,7 @@ struct qcow2_cache_entry {
 
 struct qcow2_cache {
     size_t nb;
+    size_t size;       /* bytes per entry */
     struct qcow2_cache_entry *e;
     uint64_t lru_clock;
     size_t last_hit;
@@ -277,6 +285,7 @@ struct qcow2_state {
     uint64_t free_byte_offset;     /* compressed packing; 0 = none */
 
     struct qcow2_cache l2_cache;
+    struct qcow2_cache l2_slices;  /* backing layers' lookups (qcow2-cluster.c) */
     struct qcow2_cache refblock_cache;
     /* L2 readahead (qcow2-cluster.c design note 7): the L1 index looked
      * up last, and the first one no prefetch hint was issued for yet. */
@@ -326,6 +335,11 @@ struct qcow2_state {
     /* qemu's qcow2_detect_metadata_preallocation heuristic, computed on
      * the first block status: data runs then also report host holes */
     bool metadata_prealloc_checked;
+    /* A read-only image's last unallocated run found by block status:
+     * [unalloc_start, unalloc_end), which ends there for certain when
+     * unalloc_final (qcow2-cluster.c design note 9). */
+    uint64_t unalloc_start, unalloc_end;
+    bool unalloc_final;
     bool metadata_prealloc;
     bool lazy_refcounts;
     bool dirty_on_disk;            /* incompat dirty bit as last written */
@@ -574,6 +588,11 @@ int qcow2_refcount_load(struct ic_image *img) IC_WARN_UNUSED;
 /* Refcount of the cluster with index @cluster (0 when no refblock). */
 int qcow2_get_refcount(struct ic_image *img, uint64_t cluster, uint64_t *refcount)
     IC_WARN_UNUSED;
+/* How many of the clusters [0, @nclusters) have a nonzero refcount, in
+ * *count; stops counting at @limit.  A read-only image whose reftable is
+ * not loaded keeps it unloaded (and caches no refblock). */
+int qcow2_count_refcounted(struct ic_image *img, uint64_t nclusters, uint64_t limit,
+                           uint64_t *count) IC_WARN_UNUSED;
 /* Adds @delta to every cluster touched by [offset, offset+length). */
 int qcow2_update_refcount(struct ic_image *img, uint64_t offset, uint64_t length,
                           int64_t delta) IC_WARN_UNUSED;
@@ -639,7 +658,9 @@ int qcow2_repair_refcounts(struct ic_image *img, ic_error **errp);
 
 /* ---- qcow2-cache.c ------------------------------------------------------- */
 
-int qcow2_cache_init(struct qcow2_cache *c, size_t nb, enum ic_event ev_write, const char *what);
+/* @size: bytes per entry (a cluster, or a slice of an L2 table). */
+int qcow2_cache_init(struct qcow2_cache *c, size_t nb, size_t size, enum ic_event ev_write,
+                     const char *what);
 void qcow2_cache_destroy(struct qcow2_cache *c);
 /* Returns the cached table at @offset, reading it unless @fresh (then it
  * is zero-filled; for new tables).  The entry is pinned until put. */

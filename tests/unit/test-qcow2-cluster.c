@@ -246,6 +246,200 @@ static void test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run(v
     ic_image_close(img);
 }
 
+/* Block status of a data run counts refcounts once per image (qemu's
+ * metadata preallocation test); a read-only image, every backing layer of
+ * a chain, must not keep the reftable and refblocks that count loaded. */
+static void test_qcow2_cluster__a_read_only_image_keeps_no_refcounts_after_the_prealloc_test(
+    void **state)
+{
+    (void)state;
+    cf_create("rc.qcow2", "qcow2", 8u << 20, NULL, NULL, NULL);
+    ic_image *img = cf_open("rc.qcow2", IC_OPEN_RDWR);
+    uint8_t buf[65536];
+    memset(buf, 0x3c, sizeof(buf));
+    ic_error *err = NULL;
+    TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), 1u << 20, &err), err);
+    assert_int_equal(ic_image_close(img), 0);
+
+    for (int rw = 0; rw < 2; rw++) {
+        img = cf_open("rc.qcow2", rw ? IC_OPEN_RDWR : 0);
+        struct qcow2_state *s = qcow2_state(img);
+        ic_block_status bs;
+        TU_ASSERT_OK(ic_image_block_status(img, NULL, 1u << 20, 65536, &bs, &err), err);
+        assert_true(bs.flags & IC_BS_DATA);
+        assert_true(s->metadata_prealloc_checked);
+        assert_false(s->metadata_prealloc);
+        size_t bufs = 0;
+        for (size_t i = 0; i < s->refblock_cache.nb; i++)
+            bufs += s->refblock_cache.e[i].buf != NULL;
+        if (rw) {
+            /* a writable image keeps them: it will allocate */
+            assert_non_null(s->reftable);
+            assert_true(bufs > 0);
+        } else {
+            assert_null(s->reftable);
+            assert_int_equal(bufs, 0);
+            /* and the image still reads and answers as before */
+            uint8_t got[65536];
+            TU_ASSERT_OK(ic_image_pread(img, got, sizeof(got), 1u << 20, &err), err);
+            assert_memory_equal(got, buf, sizeof(got));
+            uint64_t rc = 0;
+            assert_int_equal(qcow2_get_refcount(img, 0, &rc), 0);
+            assert_int_equal(rc, 1);
+        }
+        assert_int_equal(ic_image_close(img), 0);
+    }
+}
+
+/* The metadata preallocation test counts refcounts from the file on a
+ * read-only image and through the caches on a writable one: both decide
+ * alike, for every refcount width, with and without preallocation. */
+static void test_qcow2_cluster__the_prealloc_test_decides_alike_read_only_and_writable(
+    void **state)
+{
+    (void)state;
+    static const char *widths[] = { "1", "4", "16", "64" };
+    char name[64], opts[96];
+    for (size_t w = 0; w < sizeof(widths) / sizeof(widths[0]); w++) {
+        for (int prealloc = 0; prealloc < 2; prealloc++) {
+            snprintf(name, sizeof(name), "pw%s-%d.qcow2", widths[w], prealloc);
+            snprintf(opts, sizeof(opts), "refcount_bits=%s%s", widths[w],
+                     prealloc ? ",preallocation=metadata" : "");
+            cf_create(name, "qcow2", 64u << 20, NULL, NULL, opts);
+            cf_write_byte(name, 1u << 20, 65536, 0x5a);
+            bool decided[2];
+            for (int rw = 0; rw < 2; rw++) {
+                ic_image *img = cf_open(name, rw ? IC_OPEN_RDWR : 0);
+                ic_error *err = NULL;
+                ic_block_status bs;
+                TU_ASSERT_OK(ic_image_block_status(img, NULL, 1u << 20, 65536, &bs, &err), err);
+                struct qcow2_state *s = qcow2_state(img);
+                assert_true(s->metadata_prealloc_checked);
+                decided[rw] = s->metadata_prealloc;
+                if (!rw)
+                    assert_null(s->reftable);
+                assert_int_equal(ic_image_close(img), 0);
+            }
+            assert_int_equal(decided[0], decided[1]);
+            assert_int_equal(decided[0], prealloc);
+        }
+    }
+}
+
+/* A backing layer looks its clusters up in slices of its L2 tables, a
+ * few of them cached, never whole tables (design note 8 of
+ * src/qcow2/qcow2-cluster.c); reads and block status through the chain
+ * still see every layer's data, with standard and extended L2 entries. */
+static void test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices(void **state)
+{
+    (void)state;
+    const uint64_t size = 1ull << 30, step = 40ull << 20; /* > one slice apart */
+    for (int ext = 0; ext < 2; ext++) {
+        const char *bname = ext ? "sb-ext.qcow2" : "sb.qcow2";
+        const char *tname = ext ? "st-ext.qcow2" : "st.qcow2";
+        cf_create(bname, "qcow2", size, NULL, NULL, ext ? "extended_l2=on" : NULL);
+        for (uint64_t off = 65536; off < size; off += step)
+            cf_write_byte(bname, off, 65536 + 4096, 0x11);
+        cf_create(tname, "qcow2", 0, bname, "qcow2", NULL);
+        cf_write_byte(tname, 2 * step + 65536, 4096, 0x22);
+        ic_image *img = cf_open(tname, 0);
+        ic_image *base = img->backing;
+        assert_non_null(base);
+        ic_error *err = NULL;
+        /* block status: one data run per write, the top's inside one */
+        unsigned data_runs = 0;
+        for (uint64_t off = 0; off < size;) {
+            ic_block_status bs;
+            TU_ASSERT_OK(ic_image_block_status(img, NULL, off, size - off, &bs, &err), err);
+            if (bs.flags & IC_BS_DATA) {
+                data_runs++;
+                assert_true(off % step >= 65536 && off % step < 65536 + 65536 + 4096);
+            }
+            off += bs.length;
+        }
+        assert_true(data_runs >= size / step);
+        /* reads: every piece through the top, the top's bytes over it */
+        uint8_t buf[65536 + 12288];
+        for (uint64_t off = 65536; off < size; off += step) {
+            TU_ASSERT_OK(ic_image_pread(img, buf, sizeof(buf), off - 4096, &err), err);
+            assert_int_equal(buf[0], 0);
+            assert_int_equal(buf[4096], off == 2 * step + 65536 ? 0x22 : 0x11);
+            assert_int_equal(buf[4096 + 8192], 0x11);
+            assert_int_equal(buf[4096 + 65536 + 4095], 0x11);
+            assert_int_equal(buf[sizeof(buf) - 1], 0);
+        }
+        struct qcow2_state *bst = qcow2_state(base), *tst = qcow2_state(img);
+        size_t tables = 0, slices = 0, top_tables = 0;
+        for (size_t i = 0; i < bst->l2_cache.nb; i++)
+            tables += bst->l2_cache.e[i].buf != NULL;
+        for (size_t i = 0; i < bst->l2_slices.nb; i++)
+            slices += bst->l2_slices.e[i].buf != NULL;
+        for (size_t i = 0; i < tst->l2_cache.nb; i++)
+            top_tables += tst->l2_cache.e[i].buf != NULL;
+        assert_int_equal(tables, 0);
+        assert_true(slices > 0 && slices <= QCOW2_L2_SLICES);
+        assert_int_equal(bst->l2_slices.size, QCOW2_L2_SLICE_BYTES);
+        assert_true(top_tables > 0); /* the top keeps whole tables */
+        assert_int_equal(ic_image_close(img), 0);
+    }
+}
+
+/* Clears the remembered unallocated run of every layer of @img. */
+static void forget_unalloc_runs(ic_image *img)
+{
+    for (ic_image *l = img; l; l = l->backing)
+        qcow2_state(l)->unalloc_start = qcow2_state(l)->unalloc_end = 0;
+}
+
+/* Block status answered from a layer's remembered unallocated run (design
+ * note 9 of src/qcow2/qcow2-cluster.c) is the answer a fresh lookup gives,
+ * for scans and for questions in any order. */
+static void test_qcow2_cluster__remembered_unallocated_runs_answer_as_a_lookup_would(
+    void **state)
+{
+    (void)state;
+    const uint64_t size = 256ull << 20;
+    cf_create("ua0.qcow2", "qcow2", size, NULL, NULL, "cluster_size=4096");
+    cf_create("ua1.qcow2", "qcow2", 0, "ua0.qcow2", "qcow2", NULL);
+    cf_create("ua2.qcow2", "qcow2", 0, "ua1.qcow2", "qcow2", "extended_l2=on");
+    uint64_t st = 42;
+    const char *names[] = { "ua0.qcow2", "ua1.qcow2", "ua2.qcow2" };
+    for (unsigned i = 0; i < 60; i++) {
+        uint64_t off = tu_rand(&st) % size, len = 512 + tu_rand(&st) % (3u << 20);
+        if (off + len > size)
+            len = size - off;
+        cf_write_byte(names[i % 3], off, len, (uint8_t)(1 + i));
+    }
+    ic_image *a = cf_open("ua2.qcow2", 0), *b = cf_open("ua2.qcow2", 0);
+    ic_error *err = NULL;
+    /* a scan in guest order, then 2000 questions anywhere */
+    uint64_t off = 0;
+    for (unsigned q = 0; q < 2000 || off < size; q++) {
+        bool scan = off < size;
+        if (!scan)
+            off = tu_rand(&st) % size;
+        uint64_t len = scan ? size - off : 1 + tu_rand(&st) % (8u << 20);
+        if (off + len > size)
+            len = size - off;
+        ic_block_status x, y;
+        TU_ASSERT_OK(ic_image_block_status(a, NULL, off, len, &x, &err), err);
+        forget_unalloc_runs(b);
+        TU_ASSERT_OK(ic_image_block_status(b, NULL, off, len, &y, &err), err);
+        assert_int_equal(x.length, y.length);
+        assert_int_equal(x.flags, y.flags);
+        assert_int_equal(x.depth, y.depth);
+        assert_int_equal(x.host_offset, y.host_offset);
+        off = scan ? off + x.length : size;
+    }
+    /* the scan did use remembered runs */
+    bool used = false;
+    for (ic_image *l = a; l; l = l->backing)
+        used |= qcow2_state(l)->unalloc_end > 0;
+    assert_true(used);
+    assert_int_equal(ic_image_close(a), 0);
+    assert_int_equal(ic_image_close(b), 0);
+}
+
 static void test_qcow2_cluster__subcluster_bitmaps_decide_each_subcluster(void **state)
 {
     (void)state;
@@ -383,6 +577,13 @@ int main(void)
         cmocka_unit_test(test_qcow2_cluster__writes_over_a_backing_chain_copy_on_write),
         cmocka_unit_test(test_qcow2_cluster__external_data_files_hold_the_guest_data),
         cmocka_unit_test(test_qcow2_cluster__metadata_preallocation_maps_one_contiguous_run),
+        cmocka_unit_test(
+            test_qcow2_cluster__a_read_only_image_keeps_no_refcounts_after_the_prealloc_test),
+        cmocka_unit_test(
+            test_qcow2_cluster__the_prealloc_test_decides_alike_read_only_and_writable),
+        cmocka_unit_test(test_qcow2_cluster__a_backing_layer_looks_up_clusters_in_l2_slices),
+        cmocka_unit_test(
+            test_qcow2_cluster__remembered_unallocated_runs_answer_as_a_lookup_would),
         cmocka_unit_test(
             test_qcow2_cluster__a_scan_prefetches_the_l2_tables_ahead_and_random_reads_do_not),
     };
