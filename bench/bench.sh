@@ -211,6 +211,9 @@ if [ "${BENCH_EXTRA:-1}" = 1 ]; then
 "
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-qemuimg.sh")
 "
+    # deep chains: map and convert of a 100-level qcow2 chain
+    rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-deep.sh")
+"
     # the data path against dd and qemu-img on a warm cache
     rows="$rows$(IMGCHAIN_BIN=$IC BENCH_RUNS=$RUNS BENCH_DIR=$D sh "$top/bench/bench-datapath.sh")
 "
@@ -223,6 +226,7 @@ echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain
 echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
 echo " rows marked (ms): milliseconds, bench-live.sh's live snapshot beside the same sequence driven step by step through QMP;"
 echo " resize and measure rows: see bench-qemuimg.sh;"
+echo " 100-level chain rows: bench-deep.sh (warm cache; converts beside qemu-img -t writeback, RSS is the peak);"
 echo " 4 GiB chain rows: bench-datapath.sh, warm cache, dd's row is the device's limit (ratio dd/imgchain), -C and XFS reflink rows apart;"
 echo " converts flush the target: qemu-img runs them with -t writeback;"
 if [ "$DROP" = 1 ]; then echo " page cache dropped before every convert run; info and map run warm)"; else echo " page cache kept warm)"; fi
