@@ -236,6 +236,8 @@ struct qcow2_cache {
     bool depends_on_flush;     /* also fsync before writing (lazy off) */
     enum ic_event ev_write;
     const char *what;          /* "L2 table", "refcount block" */
+    /* the reader streams through tables (qcow2-cache.c design note 5) */
+    bool recycle;
 };
 
 struct qcow2_state {
@@ -608,6 +610,10 @@ int64_t qcow2_file_clusters(struct ic_image *img);
  * unless @freed is NULL.  Requires i + n <= refblock_entries. */
 uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
                                 int64_t delta, uint64_t *freed);
+/* Position of the first entry of [i, i + n) of refblock @rb that is 0,
+ * relative to @i; @n when none is. */
+uint32_t qcow2_refblock_find_zero(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                                  uint32_t n);
 /* Number of entries in [i, i + n) of refblock @rb equal to @value. */
 uint32_t qcow2_refblock_count(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
                               uint32_t n, uint64_t value);
