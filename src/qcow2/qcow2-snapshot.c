@@ -446,9 +446,13 @@ static int txn_alloc(struct txn *t, uint64_t n, uint64_t *off, ic_error **errp)
         if ((ret = txn_rb_get(t, t->cursor >> s->refblock_bits, &rb, errp)) < 0)
             return ret;
         uint32_t i = (uint32_t)(t->cursor & (s->refblock_entries - 1));
-        while (i < s->refblock_entries && (qcow2_refblock_get(s, rb->buf, i) ||
-                                           (rb->freed[i / 64] & (1ull << (i % 64)))))
+        /* the first cluster with refcount 0 not freed by this transaction */
+        for (;;) {
+            i += qcow2_refblock_find_zero(s, rb->buf, i, s->refblock_entries - i);
+            if (i >= s->refblock_entries || !(rb->freed[i / 64] & (1ull << (i % 64))))
+                break;
             i++;
+        }
         t->cursor = (t->cursor & ~((uint64_t)s->refblock_entries - 1)) + i;
         if (i < s->refblock_entries)
             break;
