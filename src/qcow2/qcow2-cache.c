@@ -20,11 +20,11 @@
  *  4. Writes are whole clusters at the table's offset, announced with the
  *     cache's event (IC_EV_L2_UPDATE / IC_EV_REFBLOCK_UPDATE).
  *  5. A scan that reads tables one after the other (c->recycle, set by the
- *     reader) will not come back to them soon: once it holds
- *     QCOW2_MIN_L2_CACHE tables, a new one takes the least recently used
+ *     reader) will not come back to them soon: once the cache holds
+ *     QCOW2_MIN_L2_CACHE entries, a new one takes the least recently used
  *     clean slot instead of a never used one, so a streaming walk (map,
  *     convert) does not allocate and fault in the whole cache's memory.
- *     Only clean tables are recycled; otherwise the normal choice stands.
+ *     Only clean entries are recycled; otherwise the normal choice stands.
  */
 #include <errno.h>
 #include <stdlib.h>
