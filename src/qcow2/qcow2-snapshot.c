@@ -404,10 +404,14 @@ static int txn_add_run(struct txn *t, uint64_t c, uint64_t n, int64_t delta, ic_
         uint32_t done = qcow2_refblock_add_run(s, rb->buf, i, m, delta, rb->freed);
         if (done)
             rb->dirty = true;
-        if (done < m)
-            return txn_add(t, c + done, delta, errp);
-        c += m;
-        n -= m;
+        if (done < m) {
+            /* txn_add refuses that cluster, with its message */
+            if ((ret = txn_add(t, c + done, delta, errp)) < 0)
+                return ret;
+            done++;
+        }
+        c += done;
+        n -= done;
     }
     return 0;
 }
