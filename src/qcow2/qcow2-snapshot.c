@@ -554,8 +554,11 @@ static int tree_delta(struct txn *t, const uint64_t *l1, uint32_t n, int64_t del
                                    " is not cluster aligned", d, l2off);
             } else {
                 run = d >> s->cluster_bits;
-                run_len = 1;
                 run_copied = copied;
+                /* the entries that continue it exactly join at once */
+                uint32_t more = qcow2_l2_count_following(s, t->l2buf, j, e);
+                run_len = 1 + (uint64_t)more;
+                j += more;
             }
         }
         if (ret == 0 && run_len) {
@@ -631,6 +634,11 @@ static int l2_agrees(struct txn *t, uint64_t l2off, bool *ok, bool *read, ic_err
         run = c;
         run_len = 1;
         run_copied = copied;
+        if (!(e & QCOW2_L2E_OFFSET_MASK & s->cluster_offset_mask)) {
+            uint32_t more = qcow2_l2_count_following(s, t->l2buf, j, e);
+            run_len += more;
+            j += more;
+        }
     }
     if (run_len)
         return run_agrees(t, run, run_len, run_copied, ok, errp);

@@ -429,6 +429,29 @@ static inline enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, u
     return QCOW2_CT_UNALLOCATED;
 }
 
+/* How many entries after entry @j (= @e, an aligned data cluster) of the
+ * L2 table @l2 continue it exactly: the same flags, each the host cluster
+ * after the one before (never past the largest host offset).  Metadata
+ * walks use it to take runs of clusters a table maps one after the other
+ * (metadata preallocation, sequential writes) in one step. */
+static inline uint32_t qcow2_l2_count_following(const struct qcow2_state *s, const uint8_t *l2,
+                                                uint32_t j, uint64_t e)
+{
+    uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+    uint64_t room = ((QCOW2_L2E_OFFSET_MASK & ~s->cluster_offset_mask) - off) >> s->cluster_bits;
+    uint32_t n = s->l2_entries - j - 1, k = 0;
+    if (room < n)
+        n = (uint32_t)room;
+    const uint8_t *p = l2 + (size_t)(j + 1) * s->l2_entry_size;
+    uint64_t want = e + s->cluster_size;
+    while (k < n && ic_load_be64(p) == want) {
+        k++;
+        p += s->l2_entry_size;
+        want += s->cluster_size;
+    }
+    return k;
+}
+
 /* Refblock entry accessors for any refcount width (1..64 bits): sub-byte
  * widths pack LSB first, widths >= 8 are big-endian. */
 static inline uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb,
