@@ -13,7 +13,7 @@
 # from wait4).  The time columns are medians of those whole-process times.
 #
 # The floor: `int main(void){return 0;}` built with cc -O2 -static into
-# $BENCH_DIR, timed the same way beside every operation: no program can
+# $BENCH_DIR/snapshot, timed the same way beside every operation: no program can
 # finish faster.  For the rows on snap4.qcow2 the ratio column reads
 # "R above floor (W whole)": R = (qemu-img - floor) / (imgchain - floor)
 # with the floor measured beside that operation, W the plain ratio of the
