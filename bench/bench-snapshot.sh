@@ -13,8 +13,8 @@
 # from wait4).  The time columns are medians of those whole-process times.
 #
 # The floor: `int main(void){return 0;}` built with cc -O2 -static into
-# $BENCH_DIR/snapshot, timed the same way beside every operation: no program can
-# finish faster.  For the rows on snap4.qcow2 the ratio column reads
+# $BENCH_DIR/snapshot, timed the same way beside every operation: no
+# program can finish faster.  For the rows on snap4.qcow2 the ratio reads
 # "R above floor (W whole)": R = (qemu-img - floor) / (imgchain - floor)
 # with the floor measured beside that operation, W the plain ratio of the
 # whole-process medians.  Without a static libc the floor is skipped
