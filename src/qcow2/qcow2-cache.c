@@ -20,6 +20,12 @@
  *     table is written, everything it points to is allocated and written.
  *  4. Writes are whole clusters at the table's offset, announced with the
  *     cache's event (IC_EV_L2_UPDATE / IC_EV_REFBLOCK_UPDATE).
+ *  5. A scan that reads tables one after the other (c->recycle, set by the
+ *     reader) will not come back to them soon: once the cache holds
+ *     QCOW2_MIN_L2_CACHE entries, a new one takes the least recently used
+ *     clean slot instead of a never used one, so a streaming walk (map,
+ *     convert) does not allocate and fault in the whole cache's memory.
+ *     Only clean entries are recycled; otherwise the normal choice stands.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -127,18 +133,28 @@ static struct qcow2_cache_entry *find(struct qcow2_cache *c, uint64_t offset)
 
 static struct qcow2_cache_entry *victim(struct qcow2_cache *c)
 {
-    struct qcow2_cache_entry *best = NULL;
+    struct qcow2_cache_entry *best = NULL, *empty = NULL;
+    size_t held = 0;
     for (size_t i = 0; i < c->nb; i++) {
         struct qcow2_cache_entry *e = &c->e[i];
+        if (!e->offset) {
+            if (e->buf && !e->ref)
+                return e; /* free, with its memory */
+            if (!empty && !e->ref)
+                empty = e;
+            continue;
+        }
+        held++;
         if (e->ref)
             continue;
-        if (!e->offset)
-            return e;
         if (!best || (best->dirty && !e->dirty) ||
             (best->dirty == e->dirty && e->lru < best->lru))
             best = e;
     }
-    return best;
+    /* design note 5 */
+    if (empty && c->recycle && held >= QCOW2_MIN_L2_CACHE && best && !best->dirty)
+        return best;
+    return empty ? empty : best;
 }
 
 int qcow2_cache_get(struct ic_image *img, struct qcow2_cache *c, uint64_t offset, bool fresh,

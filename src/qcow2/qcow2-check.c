@@ -562,6 +562,13 @@ static int walk_l2(struct chk *c, uint64_t l2off, bool active, uint64_t k)
             run_j = j;
             run_q = (e & QCOW2_L2E_OFFSET_MASK) >> s->cluster_bits;
             run_n = 1;
+            /* equal flags and no subcluster bitmap: the entries that
+             * continue it exactly are plain too */
+            if (!s->ext_l2) {
+                uint32_t more = qcow2_l2_count_following(s, l2, j, e);
+                run_n += more;
+                j += more;
+            }
         } else {
             ret = walk_l2_entry(c, l2, l2off, j, active, k, &next);
         }
@@ -1275,10 +1282,17 @@ static int check_copied(struct chk *c, bool repair, bool dry_repair)
             }
             if (run_n && !run_agrees(c, run_k, run_n, run_copied))
                 found += copied_entries(c, repair, dry_repair, l2, l2off, run_j, j);
+            if (j == s->l2_entries)
+                break;
             run_j = j;
             run_k = k;
             run_n = 1;
             run_copied = !!(e & QCOW2_OFLAG_COPIED);
+            if (!(e & QCOW2_L2E_OFFSET_MASK & s->cluster_offset_mask)) {
+                uint32_t more = qcow2_l2_count_following(s, l2, j, e);
+                run_n += more;
+                j += more;
+            }
         }
     }
     if (!found)

@@ -590,8 +590,11 @@ static int get_run(struct ic_image *img, uint64_t off, uint64_t maxlen, struct r
         if (l2off & s->cluster_offset_mask)
             return qcow2_signal_corruption(img, true, l2off, "L2 table offset %#" PRIx64
                                            " unaligned (L1 index %#" PRIx64 ")", l2off, l1i);
-        if (l1i != s->ra_last_l1)
+        if (l1i != s->ra_last_l1) {
+            /* the table after the last one: a streaming walk */
+            s->l2_cache.recycle = l1i == s->ra_last_l1 + 1;
             l2_readahead(img, l1i);
+        }
         uint8_t *l2;
         uint32_t nent = s->l2_entries;
         struct qcow2_cache *cache = &s->l2_cache;

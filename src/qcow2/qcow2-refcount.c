@@ -114,6 +114,46 @@ rb_count_w(const uint8_t *rb, uint32_t i, uint32_t n, uint64_t value, unsigned b
     return cnt;
 }
 
+/* First entry of [i, i + n) equal to 0, relative to @i (n when none).
+ * Whole 64-bit words are skipped while none of their entries is 0 (the
+ * test for a zero lane does not depend on byte order). */
+static inline __attribute__((always_inline)) uint32_t
+rb_find_zero_w(const uint8_t *rb, uint32_t i, uint32_t n, unsigned bits)
+{
+    uint32_t k = 0;
+    if (bits < 64) {
+        uint64_t lo = bits == 8 ? 0x0101010101010101ull
+                    : bits == 16 ? 0x0001000100010001ull : 0x0000000100000001ull;
+        uint64_t hi = lo << (bits - 1);
+        uint32_t per = 64 / bits;
+        for (; k + per <= n; k += per) {
+            uint64_t w;
+            memcpy(&w, rb + (size_t)(i + k) * (bits / 8), sizeof(w));
+            if ((w - lo) & ~w & hi)
+                break;
+        }
+    }
+    while (k < n && rb_load(rb, i + k, bits))
+        k++;
+    return k;
+}
+
+uint32_t qcow2_refblock_find_zero(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                                  uint32_t n)
+{
+    switch (s->refcount_bits) {
+    case 8: return rb_find_zero_w(rb, i, n, 8);
+    case 16: return rb_find_zero_w(rb, i, n, 16);
+    case 32: return rb_find_zero_w(rb, i, n, 32);
+    case 64: return rb_find_zero_w(rb, i, n, 64);
+    default: break;
+    }
+    uint32_t k = 0;
+    while (k < n && qcow2_refblock_get(s, rb, i + k))
+        k++;
+    return k;
+}
+
 uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
                                 int64_t delta, uint64_t *freed)
 {

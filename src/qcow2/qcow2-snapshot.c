@@ -404,10 +404,14 @@ static int txn_add_run(struct txn *t, uint64_t c, uint64_t n, int64_t delta, ic_
         uint32_t done = qcow2_refblock_add_run(s, rb->buf, i, m, delta, rb->freed);
         if (done)
             rb->dirty = true;
-        if (done < m)
-            return txn_add(t, c + done, delta, errp);
-        c += m;
-        n -= m;
+        if (done < m) {
+            /* txn_add refuses that cluster, with its message */
+            if ((ret = txn_add(t, c + done, delta, errp)) < 0)
+                return ret;
+            done++;
+        }
+        c += done;
+        n -= done;
     }
     return 0;
 }
@@ -446,9 +450,13 @@ static int txn_alloc(struct txn *t, uint64_t n, uint64_t *off, ic_error **errp)
         if ((ret = txn_rb_get(t, t->cursor >> s->refblock_bits, &rb, errp)) < 0)
             return ret;
         uint32_t i = (uint32_t)(t->cursor & (s->refblock_entries - 1));
-        while (i < s->refblock_entries && (qcow2_refblock_get(s, rb->buf, i) ||
-                                           (rb->freed[i / 64] & (1ull << (i % 64)))))
+        /* the first cluster with refcount 0 not freed by this transaction */
+        for (;;) {
+            i += qcow2_refblock_find_zero(s, rb->buf, i, s->refblock_entries - i);
+            if (i >= s->refblock_entries || !(rb->freed[i / 64] & (1ull << (i % 64))))
+                break;
             i++;
+        }
         t->cursor = (t->cursor & ~((uint64_t)s->refblock_entries - 1)) + i;
         if (i < s->refblock_entries)
             break;
@@ -546,8 +554,11 @@ static int tree_delta(struct txn *t, const uint64_t *l1, uint32_t n, int64_t del
                                    " is not cluster aligned", d, l2off);
             } else {
                 run = d >> s->cluster_bits;
-                run_len = 1;
                 run_copied = copied;
+                /* the entries that continue it exactly join at once */
+                uint32_t more = qcow2_l2_count_following(s, t->l2buf, j, e);
+                run_len = 1 + (uint64_t)more;
+                j += more;
             }
         }
         if (ret == 0 && run_len) {
@@ -623,6 +634,11 @@ static int l2_agrees(struct txn *t, uint64_t l2off, bool *ok, bool *read, ic_err
         run = c;
         run_len = 1;
         run_copied = copied;
+        if (!(e & QCOW2_L2E_OFFSET_MASK & s->cluster_offset_mask)) {
+            uint32_t more = qcow2_l2_count_following(s, t->l2buf, j, e);
+            run_len += more;
+            j += more;
+        }
     }
     if (run_len)
         return run_agrees(t, run, run_len, run_copied, ok, errp);

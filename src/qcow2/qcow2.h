@@ -244,6 +244,8 @@ struct qcow2_cache {
     bool depends_on_flush;     /* also fsync before writing (lazy off) */
     enum ic_event ev_write;
     const char *what;          /* "L2 table", "refcount block" */
+    /* the reader streams through tables (qcow2-cache.c design note 5) */
+    bool recycle;
 };
 
 struct qcow2_state {
@@ -441,6 +443,29 @@ static inline enum qcow2_ctype qcow2_cluster_type(const struct qcow2_state *s, u
     return QCOW2_CT_UNALLOCATED;
 }
 
+/* How many entries after entry @j (= @e, an aligned data cluster) of the
+ * L2 table @l2 continue it exactly: the same flags, each the host cluster
+ * after the one before (never past the largest host offset).  Metadata
+ * walks use it to take runs of clusters a table maps one after the other
+ * (metadata preallocation, sequential writes) in one step. */
+static inline uint32_t qcow2_l2_count_following(const struct qcow2_state *s, const uint8_t *l2,
+                                                uint32_t j, uint64_t e)
+{
+    uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+    uint64_t room = ((QCOW2_L2E_OFFSET_MASK & ~s->cluster_offset_mask) - off) >> s->cluster_bits;
+    uint32_t n = s->l2_entries - j - 1, k = 0;
+    if (room < n)
+        n = (uint32_t)room;
+    const uint8_t *p = l2 + (size_t)(j + 1) * s->l2_entry_size;
+    uint64_t want = e + s->cluster_size;
+    while (k < n && ic_load_be64(p) == want) {
+        k++;
+        p += s->l2_entry_size;
+        want += s->cluster_size;
+    }
+    return k;
+}
+
 /* Refblock entry accessors for any refcount width (1..64 bits): sub-byte
  * widths pack LSB first, widths >= 8 are big-endian. */
 static inline uint64_t qcow2_refblock_get(const struct qcow2_state *s, const uint8_t *rb,
@@ -627,6 +652,10 @@ int64_t qcow2_file_clusters(struct ic_image *img);
  * unless @freed is NULL.  Requires i + n <= refblock_entries. */
 uint32_t qcow2_refblock_add_run(const struct qcow2_state *s, uint8_t *rb, uint32_t i, uint32_t n,
                                 int64_t delta, uint64_t *freed);
+/* Position of the first entry of [i, i + n) of refblock @rb that is 0,
+ * relative to @i; @n when none is. */
+uint32_t qcow2_refblock_find_zero(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
+                                  uint32_t n);
 /* Number of entries in [i, i + n) of refblock @rb equal to @value. */
 uint32_t qcow2_refblock_count(const struct qcow2_state *s, const uint8_t *rb, uint32_t i,
                               uint32_t n, uint64_t value);

@@ -185,6 +185,35 @@ static void test_qcow2_refcount__a_run_count_matches_entry_by_entry_for_every_wi
     }
 }
 
+static void test_qcow2_refcount__the_first_zero_entry_is_found_at_every_width(void **state)
+{
+    (void)state;
+    enum { BYTES = 512 };
+    uint8_t rb[BYTES];
+    uint64_t seed = 4242;
+    for (uint32_t order = 0; order <= 6; order++) {
+        struct qcow2_state s = { .refcount_bits = 1u << order };
+        uint64_t max = s.refcount_bits == 64 ? UINT64_MAX : (1ull << s.refcount_bits) - 1;
+        uint32_t entries = BYTES * 8 / s.refcount_bits;
+        for (int round = 0; round < 200; round++) {
+            /* nonzero entries with values whose bytes hold zeroes (0x100,
+             * 0x10000...) and a few zero entries, or none at all */
+            for (uint32_t k = 0; k < entries; k++) {
+                uint64_t v = 1ull << (tu_rand(&seed) % s.refcount_bits);
+                if (round % 4 && tu_rand(&seed) % 97 == 0)
+                    v = 0;
+                qcow2_refblock_set(&s, rb, k, v & max);
+            }
+            uint32_t i = (uint32_t)(tu_rand(&seed) % entries);
+            uint32_t n = 1 + (uint32_t)(tu_rand(&seed) % (entries - i));
+            uint32_t want = 0;
+            while (want < n && qcow2_refblock_get(&s, rb, i + want))
+                want++;
+            assert_int_equal(qcow2_refblock_find_zero(&s, rb, i, n), want);
+        }
+    }
+}
+
 static void test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones(void **state)
 {
     (void)state;
@@ -342,6 +371,7 @@ int main(void)
         cmocka_unit_test(
             test_qcow2_refcount__a_run_update_leaves_the_entry_that_cannot_take_it_unchanged),
         cmocka_unit_test(test_qcow2_refcount__a_run_count_matches_entry_by_entry_for_every_width),
+        cmocka_unit_test(test_qcow2_refcount__the_first_zero_entry_is_found_at_every_width),
         cmocka_unit_test(test_qcow2_refcount__allocation_counts_clusters_and_skips_used_ones),
         cmocka_unit_test(test_qcow2_refcount__grows_table_when_last_block_full),
         cmocka_unit_test(test_qcow2_refcount__a_run_longer_than_a_refblock_range_is_allocated_with_its_blocks_after_it),

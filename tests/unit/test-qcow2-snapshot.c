@@ -276,6 +276,56 @@ static void test_qcow2_snapshot__a_cluster_at_its_maximum_inside_a_run_is_named_
     ic_image_close(img);
 }
 
+/* Opens FILE_PATH (held in memory) through a fault wrapper that counts
+ * events; *wrap receives the wrapper. */
+static ic_image *open_counted(ic_io **wrap)
+{
+    ic_error *err = NULL;
+    ic_io *file = NULL, *borrowed = NULL;
+    ic_image *img = NULL;
+    assert_int_equal(tu_file_to_mem(&file, FILE_PATH), 0);
+    TU_ASSERT_OK(ic_io_fault_wrap(wrap, file, &err), err);
+    assert_int_equal(tu_io_borrow(&borrowed, *wrap), 0);
+    ic_open_options o = IC_OPEN_OPTIONS_INIT;
+    o.flags = IC_OPEN_RDWR | IC_OPEN_NO_LOCK;
+    TU_ASSERT_OK(ic_image_open_io(&img, borrowed, &o, &err), err);
+    return img;
+}
+
+static void test_qcow2_snapshot__a_table_too_fragmented_to_summarise_is_read_again_and_fixed(
+    void **state)
+{
+    (void)state;
+    ic_error *err = NULL;
+    /* one L2 table (64 KiB clusters) whose data clusters are written in
+     * reverse order: no two entries follow each other on the host, so the
+     * table has more runs than a summary holds */
+    ic_image *img = make_empty(FILE_PATH, NULL);
+    uint8_t buf[65536];
+    for (int i = 15; i >= 0; i--) {
+        tu_fill_pattern(buf, sizeof(buf), 40 + i);
+        TU_ASSERT_OK(ic_image_pwrite(img, buf, sizeof(buf), (uint64_t)i * 65536, &err), err);
+    }
+    ic_image_close(img);
+    ic_io *wrap = NULL;
+    img = open_counted(&wrap);
+    TU_ASSERT_OK(ic_snapshot_create(img, "s", &err), err);
+    /* counted once, then read again for the COPIED check */
+    assert_int_equal(ic_io_fault_event_count(wrap, IC_EV_L2_ALLOC_COW_READ), 2);
+    assert_clean(img);
+    /* deleting the only snapshot sets every COPIED flag again */
+    TU_ASSERT_OK(ic_snapshot_delete(img, "s", &err), err);
+    assert_clean(img);
+    for (int i = 0; i < 16; i++) {
+        uint8_t got[65536];
+        tu_fill_pattern(buf, sizeof(buf), 40 + i);
+        TU_ASSERT_OK(ic_image_pread(img, got, sizeof(got), (uint64_t)i * 65536, &err), err);
+        assert_memory_equal(got, buf, sizeof(got));
+    }
+    ic_image_close(img);
+    ic_io_close(ic_io_fault_release_inner(wrap));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +345,9 @@ int main(void)
             cf_setup, cf_teardown),
         cmocka_unit_test_setup_teardown(
             test_qcow2_snapshot__a_cluster_at_its_maximum_inside_a_run_is_named_and_nothing_written,
+            cf_setup, cf_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_qcow2_snapshot__a_table_too_fragmented_to_summarise_is_read_again_and_fixed,
             cf_setup, cf_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
