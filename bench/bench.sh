@@ -224,6 +224,8 @@ echo "imgchain $("$IC" --version | awk '{print $3}') vs $(qemu-img --version | h
 echo "median wall time; info and map: median of $REPEAT executions per run, minus ${BASE}s for creating a process ($(basename "$FLOOR"); rows marked whole process: nothing subtracted)"
 echo "(prealloc.qcow2: 256 GiB, preallocation=metadata; top.qcow2: 3-layer chain holding ~1 GiB of data;"
 echo " data.qed: that chain's content as one QED image; snapshot, chain and domain rows: see bench-snapshot.sh, bench-chain.sh, bench-domain.sh;"
+echo " snapshot rows (bench-snapshot.sh): whole processes timed by a C launcher; on snap4.qcow2 (256 GiB, preallocation=metadata, 4 snapshots)"
+echo " the ratio reads 'R above floor (W whole)': R less the fork/exec floor of an empty static program run beside every operation (last row), W as measured;"
 echo " rows marked (ms): milliseconds, bench-live.sh's live snapshot beside the same sequence driven step by step through QMP;"
 echo " resize and measure rows: see bench-qemuimg.sh;"
 echo " 100-level chain rows: bench-deep.sh (warm cache; converts beside qemu-img -t writeback, RSS is the peak);"
