@@ -21,9 +21,9 @@ RUNS=${BENCH_RUNS:-5}
 FMT=${BENCH_CHAIN_FMT:-qcow2}
 OPS=${BENCH_CHAIN_OPS:-"commit rebase convert"}
 D=${BENCH_DIR:-/var/tmp/imgchain-bench}/chain-edit-$FMT
-[ -x "$IC" ] || { echo "bench-chain: $IC not built (run make)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench-chain: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-command -v qemu-img >/dev/null || { echo "bench-chain: qemu-img missing" >&2; exit 1; }
+NAME=bench-chain
+. "$top/bench/bench-lib.sh"
+bench_need
 mkdir -p "$D" && cd "$D" || exit 1
 
 STAMP=images-v1
@@ -53,45 +53,14 @@ fresh() { rm -rf run out.*; cp -a tmpl run; sync; sleep 1; }
 run() {
     fresh
     for a; do shift; [ "$a" = EMPTY ] && a=""; set -- "$@" "$a"; done
-    s=$(date +%s.%N)
-    if /usr/bin/time -f %M -o .m "$@" >/dev/null 2>.err; then
-        e=$(date +%s.%N)
-        echo "$(awk -v s="$s" -v e="$e" 'BEGIN{printf "%.4f", e - s}') $(tail -n 1 .m)"
-    else
-        echo fail
-        sed 's/^/    /' .err >&2
-    fi
+    bench_time "$@"
 }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # bench OP IC_ARGS -- QEMU_ARGS
 bench() {
     op=$1; shift
-    icargs=""; qargs=""; side=ic
-    for a in "$@"; do
-        if [ "$a" = -- ]; then side=q; continue; fi
-        if [ $side = ic ]; then icargs="$icargs $a"; else qargs="$qargs $a"; fi
-    done
-    : >.ic; : >.q
-    i=0
-    while [ $i -lt "$RUNS" ]; do
-        # shellcheck disable=SC2086
-        run "$IC" $icargs >>.ic
-        # shellcheck disable=SC2086
-        run qemu-img $qargs >>.q
-        i=$((i + 1))
-    done
-    img="chain ($FMT, 512 MiB over 256 MiB)"
-    if grep -q fail .ic .q; then
-        echo "| $img | $op | failed | | | | |"
-        echo "bench-chain: $op failed" >&2
-        return
-    fi
-    ict=$(cut -d' ' -f1 .ic | median); qt=$(cut -d' ' -f1 .q | median)
-    icm=$(cut -d' ' -f2 .ic | sort -n | tail -n 1); qm=$(cut -d' ' -f2 .q | sort -n | tail -n 1)
-    ratio=$(awk -v q="$qt" -v i="$ict" 'BEGIN { if (i > 0) printf "%.2f", q / i; else printf "inf" }')
-    echo "| $img | $op | $ict | $qt | $ratio | $(awk -v k="$icm" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$qm" 'BEGIN{printf "%.1f", k/1024}') |"
-    echo "bench-chain: $op: imgchain ${ict}s qemu-img ${qt}s ratio $ratio" >&2
+    bench_pairs run "$@"
+    bench_row "chain ($FMT, 512 MiB over 256 MiB)" "$op"
 }
 
 for op in $OPS; do

@@ -47,9 +47,9 @@ IC=${IMGCHAIN_BIN:-$top/${BUILD:-build}/imgchain}
 RUNS=${BENCH_RUNS:-7}
 OPS=${BENCH_DATAPATH_OPS:-"dd durable unsafe range reflink"}
 D=${BENCH_DIR:-/var/tmp/imgchain-bench}/datapath
-[ -x "$IC" ] || { echo "bench-datapath: $IC not built (run make)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench-datapath: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-command -v qemu-img >/dev/null || { echo "bench-datapath: qemu-img missing" >&2; exit 1; }
+NAME=bench-datapath
+. "$top/bench/bench-lib.sh"
+bench_need
 mkdir -p "$D" && cd "$D" || exit 1
 
 STAMP=images-v1
@@ -73,8 +73,6 @@ if [ ! -e "$STAMP" ]; then
 fi
 BYTES=$((640 << 20))
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-
 # run DIR CMD...: one timed run in DIR (output names out.*), warm source;
 # prints "seconds kib" or "fail".
 run() {
@@ -91,34 +89,20 @@ run() {
     rm -f "$dir"/out.raw "$dir"/out.qcow2
 }
 
-# row IMAGE OP: the Markdown row from .a (imgchain column) and .b
-row() {
-    if grep -q fail .a .b; then
-        echo "| $1 | $2 | failed | | | | |"
-        echo "bench-datapath: $1 $2 failed" >&2
-        return
-    fi
-    at=$(cut -d' ' -f1 .a | median); bt=$(cut -d' ' -f1 .b | median)
-    am=$(cut -d' ' -f2 .a | sort -n | tail -n 1); bm=$(cut -d' ' -f2 .b | sort -n | tail -n 1)
-    ratio=$(awk -v b="$bt" -v a="$at" 'BEGIN { if (a > 0) printf "%.2f", b / a; else printf "inf" }')
-    echo "bench-datapath: $1 $2: ${at}s vs ${bt}s ratio $ratio ($RUNS paired runs)" >&2
-    echo "| $1 | $2 | $at | $bt | $ratio | $(awk -v k="$am" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$bm" 'BEGIN{printf "%.1f", k/1024}') |"
-}
-
 # pair DIR OP "A_CMD" "B_CMD": RUNS alternating runs, then the row
 pair() {
     dir=$1; op=$2; a=$3; b=$4
-    : >.a; : >.b
+    : >"$D/.ic"; : >"$D/.q"
     i=0
     while [ $i -lt "$RUNS" ]; do
         # shellcheck disable=SC2086
-        run "$dir" $a >>.a
+        run "$dir" $a >>"$D/.ic"
         # shellcheck disable=SC2086
-        run "$dir" $b >>.b
+        run "$dir" $b >>"$D/.q"
         i=$((i + 1))
     done
     fs=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || echo "?")
-    row "4 GiB chain, 640 MiB data ($fs)" "$op"
+    bench_row "4 GiB chain, 640 MiB data ($fs)" "$op"
 }
 
 CHAIN=$D/top.qcow2

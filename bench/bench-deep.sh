@@ -26,9 +26,9 @@ RUNS=${BENCH_RUNS:-5}
 LEVELS=${BENCH_DEEP_LEVELS:-100}
 OPS=${BENCH_DEEP_OPS:-"map convert-qcow2 convert-raw"}
 D=${BENCH_DIR:-/var/tmp/imgchain-bench}/deep
-[ -x "$IC" ] || { echo "bench-deep: $IC not built (run make)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench-deep: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-command -v qemu-img >/dev/null || { echo "bench-deep: qemu-img missing" >&2; exit 1; }
+NAME=bench-deep
+. "$top/bench/bench-lib.sh"
+bench_need
 mkdir -p "$D" && cd "$D" || exit 1
 
 name() { printf 'l%03d.qcow2' "$1"; }
@@ -63,46 +63,15 @@ fi
 # run CMD...: one timed run; prints "seconds kib" or "fail".
 run() {
     rm -f out.*
-    s=$(date +%s.%N)
-    if /usr/bin/time -f %M -o .m "$@" >/dev/null 2>.err; then
-        e=$(date +%s.%N)
-        echo "$(awk -v s="$s" -v e="$e" 'BEGIN{printf "%.4f", e - s}') $(tail -n 1 .m)"
-    else
-        echo fail
-        sed 's/^/    /' .err >&2
-    fi
+    bench_time "$@"
 }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # bench OP IC_ARGS -- QEMU_ARGS
 bench() {
     op=$1; shift
-    icargs=""; qargs=""; side=ic
-    for a in "$@"; do
-        if [ "$a" = -- ]; then side=q; continue; fi
-        if [ $side = ic ]; then icargs="$icargs $a"; else qargs="$qargs $a"; fi
-    done
-    : >.ic; : >.q
-    i=0
-    while [ $i -lt "$RUNS" ]; do
-        # shellcheck disable=SC2086
-        run "$IC" $icargs >>.ic
-        # shellcheck disable=SC2086
-        run qemu-img $qargs >>.q
-        i=$((i + 1))
-    done
+    bench_pairs run "$@"
     rm -f out.*
-    img="chain (qcow2, $LEVELS levels)"
-    if grep -q fail .ic .q; then
-        echo "| $img | $op | failed | | | | |"
-        echo "bench-deep: $op failed" >&2
-        return
-    fi
-    ict=$(cut -d' ' -f1 .ic | median); qt=$(cut -d' ' -f1 .q | median)
-    icm=$(cut -d' ' -f2 .ic | sort -n | tail -n 1); qm=$(cut -d' ' -f2 .q | sort -n | tail -n 1)
-    ratio=$(awk -v q="$qt" -v i="$ict" 'BEGIN { if (i > 0) printf "%.2f", q / i; else printf "inf" }')
-    echo "| $img | $op | $ict | $qt | $ratio | $(awk -v k="$icm" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$qm" 'BEGIN{printf "%.1f", k/1024}') |"
-    echo "bench-deep: $op: imgchain ${ict}s qemu-img ${qt}s ratio $ratio, RSS $icm KiB / $qm KiB" >&2
+    bench_row "chain (qcow2, $LEVELS levels)" "$op"
 }
 
 for op in $OPS; do

@@ -37,10 +37,10 @@ OPS=${BENCH_OPS:-"info map convert-raw convert-qcow2 convert-c"}
 # BENCH_DROP_CACHES=0 keeps the page cache warm between runs.
 DROP=${BENCH_DROP_CACHES:-1}
 [ -w /proc/sys/vm/drop_caches ] || DROP=0
-[ -x "$IC" ] || { echo "bench: $IC not built (run make)" >&2; exit 1; }
+NAME=bench
+. "$top/bench/bench-lib.sh"
+bench_need
 command -v python3 >/dev/null || { echo "bench: python3 missing" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
-command -v qemu-img >/dev/null || { echo "bench: qemu-img missing" >&2; exit 1; }
 mkdir -p "$D" && cd "$D" || exit 1
 
 # ---- images (built once; the stamp names the recipe version) -------------
@@ -114,7 +114,6 @@ run_quick() {
         sed 's/^/    /' .err >&2
     fi
 }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Process creation (fork + exec of a trivial program, for run_quick) is
 # measured on /bin/true and subtracted from the info and map medians, so
@@ -139,33 +138,9 @@ bench() {
     *"(whole process)") cold=0; runner=run_quick; base=0 ;;
     *) cold=0; runner=run_quick; base=$BASE ;;
     esac
-    icargs=""; qargs=""; side=ic
-    for a in "$@"; do
-        if [ "$a" = -- ]; then side=q; continue; fi
-        if [ $side = ic ]; then icargs="$icargs $a"; else qargs="$qargs $a"; fi
-    done
-    : >.ic; : >.q
-    i=0
-    while [ $i -lt "$RUNS" ]; do
-        # shellcheck disable=SC2086
-        $runner "$IC" $icargs >>.ic
-        # shellcheck disable=SC2086
-        $runner qemu-img $qargs >>.q
-        i=$((i + 1))
-    done
-    if grep -q fail .ic .q; then
-        rows="$rows| $img | $op | failed | | | | |
+    bench_pairs $runner "$@"
+    rows="$rows$(bench_row "$img" "$op" "$base")
 "
-        echo "bench: $img $op failed" >&2
-        return
-    fi
-    ict=$(cut -d' ' -f1 .ic | median | awk -v b="$base" '{ v = $1 - b; printf "%.5f", (v > 0.00001 ? v : 0.00001) }')
-    qt=$(cut -d' ' -f1 .q | median | awk -v b="$base" '{ v = $1 - b; printf "%.5f", (v > 0.00001 ? v : 0.00001) }')
-    icm=$(cut -d' ' -f2 .ic | sort -n | tail -n 1); qm=$(cut -d' ' -f2 .q | sort -n | tail -n 1)
-    ratio=$(awk -v q="$qt" -v i="$ict" 'BEGIN { if (i > 0) printf "%.2f", q / i; else printf "inf" }')
-    rows="$rows| $img | $op | $ict | $qt | $ratio | $(awk -v k="$icm" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$qm" 'BEGIN{printf "%.1f", k/1024}') |
-"
-    echo "bench: $img $op: imgchain ${ict}s qemu-img ${qt}s ratio $ratio" >&2
 }
 
 for img in prealloc.qcow2 top.qcow2; do
