@@ -71,10 +71,6 @@
  *     where a later window's granule rounding reaches back into an
  *     offloaded run, both write the same bytes).  With -r nothing is
  *     offloaded, so that the limit sees every byte.
- * 12. Before a data run is read, its host range is handed to the kernel as
- *     a read-ahead hint (ic_image_prefetch_run: POSIX_FADV_WILLNEED), so
- *     a cold source has the whole run in flight at once instead of one
- *     slot per reader.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -255,9 +251,6 @@ static int convert_stripe(struct ic_copy_engine *e, void *ctx, uint64_t off, uin
             if (ret < 0 && ret != -ENOTSUP)
                 return ret;
         }
-        /* a cold source: the kernel reads the run ahead of the slots
-         * (design note 12) */
-        ic_image_prefetch_run(src, off, len);
         /* Data: copy the granule-aligned window around it.  The window
          * starts at `off` rounded down, which is at or after the end of the
          * previous window (and of the stripe's start: stripes are granule

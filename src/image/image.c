@@ -664,18 +664,6 @@ int ic_image_block_status(ic_image *img, const ic_image *base, uint64_t off, uin
     return status_walk(img, base, off, len, out, &file, errp);
 }
 
-void ic_image_prefetch_run(ic_image *img, uint64_t off, uint64_t len)
-{
-    ic_block_status st;
-    ic_io *file;
-    if (len == 0 || img->size < off || len > img->size - off ||
-        status_walk(img, NULL, off, len, &st, &file, NULL) < 0)
-        return;
-    if (file && (st.flags & IC_BS_DATA) && (st.flags & IC_BS_OFFSET_VALID) &&
-        !(st.flags & IC_BS_COMPRESSED))
-        ic_io_prefetch(file, st.host_offset, st.length);
-}
-
 int ic_image_copy_range(ic_image *dst, ic_image *src, uint64_t off, uint64_t len, uint64_t *done,
                         ic_error **errp)
 {

@@ -98,11 +98,6 @@ const char *ic_driver_name(const struct ic_driver *drv);
  * from a reader thread while another thread writes other ranges of @dst. */
 int ic_image_copy_range(ic_image *dst, ic_image *src, uint64_t off, uint64_t len, uint64_t *done,
                         ic_error **errp) IC_WARN_UNUSED;
-/* A hint: asks the kernel to start reading the host range behind the run
- * of @img's guest view at @off (at most @len bytes, the first run only)
- * when it is stored data in a file, so that the reads that follow find
- * it in the page cache.  Errors are ignored. */
-void ic_image_prefetch_run(ic_image *img, uint64_t off, uint64_t len);
 /* The driver's headerless capability (driver.h). */
 bool ic_driver_headerless(const struct ic_driver *drv);
 /* The format can write compressed clusters. */
