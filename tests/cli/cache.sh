@@ -60,6 +60,10 @@ mkchain
 # convert: -t for the target, -T for the source
 trace "convert: the default writes the target O_DIRECT" 'open x\.raw: O_RDWR\|O_DIRECT$' \
     ic convert -O raw top.qcow2 x.raw
+rm -f x.qcow2
+trace "convert: the default writes a qcow2 target O_DIRECT too" 'open x\.qcow2: O_RDWR\|O_DIRECT$' \
+    ic convert -O qcow2 top.qcow2 x.qcow2
+expect "convert: the default O_DIRECT qcow2 target equals the source" qimg compare -q top.qcow2 x.qcow2
 trace "convert -t none: target O_DIRECT" 'open x\.raw: O_RDWR\|O_DIRECT$' \
     ic convert -t none -O raw top.qcow2 x.raw
 trace "convert -t directsync: target O_DIRECT and O_DSYNC" 'open x\.raw: O_RDWR\|O_DIRECT\|O_DSYNC' \
