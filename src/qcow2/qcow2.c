@@ -1647,74 +1647,65 @@ static int qcow2_create(ic_io *file, const struct ic_create_params *p, ic_error 
  * (qcow2-bitmap.c note 4), else recorded in the maintained bitmaps before
  * the change (note 6) ------------------------------------------------------ */
 
-/* The maintained bitmaps flagged in use on disk before the first change
- * of guest data (a no-op after it, or without bitmaps). */
-static int bitmaps_begin(struct ic_image *img)
-{
-    ic_error *err = NULL;
-    int ret = qcow2_bitmaps_begin(img, &err);
-    if (ret < 0) {
-        ic_image_fail(img, ret, "%s", ic_error_message(err));
-        ic_error_free(err);
-    }
-    return ret;
-}
-
-static int guarded_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
+/* Before a change of guest data at [off, off+len): refused while the
+ * guard is set; the maintained bitmaps flagged in use on disk before the
+ * first change (a no-op after it, or without bitmaps); the range marked
+ * dirty in them. */
+static int bitmaps_record(struct ic_image *img, uint64_t off, uint64_t len)
 {
     int ret = qcow2_bitmaps_guard(img, NULL);
     if (ret < 0)
         return ret;
-    if ((ret = bitmaps_begin(img)) < 0)
+    ic_error *err = NULL;
+    if ((ret = qcow2_bitmaps_begin(img, &err)) < 0) {
+        ic_image_fail(img, ret, "%s", ic_error_message(err));
+        ic_error_free(err);
         return ret;
+    }
     qcow2_bitmaps_mark(img, off, len);
+    return 0;
+}
+
+static int guarded_pwrite(struct ic_image *img, const void *buf, size_t len, uint64_t off)
+{
+    int ret = bitmaps_record(img, off, len);
+    if (ret < 0)
+        return ret;
     return qcow2_cluster_pwrite(img, buf, len, off);
 }
 
 static int guarded_pwrite_zeroes(struct ic_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
-    int ret = qcow2_bitmaps_guard(img, NULL);
+    int ret = bitmaps_record(img, off, len);
     if (ret < 0)
         return ret;
-    if ((ret = bitmaps_begin(img)) < 0)
-        return ret;
-    qcow2_bitmaps_mark(img, off, len);
     return qcow2_cluster_pwrite_zeroes(img, off, len, flags);
 }
 
 static int guarded_discard(struct ic_image *img, uint64_t off, uint64_t len)
 {
-    int ret = qcow2_bitmaps_guard(img, NULL);
+    int ret = bitmaps_record(img, off, len);
     if (ret < 0)
         return ret;
-    if ((ret = bitmaps_begin(img)) < 0)
-        return ret;
-    qcow2_bitmaps_mark(img, off, len);
     return qcow2_cluster_discard(img, off, len);
 }
 
 static int guarded_pwrite_compressed(struct ic_image *img, const void *buf, size_t len,
                                      uint64_t off)
 {
-    int ret = qcow2_bitmaps_guard(img, NULL);
+    int ret = bitmaps_record(img, off, len);
     if (ret < 0)
         return ret;
-    if ((ret = bitmaps_begin(img)) < 0)
-        return ret;
-    qcow2_bitmaps_mark(img, off, len);
     return qcow2_cluster_pwrite_compressed(img, buf, len, off);
 }
 
 static int guarded_pwrite_precompressed(struct ic_image *img, const void *cbuf, size_t clen,
                                         uint64_t off)
 {
-    int ret = qcow2_bitmaps_guard(img, NULL);
+    /* one cluster (or the shorter last one) */
+    int ret = bitmaps_record(img, off, IC_MIN((uint64_t)img->cluster_size, img->size - off));
     if (ret < 0)
         return ret;
-    /* one cluster (or the shorter last one) */
-    if ((ret = bitmaps_begin(img)) < 0)
-        return ret;
-    qcow2_bitmaps_mark(img, off, IC_MIN((uint64_t)img->cluster_size, img->size - off));
     return qcow2_cluster_pwrite_precompressed(img, cbuf, clen, off);
 }
 
