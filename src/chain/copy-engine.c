@@ -27,6 +27,9 @@
  *     c. A slot is refilled only when it is FREE: neither the writer nor
  *        the backend still reads its buffer.
  *     d. Memory is bounded: nslots x nbufs buffers, whatever the image.
+ *     e. The buffers come from ic_bigbuf_alloc: aligned for O_DIRECT, and
+ *        on huge pages where the kernel has them, so a slot's direct write
+ *        reaches the device as few large requests (src/util/bigbuf.c).
  *  4. `writing` counts the slots in WRITING or HELD, `filling` those in
  *     FILLING.  A fill that begins while a write is in flight, or a write
  *     that begins while a fill is, is a read overlapping a write, which the
@@ -46,6 +49,7 @@
 #include <string.h>
 
 #include "copy-engine.h"
+#include "util/bigbuf.h"
 #include "util/error.h"
 #include "util/overflow.h"
 
@@ -107,7 +111,7 @@ static void free_buffers(struct ic_copy_engine *e)
 {
     for (unsigned i = 0; i < IC_COPY_MAX_SLOTS; i++)
         for (unsigned b = 0; b < IC_COPY_MAX_BUFS; b++) {
-            free(e->slots[i].buf[b]);
+            ic_bigbuf_free(e->slots[i].buf[b], e->cfg.slot_size);
             e->slots[i].buf[b] = NULL;
         }
 }
@@ -137,8 +141,8 @@ int ic_copy_init(struct ic_copy_engine *e, const struct ic_copy_config *cfg, ic_
     }
     for (unsigned i = 0; i < e->nslots; i++) {
         for (unsigned b = 0; b < cfg->nbufs; b++) {
-            void *mem = NULL;
-            if (posix_memalign(&mem, IC_COPY_ALIGN, cfg->slot_size) != 0) {
+            void *mem = ic_bigbuf_alloc(cfg->slot_size); /* src/util/bigbuf.c note 1 */
+            if (!mem) {
                 ic_copy_fini(e);
                 return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM,
                                     "out of memory for the copy buffers");

@@ -31,8 +31,6 @@
 #define IC_COPY_MAX_SLOTS 8
 #define IC_COPY_MAX_READERS 3
 #define IC_COPY_MAX_BUFS 2
-/* Buffer alignment (O_DIRECT: the largest common logical block size). */
-#define IC_COPY_ALIGN ((size_t)4096)
 /* Writer-side planners ask block status for at most this much at once, so
  * progress moves. */
 #define IC_COPY_STATUS_MAX ((uint64_t)64 << 20)

@@ -109,6 +109,7 @@ static void test_copy_engine__issues_reads_while_a_write_is_in_flight(void **sta
     ic_error *err = NULL;
     if (ic_copy_image(dst, src, NULL, NULL, NULL, &st, &err) < 0)
         fail_msg("copy: %s", ic_error_message(err));
+    unsigned big = slow->big_writes, big_aligned = slow->big_writes_aligned;
     assert_int_equal(ic_image_close(src), 0);
     assert_int_equal(ic_image_close(dst), 0);
     uint64_t n2 = 0;
@@ -126,6 +127,10 @@ static void test_copy_engine__issues_reads_while_a_write_is_in_flight(void **sta
      * after a write, and the writer goes straight on to the next one */
     assert_true(st.fills > st.slots);
     assert_true(st.fills_while_writing > 0);
+    /* whole slots go out from buffers on 2 MiB boundaries, so each can be
+     * one huge page and one request (src/util/bigbuf.c) */
+    assert_true(big >= 10);
+    assert_int_equal(big_aligned, big);
 }
 
 static void test_chain_copy__reads_in_parallel_for_a_qcow2_base(void **state)

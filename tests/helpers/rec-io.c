@@ -2,6 +2,7 @@
  * rec-io.c - the recording pass-through backend of rec-io.h.  Every op is
  * forwarded to the inner POSIX backend; pwrite and prefetch are noted.
  */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include <unistd.h>
@@ -36,6 +37,11 @@ static int rec_pwrite(ic_io *io, const void *buf, size_t len, uint64_t off)
         r->nwrites++;
     }
     r->armed = false;
+    if (len >= ((size_t)2 << 20)) {
+        r->big_writes++;
+        if (((uintptr_t)buf & (((uintptr_t)2 << 20) - 1)) == 0)
+            r->big_writes_aligned++;
+    }
     if (r->write_delay_us)
         usleep(r->write_delay_us);
     return ic_io_pwrite(r->inner, buf, len, off);

@@ -24,6 +24,9 @@ struct rec_io {
     unsigned nprefetch; /* prefetch hints (at most REC_IO_MAX kept) */
     uint64_t prefetch_off[REC_IO_MAX], prefetch_len[REC_IO_MAX];
     unsigned write_delay_us; /* every write sleeps this long first (a slow disk) */
+    /* writes of at least 2 MiB, and how many of them came from a buffer
+     * that starts on a 2 MiB boundary (a huge page: src/util/bigbuf.c) */
+    unsigned big_writes, big_writes_aligned;
 };
 
 /* Opens @path (POSIX backend, no locks; read-write with @rdwr) wrapped in
