@@ -43,8 +43,9 @@
 #include "chain-copy.h"
 #include "copy-engine.h"
 
-/* Bytes per slot: 1 MiB measured faster and smaller than 2 MiB (bench
- * commit row: 0.69 s / 13.5 MiB against 0.77 s / 21 MiB). */
+/* Bytes per slot: 1 MiB; the batch (COPY_BATCH_MIN slots and more), not
+ * the slot, keeps the device busy, and small slots keep commit's peak
+ * memory low (bench/bench-chain.sh's commit row reports it). */
 #define COPY_SLOT_SIZE ((size_t)1 << 20)
 /* Slots in the pipeline: 8 x 1 MiB keeps peak memory well under qemu-img
  * commit's (~25 MiB) while half of them can be written as one batch. */

@@ -7,7 +7,7 @@
  *  1. What it owns: nothing on disk; it reads headers only.  Each file under
  *     the scanned folders is probed (first 4 KiB); raw files end the walk at
  *     once.  For an image, the recorded backing name is resolved against
- *     the image's folder (qemu's rule, util/path.c) and followed header by
+ *     the image's folder (qemu's rule) and followed header by
  *     header, with the recorded format (probing only when none is
  *     recorded), up to max_depth levels.
  *  2. Matching is by real path (symlinks and "..", "./" resolved), so every

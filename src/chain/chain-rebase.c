@@ -65,9 +65,10 @@
  * have backing files, so this is a fallback only). */
 #define IC_REBASE_DEFAULT_GRAIN (64u << 10)
 /* Old and new views are read side by side in chunks of this size, one
- * slot (two buffers) per chunk: 512 KiB x 2 x REBASE_SLOTS = 4 MiB keeps
- * peak memory below qemu-img's (bench rebase row: 9.2 MiB against 12.3;
- * 1 MiB x 6 slots took 17 MiB and was no faster). */
+ * slot (two buffers) per chunk: 512 KiB x 2 x REBASE_SLOTS = 4 MiB of
+ * buffers keeps peak memory below qemu-img's (bench/bench-chain.sh's
+ * rebase row reports both); larger chunks only cost memory, since a
+ * rebase compares more than it writes. */
 #define IC_REBASE_CHUNK (512u << 10)
 #define REBASE_SLOTS 4
 /* Slot flags: the view reads as zeroes by block status, no read needed. */

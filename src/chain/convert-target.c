@@ -39,7 +39,7 @@
  *     the convert returns the file is incomplete, so a crash leaves it
  *     useless in any order.  An existing target (-n) keeps them.
  *
- * The behaviour followed is qemu-img.c's img_convert.
+ * The behaviour followed is qemu-img convert's.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -17,7 +17,7 @@
  *     max_depth + 1 is refused.  It bounds the walk also where real paths
  *     cannot tell two names apart (hard links).
  *  3. The next name is the recorded backing name resolved against the
- *     directory of the overlay as it was named (qemu's rule, util/path.c);
+ *     directory of the overlay as it was named (qemu's rule);
  *     a format that cannot record a backing file ends the chain.
  */
 #include <errno.h>

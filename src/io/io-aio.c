@@ -46,8 +46,9 @@
  *      size as written, and flush, truncate, detach and close cut the file
  *      back to it, so on disk the file is never longer after a flush.
  *      Why the copy engines use it: a lent write costs the caller no copy
- *      into the page cache (on the bench VM that copy, into pages the host
- *      has to fault in, made the writer the bottleneck of convert).
+ *      into the page cache (a copy into fresh pages, which a virtual
+ *      machine's host may have to fault in, makes the writer the
+ *      bottleneck of a convert).
  *   8. While lending, writes shorter than IC_AIO_BEHIND_MIN (a format's
  *      metadata: a QED L2 update after every data write) go through the
  *      page cache, on a second description of the same file opened
@@ -57,7 +58,7 @@
  *      both views coherent (an O_DIRECT read or write first writes back
  *      and drops the cached pages of its range), and flush's fdatasync
  *      covers the inode's pages whichever description wrote them.
- *  The I/O vtable is described in docs/architecture.md; qemu block/linux-aio.c.
+ *  The I/O vtable is described in docs/architecture.md.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -235,8 +236,8 @@ struct behind_req {
 
 /* Lent writes run on IC_AIO_BEHIND_DEPTH worker threads, each a plain
  * O_DIRECT pwrite (qemu's aio=threads).  An aio context would do the
- * same, but io_destroy waits for an RCU grace period: 40-50 ms at every
- * close on the bench VM, more than the copy of a small image. */
+ * same, but io_destroy waits for an RCU grace period at every close,
+ * which can take longer than the whole copy of a small image. */
 struct behind {
     struct ic_io_lender lender;
     int fd;                     /* the backend's (O_DIRECT) */

@@ -23,9 +23,9 @@
 #define IC_AIO_SYNC (1u << 0) /* no aio context: every request synchronous */
 
 /* Write-behind (ic_io_aio_lend): lent writes in flight at once.  Four
- * 2 MiB writes keep the device busy while the caller prepares the next
- * ones; six measured no faster on the bench VM (21 paired runs of the
- * 1 GiB convert: 1.04 against 1.07 times the page-cache path's speed). */
+ * slot-sized writes keep the device busy while the caller prepares the
+ * next ones; more only hold more of the caller's buffers (the datapath
+ * rows of bench/bench-datapath.sh measure the depth). */
 #define IC_AIO_BEHIND_DEPTH 4
 /* Smallest write that may go behind: smaller ones (metadata) are cheap
  * enough to run synchronously. */

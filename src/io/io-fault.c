@@ -1,6 +1,6 @@
 /*
  * io-fault.c - fault injection filter (test-only; after QEMU's
- * block/blkdebug.c rules and SQLite's TestFaultInject countdowns).
+ * blkdebug rules and SQLite's TestFaultInject countdowns).
  *
  * Design notes:
  *  A filter over another ic_io.  Every request first goes through

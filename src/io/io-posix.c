@@ -14,16 +14,10 @@
  *     write of at least IC_IO_STREAM_MIN bytes, POSIX_FADV_DONTNEED on its
  *     range, which on Linux starts its writeback at once, and again on the
  *     previous such write, by then clean, which drops its pages.  Without
- *     it a convert piles up its whole output as dirty page cache and the
- *     final fdatasync writes it in one go; measured on the bench VM, a
- *     1 GiB convert took 2.5-4 s that way and 1.2-1.6 s streaming (dd
- *     shows the same: conv=fsync 2.6 s, oflag=nocache 0.7 s).  Starting
- *     writeback with sync_file_range(WRITE) instead was slower (1.9 s), as
- *     was dropping the source's pages after reads (2.1 s, readahead lost).
- *     Also tried and slower on that VM: O_DIRECT source reads (2.3 s; 3.0 s
- *     with 6 to 8 readers), the hints given by a helper thread so that the
- *     writer never waits in them (raw target 2.6 s against 1.55 s), and
- *     hints batched over 8 or 32 MiB (no gain).
+ *     it a convert piles up its whole output as dirty page cache, the
+ *     final fdatasync writes it all at once with nothing left to overlap,
+ *     and the output evicts what the machine had cached.  The source's
+ *     pages are left alone: dropping them would defeat its readahead.
  *     Only hints: flush still makes every write durable, and after it
  *     drops whatever of the file is still cached (all clean by then).
  *  6. Only regular files and block devices are images.  Every open is

@@ -13,7 +13,7 @@
 #include "imgchain/bitmap.h"
 #include "qcow2.h"
 
-/* ---- bitmap directory entry (docs/interop/qcow2.txt, "Bitmap directory") */
+/* ---- bitmap directory entry (docs/qcow2.md, "Bitmaps") */
 
 enum {
     QCOW2_BME_TABLE_OFFSET = 0,    /* u64, cluster aligned */
@@ -33,7 +33,7 @@ enum {
 #define QCOW2_BME_RESERVED_FLAGS 0xfffffffcu
 #define QCOW2_BME_TYPE_DIRTY     1u
 
-/* qemu's constraints on an entry (block/qcow2-bitmap.c BME_*): tables of
+/* qemu's constraints on an entry (its BME_* limits): tables of
  * at most 2^27 entries, at most 512 MiB of bitmap data, granularity 512 B
  * to 2 GiB, names of at most 1023 bytes. */
 #define QCOW2_BME_MAX_TABLE_SIZE     0x8000000u

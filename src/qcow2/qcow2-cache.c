@@ -1,6 +1,6 @@
 /*
  * qcow2-cache.c - bounded write-back cache of L2 tables and refcount
- * blocks (QEMU's block/qcow2-cache.c).
+ * blocks (as QEMU's qcow2 table cache).
  *
  * Design notes:
  *  Owns no on-disk structure of its own; it holds copies of one-cluster

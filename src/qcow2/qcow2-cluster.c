@@ -2,8 +2,8 @@
  * qcow2-cluster.c - guest address translation: L1/L2 tables, reads,
  * writes with allocation and copy-on-write, zero clusters, discard,
  * compressed clusters, block status, L1 growth and metadata
- * preallocation (QEMU's block/qcow2-cluster.c and the I/O paths of
- * block/qcow2.c).
+ * preallocation (as QEMU's qcow2 driver: its cluster code and I/O
+ * paths).
  *
  * Design notes:
  *  Owns the active L1 table and the L2 tables.
@@ -81,8 +81,8 @@
  *     it looked up last, the tables of the next L2_READAHEAD entries get a
  *     prefetch hint, issued again when half of them are used, so their
  *     reads overlap instead of waiting one after the other.  Lookups that
- *     jump (random guest I/O) issue none.  On the bench VM this took a
- *     cold convert of a 256 GiB preallocated image from 0.24 s to 0.13 s.
+ *     jump (random guest I/O) issue none.  The cold convert of a
+ *     preallocated image (bench/bench.sh) is where it shows.
  *  8. A backing layer (read-only, below the top) answers get_run() from
  *     slices of its L2 tables (QCOW2_L2_SLICE_BYTES, a small LRU cache of
  *     them, l2_slices) instead of whole tables: a chain is opened once per

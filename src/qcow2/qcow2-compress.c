@@ -1,6 +1,6 @@
 /*
  * qcow2-compress.c - compressed cluster payloads: raw deflate (zlib) and
- * zstd (QEMU's block/qcow2-threads.c compression helpers).
+ * zstd (as QEMU's qcow2 compression helpers).
  *
  * Design notes:
  *  Owns the payload format of compressed clusters; the

@@ -1,6 +1,6 @@
 /*
  * qcow2-refcount.c - refcount table, refcount blocks, cluster allocation,
- * table growth and the refcount rebuild (QEMU's block/qcow2-refcount.c).
+ * table growth and the refcount rebuild (as QEMU's qcow2 refcount code).
  *
  * Design notes:
  *  Owns the reftable and the refblocks.

@@ -1,5 +1,5 @@
 /*
- * qed-check.c - QED consistency check and repair (qemu block/qed-check.c),
+ * qed-check.c - QED consistency check and repair (as qemu's QED check),
  * plus leak repair, which qemu does not do.
  *
  * Design notes:
@@ -32,7 +32,7 @@
  *      leaves no corruption and no I/O error.
  *   4. Every bitmap index comes from an offset validated against the file
  *      size first, so it is in range.
- *  Follows qemu block/qed-check.c.
+ *  Follows qemu's QED check.
  */
 #include <errno.h>
 #include <inttypes.h>

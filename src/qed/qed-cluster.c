@@ -31,7 +31,7 @@
  *   5. COW of a zero cluster fills zeroes, never backing data.
  *   6. A failed metadata write drops the cached table and moves the image to
  *      ERROR (sticky): memory never claims what the disk may not have.
- *  Follows qemu block/qed.c and qed-cluster.c.
+ *  Follows qemu's QED driver (its cluster lookup and write paths).
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -3,7 +3,7 @@
  *
  * Design notes:
  *  Owns: nothing on disk; an LRU array of CPU-endian L2 tables keyed by the
- *  table's host offset (qemu block/qed-l2-cache.c keeps 50 reference-counted
+ *  table's host offset (qemu's QED driver keeps 50 reference-counted
  *  entries; the driver here is synchronous, so a borrowed pointer valid until
  *  the next cache call replaces the reference counts).
  *  Invariants:
@@ -16,7 +16,7 @@
  *   3. The number of slots is bounded by QED_L2_CACHE_BUDGET bytes, with at
  *      least QED_L2_CACHE_MIN and at most QED_L2_CACHE_MAX slots; table
  *      buffers are allocated on first use only.
- *  Follows qemu block/qed-l2-cache.c.
+ *  Follows qemu's QED L2 cache.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -12,8 +12,8 @@
  *      entries (qemu's qed_write_table writes 512-byte sectors).  Whole
  *      blocks spare the kernel a read-modify-write of a page-cache page
  *      that is not cached (a convert streams its target out of the cache,
- *      see io-posix.c: with 512-byte updates every L2 update read a page
- *      back, and convert -O qed took 1.7 s instead of 1.45 s).  A crash
+ *      src/io/io-posix.c note 5, so a 512-byte update would read its page
+ *      back from the disk before every L2 update).  A crash
  *      still leaves each entry old or new: every 512-byte sector of the
  *      block lands whole, and the unchanged ones carry what the disk
  *      already holds (the cache equals the disk, invariant 4).  Tables are
@@ -22,7 +22,7 @@
  *      before it reaches these functions.
  *   4. A failed L2 read or write drops the table from the cache, so the
  *      cache never disagrees with the disk (qed-l2-cache.c invariant 1).
- *  Follows qemu block/qed-table.c.
+ *  Follows the table handling of qemu's QED driver.
  */
 #include <errno.h>
 #include <stdlib.h>

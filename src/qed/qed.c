@@ -40,7 +40,7 @@
  *      computation wraps to 0: qed_geometry_qemu_sizes), as qemu-img
  *      does, unless force_large_clusters=on; open reads such images all
  *      the same.
- *  Follows qemu block/qed.c.
+ *  Follows qemu's QED driver.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -6,9 +6,8 @@
  * state, feature bits, the named limits with their justification, and the
  * prototypes shared between the QED files, grouped by file.
  *
- * The format is QED's specification (qemu's qed_spec.txt) as qemu
- * implements it: block/qed.h, block/qed.c, block/qed-table.c, block/qed-cluster.c,
- * block/qed-l2-cache.c, block/qed-check.c).
+ * The format is QED as qemu's driver implements it; docs/qed.md states the
+ * facts this driver relies on.
  */
 #ifndef IC_QED_QED_H
 #define IC_QED_QED_H

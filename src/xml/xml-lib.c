@@ -2,13 +2,12 @@
  * xml-lib.c - loading libxml2 when the first XML document is parsed.
  *
  * Design notes:
- *  1. Why: Debian's libxml2 links ICU and, through it, libstdc++; loading
- *     them costs about 1.1 ms at every start of a process (measured with
- *     perf stat: an empty program linked with -lxml2 starts in 2.4 ms,
- *     without it in 1.3 ms), which was most of the time of `imgchain
- *     info`.  Most commands never see XML, so the library is opened with
- *     dlopen() the first time a document is parsed instead of being a
- *     link-time dependency.
+ *  1. Why: Debian's libxml2 links ICU and, through it, libstdc++, and
+ *     loading and relocating them at every start of a process would cost
+ *     more than the whole work of a metadata command such as `imgchain
+ *     info` (bench/bench.sh's rows measure the start-up).  Most commands
+ *     never see XML, so the library is opened with dlopen() the first
+ *     time a document is parsed instead of being a link-time dependency.
  *  2. What it owns: the one handle on libxml2.so.2 (its stable ABI
  *     soname), opened once under pthread_once and never closed, and the
  *     table of the functions src/xml calls (IC_XML_FUNCS in xml-lib.h).

@@ -33,7 +33,7 @@
  *     worth running (e.g. qed_need_check_set without a backing file).
  *  5. Speed: the first setup() builds the image; later setups copy its
  *     bytes.  qemu-img check runs once per distinct surviving file.
- *  Follows qemu block/qed.c.
+ *  Follows qemu's QED driver.
  */
 #include <setjmp.h>
 #include <stdarg.h>
