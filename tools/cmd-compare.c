@@ -240,8 +240,8 @@ static int run_compare(int argc, char **argv)
         ic_image_close(a);
         return rc == CLI_EXIT_LOCKED ? rc : CMP_EXIT_OPEN;
     }
-    c.b1 = malloc(CMP_BUF_SIZE);
-    c.b2 = malloc(CMP_BUF_SIZE);
+    c.b1 = aligned_alloc(4096, CMP_BUF_SIZE); /* block-aligned: large reads may go direct */
+    c.b2 = aligned_alloc(4096, CMP_BUF_SIZE);
     if (!c.b1 || !c.b2) {
         cli_errorf("out of memory");
         rc = CMP_EXIT_READ;

@@ -25,6 +25,12 @@
  *  5. A caller's opener (open_file: tests, embedders) receives the flags
  *     the mode asks for (IC_IO_DIRECT, IC_IO_DSYNC) and picks its own
  *     backend.
+ *  6. A file opened read-only in the default mode also gets
+ *     IC_IO_MISS_DIRECT: its large reads of data the page cache does not
+ *     hold go to the device directly, the cached rest from the cache
+ *     (src/io/io-posix.c note 11).  The explicit modes keep their
+ *     meaning: writeback and unsafe always read through the cache, none
+ *     and directsync never do.
  */
 #include <errno.h>
 #include <string.h>
@@ -78,6 +84,8 @@ int ic_image_open_file_cache(ic_open_file_fn fn, void *payload, ic_io **out, con
         f |= IC_IO_BULK; /* design note 4 */
     if (cache == IC_CACHE_UNSAFE)
         f &= ~IC_IO_STREAM; /* streaming starts writeback at once: not unsafe's point */
+    if (cache == IC_CACHE_DEFAULT && !(f & IC_IO_RDWR))
+        f |= IC_IO_MISS_DIRECT; /* design note 6 */
     if (fn)
         return fn(out, path, f | (direct ? IC_IO_DIRECT : 0), payload, errp);
     if (direct)

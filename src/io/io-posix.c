@@ -59,6 +59,22 @@
  *     without O_DIRECT (ic_io_aio_copy_fd), and the final flush syncs it
  *     with the rest of the file.
  *     IMGCHAIN_TRACE=copyrange prints "copy_range DST OFF LEN" per call.
+ * 11. IC_IO_MISS_DIRECT (bulk reads of a read-only image in the default
+ *     cache mode): a read of at least IC_IO_MISS_MIN bytes, aligned to
+ *     IC_IO_MISS_ALIGN in buffer, offset and length, of which the page
+ *     cache holds no page (cachestat(2)), goes to the device with
+ *     O_DIRECT, on a second description of the file opened for it.  Why:
+ *     a buffered read of data nobody has cached must first find and
+ *     insert fresh pages for all of it, then copy it out; a direct read
+ *     lands in the caller's buffer (the copy engine's, on huge pages:
+ *     src/util/bigbuf.c) as a few large requests, and does not evict what
+ *     the machine had cached.  Data that is cached, even in part, is read
+ *     from the cache, as is every small read (metadata, and readahead's
+ *     own business).  Coherence is the kernel's: a direct read first
+ *     writes back the dirty pages of its range.  A kernel without
+ *     cachestat, or a file system that refuses O_DIRECT, reads buffered
+ *     as before.  IMGCHAIN_TRACE=missdirect prints "miss_direct PATH OFF
+ *     LEN" per direct read.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,7 +82,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -82,7 +100,11 @@ struct io_posix {
     uint64_t stream_off, stream_len;
     /* IC_IO_BULK (design note 9): fallocate was refused once; stop asking */
     bool no_alloc;
+    /* IC_IO_MISS_DIRECT (design note 11): the O_DIRECT description, MISS_NONE
+     * before the first direct read, MISS_OFF once refused */
+    _Atomic int miss_fd;
 };
+enum { MISS_NONE = -1, MISS_OFF = -2 };
 
 static bool trace_on(const char *what);
 
@@ -128,9 +150,99 @@ int ic_fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* Design note 11. */
+#define IC_IO_MISS_MIN ((size_t)512 << 10)
+#define IC_IO_MISS_ALIGN ((uint64_t)4096)
+
+/* cachestat(2) (Linux 6.5), by number: the C library may not wrap it. */
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct ic_cachestat_range {
+    uint64_t off, len;
+};
+struct ic_cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* True when the page cache holds no page of [off, off+len) of @fd; false
+ * when it holds some, or cannot tell (then stops asking). */
+static bool range_uncached(struct io_posix *p, uint64_t off, size_t len)
+{
+    struct ic_cachestat_range r = { off, len };
+    struct ic_cachestat cs;
+    if (syscall(__NR_cachestat, p->fd, &r, &cs, 0) < 0) {
+        atomic_store(&p->miss_fd, MISS_OFF);
+        return false;
+    }
+    return cs.nr_cache == 0;
+}
+
+/* The O_DIRECT description (design note 11), opened at the first use;
+ * -1 where there is none. */
+static int miss_fd(struct io_posix *p)
+{
+    int fd = atomic_load(&p->miss_fd);
+    if (fd != MISS_NONE)
+        return fd >= 0 ? fd : -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", p->fd);
+    int nfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    struct stat a, b;
+    if (nfd >= 0 && (fstat(p->fd, &a) < 0 || fstat(nfd, &b) < 0 || a.st_dev != b.st_dev ||
+                     a.st_ino != b.st_ino)) {
+        close(nfd);
+        nfd = -1;
+    }
+    int want = nfd >= 0 ? nfd : MISS_OFF, expect = MISS_NONE;
+    if (!atomic_compare_exchange_strong(&p->miss_fd, &expect, want)) {
+        if (nfd >= 0)
+            close(nfd); /* another thread's open won */
+        return expect >= 0 ? expect : -1;
+    }
+    return nfd;
+}
+
+/* A direct read, continued over short reads until the file's end (a
+ * short count that is not aligned: the end is not on a block boundary). */
+static int64_t pread_direct(int fd, void *buf, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+        if (done % IC_IO_MISS_ALIGN)
+            break;
+    }
+    return (int64_t)done;
+}
+
 static int64_t posix_pread(ic_io *io, void *buf, size_t len, uint64_t off)
 {
-    return ic_fd_pread_full(to_posix(io)->fd, buf, len, off);
+    struct io_posix *p = to_posix(io);
+    if ((io->open_flags & IC_IO_MISS_DIRECT) && len >= IC_IO_MISS_MIN &&
+        ((uintptr_t)buf | off | len) % IC_IO_MISS_ALIGN == 0 && off <= INT64_MAX &&
+        atomic_load(&p->miss_fd) != MISS_OFF && range_uncached(p, off, len)) {
+        int dfd = miss_fd(p);
+        if (dfd >= 0) {
+            int64_t n = pread_direct(dfd, buf, len, off);
+            if (n != -EINVAL) {
+                if (n >= 0 && trace_on("missdirect"))
+                    fprintf(stderr, "imgchain: trace: miss_direct %s %" PRIu64 " %zu\n",
+                            io->name, off, len);
+                return n;
+            }
+            atomic_store(&p->miss_fd, MISS_OFF); /* refused: buffered from now on */
+        }
+    }
+    return ic_fd_pread_full(p->fd, buf, len, off);
 }
 
 /*
@@ -271,6 +383,9 @@ static int posix_close(ic_io *io)
 {
     struct io_posix *p = to_posix(io);
     int ret = 0;
+    int mfd = atomic_load(&p->miss_fd);
+    if (mfd >= 0)
+        close(mfd);
     if (close(p->fd) < 0)
         ret = -errno;
     free(io->name);
@@ -413,6 +528,7 @@ int ic_io_open_file(ic_io **out, const char *path, unsigned flags, ic_error **er
         return ic_error_set(errp, IC_ERR_NOMEM, ENOMEM, "%s: out of memory", path);
     }
     p->fd = fd;
+    atomic_init(&p->miss_fd, (flags & IC_IO_MISS_DIRECT) ? MISS_NONE : MISS_OFF);
     if (!(flags & IC_IO_NOLOCK)) {
         enum ic_lock_mode mode = (flags & IC_IO_SHARE) ? IC_LOCK_FORCE_SHARE
                                : (flags & (IC_IO_RDWR | IC_IO_CREATE)) ? IC_LOCK_WRITE

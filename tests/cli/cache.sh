@@ -5,20 +5,22 @@
 # where the mode asks for them and nowhere else.  Unknown modes are usage
 # errors, and every mode leaves a correct image (qemu-img check/compare).
 # IMGCHAIN_TRACE=flush and =alloc show which flushes reach a file and which
-# bulk writes are allocated first (src/io/io-posix.c note 9).
+# bulk writes are allocated first (src/io/io-posix.c note 9), and
+# IMGCHAIN_TRACE=missdirect which reads of a source go around the page
+# cache (note 11).
 . "$(dirname "$0")/../lib.sh"
 cd "$T" || exit 1
 
 # trace DESC PATTERN CMD...: the open trace of CMD matches grep -E PATTERN.
 trace() {
     _d=$1; _pat=$2; shift 2
-    IMGCHAIN_TRACE=open,flush,alloc "$@" >"$T/.out" 2>&1
+    IMGCHAIN_TRACE=open,flush,alloc,missdirect "$@" >"$T/.out" 2>&1
     if grep -Eq -- "$_pat" "$T/.out"; then pass "$_d"; else fail "$_d (no match for /$_pat/)"; sed 's/^/    /' "$T/.out" | head -n 20; fi
 }
 # notrace DESC PATTERN CMD...: no line of the trace matches.
 notrace() {
     _d=$1; _pat=$2; shift 2
-    IMGCHAIN_TRACE=open,flush,alloc "$@" >"$T/.out" 2>&1
+    IMGCHAIN_TRACE=open,flush,alloc,missdirect "$@" >"$T/.out" 2>&1
     if grep -Eq -- "$_pat" "$T/.out"; then fail "$_d (unexpected /$_pat/)"; sed 's/^/    /' "$T/.out" | head -n 20; else pass "$_d"; fi
 }
 
@@ -150,4 +152,26 @@ trace "io -t none: the image is written O_DIRECT" 'open top\.qcow2: O_RDWR\|O_DI
 notrace "io: without -t nothing is O_DIRECT" 'O_DIRECT' ic io top.qcow2 -c 'write -P 5 0 64k'
 expect "io -t unsafe: the write reaches the image" sh -c "'$IMGCHAIN_BIN' io -t unsafe top.qcow2 -c 'write -P 6 0 64k' && qemu-io -r -c 'read -P 6 0 64k' top.qcow2"
 expect "io: the image checks clean after every mode" qimg check -q top.qcow2
+
+# Sources in the default mode: a large read of data the page cache holds
+# none of goes to the disk directly; cached data and -T writeback are read
+# through the cache (src/io/io-posix.c note 11).
+rm -f big.qcow2
+qimg create -q -f qcow2 big.qcow2 16M
+qio -c 'write -P 7 0 8M' big.qcow2 >/dev/null
+uncache() { sync "$1" && dd if="$1" iflag=nocache count=0 status=none; }
+uncache big.qcow2
+trace "convert: an uncached source is read around the page cache" 'trace: miss_direct (\./)?big\.qcow2 [0-9]+ [0-9]+$' \
+    ic convert -O raw big.qcow2 x.raw
+expect "convert: what was read directly is the source's data" qimg compare -q big.qcow2 x.raw
+uncache big.qcow2
+notrace "convert -T writeback: the source is read through the page cache" 'miss_direct' \
+    ic convert -T writeback -O raw big.qcow2 x.raw
+cat big.qcow2 >/dev/null
+notrace "convert: a cached source is read from the page cache" 'miss_direct' \
+    ic convert -O qcow2 big.qcow2 y.qcow2
+expect "convert: the copy of the cached source is the source's data" qimg compare -q big.qcow2 y.qcow2
+uncache big.qcow2
+trace "compare: an uncached image is read around the page cache" 'trace: miss_direct (\./)?big\.qcow2 ' \
+    ic compare big.qcow2 y.qcow2
 finish

@@ -2,11 +2,15 @@
  * test-io-posix.c - the production backend (src/io/io-posix.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "chain-fixture.h"
+#include "util/bigbuf.h"
 
 /* The file every test works on, in the chain fixture's folder (cf_setup
  * makes it, cf_teardown removes it). */
@@ -197,11 +201,135 @@ static void test_io_posix__stream_output_leaves_no_page_cache_after_flush(void *
     free(plain);
 }
 
+/* ---- IC_IO_MISS_DIRECT (src/io/io-posix.c note 11) ---------------------- */
+
+/* Whether this machine can show the hint at work: a page cache apart from
+ * the file (not tmpfs), O_DIRECT in cf_dir and cachestat(2) in the kernel. */
+static bool miss_direct_observable(void)
+{
+    size_t none;
+    if (tu_cached_pages(cf_dir, &none) == -ENOTSUP)
+        return false;
+    int fd = open(FILE_PATH, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct { uint64_t off, len; } r = { 0, 4096 };
+    uint64_t cs[5];
+    bool ok = syscall(451 /* cachestat */, fd, &r, cs, 0) == 0;
+    close(fd);
+    return ok;
+}
+
+static void evict(void)
+{
+    int fd = open(FILE_PATH, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(fsync(fd), 0);
+    assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+    size_t cached = 99;
+    assert_int_equal(tu_cached_pages(FILE_PATH, &cached), 0);
+    assert_int_equal(cached, 0);
+}
+
+/* @size bytes of pattern @seed in FILE_PATH, on the disk and not cached. */
+static void make_uncached(size_t size, uint64_t seed)
+{
+    uint8_t *w = malloc(size);
+    tu_fill_pattern(w, size, seed);
+    assert_int_equal(tu_write_file(FILE_PATH, w, size), 0);
+    free(w);
+    evict();
+}
+
+static size_t cached_pages(void)
+{
+    size_t n = 0;
+    assert_int_equal(tu_cached_pages(FILE_PATH, &n), 0);
+    return n;
+}
+
+/* Reads [off, off+len) of FILE_PATH (pattern @seed, @size bytes) through
+ * a handle opened with @flags into @buf and checks the bytes; zeroes past
+ * the end. */
+static void read_check(unsigned flags, uint8_t *buf, size_t len, uint64_t off, size_t size,
+                       uint64_t seed)
+{
+    uint8_t *want = calloc(1, off + len > size ? off + len : size);
+    tu_fill_pattern(want, size, seed);
+    ic_io *io = open_ok(FILE_PATH, flags);
+    assert_int_equal(ic_io_pread(io, buf, len, off), 0);
+    assert_memory_equal(buf, want + off, len);
+    assert_int_equal(ic_io_close(io), 0);
+    free(want);
+}
+
+static void test_io_posix__a_large_read_of_uncached_data_goes_around_the_page_cache(void **state)
+{
+    (void)state;
+    const size_t size = (size_t)8 << 20, len = (size_t)2 << 20;
+    make_uncached(size, 3);
+    if (!miss_direct_observable())
+        skip();
+    uint8_t *buf = ic_bigbuf_alloc(len);
+    /* the control: without the hint the read fills the page cache */
+    read_check(0, buf, len, len, size, 3);
+    assert_true(cached_pages() >= len / 4096);
+    evict();
+    read_check(IC_IO_MISS_DIRECT, buf, len, len, size, 3);
+    assert_int_equal(cached_pages(), 0);
+    ic_bigbuf_free(buf, len);
+}
+
+static void test_io_posix__small_unaligned_or_partly_cached_reads_go_through_the_page_cache(void **state)
+{
+    (void)state;
+    const size_t size = (size_t)8 << 20, len = (size_t)2 << 20;
+    make_uncached(size, 4);
+    if (!miss_direct_observable())
+        skip();
+    uint8_t *buf = ic_bigbuf_alloc(len + 4096);
+    /* small: metadata-sized reads stay buffered */
+    read_check(IC_IO_MISS_DIRECT, buf, 64 << 10, 0, size, 4);
+    assert_true(cached_pages() > 0);
+    evict();
+    /* a buffer that is not block-aligned cannot go direct */
+    read_check(IC_IO_MISS_DIRECT, buf + 512, len, 0, size, 4);
+    assert_true(cached_pages() >= len / 4096);
+    evict();
+    /* one cached page in the range: the whole read goes through the cache */
+    read_check(0, buf, 4096, (uint64_t)4 << 20, size, 4);
+    size_t before = cached_pages();
+    read_check(IC_IO_MISS_DIRECT, buf, len, (uint64_t)4 << 20, size, 4);
+    assert_true(cached_pages() >= before + len / 4096 - 1);
+    ic_bigbuf_free(buf, len + 4096);
+}
+
+static void test_io_posix__a_direct_read_across_the_unaligned_end_returns_the_bytes_up_to_it(void **state)
+{
+    (void)state;
+    const size_t size = ((size_t)3 << 20) + 100, len = (size_t)2 << 20;
+    make_uncached(size, 5);
+    if (!miss_direct_observable())
+        skip();
+    uint8_t *buf = ic_bigbuf_alloc(len);
+    /* [2 MiB, 4 MiB): 1 MiB + 100 bytes of data, then zeroes */
+    read_check(IC_IO_MISS_DIRECT, buf, len, len, size, 5);
+    assert_int_equal(cached_pages(), 0);
+    /* the short read did not turn the hint off */
+    read_check(IC_IO_MISS_DIRECT, buf, len, 0, size, 5);
+    assert_int_equal(cached_pages(), 0);
+    ic_bigbuf_free(buf, len);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, cf_setup, cf_teardown)
     const struct CMUnitTest tests[] = {
         T(test_io_posix__missing_file_is_enoent_naming_it),
+        T(test_io_posix__a_large_read_of_uncached_data_goes_around_the_page_cache),
+        T(test_io_posix__small_unaligned_or_partly_cached_reads_go_through_the_page_cache),
+        T(test_io_posix__a_direct_read_across_the_unaligned_end_returns_the_bytes_up_to_it),
         T(test_io_posix__directory_is_refused_with_eisdir),
         T(test_io_posix__create_writes_reads_and_sizes_a_file),
         T(test_io_posix__create_never_truncates_and_excl_refuses_existing),

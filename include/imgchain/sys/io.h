@@ -163,6 +163,9 @@ struct ic_io {
                                   * (the writethrough and directsync cache modes) */
 #define IC_IO_BULK    (1u << 8)  /* bulk output through the page cache: allocate each
                                   * large write's range before writing it (a hint) */
+#define IC_IO_MISS_DIRECT (1u << 9) /* bulk reads: a large aligned read of a range the page
+                                     * cache holds none of goes to the device (O_DIRECT);
+                                     * a hint */
 
 /**
  * Opens a host file with the production (POSIX) backend and takes the
