@@ -5,13 +5,12 @@
  * Design notes:
  *  Owns the bitmap data clusters a bitmap table points to, and the
  *  in-memory form of one bitmap (struct qcow2_bitmap_bits).
- *  1. Layout (qemu's load_bitmap_data and hbitmap serialization): bit n
- *     covers guest bytes [n * g, (n + 1) * g) with g = 2^granularity_bits;
- *     bit n is bit n % 8 (least significant first) of byte n / 8 of the
- *     data; table entry i holds bytes [i * cluster_size, (i + 1) *
- *     cluster_size).  An entry without an offset reads as all zeroes, or
- *     all ones with bit 0 set.  Bits past the last one covering the disk
- *     are ignored on load (the format requires them to be zero).
+ *  1. Layout (docs/qcow2.md, "Bitmaps"): bit n covers guest bytes
+ *     [n * g, (n + 1) * g) with g = 2^granularity_bits, and is bit n % 8
+ *     (least significant first) of byte n / 8 of the data.  A table entry
+ *     without an offset reads as all zeroes, or all ones with bit 0 set.
+ *     Bits past the last one covering the disk are ignored on load (the
+ *     format requires them to be zero).
  *  2. Only a consistent bitmap is loaded: an in-use one has no meaningful
  *     data (qemu does not read it either), and its table must have exactly
  *     the clusters the disk needs (checked again here, so a caller that

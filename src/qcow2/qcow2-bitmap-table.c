@@ -5,9 +5,9 @@
  *  Owns the bitmap table of each bitmap (one level of u64 entries, each
  *  the host offset of a data cluster, or 0 with bit 0 saying whether the
  *  cluster reads as all zeroes or all ones).
- *  1. An entry is valid as qemu's check_table_entry has it: no reserved
- *     bit (1-8, 56-63), and with a non-zero offset a cluster-aligned
- *     offset and bit 0 clear.
+ *  1. An entry is valid as qemu's check_table_entry has it (docs/qcow2.md,
+ *     "Bitmaps"): no reserved bit (1-8, 56-63), and with a non-zero
+ *     offset a cluster-aligned offset and bit 0 clear.
  *  2. The table size is bounded by the directory entry (at most 512 MiB of
  *     bitmap data, so at most 2^20 entries with 512-byte clusters: 8 MiB
  *     of table), and its byte range is checked before it is read; bytes

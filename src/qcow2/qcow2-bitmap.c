@@ -5,7 +5,8 @@
  *  Owns the bitmap directory (the area the bitmaps header extension points
  *  to) and, with it, the decision whether an image holds bitmaps.
  *  1. An image holds bitmaps when autoclear bit 0 is set and the bitmaps
- *     extension is present (v3 only: a v2 header has no autoclear field).
+ *     extension is present (v3 only: a v2 header has no autoclear field;
+ *     docs/qcow2.md, "Bitmaps").
  *     That is qemu's rule: with the bit clear, qemu ignores the extension
  *     and its bitmaps are lost to every reader, so there is nothing left
  *     to keep; the read-write open drops such an extension as qemu does

@@ -47,7 +47,7 @@ enum {
  * size even with 512-byte clusters. */
 #define QCOW2_BME_MAX_TABLES_BYTES   (1ull << 30)
 
-/* ---- bitmap table entry ---------------------------------------------------- */
+/* ---- bitmap table entry (docs/qcow2.md, "Bitmaps") ------------------------- */
 
 #define QCOW2_BMT_RESERVED_MASK 0xff000000000001feull
 #define QCOW2_BMT_OFFSET_MASK   0x00fffffffffffe00ull

@@ -7,7 +7,8 @@
  *  caches, so a damaged reftable or L2 table cannot make the check itself
  *  fail or signal corruption; repairs go through the engine afterwards.
  *  Counting follows qemu 7.2's qcow2_check_refcounts so the numbers match
- *  qemu-img check:
+ *  qemu-img check (docs/qcow2.md, "Refcounts" and "qemu's behaviour we
+ *  match"):
  *  1. The in-memory refcount table (IMRT) counts the header, the active L1
  *     and every snapshot L1, one reference per L1 entry to its L2 table
  *     and one per L2 entry to its data cluster (compressed: every host

@@ -6,7 +6,8 @@
  * paths).
  *
  * Design notes:
- *  Owns the active L1 table and the L2 tables.
+ *  Owns the active L1 table and the L2 tables (entry layouts: docs/qcow2.md,
+ *  "L1 entries", "L2 entries", "Extended L2 entries", "Compressed clusters").
  *  1. Lookups work on runs: get_run() walks L1 and L2 entries (and
  *     subclusters with extended L2) and returns the longest prefix that
  *     shares one kind (unallocated, zero, zero-allocated, data,
@@ -23,7 +24,7 @@
  *     home (without extended L2: see 6) are rebuilt in a cluster buffer from the current guest view
  *     (backing, zeroes, compressed data) and written whole.  New L2
  *     entries always have COPIED.
- *  4. Ordering (docs/architecture.md, crash ordering): the new cluster is allocated
+ *  4. Ordering (docs/qcow2.md, "Crash ordering"): the new cluster is allocated
  *     (refcount increment in the refblock cache) and its data written
  *     before the L2 entry is changed in the L2 cache; the L2 cache writes
  *     refblocks and flushes the files before it writes any table, and

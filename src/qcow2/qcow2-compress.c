@@ -4,12 +4,12 @@
  *
  * Design notes:
  *  Owns the payload format of compressed clusters; the
- *  descriptors themselves are parsed in qcow2-cluster.c.
+ *  descriptors themselves are parsed in qcow2-cluster.c (both in
+ *  docs/qcow2.md, "Compressed clusters").
  *  1. zlib: raw deflate with a 4 KiB window (windowBits -12), as qemu
  *     writes it; any raw deflate stream is accepted on read.
  *  2. Decompression stops as soon as one full cluster is produced: the
- *     stored byte range is rounded up to 512-byte sectors and may carry
- *     trailing bytes from the next compressed cluster.
+ *     stored range may carry bytes of the next compressed cluster.
  *  3. Output that does not fit in the caller's buffer is -ENOSPC: the
  *     caller then stores the cluster uncompressed (qemu's rule: only
  *     payloads smaller than a cluster are worth storing compressed).

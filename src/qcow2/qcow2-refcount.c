@@ -7,9 +7,9 @@
  *  1. The reftable is loaded lazily, on the first refcount query: opening
  *     an image for reading never touches it.
  *  2. Refcount widths 1..64 are handled by qcow2_refblock_get/set (inline
- *     in qcow2.h): sub-byte widths pack LSB first, widths >= 8 are
- *     big-endian.
- *  3. Ordering (docs/architecture.md, crash ordering): increments are made before any
+ *     in qcow2.h; the packing is in docs/qcow2.md, "Refcounts").
+ *  3. Ordering (docs/architecture.md, "The crash-ordering rule"; for
+ *     qcow2, docs/qcow2.md, "Crash ordering"): increments are made before any
  *     reference reaches disk (the L2 cache depends on the refblock cache
  *     and flushes in between, qcow2-cache.c); decrements are queued and
  *     applied only after the metadata that dropped the reference is

@@ -13,7 +13,8 @@
  *                     snapshots_offset
  *
  *  Why not qemu's sequence (raise refcounts, rewrite L2 tables in place,
- *  then switch the snapshot table with a 12-byte write at 60)?  qemu-img
+ *  then switch the snapshot table with a 12-byte write at 60; see
+ *  docs/qcow2.md, "Where imgchain differs from qemu")?  qemu-img
  *  check counts a COPIED flag that disagrees with the refcount as a
  *  corruption in BOTH directions, and an L2 entry and the refcount of its
  *  cluster live in different clusters: no order of in-place writes keeps
@@ -41,7 +42,8 @@
  *     L1 for create; the snapshot's and the active tree for apply and
  *     delete) plus the table itself; the trees of the other snapshots are
  *     never read (1000 snapshots: creating the 1001st reads none of them).
- *  5. The in-memory snapshot table (s->snapshots) is the source of truth;
+ *  5. The in-memory snapshot table (s->snapshots; layout in docs/qcow2.md,
+ *     "Snapshot table") is the source of truth;
  *     unknown extra data of each entry is written back unchanged.  Entries
  *     are written with at least 24 bytes of extra data (qemu's layout,
  *     v2 and v3 alike).

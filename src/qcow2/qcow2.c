@@ -14,13 +14,13 @@
  *     qcow2_header_serialize() are the only byte-order boundary for it.
  *  3. Unknown header bytes (between the known header and header_length)
  *     and unknown extensions are kept and written back unchanged, in
- *     qemu's order: header, unknown header fields, backing format, data
- *     file, crypto, feature table, bitmaps, unknown extensions, end
- *     marker, backing name.  Cluster 0 is rewritten with one write.
+ *     qemu's order (docs/qcow2.md, "Header extensions").  Cluster 0 is
+ *     rewritten with one write.
  *  4. The dirty bit is set with one 8-byte write + flush before the first
  *     write whose refcounts may be stale (lazy refcounts), and cleared
  *     only after all metadata is flushed.  A dirty image opened read-write
- *     is repaired first (refcount rebuild, qcow2-refcount.c), as qemu does.
+ *     is repaired first (refcount rebuild, qcow2-refcount.c), as qemu does
+ *     (docs/qcow2.md, "Dirty and corrupt bits").
  *  5. A corrupt image opens read-only only; corruption detected while
  *     writing sets the corrupt bit (best effort) and moves the image to
  *     the sticky ERROR state.

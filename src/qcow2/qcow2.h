@@ -1,5 +1,5 @@
 /*
- * qcow2.h - private interface of the qcow2 driver (QEMU's block/qcow2.h).
+ * qcow2.h - private interface of the qcow2 driver.
  *
  * Holds the on-disk layout (byte offsets, masks, feature bits), the named
  * limits with the reason for each value, the in-memory state kept at
@@ -13,8 +13,9 @@
  * below: metadata walks call them once per cluster.
  * Every in-memory field below is CPU-endian.
  *
- * The format is the qcow2 specification as qemu 7.2's block/qcow2*.c
- * implements it.
+ * The format is qcow2 as qemu 7.2's qcow2 driver implements it;
+ * docs/qcow2.md states the facts this driver relies on, one section per
+ * on-disk structure.
  */
 #ifndef IC_QCOW2_QCOW2_H
 #define IC_QCOW2_QCOW2_H
@@ -26,7 +27,7 @@
 #include "image/image.h"
 #include "util/endian.h"
 
-/* ---- header layout ----------------------------------------------------- */
+/* ---- header layout (docs/qcow2.md, "Header") ---------------------------- */
 
 #define QCOW2_MAGIC 0x514649FBu /* "QFI\xfb" */
 
@@ -55,7 +56,7 @@ enum {
     QCOW2_HDR_V3_LEN = 112,          /* what qemu >= 5.1 writes */
 };
 
-/* Header extension magics. */
+/* Header extension magics (docs/qcow2.md, "Header extensions"). */
 #define QCOW2_EXT_END            0x00000000u
 #define QCOW2_EXT_BACKING_FORMAT 0xE2792ACAu
 #define QCOW2_EXT_FEATURE_TABLE  0x6803F857u
@@ -68,7 +69,8 @@ enum {
 #define QCOW2_BITMAPS_EXT_LEN    24
 #define QCOW2_CRYPTO_EXT_LEN     16
 
-/* Feature bits (incompatible, compatible, autoclear): _BITNR and mask. */
+/* Feature bits (incompatible, compatible, autoclear): _BITNR and mask
+ * (docs/qcow2.md, "Feature bits"). */
 enum {
     QCOW2_INCOMPAT_DIRTY_BITNR = 0,
     QCOW2_INCOMPAT_CORRUPT_BITNR = 1,
@@ -99,6 +101,8 @@ enum { QCOW2_CRYPT_NONE = 0, QCOW2_CRYPT_AES = 1, QCOW2_CRYPT_LUKS = 2 };
 enum { QCOW2_COMPRESSION_ZLIB = 0, QCOW2_COMPRESSION_ZSTD = 1 };
 
 /* ---- table entries: reftable, refblocks, L1, L2 ------------------------ */
+/* docs/qcow2.md, "L1 entries", "L2 entries", "Extended L2 entries" and
+ * "Refcounts". */
 
 #define QCOW2_OFLAG_COPIED      (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED  (1ull << 62)
@@ -263,7 +267,8 @@ struct qcow2_state {
     uint32_t l2_entries;
     uint32_t subcluster_bits;
     uint32_t subcluster_size;
-    uint32_t csize_shift;          /* compressed descriptor: 62 - (cluster_bits - 8) */
+    /* compressed descriptors (docs/qcow2.md, "Compressed clusters") */
+    uint32_t csize_shift;          /* 62 - (cluster_bits - 8) */
     uint64_t csize_mask;
     uint64_t coffset_mask;
 
@@ -382,7 +387,7 @@ static inline uint64_t qcow2_size_to_l1(const struct qcow2_state *s, uint64_t si
     return (size + (1ull << shift) - 1) >> shift;
 }
 
-/* ---- cluster types (standard and extended L2 entries) ----------------- */
+/* ---- cluster types (docs/qcow2.md, "L2 entries", "Extended L2 entries") */
 
 enum qcow2_ctype {
     QCOW2_CT_UNALLOCATED,

@@ -5,7 +5,8 @@
  * Design notes:
  *  Owns: nothing new on disk; it reads and repairs the L1/L2 tables and the
  *  file length.
- *  What is checked (qemu's rules; counters as qemu-img check):
+ *  What is checked (qemu's rules; counters as qemu-img check; docs/qed.md,
+ *  "Check and repair"):
  *   - L1 entry that is not a valid table offset   -> corruption (fix: zero)
  *   - L2 entry (not 0/1) unaligned, in the header area or past EOF
  *                                                -> corruption (fix: zero)

@@ -16,7 +16,8 @@
  *      syscall per run, not per cluster.
  *   3. Allocation is only at EOF (s->file_size grows; no free lists), so a
  *      cluster is never handed out twice while the image is open.
- *   4. Allocating write order (qemu's qed_aio_write_alloc):
+ *   4. Allocating write order (qemu's qed_aio_write_alloc; docs/qed.md,
+ *      "Allocation"):
  *        a. no opened backing file: NEED_CHECK set durably (qed.c);
  *        b. head COW, data, tail COW written to the new clusters;
  *        c. with a backing file: flush (data durable before it is

@@ -4,7 +4,7 @@
  * Design notes:
  *  Owns: the on-disk L1 table (table_size clusters at l1_table_offset) and
  *  every L2 table (table_size clusters each), both arrays of little-endian
- *  u64 cluster offsets.
+ *  u64 cluster offsets (docs/qed.md, "Tables").
  *  Invariants:
  *   1. Tables are CPU-endian in memory; byte order is converted only here,
  *      at the read/write boundary (ic_load_le64 / ic_store_le64).

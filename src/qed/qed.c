@@ -13,21 +13,20 @@
  *      | data clusters and L2 tables, allocated at EOF, in write order ...
  *
  *  Invariants:
- *   1. Every header field is validated before use: cluster size a power of
- *      two in [4 KiB, 64 MiB], table size a power of two in [1, 16] clusters
- *      and at most QED_MAX_TABLE_BYTES, header_size >= 1 with
- *      header_size * cluster_size < 2^32, image size a multiple of 512 and
- *      addressable by the two table levels, L1 inside the file after the
- *      header area, backing name inside the header area.  Unknown feature
- *      bits refuse the open (ENOTSUP).
+ *   1. Every header field is validated before use, with the rules of
+ *      docs/qed.md, "Header" (the named limits are in qed.h): sizes and
+ *      their product, L1 inside the file after the header area, backing
+ *      name inside the header area.  Unknown feature bits refuse the open
+ *      (ENOTSUP).
  *   2. The header is rewritten only as its first 64 bytes (one sector, so a
  *      crash leaves it old or new) except by change_backing, which rewrites
  *      header and name with one synced write, as qemu does.
- *   3. NEED_CHECK: set durably (header write, then flush) before the first
- *      allocating write of an image without an opened backing file; cleared
- *      only after a flush made every write it covered durable.  With a
- *      backing file, data is flushed before each L2 update instead
- *      (qed-cluster.c), so the bit is not needed.
+ *   3. NEED_CHECK (docs/qed.md, "Need-check flag"): set durably (header
+ *      write, then flush) before the first allocating write of an image
+ *      without an opened backing file; cleared only after a flush made
+ *      every write it covered durable.  With a backing file, data is
+ *      flushed before each L2 update instead (qed-cluster.c), so the bit
+ *      is not needed.
  *   4. A read-write open of an image with NEED_CHECK runs the check with
  *      repair (as qemu); it fails only when the check hits an I/O error.  If
  *      corruptions remain (clusters referenced twice cannot be repaired)

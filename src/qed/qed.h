@@ -18,6 +18,7 @@
 #include "image/image.h"
 
 /* ---- on-disk header: 64 bytes, all fields little-endian ----------------- */
+/* docs/qed.md, "Header". */
 
 #define QED_MAGIC 0x00444551u /* "QED\0" read as le32 */
 
@@ -36,7 +37,8 @@ enum {
     QED_HEADER_BYTES = 64,          /* sizeof(QEDHeader) in qemu */
 };
 
-/* features: an unknown bit makes the image unreadable. */
+/* features: an unknown bit makes the image unreadable (docs/qed.md,
+ * "Feature bits"). */
 #define QED_F_BACKING_FILE            UINT64_C(0x01)
 #define QED_F_NEED_CHECK              UINT64_C(0x02)
 #define QED_F_BACKING_FORMAT_NO_PROBE UINT64_C(0x04)
@@ -74,7 +76,7 @@ enum {
 #define QED_L2_CACHE_MIN 2u
 #define QED_L2_CACHE_MAX 32u
 
-/* L2 entry values with a special meaning. */
+/* L2 entry values with a special meaning (docs/qed.md, "Tables"). */
 #define QED_UNALLOC_CLUSTER UINT64_C(0) /* read the backing file (or zeroes) */
 #define QED_ZERO_CLUSTER    UINT64_C(1) /* reads as zeroes, hides the backing */
 
