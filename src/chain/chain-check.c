@@ -261,7 +261,7 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
                opts->version >= 2 ? sizeof(ocur) : offsetof(ic_chain_check_options, cache));
     opts = &ocur;
     if (opts->format && !ic_driver_find(opts->format))
-        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_chain_check: %s: unknown format '%s'",
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "%s: unknown format '%s'",
                             path, opts->format);
     struct cc c = { .o = opts };
     c.res = calloc(1, sizeof(*c.res));
@@ -305,7 +305,6 @@ int ic_chain_check(ic_chain_check_result **out, const char *path,
         if (ret < 0) {
             if (depth == 0) {
                 ic_error_propagate(errp, err);
-                ic_error_prepend(errp, "ic_chain_check");
                 break;
             }
             add_finding(&c, IC_CHAIN_UNREADABLE, IC_CHAIN_ERROR, depth, cur, "%s",

@@ -338,6 +338,5 @@ fail_close:
 fail:
     ic_journal_rec_clear(&rec);
 fail_noclear:
-    ic_error_prepend(errp, "ic_chain_commit");
     return ret;
 }

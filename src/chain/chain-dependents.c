@@ -280,7 +280,7 @@ int ic_chain_dependents(ic_dependents **out, const char *target, const char *con
     char *real = ic_dir_realpath(target);
     if (!real) {
         int e = errno ? errno : ENOENT;
-        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "ic_chain_dependents: %s: %s",
+        return ic_error_set(errp, ic_error_kind_from_errno(e), e, "%s: %s",
                             target, strerror(e));
     }
     for (size_t i = 0; i < nb_dirs; i++) {
@@ -289,7 +289,7 @@ int ic_chain_dependents(ic_dependents **out, const char *target, const char *con
             int e = k < 0 ? -k : ENOTDIR;
             free(real);
             return ic_error_set(errp, ic_error_kind_from_errno(e), e,
-                                "ic_chain_dependents: %s: %s", dirs[i],
+                                "%s: %s", dirs[i],
                                 k < 0 ? strerror(e) : "not a folder");
         }
     }
@@ -307,7 +307,6 @@ int ic_chain_dependents(ic_dependents **out, const char *target, const char *con
     free(real);
     if (ret < 0) {
         free(d);
-        ic_error_prepend(errp, "ic_chain_dependents");
         return ret;
     }
     d->list = calloc(nh ? nh : 1, sizeof(*d->list));

@@ -623,6 +623,5 @@ int ic_chain_rebase_stats(const char *path, const ic_rebase_options *opts,
     return 0;
 fail:
     ic_journal_rec_clear(&rec);
-    ic_error_prepend(errp, "ic_chain_rebase");
     return ret;
 }

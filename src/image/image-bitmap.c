@@ -47,11 +47,11 @@ int ic_bitmap_dump(ic_image *img, const char *name, ic_bitmap_extent_fn fn, void
     if (!name || !fn)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_bitmap_dump: no bitmap name");
     if (!img->drv->bitmap_dump)
-        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "ic_bitmap_dump: %s: format %s "
+        return ic_error_set(errp, IC_ERR_UNSUPPORTED, ENOTSUP, "%s: format %s "
                             "has no persistent dirty bitmaps", img->filename, img->drv->name);
     int ret = img->drv->bitmap_dump(img, name, fn, payload, errp);
     if (ret < 0)
-        ic_error_prepend(errp, "ic_bitmap_dump: %s", img->filename);
+        ic_error_prepend(errp, "%s", img->filename);
     return ret;
 }
 

@@ -80,7 +80,7 @@ int ic_snapshot_list(ic_image *img, ic_snapshot_info **out, ic_error **errp)
         return 0;
     int ret = img->drv->snapshot_list(img, out, errp);
     if (ret < 0)
-        ic_error_prepend(errp, "ic_snapshot_list: %s", img->filename);
+        ic_error_prepend(errp, "%s", img->filename);
     return ret;
 }
 

@@ -232,31 +232,24 @@ static int load(ic_snapmeta *m, ic_error **errp)
 int ic_snapmeta_open(ic_snapmeta **out, const char *root, const char *domain, ic_error **errp)
 {
     *out = NULL;
-    int ret;
     if (!root || !*root || !domain || !*domain || strchr(domain, '/') ||
-        !strcmp(domain, ".") || !strcmp(domain, "..")) {
-        ret = ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid domain name '%s'",
-                           domain ? domain : "");
-        goto fail_msg;
-    }
+        !strcmp(domain, ".") || !strcmp(domain, ".."))
+        return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "invalid domain name '%s'",
+                            domain ? domain : "");
     ic_snapmeta *m = calloc(1, sizeof(*m));
     size_t dl = strlen(root) + 1 + strlen(domain) + 1;
     if (!m || !(m->dir = malloc(dl)) || !(m->domain = strdup(domain))) {
         ic_snapmeta_free(m);
-        ret = oom(errp);
-        goto fail_msg;
+        return oom(errp);
     }
     snprintf(m->dir, dl, "%s/%s", root, domain);
-    ret = load(m, errp);
+    int ret = load(m, errp);
     if (ret < 0) {
         ic_snapmeta_free(m);
-        goto fail_msg;
+        return ret;
     }
     *out = m;
     return 0;
-fail_msg:
-    ic_error_prepend(errp, "ic_snapmeta_open");
-    return ret;
 }
 
 const char *ic_snapmeta_dir(const ic_snapmeta *m)
@@ -394,7 +387,6 @@ int ic_snapmeta_put(ic_snapmeta *m, ic_snapshot_def *def, bool make_current, ic_
     if (ret < 0) {
         /* put() stores @def only on success */
         ic_snapshot_def_free(def);
-        ic_error_prepend(errp, "ic_snapmeta_put");
     }
     return ret;
 }
@@ -433,10 +425,7 @@ int ic_snapmeta_set_current(ic_snapmeta *m, const char *name, ic_error **errp)
 {
     if (!m)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_snapmeta_set_current: no store");
-    int ret = set_current(m, name, errp);
-    if (ret < 0)
-        ic_error_prepend(errp, "ic_snapmeta_set_current");
-    return ret;
+    return set_current(m, name, errp);
 }
 
 static int remove_snapshot(ic_snapmeta *m, const char *name, ic_error **errp)
@@ -491,10 +480,7 @@ int ic_snapmeta_remove(ic_snapmeta *m, const char *name, ic_error **errp)
 {
     if (!m || !name)
         return ic_error_set(errp, IC_ERR_INVALID, EINVAL, "ic_snapmeta_remove: no store or name");
-    int ret = remove_snapshot(m, name, errp);
-    if (ret < 0)
-        ic_error_prepend(errp, "ic_snapmeta_remove");
-    return ret;
+    return remove_snapshot(m, name, errp);
 }
 
 ic_path_kind ic_snapmeta_path_kind(const char *path, void *payload)

@@ -226,7 +226,7 @@ static void test_snap_meta__refuses_two_current_snapshots(void **state)
     write_file(c, "b.xml", b);
     free(a);
     free(b);
-    expect_open_error(c, "ic_snapmeta_open: Too many snapshots claiming to be current for domain vm1");
+    expect_open_error(c, "Too many snapshots claiming to be current for domain vm1");
 }
 
 static void test_snap_meta__refuses_a_missing_parent(void **state)
@@ -235,7 +235,7 @@ static void test_snap_meta__refuses_a_missing_parent(void **state)
     char *b = metadata_text("b", "gone", NULL, false);
     write_file(c, "b.xml", b);
     free(b);
-    expect_open_error(c, "ic_snapmeta_open: Snapshots have inconsistent relations for domain vm1: "
+    expect_open_error(c, "Snapshots have inconsistent relations for domain vm1: "
                          "snapshot 'b' lacks parent 'gone'");
 }
 
@@ -248,7 +248,7 @@ static void test_snap_meta__refuses_a_cycle(void **state)
     write_file(c, "b.xml", b);
     free(a);
     free(b);
-    expect_open_error(c, "ic_snapmeta_open: Snapshots have inconsistent relations for domain vm1: "
+    expect_open_error(c, "Snapshots have inconsistent relations for domain vm1: "
                          "snapshot 'a' is in a circular chain");
 }
 
@@ -259,11 +259,11 @@ static void test_snap_meta__refuses_a_file_under_another_name_or_unparseable(voi
     write_file(c, "other.xml", a);
     free(a);
     char msg[512];
-    snprintf(msg, sizeof(msg), "ic_snapmeta_open: %s/other.xml: holds snapshot 'a', not 'other'",
+    snprintf(msg, sizeof(msg), "%s/other.xml: holds snapshot 'a', not 'other'",
              c->dir);
     expect_open_error(c, msg);
     write_file(c, "other.xml", "<domainsnapshot><name>other</name></domainsnapshot>");
-    snprintf(msg, sizeof(msg), "ic_snapmeta_open: %s/other.xml: missing creationTime from existing snapshot",
+    snprintf(msg, sizeof(msg), "%s/other.xml: missing creationTime from existing snapshot",
              c->dir);
     expect_open_error(c, msg);
     /* a temporary file a crash left behind is not a snapshot */
@@ -275,7 +275,7 @@ static void test_snap_meta__refuses_a_file_under_another_name_or_unparseable(voi
     ic_snapmeta *none = NULL;
     ic_error *err = NULL;
     assert_int_equal(ic_snapmeta_open(&none, c->root, "../x", &err), -EINVAL);
-    assert_string_equal(ic_error_message(err), "ic_snapmeta_open: invalid domain name '../x'");
+    assert_string_equal(ic_error_message(err), "invalid domain name '../x'");
     ic_error_free(err);
 }
 
@@ -286,11 +286,11 @@ static void test_snap_meta__refuses_bad_names_and_parents_on_put(void **state)
     put_ok(m, mk("a", NULL, NULL), true);
     put_ok(m, mk("b", "a", NULL), true);
     static const struct { const char *name, *parent, *msg; } cases[] = {
-        { "x/y", NULL, "ic_snapmeta_put: invalid snapshot name 'x/y': name can't contain '/'" },
-        { ".hidden", NULL, "ic_snapmeta_put: invalid snapshot name '.hidden': name can't start with '.'" },
-        { "z", "nope", "ic_snapmeta_put: parent nope for moment z not found" },
-        { "z", "z", "ic_snapmeta_put: cannot set moment z as its own parent" },
-        { "a", "b", "ic_snapmeta_put: parent b would create cycle to a" },
+        { "x/y", NULL, "invalid snapshot name 'x/y': name can't contain '/'" },
+        { ".hidden", NULL, "invalid snapshot name '.hidden': name can't start with '.'" },
+        { "z", "nope", "parent nope for moment z not found" },
+        { "z", "z", "cannot set moment z as its own parent" },
+        { "a", "b", "parent b would create cycle to a" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ic_error *err = NULL;
@@ -328,7 +328,7 @@ static void test_snap_meta__moves_the_current_marker(void **state)
     assert_int_equal(ic_snapmeta_set_current(m, "zz", &err), -ENOENT);
     assert_int_equal(ic_error_kind_of(err), IC_ERR_NOTFOUND);
     assert_string_equal(ic_error_message(err),
-                        "ic_snapmeta_set_current: no domain snapshot with matching name 'zz'");
+                        "no domain snapshot with matching name 'zz'");
     ic_error_free(err);
     ic_snapmeta_free(m);
     m = open_ok(c);
@@ -360,7 +360,7 @@ static void test_snap_meta__remove_reparents_children_and_moves_current(void **s
     assert_null(ic_snapmeta_current(m));
     assert_int_equal(ic_snapmeta_remove(m, "a", &err), -ENOENT);
     assert_string_equal(ic_error_message(err),
-                        "ic_snapmeta_remove: no domain snapshot with matching name 'a'");
+                        "no domain snapshot with matching name 'a'");
     ic_error_free(err);
     ic_snapmeta_free(m);
 }
@@ -574,7 +574,8 @@ static void test_snap_meta__a_failed_write_changes_nothing(void **state)
         assert_int_equal(ret, -ENOSPC);
         assert_true(IC_ERR_CONSISTENT(ret, err));
         assert_int_equal(ic_error_kind_of(err), IC_ERR_IO);
-        assert_int_equal(strncmp(ic_error_message(err), "ic_snapmeta_put: ", 17), 0);
+        /* the message names the file that could not be written */
+        assert_non_null(strstr(ic_error_message(err), c->dir));
         ic_error_free(err);
         /* before the rename the old file stays; no temporary is left */
         if (step <= 4) {
