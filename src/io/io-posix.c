@@ -113,7 +113,10 @@ static struct io_posix *to_posix(ic_io *io)
     return (struct io_posix *)io;
 }
 
-int64_t ic_fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* pread until @len bytes, the end of the file, or (@stop_align non-zero) a
+ * count that is not a multiple of @stop_align: a direct read's end of file
+ * that is not on a block boundary. */
+static int64_t pread_until(int fd, void *buf, size_t len, uint64_t off, uint64_t stop_align)
 {
     uint8_t *p = buf;
     size_t done = 0;
@@ -127,8 +130,15 @@ int64_t ic_fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
         if (n == 0)
             break;
         done += (size_t)n;
+        if (stop_align && done % stop_align)
+            break;
     }
     return (int64_t)done;
+}
+
+int64_t ic_fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    return pread_until(fd, buf, len, off, 0);
 }
 
 int ic_fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
@@ -203,27 +213,6 @@ static int miss_fd(struct io_posix *p)
     return nfd;
 }
 
-/* A direct read, continued over short reads until the file's end (a
- * short count that is not aligned: the end is not on a block boundary). */
-static int64_t pread_direct(int fd, void *buf, size_t len, uint64_t off)
-{
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        done += (size_t)n;
-        if (done % IC_IO_MISS_ALIGN)
-            break;
-    }
-    return (int64_t)done;
-}
-
 static int64_t posix_pread(ic_io *io, void *buf, size_t len, uint64_t off)
 {
     struct io_posix *p = to_posix(io);
@@ -232,7 +221,7 @@ static int64_t posix_pread(ic_io *io, void *buf, size_t len, uint64_t off)
         atomic_load(&p->miss_fd) != MISS_OFF && range_uncached(p, off, len)) {
         int dfd = miss_fd(p);
         if (dfd >= 0) {
-            int64_t n = pread_direct(dfd, buf, len, off);
+            int64_t n = pread_until(dfd, buf, len, off, IC_IO_MISS_ALIGN);
             if (n != -EINVAL) {
                 if (n >= 0 && trace_on("missdirect"))
                     fprintf(stderr, "imgchain: trace: miss_direct %s %" PRIu64 " %zu\n",
